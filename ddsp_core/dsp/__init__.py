@@ -1,0 +1,1 @@
+"""Cohesive DSP building blocks behind the reference-compatible `ddsp_core.core` façade."""

@@ -1,0 +1,248 @@
+"""FFT convolution, frequency-sampled and windowed-sinc filters, and variable delays."""
+
+from __future__ import annotations
+
+from typing import Optional, Text
+
+import numpy as np
+import scipy.fft
+import tensorflow as tf
+
+from ddsp_core.dsp.units import tf_float32
+
+
+def get_fft_size(frame_size: int, ir_size: int, power_of_2: bool = True) -> int:
+    """FFT length for linear (not circular) convolution of a frame with an impulse response.
+
+    Args:
+      frame_size: Samples per audio frame.
+      ir_size: Samples per impulse response.
+      power_of_2: Round up to a power of two; otherwise to the next size scipy's FFT is fast at.
+    """
+    convolved_size = int(ir_size) + int(frame_size) - 1
+    if power_of_2:
+        return int(2 ** np.ceil(np.log2(convolved_size)))
+    return int(scipy.fft.next_fast_len(convolved_size))
+
+
+def crop_and_compensate_delay(audio: tf.Tensor, audio_size: int, ir_size: int, padding: Text,
+                              delay_compensation: int) -> tf.Tensor:
+    """Crops a full convolution result and removes the filter's delay.
+
+    Args:
+      audio: [batch, n_convolved] full convolution output.
+      audio_size: Length of the signal before convolution.
+      ir_size: Length of the impulse response.
+      padding: 'same' (output has audio_size samples) or 'valid' (audio_size + ir_size - 1).
+      delay_compensation: Samples to drop from the front; negative means the group delay of a
+        zero-phase filter centred in its window, `ir_size // 2` (the layout produced by
+        `frequency_impulse_response` and `sinc_impulse_response`).
+    """
+    if padding == "valid":
+        crop_size = ir_size + audio_size - 1
+    elif padding == "same":
+        crop_size = audio_size
+    else:
+        raise ValueError(f"padding must be 'same' or 'valid', got {padding!r}.")
+    start = ir_size // 2 if delay_compensation < 0 else int(delay_compensation)
+    total = int(audio.shape[-1])
+    if start + crop_size > total:
+        audio = tf.pad(audio, [[0, 0], [0, start + crop_size - total]])
+    return audio[:, start:start + crop_size]
+
+
+def fft_convolve(audio: tf.Tensor, impulse_response: tf.Tensor, padding: Text = "same",
+                 delay_compensation: int = -1) -> tf.Tensor:
+    """Convolves audio with one or a sequence of impulse responses, via the FFT.
+
+    With several impulse responses, the audio is cut into as many equal frames; each frame is
+    convolved with its own response and the results are overlap-added (a time-varying filter).
+
+    Args:
+      audio: [batch, audio_size].
+      impulse_response: [batch, ir_size] or [batch, n_ir_frames, ir_size]; batch may be 1 to
+        share one response across the batch.
+      padding: 'same' or 'valid' (see `crop_and_compensate_delay`).
+      delay_compensation: Samples removed from the front; -1 for `ir_size // 2`.
+
+    Returns:
+      [batch, audio_size] ('same') or [batch, audio_size + ir_size - 1] ('valid').
+    """
+    audio = tf_float32(audio)
+    impulse_response = tf_float32(impulse_response)
+    if len(audio.shape) != 2:
+        raise ValueError(f"fft_convolve: audio must be [batch, n_samples], got {audio.shape}.")
+    if len(impulse_response.shape) == 2:
+        impulse_response = impulse_response[:, tf.newaxis, :]
+    if len(impulse_response.shape) != 3:
+        raise ValueError("fft_convolve: impulse_response must be [batch, ir_size] or "
+                         f"[batch, n_frames, ir_size], got {impulse_response.shape}.")
+    audio_size = int(audio.shape[1])
+    n_ir_frames = int(impulse_response.shape[1])
+    ir_size = int(impulse_response.shape[2])
+
+    frame_size = int(np.ceil(audio_size / n_ir_frames))
+    n_audio_frames = int(np.ceil(audio_size / frame_size))
+    if n_audio_frames != n_ir_frames:
+        raise ValueError(f"fft_convolve: {audio_size} samples cannot be split into {n_ir_frames} "
+                         f"equal frames to match the impulse responses.")
+    frames = tf.signal.frame(audio, frame_size, frame_size, pad_end=True)  # [B, F, frame]
+    fft_size = get_fft_size(frame_size, ir_size, power_of_2=True)
+    audio_fft = tf.signal.rfft(frames, [fft_size])
+    ir_fft = tf.signal.rfft(impulse_response, [fft_size])
+    convolved = tf.signal.irfft(audio_fft * ir_fft, [fft_size])  # [B, F, fft_size]
+    output = tf.signal.overlap_and_add(convolved, frame_size)
+    return crop_and_compensate_delay(output, audio_size, ir_size, padding, delay_compensation)
+
+
+def _centred_window(window_size: int) -> tf.Tensor:
+    """Hann window of `window_size` samples whose peak (value 1) is at index window_size // 2."""
+    return tf.signal.hann_window(window_size, periodic=(window_size % 2 == 0))
+
+
+def apply_window_to_impulse_response(impulse_response: tf.Tensor, window_size: int = 0,
+                                     causal: bool = False) -> tf.Tensor:
+    """Windows a zero-phase impulse response and makes it causal.
+
+    Args:
+      impulse_response: [..., ir_size] in zero-phase form (time 0 at index 0, negative times
+        wrapped to the end), as returned by an inverse real FFT; if `causal`, already causal
+        and centred (it is first shifted to zero-phase form).
+      window_size: Length of the Hann window and of the output; <= 0 or > ir_size means
+        ir_size.
+      causal: See above.
+
+    Returns:
+      [..., window_size] causal response, its zero-time sample at index window_size // 2.
+    """
+    impulse_response = tf.math.real(tf.convert_to_tensor(impulse_response))
+    impulse_response = tf_float32(impulse_response)
+    if causal:
+        impulse_response = tf.signal.ifftshift(impulse_response, axes=-1)
+    ir_size = int(impulse_response.shape[-1])
+    if window_size <= 0 or window_size > ir_size:
+        window_size = ir_size
+    centre = window_size // 2
+    idx = (np.arange(window_size) - centre) % ir_size
+    centred = tf.gather(impulse_response, idx, axis=-1)
+    return centred * _centred_window(window_size)
+
+
+def frequency_impulse_response(magnitudes: tf.Tensor, window_size: int = 0) -> tf.Tensor:
+    """Linear-phase FIR responses from sampled magnitude responses (frequency sampling).
+
+    Args:
+      magnitudes: [batch, n_frames, n_frequencies] linear gains from 0 Hz to Nyquist, evenly
+        spaced; or [batch, n_frequencies].
+      window_size: Length of the Hann window (and the output); <= 0 means 2*(n_frequencies-1).
+
+    Returns:
+      [batch, n_frames, window_size] (or [batch, window_size]) impulse responses, centred at
+      index window_size // 2.
+    """
+    magnitudes = tf_float32(magnitudes)
+    spectrum = tf.complex(magnitudes, tf.zeros_like(magnitudes))
+    zero_phase_ir = tf.signal.irfft(spectrum)
+    return apply_window_to_impulse_response(zero_phase_ir, window_size)
+
+
+def sinc(x, threshold=1e-20):
+    """Normalised sinc, sin(pi x) / (pi x), with sinc(0) = 1."""
+    x = tf_float32(x)
+    x = tf.where(tf.abs(x) < threshold, threshold * tf.ones_like(x), x)
+    x = np.pi * x
+    return tf.sin(x) / x
+
+
+def sinc_impulse_response(cutoff_frequency, window_size=512, sample_rate=None, high_pass=False):
+    """Hann-windowed sinc low-pass (or high-pass) impulse responses.
+
+    Args:
+      cutoff_frequency: [..., 1] cutoff, in Hz if `sample_rate` is given, otherwise as a
+        fraction of Nyquist in [0, 1].
+      window_size: Response length; rounded up to an odd number so the filter is symmetric.
+      sample_rate: Hz, or None for normalised cutoffs.
+      high_pass: Return the complementary high-pass response.
+
+    Returns:
+      [..., window_size (odd)] responses centred at window_size // 2, unity gain in the pass band.
+    """
+    cutoff = tf_float32(cutoff_frequency)
+    if sample_rate is not None:
+        cutoff = cutoff / (sample_rate / 2.0)
+    cutoff = tf.clip_by_value(cutoff, 0.0, 1.0)
+    half = int(window_size) // 2
+    n = tf.range(-half, half + 1, dtype=tf.float32)
+    ir = cutoff * sinc(cutoff * n)
+    ir *= tf.signal.hann_window(2 * half + 1, periodic=False)
+    ir = ir / tf.maximum(tf.reduce_sum(ir, axis=-1, keepdims=True), 1e-12)
+    if high_pass:
+        delta = tf.one_hot(half, 2 * half + 1)
+        ir = delta - ir
+    return ir
+
+
+def frequency_filter(audio: tf.Tensor, magnitudes: tf.Tensor, window_size: int = 0,
+                     padding: Text = "same") -> tf.Tensor:
+    """Time-varying linear-phase filter given by frame-wise magnitude responses.
+
+    Args:
+      audio: [batch, n_samples].
+      magnitudes: [batch, n_frames, n_frequencies] linear gains from 0 Hz to Nyquist; n_samples
+        must split into n_frames equal frames (last one may be shorter).
+      window_size: Filter length (see `frequency_impulse_response`).
+      padding: 'same' or 'valid'.
+
+    Returns:
+      Filtered audio, delay-compensated.
+    """
+    impulse_response = frequency_impulse_response(magnitudes, window_size=window_size)
+    return fft_convolve(audio, impulse_response, padding=padding)
+
+
+def sinc_filter(audio: tf.Tensor, cutoff_frequency: tf.Tensor, window_size: int = 512,
+                sample_rate: Optional[int] = None, padding: Text = "same",
+                high_pass: bool = False) -> tf.Tensor:
+    """Time-varying windowed-sinc low/high-pass filter.
+
+    Args:
+      audio: [batch, n_samples].
+      cutoff_frequency: [batch, n_frames, 1] (or [batch, n_frames]) cutoff in Hz if
+        `sample_rate` is given, else normalised to Nyquist.
+    """
+    cutoff_frequency = tf_float32(cutoff_frequency)
+    if len(cutoff_frequency.shape) == 2:
+        cutoff_frequency = cutoff_frequency[..., tf.newaxis]
+    impulse_response = sinc_impulse_response(cutoff_frequency, window_size=window_size,
+                                             sample_rate=sample_rate, high_pass=high_pass)
+    return fft_convolve(audio, impulse_response, padding=padding)
+
+
+def variable_length_delay(phase: tf.Tensor, audio: tf.Tensor, max_length: int = 512) -> tf.Tensor:
+    """Delays audio by a time-varying, fractional number of samples (linear interpolation).
+
+    Args:
+      phase: [batch, n_samples, 1] or [batch, n_samples] delay as a fraction of `max_length`, in
+        [0, 1].
+      audio: [batch, n_samples].
+      max_length: Longest delay in samples.
+
+    Returns:
+      [batch, n_samples]: out[t] = audio[t - phase[t] * max_length] (zero before the start).
+    """
+    audio = tf_float32(audio)
+    phase = tf_float32(phase)
+    if len(phase.shape) == 3:
+        phase = phase[..., 0]
+    n_samples = tf.shape(audio)[1]
+    delay = tf.clip_by_value(phase, 0.0, 1.0) * float(max_length)
+    lead = max_length + 1
+    padded = tf.pad(audio, [[0, 0], [lead, 0]])
+    position = tf.cast(tf.range(n_samples), tf.float32) + float(lead) - delay
+    lower = tf.floor(position)
+    frac = position - lower
+    lower = tf.cast(lower, tf.int32)
+    upper = tf.minimum(lower + 1, n_samples + lead - 1)
+    a = tf.gather(padded, lower, batch_dims=1)
+    b = tf.gather(padded, upper, batch_dims=1)
+    return a + frac * (b - a)

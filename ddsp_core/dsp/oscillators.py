@@ -1,0 +1,397 @@
+"""Oscillators: phase accumulation, sinusoid banks, harmonic and wavetable synthesis."""
+
+from __future__ import annotations
+
+from typing import Optional, Text
+
+import numpy as np
+import tensorflow as tf
+
+from ddsp_core.dsp import resampling
+from ddsp_core.dsp.units import safe_divide, tf_float32
+
+TWO_PI = 2.0 * np.pi
+
+
+def wrap_phase(phase: tf.Tensor) -> tf.Tensor:
+    """Wraps phases to [0, 2*pi) with an identity gradient."""
+    return phase - TWO_PI * tf.stop_gradient(tf.floor(phase / TWO_PI))
+
+
+def accumulate_phase(angular_frequency: tf.Tensor) -> tf.Tensor:
+    """Cumulative sum of per-sample phase increments along axis 1, wrapped to [0, 2*pi).
+
+    Accumulates in float64 so that long signals keep their phase accurate (a float32 running sum
+    drifts by radians over a few seconds at high frequencies), then returns float32.
+
+    Args:
+      angular_frequency: [batch, n_samples, ...] radians per sample.
+    """
+    omega = tf.cast(angular_frequency, tf.float64)
+    phase = tf.cumsum(omega, axis=1)
+    return tf.cast(wrap_phase(phase), tf.float32)
+
+
+def _phase(frequency_hz: tf.Tensor, sample_rate: int, use_angular_cumsum: bool) -> tf.Tensor:
+    """Phase in radians of sinusoids at `frequency_hz` ([batch, n_samples, n])."""
+    if use_angular_cumsum:
+        return angular_cumsum(frequency_hz * (TWO_PI / float(sample_rate)))
+    omega = tf.cast(frequency_hz, tf.float64) * (TWO_PI / float(sample_rate))
+    return accumulate_phase(omega)
+
+
+def angular_cumsum(angular_frequency, chunk_size=1000):
+    """Phase accumulation that stays precise in float32 by wrapping every `chunk_size` samples.
+
+    Args:
+      angular_frequency: [batch, n_samples, channels] radians per sample.
+      chunk_size: Samples summed before wrapping to [0, 2*pi).
+
+    Returns:
+      [batch, n_samples, channels] accumulated phase, wrapped to [0, 2*pi) at chunk ends.
+    """
+    omega = tf_float32(angular_frequency)
+    n_samples = int(omega.shape[1])
+    chunk_size = int(chunk_size)
+    pad = (-n_samples) % chunk_size
+    if pad:
+        omega = tf.pad(omega, [[0, 0], [0, pad], [0, 0]])
+    shape = tf.shape(omega)
+    n_chunks = (n_samples + pad) // chunk_size
+    chunks = tf.reshape(omega, [shape[0], n_chunks, chunk_size, shape[2]])
+    omega = wrap_phase(chunks)  # increments themselves may exceed 2 pi
+    within = tf.cumsum(omega, axis=2)
+    # Phase at each chunk's start: wrapped running sum of wrapped chunk totals.
+    totals = wrap_phase(within[:, :, -1, :])
+    starts = tf.cumsum(totals, axis=1, exclusive=True)
+    starts = wrap_phase(starts)
+    phase = wrap_phase(within + starts[:, :, tf.newaxis, :])
+    phase = tf.reshape(phase, [shape[0], n_chunks * chunk_size, shape[2]])
+    return phase[:, :n_samples, :]
+
+
+def get_harmonic_frequencies(frequencies: tf.Tensor, n_harmonics: int) -> tf.Tensor:
+    """Integer multiples of a fundamental.
+
+    Args:
+      frequencies: [batch, time, 1] fundamental in Hz.
+      n_harmonics: Number of harmonics (including the fundamental).
+
+    Returns:
+      [batch, time, n_harmonics] frequencies in Hz.
+    """
+    frequencies = tf_float32(frequencies)
+    multipliers = tf.linspace(1.0, float(n_harmonics), int(n_harmonics))
+    return frequencies * multipliers
+
+
+def remove_above_nyquist(frequency_envelopes: tf.Tensor, amplitude_envelopes: tf.Tensor,
+                         sample_rate: int = 16000) -> tf.Tensor:
+    """Zeroes the amplitude of every sinusoid at or above the Nyquist frequency.
+
+    Args:
+      frequency_envelopes: [batch, time, n_sinusoids] Hz.
+      amplitude_envelopes: [batch, time, n_sinusoids].
+      sample_rate: Hz.
+
+    Returns:
+      [batch, time, n_sinusoids] amplitudes.
+    """
+    frequency_envelopes = tf_float32(frequency_envelopes)
+    amplitude_envelopes = tf_float32(amplitude_envelopes)
+    return tf.where(frequency_envelopes >= sample_rate / 2.0,
+                    tf.zeros_like(amplitude_envelopes), amplitude_envelopes)
+
+
+def normalize_harmonics(harmonic_distribution, f0_hz=None, sample_rate=None):
+    """Normalises a harmonic distribution to sum to one, after removing harmonics above Nyquist.
+
+    Args:
+      harmonic_distribution: [batch, time, n_harmonics] non-negative weights.
+      f0_hz: [batch, time, 1] fundamental in Hz; with `sample_rate`, harmonics at or above
+        Nyquist are zeroed before normalising.
+      sample_rate: Hz, or None to skip the Nyquist check.
+    """
+    harmonic_distribution = tf_float32(harmonic_distribution)
+    if sample_rate is not None and f0_hz is not None:
+        n_harmonics = int(harmonic_distribution.shape[-1])
+        harmonic_frequencies = get_harmonic_frequencies(f0_hz, n_harmonics)
+        harmonic_distribution = remove_above_nyquist(harmonic_frequencies,
+                                                     harmonic_distribution, sample_rate)
+    total = tf.reduce_sum(harmonic_distribution, axis=-1, keepdims=True)
+    return safe_divide(harmonic_distribution, total)
+
+
+def oscillator_bank(frequency_envelopes: tf.Tensor, amplitude_envelopes: tf.Tensor,
+                    sample_rate: int = 16000, sum_sinusoids: bool = True,
+                    use_angular_cumsum: bool = False) -> tf.Tensor:
+    """Renders a bank of sinusoids from audio-rate frequency and amplitude envelopes.
+
+    Args:
+      frequency_envelopes: [batch, n_samples, n_sinusoids] Hz.
+      amplitude_envelopes: [batch, n_samples, n_sinusoids] linear amplitude.
+      sample_rate: Hz.
+      sum_sinusoids: Return the mix [batch, n_samples] (True) or every sinusoid
+        [batch, n_samples, n_sinusoids] (False).
+      use_angular_cumsum: Accumulate phase with `angular_cumsum` (chunked float32) instead of a
+        float64 running sum.
+
+    Returns:
+      Audio, [batch, n_samples] or [batch, n_samples, n_sinusoids].
+    """
+    frequency_envelopes = tf_float32(frequency_envelopes)
+    amplitude_envelopes = remove_above_nyquist(frequency_envelopes, amplitude_envelopes,
+                                               sample_rate)
+    phases = _phase(frequency_envelopes, sample_rate, use_angular_cumsum)
+    audio = amplitude_envelopes * tf.sin(phases)
+    if sum_sinusoids:
+        audio = tf.reduce_sum(audio, axis=-1)
+    return audio
+
+
+def harmonic_oscillator_bank(frequency: tf.Tensor, amplitude_envelopes: tf.Tensor,
+                             initial_phase: Optional[tf.Tensor] = None, sample_rate: int = 16000,
+                             use_angular_cumsum: bool = True) -> tf.Tensor:
+    """Renders harmonics of one audio-rate fundamental, accumulating a single phase.
+
+    Args:
+      frequency: [batch, n_samples, 1] fundamental in Hz.
+      amplitude_envelopes: [batch, n_samples, n_harmonics] amplitude of each harmonic.
+      initial_phase: [batch, 1, 1] starting phase of the fundamental in radians, or None (0).
+      sample_rate: Hz.
+      use_angular_cumsum: Chunked float32 accumulation (True) or float64 running sum (False).
+
+    Returns:
+      [batch, n_samples] audio.
+    """
+    frequency = tf_float32(frequency)
+    amplitude_envelopes = tf_float32(amplitude_envelopes)
+    n_harmonics = int(amplitude_envelopes.shape[-1])
+    harmonic_frequencies = get_harmonic_frequencies(frequency, n_harmonics)
+    amplitude_envelopes = remove_above_nyquist(harmonic_frequencies, amplitude_envelopes,
+                                               sample_rate)
+    phase = _phase(frequency, sample_rate, use_angular_cumsum)
+    if initial_phase is not None:
+        phase = wrap_phase(phase + tf_float32(initial_phase))
+    harmonics = tf.linspace(1.0, float(n_harmonics), n_harmonics)
+    return tf.reduce_sum(amplitude_envelopes * tf.sin(phase * harmonics), axis=-1)
+
+
+def _fast_harmonic_synthesis(f0_hz: tf.Tensor, harmonic_amplitudes: tf.Tensor, n_samples: int,
+                             sample_rate: int, amp_resample_method: str,
+                             use_angular_cumsum: bool) -> tf.Tensor:
+    """Harmonic synthesis without audio-rate amplitude envelopes.
+
+    Harmonics are integer multiples of one fundamental, so a single phase is accumulated and
+    harmonic k uses k times it. Amplitudes are cross-faded between neighbouring frames (the
+    'window' or 'linear' upsampling); instead of upsampling every harmonic's amplitude to audio
+    rate, the per-sample sinusoids of one hop are contracted with the two bounding frames'
+    amplitudes by one batched matmul. The result equals
+    `oscillator_bank(resample(freqs), resample(amps, method))` up to float rounding, except
+    that a harmonic reaching Nyquist at either end of a hop is silenced for that whole hop
+    (rather than from the sample where it crosses), so nothing aliases and no per-sample mask
+    over [batch, n_samples, n_harmonics] is needed.
+    """
+    n_frames = int(harmonic_amplitudes.shape[1])
+    n_harmonics = int(harmonic_amplitudes.shape[-1])
+    hop = n_samples // n_frames
+    f0_audio = resampling.resample(f0_hz, n_samples, method="linear")  # [B, T, 1]
+    phase = _phase(f0_audio, sample_rate, use_angular_cumsum)
+    harmonics = tf.linspace(1.0, float(n_harmonics), n_harmonics)
+    sines = tf.sin(phase * harmonics)  # [B, T, K]
+    batch = tf.shape(sines)[0]
+    sines = tf.reshape(sines, [batch, n_frames, hop, n_harmonics])
+    # Interval m runs from frame m to frame m+1 (the last frame is held for the final interval).
+    f0_next = tf.concat([f0_hz[:, 1:, :], f0_hz[:, -1:, :]], axis=1)
+    amps_next = tf.concat([harmonic_amplitudes[:, 1:, :], harmonic_amplitudes[:, -1:, :]], axis=1)
+    # Frequency moves linearly within an interval, so a harmonic below Nyquist at both ends is
+    # below it throughout; one that reaches Nyquist at either end is silent for the interval.
+    audible = tf.maximum(f0_hz, f0_next) * harmonics < sample_rate / 2.0  # [B, F, K]
+    zeros = tf.zeros_like(harmonic_amplitudes)
+    bounds = tf.stack([tf.where(audible, harmonic_amplitudes, zeros),
+                       tf.where(audible, amps_next, zeros)], axis=-1)  # [B, F, K, 2]
+    partial = tf.matmul(sines, bounds)  # [B, F, hop, 2]
+    if amp_resample_method == "window":
+        w_start, w_end = resampling.window_weights(hop)
+    else:  # linear
+        w_end = tf.range(hop, dtype=tf.float32) / float(hop)
+        w_start = 1.0 - w_end
+    audio = partial[..., 0] * w_start + partial[..., 1] * w_end
+    return tf.reshape(audio, [batch, n_samples])
+
+
+def harmonic_synthesis(frequencies: tf.Tensor, amplitudes: tf.Tensor,
+                       harmonic_shifts: Optional[tf.Tensor] = None,
+                       harmonic_distribution: Optional[tf.Tensor] = None,
+                       n_samples: int = 64000, sample_rate: int = 16000,
+                       amp_resample_method: Text = "window",
+                       use_angular_cumsum: bool = False) -> tf.Tensor:
+    """Renders harmonic audio from frame-rate controls.
+
+    Args:
+      frequencies: [batch, n_frames, 1] fundamental frequency in Hz.
+      amplitudes: [batch, n_frames, 1] overall amplitude (linear).
+      harmonic_shifts: [batch, n_frames, n_harmonics] relative detuning of each harmonic
+        (0 = exact multiple), or None.
+      harmonic_distribution: [batch, n_frames, n_harmonics] weight of each harmonic, or None
+        (one harmonic).
+      n_samples: Output length in samples.
+      sample_rate: Hz.
+      amp_resample_method: How frame-rate amplitudes reach audio rate: 'window' (Hann
+        cross-fade), 'linear', 'cubic' or 'nearest'.
+      use_angular_cumsum: Use chunked float32 phase accumulation.
+
+    Returns:
+      [batch, n_samples] audio.
+    """
+    frequencies = tf_float32(frequencies)
+    amplitudes = tf_float32(amplitudes)
+    if harmonic_distribution is not None:
+        harmonic_distribution = tf_float32(harmonic_distribution)
+        n_harmonics = int(harmonic_distribution.shape[-1])
+        harmonic_amplitudes = amplitudes * harmonic_distribution
+    else:
+        n_harmonics = int(harmonic_shifts.shape[-1]) if harmonic_shifts is not None else 1
+        harmonic_amplitudes = amplitudes * tf.ones([1, 1, n_harmonics])
+
+    n_frames = int(harmonic_amplitudes.shape[1])
+    fast = (harmonic_shifts is None and amp_resample_method in ("window", "linear")
+            and n_frames < n_samples and n_samples % n_frames == 0)
+    if fast:
+        return _fast_harmonic_synthesis(frequencies, harmonic_amplitudes, n_samples,
+                                        sample_rate, amp_resample_method, use_angular_cumsum)
+
+    harmonic_frequencies = get_harmonic_frequencies(frequencies, n_harmonics)
+    if harmonic_shifts is not None:
+        harmonic_frequencies *= 1.0 + tf_float32(harmonic_shifts)
+    frequency_envelopes = resampling.resample(harmonic_frequencies, n_samples)
+    amplitude_envelopes = resampling.resample(harmonic_amplitudes, n_samples,
+                                              method=amp_resample_method)
+    return oscillator_bank(frequency_envelopes, amplitude_envelopes, sample_rate=sample_rate,
+                           use_angular_cumsum=use_angular_cumsum)
+
+
+def linear_lookup(phase: tf.Tensor, wavetables: tf.Tensor) -> tf.Tensor:
+    """Reads wavetables at fractional positions with linear interpolation.
+
+    Args:
+      phase: [batch, n_samples, 1] position within one period, in [0, 1].
+      wavetables: [batch, n_samples, n_wavetable] or [batch, n_wavetable] one period each; the
+        last sample is treated as the wrap-around point.
+
+    Returns:
+      [batch, n_samples] samples.
+    """
+    phase = tf_float32(phase)
+    wavetables = tf_float32(wavetables)
+    if len(wavetables.shape) == 2:
+        wavetables = wavetables[:, tf.newaxis, :]
+    n_wavetable = int(wavetables.shape[-1])
+    # Close the period so position 1.0 equals position 0.0.
+    table = tf.concat([wavetables, wavetables[..., :1]], axis=-1)
+    position = tf.clip_by_value(phase[..., 0], 0.0, 1.0) * float(n_wavetable)
+    index = tf.minimum(tf.cast(tf.floor(position), tf.int32), n_wavetable - 1)
+    frac = position - tf.cast(index, tf.float32)
+    if wavetables.shape[1] == 1:
+        table = tf.broadcast_to(table, [tf.shape(phase)[0], tf.shape(phase)[1], n_wavetable + 1])
+    lower = tf.gather(table, index[..., tf.newaxis], batch_dims=2)[..., 0]
+    upper = tf.gather(table, index[..., tf.newaxis] + 1, batch_dims=2)[..., 0]
+    return lower + frac * (upper - lower)
+
+
+def harmonic_distribution_to_wavetable(harmonic_distribution, n_wavetable=2048):
+    """One period of the waveform with the given harmonic amplitudes (sine phase).
+
+    Args:
+      harmonic_distribution: [batch, time, n_harmonics] or [batch, n_harmonics] amplitudes.
+      n_wavetable: Samples per period.
+
+    Returns:
+      [..., n_wavetable] wavetables.
+    """
+    harmonic_distribution = tf_float32(harmonic_distribution)
+    n_harmonics = int(harmonic_distribution.shape[-1])
+    if 2 * (n_harmonics + 1) > n_wavetable + 2:
+        raise ValueError(f"{n_harmonics} harmonics do not fit in a wavetable of {n_wavetable}.")
+    # Sine k has spectrum -i * n/2 at bin k: build the half spectrum and invert.
+    zeros = tf.zeros_like(harmonic_distribution[..., :1])
+    n_pad = n_wavetable // 2 + 1 - n_harmonics - 1
+    imag = tf.concat([zeros, -harmonic_distribution * (n_wavetable / 2.0),
+                      tf.zeros_like(harmonic_distribution[..., :1]) * tf.zeros([n_pad])], axis=-1)
+    spectrum = tf.complex(tf.zeros_like(imag), imag)
+    return tf.signal.irfft(spectrum, fft_length=[n_wavetable])
+
+
+def wavetable_synthesis(frequencies: tf.Tensor, amplitudes: tf.Tensor, wavetables: tf.Tensor,
+                        n_samples: int = 64000, sample_rate: int = 16000) -> tf.Tensor:
+    """Renders audio by reading (time-varying) wavetables at the given pitch.
+
+    Args:
+      frequencies: [batch, n_frames, 1] Hz.
+      amplitudes: [batch, n_frames, 1] linear amplitude.
+      wavetables: [batch, n_frames, n_wavetable] or [batch, n_wavetable] one period each.
+      n_samples: Output length.
+      sample_rate: Hz.
+
+    Returns:
+      [batch, n_samples] audio.
+    """
+    wavetables = tf_float32(wavetables)
+    if len(wavetables.shape) == 3 and wavetables.shape[1] > 1:
+        wavetables = resampling.resample(wavetables, n_samples)
+    frequency_envelope = resampling.resample(frequencies, n_samples)  # [B, T, 1]
+    amplitude_envelope = resampling.resample(amplitudes, n_samples, method="window")[..., 0]
+    phase_velocity = frequency_envelope / float(sample_rate)  # cycles per sample
+    phase = tf.cast(tf.math.floormod(tf.cumsum(tf.cast(phase_velocity, tf.float64), axis=1),
+                                     1.0), tf.float32)
+    return amplitude_envelope * linear_lookup(phase, wavetables)
+
+
+def sinusoidal_to_harmonic(sin_amps, sin_freqs, f0_hz, harmonic_width=0.1, n_harmonics=100,
+                           sample_rate=16000, normalize=False):
+    """Projects free sinusoids onto a harmonic series of `f0_hz`.
+
+    Each sinusoid contributes to harmonic k with a Gaussian weight on its distance from k*f0,
+    measured in harmonics (width `harmonic_width`).
+
+    Args:
+      sin_amps: [batch, time, n_sinusoids] amplitudes.
+      sin_freqs: [batch, time, n_sinusoids] Hz.
+      f0_hz: [batch, time, 1] Hz.
+      harmonic_width: Standard deviation of the weighting, in harmonic numbers.
+      n_harmonics: Number of harmonics.
+      sample_rate: Hz (harmonics above Nyquist are zeroed).
+      normalize: Return (amplitude [B, T, 1], distribution [B, T, n_harmonics]) if True, else
+        the harmonic amplitudes [B, T, n_harmonics].
+    """
+    sin_amps = tf_float32(sin_amps)
+    sin_freqs = tf_float32(sin_freqs)
+    f0_hz = tf_float32(f0_hz)
+    harmonic_freqs = get_harmonic_frequencies(f0_hz, n_harmonics)  # [B, T, H]
+    ratio = safe_divide(sin_freqs[..., tf.newaxis, :], f0_hz[..., tf.newaxis])  # [B, T, 1, S]
+    harmonic_numbers = tf.linspace(1.0, float(n_harmonics), n_harmonics)[:, tf.newaxis]
+    weights = tf.exp(-0.5 * ((ratio - harmonic_numbers) / harmonic_width) ** 2)  # [B, T, H, S]
+    harm_amps = tf.reduce_sum(weights * sin_amps[..., tf.newaxis, :], axis=-1)
+    harm_amps = remove_above_nyquist(harmonic_freqs, harm_amps, sample_rate)
+    if normalize:
+        amplitude = tf.reduce_sum(harm_amps, axis=-1, keepdims=True)
+        return amplitude, safe_divide(harm_amps, amplitude)
+    return harm_amps
+
+
+def harmonic_to_sinusoidal(harm_amp, harm_dist, f0_hz, sample_rate=16000):
+    """Harmonic controls to the equivalent sinusoid amplitudes and frequencies.
+
+    Args:
+      harm_amp: [batch, time, 1] overall amplitude.
+      harm_dist: [batch, time, n_harmonics] distribution.
+      f0_hz: [batch, time, 1] Hz.
+
+    Returns:
+      (sin_amps, sin_freqs), each [batch, time, n_harmonics]; amplitudes above Nyquist are 0.
+    """
+    harm_dist = tf_float32(harm_dist)
+    n_harmonics = int(harm_dist.shape[-1])
+    sin_freqs = get_harmonic_frequencies(f0_hz, n_harmonics)
+    sin_amps = remove_above_nyquist(sin_freqs, tf_float32(harm_amp) * harm_dist, sample_rate)
+    return sin_amps, sin_freqs
