@@ -198,9 +198,6 @@ def _fast_harmonic_synthesis(f0_hz: tf.Tensor, harmonic_amplitudes: tf.Tensor, n
     f0_audio = resampling.resample(f0_hz, n_samples, method="linear")  # [B, T, 1]
     phase = _phase(f0_audio, sample_rate, use_angular_cumsum)
     harmonics = tf.linspace(1.0, float(n_harmonics), n_harmonics)
-    sines = tf.sin(phase * harmonics)  # [B, T, K]
-    batch = tf.shape(sines)[0]
-    sines = tf.reshape(sines, [batch, n_frames, hop, n_harmonics])
     # Interval m runs from frame m to frame m+1 (the last frame is held for the final interval).
     f0_next = tf.concat([f0_hz[:, 1:, :], f0_hz[:, -1:, :]], axis=1)
     amps_next = tf.concat([harmonic_amplitudes[:, 1:, :], harmonic_amplitudes[:, -1:, :]], axis=1)
@@ -210,6 +207,15 @@ def _fast_harmonic_synthesis(f0_hz: tf.Tensor, harmonic_amplitudes: tf.Tensor, n
     zeros = tf.zeros_like(harmonic_amplitudes)
     bounds = tf.stack([tf.where(audible, harmonic_amplitudes, zeros),
                        tf.where(audible, amps_next, zeros)], axis=-1)  # [B, F, K, 2]
+    # Audible harmonics form a prefix 1..n of the series; render only as many as the most
+    # harmonics audible anywhere in the batch (the rest are silent everywhere).
+    n_audible = tf.reduce_max(tf.reduce_sum(tf.cast(audible, tf.int32), axis=-1))
+    n_audible = tf.maximum(n_audible, 1)
+    harmonics = harmonics[:n_audible]
+    bounds = bounds[:, :, :n_audible, :]
+    sines = tf.sin(phase * harmonics)  # [B, T, n_audible]
+    batch = tf.shape(sines)[0]
+    sines = tf.reshape(sines, [batch, n_frames, hop, n_audible])
     partial = tf.matmul(sines, bounds)  # [B, F, hop, 2]
     if amp_resample_method == "window":
         w_start, w_end = resampling.window_weights(hop)
