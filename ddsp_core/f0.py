@@ -1,0 +1,250 @@
+"""CREPE pitch (f0) tracking: model loading, framing, batched inference and decoding.
+
+CREPE (Kim et al. 2018) classifies each 1024-sample frame of 16 kHz audio into 360 pitch bins
+(20 cents apart, from about 32.7 Hz to 1975.5 Hz). This module wraps the `crepe` package
+(0.0.16): its Keras model and its decoders (`to_local_average_cents`, `to_viterbi_cents`), so the
+numbers are the ones `crepe.predict` gives, while the framing is ours, so that frames line up
+with the other frame-rate features (loudness) of the same audio:
+
+- `crepe_frames(audio, frame_rate, padding)` -> normalised frames [n_frames, 1024], with
+  `n_frames == spectral_ops.get_framed_lengths(len(audio), 1024, 16000 // frame_rate, padding)[0]`.
+- `load_crepe_model(model_capacity)` -> crepe's Keras model (cached per process).
+- `activations_to_f0(activations, viterbi)` -> (f0_hz, confidence).
+- `predict_f0(audio, frame_rate, ...)` -> (f0_hz, confidence), all of the above in batches.
+
+With `padding='center'` and `frame_rate` dividing 1000, `predict_f0` equals
+`crepe.predict(audio, 16000, step_size=1000 // frame_rate, center=True, viterbi=...)`.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Iterator
+
+import numpy as np
+
+CREPE_SAMPLE_RATE = 16000
+CREPE_FRAME_SIZE = 1024
+CREPE_CAPACITIES = ('tiny', 'small', 'medium', 'large', 'full')
+CREPE_N_BINS = 360
+
+_INSTALL_HINT = ('See README.md, "Installing crepe": install crepe==0.0.16 with its weights, or on '
+                 'an air-gapped machine put the weight files in a directory and point '
+                 'CREPE_WEIGHTS_DIR at it when installing.')
+
+_model_lock = threading.Lock()
+
+__all__ = [
+    'CREPE_CAPACITIES', 'CREPE_FRAME_SIZE', 'CREPE_N_BINS', 'CREPE_SAMPLE_RATE',
+    'activations_to_f0', 'crepe_frames', 'crepe_weights_path', 'load_crepe_model', 'predict_f0',
+]
+
+
+def _check_capacity(model_capacity: str) -> None:
+    if model_capacity not in CREPE_CAPACITIES:
+        raise ValueError(f'model_capacity={model_capacity!r} is not a CREPE capacity; use one of '
+                         f'{CREPE_CAPACITIES}.')
+
+
+def _import_crepe_core():
+    try:
+        import crepe.core as crepe_core
+    except ImportError as error:
+        raise RuntimeError(f'The CREPE pitch tracker (package `crepe`) is not installed '
+                           f'({error}). {_INSTALL_HINT}') from error
+    return crepe_core
+
+
+def crepe_weights_path(model_capacity: str = 'full') -> str:
+    """Path of the installed weight file `model-<capacity>.h5` of the crepe package.
+
+    Raises:
+      ValueError: unknown capacity.
+      RuntimeError: crepe is not installed, or the weight file is missing or empty.
+    """
+    _check_capacity(model_capacity)
+    crepe_core = _import_crepe_core()
+    path = os.path.join(os.path.dirname(os.path.realpath(crepe_core.__file__)),
+                        f'model-{model_capacity}.h5')
+    if not os.path.isfile(path):
+        raise RuntimeError(f'CREPE weights for model_capacity={model_capacity!r} are missing: '
+                           f'{path} does not exist. {_INSTALL_HINT}')
+    if os.path.getsize(path) == 0:
+        raise RuntimeError(f'CREPE weights for model_capacity={model_capacity!r} are not '
+                           f'installed: {path} is an empty file (crepe installs capacities whose '
+                           f'weights it could not get as empty files). Use a capacity whose '
+                           f'weights are installed (the tests use "tiny"). {_INSTALL_HINT}')
+    return path
+
+
+def load_crepe_model(model_capacity: str = 'full'):
+    """CREPE's own Keras model (`crepe.core.build_and_load_model`) with its weights.
+
+    The model maps normalised frames float32 [n, 1024] to sigmoid activations float32 [n, 360].
+    It is built once per process and capacity (crepe caches it) and shared afterwards.
+
+    Args:
+      model_capacity: 'tiny', 'small', 'medium', 'large' or 'full'.
+
+    Raises:
+      ValueError: unknown capacity (the message names it).
+      RuntimeError: crepe is not installed, or the capacity's weight file is missing or empty.
+    """
+    crepe_weights_path(model_capacity)
+    crepe_core = _import_crepe_core()
+    with _model_lock:
+        try:
+            return crepe_core.build_and_load_model(model_capacity)
+        except (OSError, ValueError) as error:
+            raise RuntimeError(f'Could not load the CREPE {model_capacity!r} weights '
+                               f'({error}). {_INSTALL_HINT}') from error
+
+
+def _hop_size(frame_rate) -> int:
+    numeric = (int, np.integer, float, np.floating)
+    if isinstance(frame_rate, bool) or not isinstance(frame_rate, numeric) or frame_rate <= 0:
+        raise ValueError(f'frame_rate must be a positive number of frames per second, '
+                         f'got {frame_rate!r}.')
+    if CREPE_SAMPLE_RATE % frame_rate != 0:
+        raise ValueError(f'frame_rate={frame_rate} does not divide the CREPE sample rate '
+                         f'{CREPE_SAMPLE_RATE} Hz; use a frame rate with an integer hop in samples '
+                         f'(e.g. 50, 100, 250, 500).')
+    return int(CREPE_SAMPLE_RATE // frame_rate)
+
+
+def _as_mono(audio, name: str = 'audio') -> np.ndarray:
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.ndim == 2 and audio.shape[0] == 1:
+        audio = audio[0]
+    if audio.ndim != 1:
+        raise ValueError(f'{name} must be 1-D 16 kHz audio [n_samples] (or [1, n_samples]), got '
+                         f'shape {audio.shape}.')
+    return audio
+
+
+def _padded_audio(audio: np.ndarray, hop: int, padding: str) -> tuple[np.ndarray, int]:
+    """Pads 1-D float32 audio for framing; returns (padded audio, n_frames)."""
+    from ddsp_core.spectral_ops import get_framed_lengths
+
+    n_frames, padded_length = get_framed_lengths(len(audio), CREPE_FRAME_SIZE, hop, padding)
+    if padding == 'center':
+        before = CREPE_FRAME_SIZE // 2
+    else:
+        before = 0
+    after = padded_length - len(audio) - before
+    return np.pad(audio, (before, after)), int(n_frames)
+
+
+def _normalised_frames(padded: np.ndarray, hop: int, start: int, stop: int) -> np.ndarray:
+    """Frames start..stop-1 of padded audio, each mean-removed and std-normalised (as crepe)."""
+    first = start * hop
+    last = (stop - 1) * hop + CREPE_FRAME_SIZE
+    windows = np.lib.stride_tricks.sliding_window_view(padded[first:last], CREPE_FRAME_SIZE)
+    frames = windows[::hop].copy()  # float32 [stop - start, 1024]
+    # Same float32 arithmetic as crepe.core.get_activation.
+    frames -= np.mean(frames, axis=1)[:, np.newaxis]
+    frames /= np.clip(np.std(frames, axis=1)[:, np.newaxis], 1e-8, None)
+    return frames
+
+
+def _iter_frames(audio, frame_rate, padding: str, batch_size: int) -> Iterator[np.ndarray]:
+    audio = _as_mono(audio)
+    hop = _hop_size(frame_rate)
+    padded, n_frames = _padded_audio(audio, hop, padding)
+    for start in range(0, n_frames, batch_size):
+        yield _normalised_frames(padded, hop, start, min(start + batch_size, n_frames))
+
+
+def crepe_frames(audio: np.ndarray, frame_rate: int, padding: str = 'center') -> np.ndarray:
+    """Normalised CREPE input frames of 16 kHz audio.
+
+    Frame i covers the 1024 samples centred on sample `i * hop` for `padding='center'` (the audio
+    is zero-padded by 512 samples on each side, as `crepe.predict(..., center=True)` does), or
+    starting at sample `i * hop` for 'same' (zero-padded at the end) and 'valid' (no padding).
+    Each frame has its mean removed and is divided by its standard deviation (floored at 1e-8),
+    exactly as `crepe.core.get_activation` does.
+
+    Args:
+      audio: float 16 kHz audio [n_samples] (or [1, n_samples]).
+      frame_rate: Frames per second; must divide 16000 (hop = 16000 // frame_rate samples).
+      padding: 'center', 'same' or 'valid' (see `spectral_ops.get_framed_lengths`).
+
+    Returns:
+      float32 [n_frames, 1024], n_frames = get_framed_lengths(n_samples, 1024, hop, padding)[0].
+    """
+    frames = list(_iter_frames(audio, frame_rate, padding, batch_size=1 << 30))
+    if not frames:
+        return np.zeros((0, CREPE_FRAME_SIZE), np.float32)
+    return frames[0]
+
+
+def activations_to_f0(activations: np.ndarray,
+                      viterbi: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Decodes CREPE activations to f0 and confidence, as `crepe.predict` does.
+
+    Args:
+      activations: CREPE's sigmoid outputs, float [n_frames, 360].
+      viterbi: Decode with crepe's Viterbi smoothing (`to_viterbi_cents`, pitch continuity
+        prior) rather than the local weighted average around each frame's argmax.
+
+    Returns:
+      (f0_hz, confidence): float32 [n_frames] each. f0_hz = 10 * 2 ** (cents / 1200) (NaN -> 0);
+      confidence = the frame's largest activation, in [0, 1].
+    """
+    activations = np.asarray(activations, dtype=np.float32)
+    if activations.ndim != 2 or activations.shape[1] != CREPE_N_BINS:
+        raise ValueError(f'activations must be CREPE outputs of shape [n_frames, {CREPE_N_BINS}], '
+                         f'got shape {activations.shape}.')
+    if activations.shape[0] == 0:
+        return np.zeros([0], np.float32), np.zeros([0], np.float32)
+    crepe_core = _import_crepe_core()
+    confidence = activations.max(axis=1)
+    with np.errstate(invalid='ignore', divide='ignore'):  # all-zero frames -> NaN -> 0 Hz.
+        if viterbi:
+            cents = crepe_core.to_viterbi_cents(activations)
+        else:
+            cents = crepe_core.to_local_average_cents(activations)
+    f0_hz = 10.0 * 2.0 ** (np.asarray(cents, np.float64) / 1200.0)
+    f0_hz = np.nan_to_num(f0_hz, nan=0.0)
+    confidence = np.nan_to_num(confidence, nan=0.0)
+    return f0_hz.astype(np.float32), confidence.astype(np.float32)
+
+
+def predict_activations(audio, frame_rate, padding: str = 'center', model_capacity: str = 'full',
+                        batch_size: int = 512) -> np.ndarray:
+    """CREPE activations of 16 kHz audio, float32 [n_frames, 360] (framing as `crepe_frames`).
+
+    Frames are made and run through the model `batch_size` at a time, so memory stays bounded
+    for long audio.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
+            or batch_size < 1:
+        raise ValueError(f'batch_size must be a positive integer, got {batch_size!r}.')
+    model = load_crepe_model(model_capacity)
+    out = [np.asarray(model.predict_on_batch(frames), np.float32)
+           for frames in _iter_frames(audio, frame_rate, padding, int(batch_size))]
+    if not out:
+        return np.zeros((0, CREPE_N_BINS), np.float32)
+    return np.concatenate(out, axis=0)
+
+
+def predict_f0(audio, frame_rate, viterbi=True, padding='center', model_capacity='full',
+               batch_size=512) -> tuple[np.ndarray, np.ndarray]:
+    """Pitch of 16 kHz audio with CREPE.
+
+    Args:
+      audio: float 16 kHz audio [n_samples] (or [1, n_samples]).
+      frame_rate: Frames per second; must divide 16000.
+      viterbi: Viterbi-smoothed decoding (see `activations_to_f0`).
+      padding: 'center', 'same' or 'valid' (see `crepe_frames`).
+      model_capacity: CREPE size, 'tiny' ... 'full' (weights must be installed).
+      batch_size: Frames per model call.
+
+    Returns:
+      (f0_hz, confidence): float32 [n_frames] each; f0 in Hz, confidence in [0, 1].
+    """
+    _check_capacity(model_capacity)
+    activations = predict_activations(audio, frame_rate, padding=padding,
+                                      model_capacity=model_capacity, batch_size=batch_size)
+    return activations_to_f0(activations, viterbi=viterbi)
