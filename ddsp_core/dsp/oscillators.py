@@ -187,10 +187,9 @@ def _fast_harmonic_synthesis(f0_hz: tf.Tensor, harmonic_amplitudes: tf.Tensor, n
     'window' or 'linear' upsampling); instead of upsampling every harmonic's amplitude to audio
     rate, the per-sample sinusoids of one hop are contracted with the two bounding frames'
     amplitudes by one batched matmul. The result equals
-    `oscillator_bank(resample(freqs), resample(amps, method))` up to float rounding, except
-    that a harmonic reaching Nyquist at either end of a hop is silenced for that whole hop
-    (rather than from the sample where it crosses), so nothing aliases and no per-sample mask
-    over [batch, n_samples, n_harmonics] is needed.
+    `oscillator_bank(resample(freqs), resample(amps, method))` up to float rounding: harmonics
+    that cross Nyquist within a hop are rendered separately, sample by sample, so the
+    per-sample Nyquist mask never has to be built over [batch, n_samples, n_harmonics].
     """
     n_frames = int(harmonic_amplitudes.shape[1])
     n_harmonics = int(harmonic_amplitudes.shape[-1])
@@ -201,28 +200,49 @@ def _fast_harmonic_synthesis(f0_hz: tf.Tensor, harmonic_amplitudes: tf.Tensor, n
     # Interval m runs from frame m to frame m+1 (the last frame is held for the final interval).
     f0_next = tf.concat([f0_hz[:, 1:, :], f0_hz[:, -1:, :]], axis=1)
     amps_next = tf.concat([harmonic_amplitudes[:, 1:, :], harmonic_amplitudes[:, -1:, :]], axis=1)
-    # Frequency moves linearly within an interval, so a harmonic below Nyquist at both ends is
-    # below it throughout; one that reaches Nyquist at either end is silent for the interval.
-    audible = tf.maximum(f0_hz, f0_next) * harmonics < sample_rate / 2.0  # [B, F, K]
-    zeros = tf.zeros_like(harmonic_amplitudes)
-    bounds = tf.stack([tf.where(audible, harmonic_amplitudes, zeros),
-                       tf.where(audible, amps_next, zeros)], axis=-1)  # [B, F, K, 2]
-    # Audible harmonics form a prefix 1..n of the series; render only as many as the most
-    # harmonics audible anywhere in the batch (the rest are silent everywhere).
-    n_audible = tf.reduce_max(tf.reduce_sum(tf.cast(audible, tf.int32), axis=-1))
-    n_audible = tf.maximum(n_audible, 1)
-    harmonics = harmonics[:n_audible]
-    bounds = bounds[:, :, :n_audible, :]
-    sines = tf.sin(phase * harmonics)  # [B, T, n_audible]
-    batch = tf.shape(sines)[0]
-    sines = tf.reshape(sines, [batch, n_frames, hop, n_audible])
-    partial = tf.matmul(sines, bounds)  # [B, F, hop, 2]
+    nyquist = sample_rate / 2.0
+    # Frequency moves linearly within an interval, so harmonic k is below Nyquist throughout
+    # when k * max(f0) is, and above it throughout when k * min(f0) is not. Audible harmonics
+    # form a prefix 1..n of the series.
+    below_throughout = tf.maximum(f0_hz, f0_next) * harmonics < nyquist  # [B, F, K]
+    n_always = tf.reduce_sum(tf.cast(below_throughout, tf.int32), axis=-1)  # [B, F]
+    n_sometimes = tf.reduce_sum(
+        tf.cast(tf.minimum(f0_hz, f0_next) * harmonics < nyquist, tf.int32), axis=-1)
+
     if amp_resample_method == "window":
         w_start, w_end = resampling.window_weights(hop)
     else:  # linear
         w_end = tf.range(hop, dtype=tf.float32) / float(hop)
         w_start = 1.0 - w_end
-    audio = partial[..., 0] * w_start + partial[..., 1] * w_end
+
+    # 1) Harmonics below Nyquist for the whole interval: one batched matmul per hop, over only
+    #    as many harmonics as are audible anywhere in the batch.
+    zeros = tf.zeros_like(harmonic_amplitudes)
+    bounds = tf.stack([tf.where(below_throughout, harmonic_amplitudes, zeros),
+                       tf.where(below_throughout, amps_next, zeros)], axis=-1)  # [B, F, K, 2]
+    n_rendered = tf.maximum(tf.reduce_max(n_always), 1)
+    sines = tf.sin(phase * harmonics[:n_rendered])  # [B, T, n_rendered]
+    batch = tf.shape(sines)[0]
+    sines = tf.reshape(sines, [batch, n_frames, hop, n_rendered])
+    partial = tf.matmul(sines, bounds[:, :, :n_rendered, :])  # [B, F, hop, 2]
+    audio = partial[..., 0] * w_start + partial[..., 1] * w_end  # [B, F, hop]
+
+    # 2) The few harmonics that cross Nyquist inside an interval (usually none or one): rendered
+    #    sample by sample and silenced from the sample where they reach Nyquist.
+    n_crossing = n_sometimes - n_always  # [B, F]
+    slot = tf.range(tf.reduce_max(n_crossing))  # [C]
+    index = tf.minimum(n_always[..., tf.newaxis] + slot, n_harmonics - 1)  # [B, F, C], 0-based
+    crossing = slot < n_crossing[..., tf.newaxis]
+    zeros = tf.zeros(tf.shape(index), tf.float32)
+    a_start = tf.where(crossing, tf.gather(harmonic_amplitudes, index, batch_dims=2), zeros)
+    a_end = tf.where(crossing, tf.gather(amps_next, index, batch_dims=2), zeros)
+    k = tf.cast(index + 1, tf.float32)[:, :, tf.newaxis, :]  # [B, F, 1, C]
+    hop_phase = tf.reshape(phase, [batch, n_frames, hop, 1])
+    hop_f0 = tf.reshape(f0_audio, [batch, n_frames, hop, 1])
+    crossing_sines = tf.where(hop_f0 * k < nyquist, tf.sin(hop_phase * k), 0.0)
+    envelopes = (a_start[:, :, tf.newaxis, :] * w_start[:, tf.newaxis]
+                 + a_end[:, :, tf.newaxis, :] * w_end[:, tf.newaxis])  # [B, F, hop, C]
+    audio += tf.reduce_sum(crossing_sines * envelopes, axis=-1)
     return tf.reshape(audio, [batch, n_samples])
 
 

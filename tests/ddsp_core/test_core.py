@@ -164,7 +164,8 @@ def _numpy_harmonic(f0_frames, amp_frames, n_samples, sample_rate):
     amps = _overlap_add_windows(amp_frames.astype(np.float64), n_samples)
     phase = np.cumsum(2 * np.pi * f0 / sample_rate, axis=1)
     k = np.arange(1, n_harm + 1)
-    return np.sum(amps * np.sin(phase[..., None] * k), axis=-1)
+    audible = f0[..., None] * k < sample_rate / 2  # silent from the sample reaching Nyquist
+    return np.sum(np.where(audible, amps * np.sin(phase[..., None] * k), 0.0), axis=-1)
 
 
 def test_harmonic_synthesis_matches_straightforward_rendering():
@@ -182,6 +183,36 @@ def test_harmonic_synthesis_matches_straightforward_rendering():
                                       harmonic_distribution=amps, n_samples=n_samples,
                                       sample_rate=SR).numpy()
     np.testing.assert_allclose(general, truth, atol=2e-4)
+
+
+def _assert_close_but_at_nyquist_crossings(actual, desired, amplitude):
+    """Equal to float tolerance, except that a sample whose harmonic sits within rounding of
+    Nyquist may be kept by one rendering and dropped by the other (one harmonic's amplitude)."""
+    diff = np.abs(actual - desired)
+    assert np.mean(diff > 2e-4) < 2e-3, f"{np.sum(diff > 2e-4)} samples differ"
+    assert diff.max() <= amplitude
+
+
+def test_harmonic_synthesis_with_harmonics_crossing_nyquist():
+    # A glide from 700 to 1100 Hz takes harmonics 8..11 across 8 kHz mid-hop.
+    n_frames, n_samples, n_harm = 40, 2560, 12
+    f0 = np.linspace(700.0, 1100.0, n_frames, dtype=np.float32)[None, :, None]
+    amps = np.random.uniform(0.05, 0.1, (1, n_frames, n_harm)).astype(np.float32)
+    ones = np.ones((1, n_frames, 1), np.float32)
+    for method in ("window", "linear"):
+        fast = core.harmonic_synthesis(f0, ones, harmonic_distribution=amps,
+                                       n_samples=n_samples, amp_resample_method=method).numpy()
+        straightforward = core.oscillator_bank(
+            core.resample(core.get_harmonic_frequencies(f0, n_harm), n_samples),
+            core.resample(amps, n_samples, method=method)).numpy()
+        _assert_close_but_at_nyquist_crossings(fast, straightforward, 0.1)
+    window = core.harmonic_synthesis(f0, ones, harmonic_distribution=amps,
+                                     n_samples=n_samples).numpy()
+    _assert_close_but_at_nyquist_crossings(window, _numpy_harmonic(f0, amps, n_samples, SR), 0.1)
+    # Silencing crossing harmonics for their whole hop would differ on many more samples.
+    no_crossing = core.harmonic_synthesis(f0, ones, harmonic_distribution=amps[..., :7],
+                                          n_samples=n_samples).numpy()
+    assert np.mean(np.abs(window - no_crossing) > 2e-4) > 0.1
 
 
 def test_harmonic_synthesis_peak_and_nothing_above_nyquist():
