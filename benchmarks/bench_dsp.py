@@ -166,8 +166,9 @@ def main(argv=None):
             "harmonic_max_abs_diff": float(np.max(np.abs(audio - audio_base))),
             "harmonic_peak_abs": peak,
             "harmonic_loss_ours": loss_ours, "harmonic_loss_straightforward": loss_base,
-            "harmonic_grad_rel_diff_amps_dist": [float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-12))
-                              for a, b in zip(grads_ours, grads_base, strict=True)],
+            "harmonic_grad_rel_diff_amps_dist": [
+                float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-12))
+                for a, b in zip(grads_ours, grads_base, strict=True)],
         },
         "timings_all_s": {"ddsp_core": {k: v for k, v in ours.items() if k.endswith("_all_s")},
                           "straightforward": {k: v for k, v in base.items()
