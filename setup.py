@@ -27,6 +27,7 @@ setup(
         "numpy>=1.26,<2.5",
         "scipy>=1.13,<2",
         "apache-beam>=2.70,<3",
+        "crcmod>=1.7,<2",  # fast CRC32C for Beam's TFRecord sink
         "tfds-nightly>=4.9.9.dev0",
         "mlflow>=3.15,<3.18",
         "crepe==0.0.16",
@@ -37,10 +38,13 @@ setup(
         "matplotlib>=3.8,<4",
     ],
     extras_require={
-        "test": ["pytest>=8,<10", "ruff>=0.6"],
+        "test": ["pytest>=8,<10", "ruff>=0.6", "apache-beam[gcp]>=2.70,<3"],
         "gcp": ["apache-beam[gcp]>=2.70,<3"],
     },
     entry_points={
-        "console_scripts": [],
+        "console_scripts": [
+            "ddsp-prepare = pipelines.prepare_dataset:main",
+            "ddsp-train = trainer.train:main",
+        ],
     },
 )

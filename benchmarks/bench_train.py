@@ -1,0 +1,90 @@
+"""Training throughput of the `solo_instrument` model on this machine (synthetic data).
+
+Runs the same model, optimizer and distributed train step as ``ddsp-train`` (default strategy),
+on an in-memory batch of 4 s harmonic tones, for each batch size: a few warm-up steps (tracing),
+then times N steps and reports the median seconds per step, steps/s and examples/s as JSON.
+
+    python benchmarks/bench_train.py                      # batch 8 and 32, 5 timed steps
+    python benchmarks/bench_train.py --batch_sizes 8 --steps 10 --set train.jit_compile=true
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def bench(config, batch_size: int, warmup: int, steps: int) -> dict:
+    import tensorflow as tf
+
+    from trainer.config import Config
+    from trainer.data import synthetic_batch
+    from trainer.train import build_model, make_train_step
+
+    config = Config.from_dict({**config.to_dict(),
+                               'train': {**config.to_dict()['train'], 'batch_size': batch_size}})
+    dist = tf.distribute.get_strategy()
+    model, optimizer, _ = build_model(config, dist)
+    step_fn = make_train_step(model, optimizer, dist, config.train)
+    batch = {k: tf.constant(v) for k, v in synthetic_batch(config.data, batch_size).items()}
+    times = []
+    for i in range(warmup + steps):
+        seed = tf.constant([0, i], tf.int32)
+        start = time.perf_counter()
+        result = step_fn(batch, seed)
+        loss = float(result['total_loss'])
+        elapsed = time.perf_counter() - start
+        if i >= warmup:
+            times.append(elapsed)
+    median = statistics.median(times)
+    return {
+        'batch_size': batch_size,
+        'median_sec_per_step': median,
+        'steps_per_sec': 1.0 / median,
+        'examples_per_sec': batch_size / median,
+        'min_sec_per_step': min(times),
+        'max_sec_per_step': max(times),
+        'timed_steps': steps,
+        'final_loss': loss,
+    }
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('--preset', default='solo_instrument')
+    p.add_argument('--batch_sizes', type=int, nargs='+', default=[8, 32])
+    p.add_argument('--warmup', type=int, default=2)
+    p.add_argument('--steps', type=int, default=5)
+    p.add_argument('--set', dest='overrides', action='append', default=[])
+    args = p.parse_args(argv)
+
+    import tensorflow as tf
+
+    from trainer.config import load_preset
+
+    config = load_preset(args.preset).with_overrides(args.overrides)
+    results = [bench(config, b, args.warmup, args.steps) for b in args.batch_sizes]
+    print(json.dumps({
+        'preset': args.preset,
+        'overrides': args.overrides,
+        'example_secs': config.data.example_secs,
+        'device': 'cpu' if not tf.config.list_physical_devices('GPU') else 'gpu',
+        'cpu_count': os.cpu_count(),
+        'machine': platform.machine(),
+        'tensorflow': tf.__version__,
+        'results': results,
+    }, indent=2))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

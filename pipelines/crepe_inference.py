@@ -1,0 +1,115 @@
+"""CREPE pitch tracking as a Beam RunInference model handler.
+
+The handler's examples are *chunks* (dicts made by :mod:`pipelines.prepare_dataset`) holding a
+segment of 16 kHz audio; it frames each chunk (``ddsp_core.f0.crepe_frames``), concatenates the
+frames of every chunk in the batch, runs the model in batches of ``inference_batch_size`` frames
+(so the tail of one chunk shares a model call with the head of the next, across files), and
+splits the activations back per chunk. Decoding to f0 (``ddsp_core.f0.activations_to_f0``,
+Viterbi or local average) is then done per chunk by :func:`decode_chunk`.
+
+The model is loaded once per worker process (``ddsp_core.f0.load_crepe_model``, cached); with
+``share_across_processes=True`` Beam's multi-process sharing keeps one copy per machine instead.
+TensorFlow places the model on a GPU when the worker has one.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Iterable, Optional, Sequence
+
+import numpy as np
+from apache_beam.ml.inference.base import ModelHandler, PredictionResult
+
+log = logging.getLogger(__name__)
+
+# Chunks are grouped into one RunInference batch until they hold this many model batches.
+MODEL_BATCHES_PER_BEAM_BATCH = 8
+
+
+def crepe_audio(chunk: dict) -> np.ndarray:
+    """The 16 kHz audio of a chunk: ``audio_16k`` when present, else ``audio`` (float32 [n])."""
+    audio = chunk.get('audio_16k')
+    return chunk['audio'] if audio is None else audio
+
+
+def chunk_frame_count(chunk: dict) -> int:
+    """Number of CREPE frames of a chunk (its weight for batching)."""
+    spec = chunk['spec']
+    return int(spec.seg_end - spec.seg_first + 1)
+
+
+class CrepeModelHandler(ModelHandler[dict, PredictionResult, Any]):
+    """RunInference handler: chunk dict -> PredictionResult(example=chunk,
+    inference=activations float32 [n_frames, 360]).
+
+    Args:
+        model_capacity: CREPE size ('tiny' ... 'full').
+        frame_rate: frames per second (must divide 16000).
+        inference_batch_size: frames per model call.
+        share_across_processes: share one model per machine between worker processes.
+    """
+
+    def __init__(self, model_capacity: str = 'full', frame_rate: int = 250,
+                 inference_batch_size: int = 512, share_across_processes: bool = False):
+        super().__init__(large_model=share_across_processes)
+        # BatchElements measures batches in frames (element_size_fn), so chunks of several
+        # files share a batch until it holds MODEL_BATCHES_PER_BEAM_BATCH model calls' worth.
+        self._batching_kwargs = {
+            'min_batch_size': 1,
+            'max_batch_size': inference_batch_size * MODEL_BATCHES_PER_BEAM_BATCH,
+            'element_size_fn': chunk_frame_count,
+        }
+        self.model_capacity = model_capacity
+        self.frame_rate = frame_rate
+        self.inference_batch_size = inference_batch_size
+
+    def load_model(self):
+        from ddsp_core.f0 import load_crepe_model
+
+        model = load_crepe_model(self.model_capacity)
+        try:
+            import tensorflow as tf
+
+            gpus = tf.config.list_logical_devices('GPU')
+            log.info('CREPE %s loaded; running on %s', self.model_capacity,
+                     gpus[0].name if gpus else 'CPU')
+        except Exception:  # pragma: no cover - logging only
+            pass
+        return model
+
+    def activations(self, model, frames: np.ndarray) -> np.ndarray:
+        """CREPE activations of normalised frames [n, 1024] -> float32 [n, 360]."""
+        out = []
+        for i in range(0, frames.shape[0], self.inference_batch_size):
+            out.append(np.asarray(model.predict_on_batch(frames[i:i + self.inference_batch_size])))
+        if not out:
+            return np.zeros((0, 360), np.float32)
+        return np.concatenate(out).astype(np.float32, copy=False)
+
+    def run_inference(self, batch: Sequence[dict], model: Any,
+                      inference_args: Optional[dict[str, Any]] = None
+                      ) -> Iterable[PredictionResult]:
+        from ddsp_core.f0 import crepe_frames
+
+        if not batch:
+            return []
+        frames = [crepe_frames(crepe_audio(c), self.frame_rate, padding='center') for c in batch]
+        lengths = [f.shape[0] for f in frames]
+        acts = self.activations(model, np.concatenate(frames))
+        bounds = np.cumsum([0] + lengths)
+        return [PredictionResult(chunk, acts[bounds[i]:bounds[i + 1]], self.model_capacity)
+                for i, chunk in enumerate(batch)]
+
+    def get_num_bytes(self, batch: Sequence[dict]) -> int:
+        return int(sum(crepe_audio(c).nbytes for c in batch))
+
+    def get_metrics_namespace(self) -> str:
+        return 'ddsp_prepare_crepe'
+
+
+def decode_chunk(activations: np.ndarray, viterbi: bool) -> tuple[np.ndarray, np.ndarray]:
+    """f0 (Hz) and confidence, float32 [n_frames] each, from one chunk's activations [n, 360]."""
+    from ddsp_core.f0 import activations_to_f0
+
+    f0, conf = activations_to_f0(activations, viterbi=viterbi)
+    return np.asarray(f0, np.float32), np.asarray(conf, np.float32)

@@ -1,0 +1,85 @@
+"""Decoding, validation and streaming resampling of source files."""
+
+import numpy as np
+import pytest
+import soundfile as sf
+import soxr
+
+from pipelines import audio_io
+from pipelines.audio_io import BadInputError
+from tests.signals import peak_hz, sine
+
+
+def _write(path, audio, sr, **kw):
+    sf.write(str(path), audio, sr, **kw)
+    return str(path)
+
+
+def test_scan_reports_length_rate_and_content_hash(tmp_path):
+    x = sine(440, 1.5, 22050)
+    info = audio_io.scan_audio(_write(tmp_path / 'a.wav', x, 22050, subtype='FLOAT'), 0.5)
+    assert (info.sample_rate, info.channels, info.n_samples) == (22050, 1, len(x))
+    assert info.seconds == pytest.approx(1.5, abs=1e-4)
+    assert info.peak == pytest.approx(0.5, abs=1e-3)
+    same = audio_io.scan_audio(_write(tmp_path / 'b.wav', x, 22050, subtype='FLOAT'))
+    other = audio_io.scan_audio(_write(tmp_path / 'c.wav', x * 0.5, 22050, subtype='FLOAT'))
+    assert same.sha256 == info.sha256 != other.sha256
+
+
+@pytest.mark.parametrize('kind,needle', [
+    ('garbage', 'unreadable or corrupt'),
+    ('text', 'unreadable or corrupt'),
+    ('zero_bytes', 'unreadable or corrupt'),
+    ('empty', 'empty'),
+    ('short', 'too short'),
+    ('nan', 'NaN'),
+    ('silent', 'silent'),
+    ('missing', 'not found'),
+])
+def test_scan_rejects_bad_files_with_a_reason(tmp_path, kind, needle):
+    path = tmp_path / f'{kind}.wav'
+    if kind == 'garbage':
+        path.write_bytes(np.random.default_rng(0).integers(0, 256, 5000, np.uint8).tobytes())
+    elif kind == 'text':
+        path.write_text('not audio at all\n' * 100)
+    elif kind == 'zero_bytes':
+        path.write_bytes(b'')
+    elif kind == 'empty':
+        _write(path, np.zeros(0, np.float32), 16000)
+    elif kind == 'short':
+        _write(path, sine(440, 0.2), 16000)
+    elif kind == 'nan':
+        x = sine(440, 1.0)
+        x[8000] = np.nan
+        _write(path, x, 16000, subtype='FLOAT')
+    elif kind == 'silent':
+        _write(path, np.zeros(16000, np.float32), 16000)
+    with pytest.raises(BadInputError, match=needle) as info:
+        audio_io.scan_audio(str(path), min_secs=0.5)
+    assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize('fmt', ['wav', 'flac', 'ogg', 'mp3'])
+def test_formats_decode_to_mono_at_the_target_rate(tmp_path, fmt):
+    left, right = sine(330, 2.0, 44100, 0.4), sine(330, 2.0, 44100, 0.2)
+    path = _write(tmp_path / f'x.{fmt}', np.stack([left, right], 1), 44100)
+    audio = audio_io.load_audio(path, 16000)
+    assert abs(len(audio) - 32000) < 1200  # lossy codecs may add a few ms of priming
+    assert peak_hz(audio) == pytest.approx(330, abs=2)
+    assert np.abs(audio).max() == pytest.approx(0.3, abs=0.05)  # mono mix-down of 0.4 and 0.2
+
+
+def test_streaming_resampler_equals_whole_file_resampling(tmp_path):
+    rng = np.random.default_rng(0)
+    x = (0.3 * rng.standard_normal(44100 * 3 + 17)).astype(np.float32)
+    path = _write(tmp_path / 'n.wav', x, 44100, subtype='FLOAT')
+    whole16 = soxr.resample(x, 44100, 16000, quality='HQ')
+    whole48 = soxr.resample(x, 44100, 48000, quality='HQ')
+    parts = list(audio_io.stream_resampled(path, (48000, 16000), block=10000))
+    got48 = np.concatenate([p[0] for p in parts])
+    got16 = np.concatenate([p[1] for p in parts])
+    np.testing.assert_allclose(got48, whole48, atol=1e-6)
+    np.testing.assert_allclose(got16, whole16, atol=1e-6)
+    assert len(got16) == audio_io.resampled_length(len(x), 44100, 16000)
+    native = np.concatenate([p[0] for p in audio_io.stream_resampled(path, (44100,), 999)])
+    np.testing.assert_array_equal(native, x)

@@ -1,0 +1,127 @@
+"""CREPE through Beam's RunInference equals crepe.predict; chunking does not change features."""
+
+import dataclasses
+
+import apache_beam as beam
+import crepe
+import numpy as np
+import pytest
+import soundfile as sf
+from apache_beam.ml.inference.base import RunInference
+from apache_beam.testing import test_pipeline
+from apache_beam.testing.util import assert_that
+
+from pipelines import features
+from pipelines.crepe_inference import CrepeModelHandler, decode_chunk
+from pipelines.features import PrepareOptions
+from pipelines.prepare_dataset import DecodeFile, MakeExamples
+
+OPTS = PrepareOptions(crepe_capacity='tiny', drop_silence_db=None, inference_batch_size=128,
+                      example_secs=1.0, hop_secs=0.5, chunk_secs=1.0)
+
+
+def _glide(seconds, sr=16000):
+    """A tone gliding 200 -> 400 Hz plus a little noise (so Viterbi has something to do)."""
+    t = np.arange(int(seconds * sr)) / sr
+    f = 200.0 * 2 ** (t / seconds)
+    phase = 2 * np.pi * np.cumsum(f) / sr
+    rng = np.random.default_rng(0)
+    return (0.5 * np.sin(phase) + 0.01 * rng.standard_normal(len(t))).astype(np.float32)
+
+
+def _chunk(audio, opts, key='k'):
+    spec = features.plan_chunks(len(audio), dataclasses.replace(opts, chunk_secs=100.0))[0]
+    padded = np.zeros((spec.seg_end - spec.seg_first) * opts.hop_16k, np.float32)
+    padded[:len(audio)] = audio
+    return {'path': key, 'spec': spec, 'audio': padded, 'audio_16k': None}, padded
+
+
+@pytest.mark.slow
+def test_run_inference_equals_crepe_predict():
+    audios = [_glide(0.6), _glide(0.9)[::-1].copy(), _glide(1.4)]
+    chunks, expected = [], {}
+    for i, a in enumerate(audios):
+        chunk, padded = _chunk(a, OPTS, key=f'c{i}')
+        chunks.append(chunk)
+        for viterbi in (True, False):
+            _, f0, conf, _ = crepe.predict(padded, 16000, model_capacity='tiny',
+                                           viterbi=viterbi, center=True, step_size=4, verbose=0)
+            expected[f'c{i}', viterbi] = (f0, conf)
+
+    def check(results):
+        assert sorted(k for k, _ in results) == sorted({k for k, _ in expected})
+        for key, activations in results:
+            for viterbi in (True, False):
+                f0, conf = decode_chunk(activations, viterbi)
+                want_f0, want_conf = expected[key, viterbi]
+                assert f0.shape == want_f0.shape
+                np.testing.assert_allclose(conf, want_conf, atol=1e-4)
+                np.testing.assert_allclose(f0, want_f0, rtol=1e-3)
+
+    handler = CrepeModelHandler('tiny', 250, inference_batch_size=128)
+    assert handler.batch_elements_kwargs()['max_batch_size'] >= 128
+    with test_pipeline.TestPipeline(runner='DirectRunner',
+                                    options=beam.options.pipeline_options.PipelineOptions(
+                                        ['--direct_running_mode=in_memory'])) as p:
+        out = (p | beam.Create(chunks) | RunInference(handler)
+               | beam.Map(lambda r: (r.example['path'], r.inference)))
+        assert_that(out, check)
+
+
+def _run_chain(path, opts):
+    """DecodeFile -> CREPE handler -> MakeExamples, called directly (no runner)."""
+    handler = CrepeModelHandler(opts.crepe_capacity, opts.frame_rate, opts.inference_batch_size)
+    model = handler.load_model()
+    make = MakeExamples(opts)
+    make.setup()
+    examples = {}
+    for chunk in DecodeFile(opts).process((path, 'x.wav')):
+        (result,) = handler.run_inference([chunk], model)
+        for out in make.process(result):
+            if out.tag in features.SPLITS:
+                ex = features.parse_example(out.value)
+                examples[len(examples)] = ex
+    return [examples[i] for i in sorted(examples)]
+
+
+@pytest.mark.slow
+def test_chunked_features_equal_whole_file_features(tmp_path):
+    path = str(tmp_path / 'x.wav')
+    sf.write(path, _glide(3.2), 16000, subtype='FLOAT')
+    opts = dataclasses.replace(OPTS, viterbi=False, eval_fraction=0.0)
+    whole = _run_chain(path, dataclasses.replace(opts, chunk_secs=30.0))
+    chunked = _run_chain(path, dataclasses.replace(opts, chunk_secs=1.0))
+    assert len(whole) == len(chunked) == 6  # windows at 0..2.5 s; the last one padded
+    for a, b in zip(whole, chunked, strict=True):
+        np.testing.assert_array_equal(a['audio'], b['audio'])
+        np.testing.assert_allclose(a['loudness_db'], b['loudness_db'], atol=1e-4)
+        np.testing.assert_allclose(a['f0_confidence'], b['f0_confidence'], atol=1e-4)
+        np.testing.assert_allclose(a['f0_hz'], b['f0_hz'], rtol=1e-4)
+    # consecutive windows overlap by 3 s and agree there
+    np.testing.assert_array_equal(whole[0]['audio'][8000:], whole[1]['audio'][:8000])
+    np.testing.assert_allclose(whole[0]['f0_hz'][125:], whole[1]['f0_hz'][:125], rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_48k_keeps_audio_at_48k_and_adds_audio_16k_for_crepe(tmp_path):
+    path = str(tmp_path / 'x.wav')
+    t = np.arange(int(1.7 * 44100)) / 44100
+    sf.write(path, (0.4 * np.sin(2 * np.pi * 330 * t)).astype(np.float32), 44100,
+             subtype='FLOAT')
+    base = dataclasses.replace(OPTS, eval_fraction=0.0)
+    at16 = _run_chain(path, base)
+    at48 = _run_chain(path, dataclasses.replace(base, sample_rate=48000))
+    assert len(at16) == len(at48) == 3
+    for a, b in zip(at16, at48, strict=True):
+        assert 'audio_16k' not in a
+        assert b['audio'].shape == (48000,) and b['audio_16k'].shape == (16000,)
+        assert b['f0_hz'].shape == b['loudness_db'].shape == (250,)
+        np.testing.assert_array_equal(b['audio_16k'], a['audio'])  # CREPE sees the same audio
+        np.testing.assert_allclose(b['f0_hz'], a['f0_hz'], rtol=1e-5)
+        np.testing.assert_allclose(b['f0_confidence'], a['f0_confidence'], atol=1e-5)
+        # loudness uses a 32 ms FFT at either rate; dB levels depend on the FFT size (as in the
+        # reference), so the contours agree up to a constant offset
+        loud = a['loudness_db'] > -60
+        assert loud.sum() > 100
+        offset = b['loudness_db'][loud] - a['loudness_db'][loud]
+        assert np.std(offset) < 0.5

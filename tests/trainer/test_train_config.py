@@ -1,0 +1,102 @@
+"""Typed config: presets, `--set` overrides, unknown keys, JSON round trip, flattening."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from trainer.config import Config, ConfigError, available_presets, load_preset
+
+
+def test_solo_instrument_preset_is_the_papers_model():
+    c = load_preset('solo_instrument')
+    assert c.preset == 'solo_instrument'
+    assert (c.model.rnn_channels, c.model.rnn_type) == (512, 'gru')
+    assert (c.model.mlp_layers, c.model.mlp_units) == (3, 512)
+    assert (c.model.n_harmonics, c.model.n_noise_bands) == (60, 65)
+    assert c.model.use_reverb and c.model.reverb_length == 48000
+    assert not c.model.use_encoder
+    assert c.model.fft_sizes == (2048, 1024, 512, 256, 128, 64)
+    assert (c.train.learning_rate, c.train.decay_rate, c.train.decay_steps) == (3e-4, 0.98, 10000)
+    assert (c.train.grad_clip_norm, c.train.batch_size) == (3.0, 32)
+    assert (c.data.n_samples, c.data.n_frames) == (64000, 1000)
+
+
+def test_presets_listed_and_tiny_is_small():
+    assert {'solo_instrument', 'tiny'} <= set(available_presets())
+    t = load_preset('tiny')
+    assert t.model.rnn_channels <= 64 and t.model.n_harmonics <= 16
+    assert t.data.n_samples <= 32000 and t.data.n_samples % t.data.n_frames == 0
+
+
+def test_overrides_are_type_converted():
+    c = load_preset('tiny').with_overrides([
+        'model.n_harmonics=100', 'train.learning_rate=1e-3', 'model.use_reverb=false',
+        'model.fft_sizes=[512, 128]', 'model.rnn_type=lstm', 'data.example_secs=1'])
+    assert c.model.n_harmonics == 100 and isinstance(c.model.n_harmonics, int)
+    assert c.train.learning_rate == pytest.approx(1e-3)
+    assert c.model.use_reverb is False
+    assert c.model.fft_sizes == (512, 128)
+    assert c.model.rnn_type == 'lstm'
+    assert c.data.example_secs == 1.0 and isinstance(c.data.example_secs, float)
+    # The original is unchanged (immutable values, no global state).
+    assert load_preset('tiny').model.n_harmonics == 16
+
+
+@pytest.mark.parametrize('override, fragment', [
+    ('model.n_harmonix=3', "'model.n_harmonix'"),
+    ('modle.n_harmonics=3', "'modle.n_harmonics'"),
+    ('train.batch_size.x=3', "'train.batch_size.x'"),
+])
+def test_unknown_override_key_is_an_error_naming_it(override, fragment):
+    with pytest.raises(ConfigError, match='unknown config key') as info:
+        load_preset('tiny').with_overrides([override])
+    assert fragment in str(info.value)
+
+
+@pytest.mark.parametrize('override', ['model.n_harmonics=abc', 'model.n_harmonics=1.5',
+                                      'model.use_reverb=maybe', 'no_equals_sign'])
+def test_bad_override_values_are_errors(override):
+    with pytest.raises(ConfigError, match=override.split('=')[0]):
+        load_preset('tiny').with_overrides([override])
+
+
+def test_unknown_key_in_file_is_an_error(tmp_path):
+    path = tmp_path / 'c.yaml'
+    path.write_text('model:\n  n_harmonics: 10\n  bogus: 1\n')
+    with pytest.raises(ConfigError, match=r'model\.bogus') as info:
+        Config.load(path)
+    assert str(path) in str(info.value)
+
+
+def test_save_load_round_trip_and_flat(tmp_path):
+    c = load_preset('tiny').with_overrides(['model.n_harmonics=24'])
+    path = c.save(tmp_path)
+    assert path.name == 'config.json'
+    assert json.loads(path.read_text())['model']['n_harmonics'] == 24
+    assert Config.load(tmp_path) == c
+    flat = c.flat()
+    assert flat['model.n_harmonics'] == '24'
+    assert flat['train.learning_rate'] == str(c.train.learning_rate)
+    assert flat['model.fft_sizes'] == '[1024, 512, 256, 128, 64]'
+    assert all(isinstance(v, str) for v in flat.values())
+    # One flat key per leaf field.
+    n_leaves = sum(len(v) for v in c.to_dict().values() if isinstance(v, dict)) + 1
+    assert len(flat) == n_leaves
+
+
+def test_unknown_preset_names_the_choices():
+    with pytest.raises(ConfigError, match='solo_instrument'):
+        load_preset('no_such_preset')
+
+
+@pytest.mark.parametrize('override, key', [
+    ('train.batch_size=0', 'train.batch_size'),
+    ('train.decay_rate=1.5', 'train.decay_rate'),
+    ('model.rnn_type=transformer', 'model.rnn_type'),
+    ('data.sample_rate=-1', 'data.sample_rate'),
+])
+def test_out_of_range_values_are_errors_naming_the_key(override, key):
+    with pytest.raises(ConfigError, match=key):
+        load_preset('tiny').with_overrides([override])

@@ -1,0 +1,351 @@
+"""Typed training configuration: nested dataclasses, YAML presets, ``--set a.b=c`` overrides.
+
+A :class:`Config` is an immutable value (frozen dataclasses); overrides return a new one. It is
+saved with every checkpoint as ``config.json`` in the model directory and flattened to ``a.b``
+keys for MLflow params. There is no global mutable configuration.
+
+Example::
+
+    config = load_preset('tiny').with_overrides(['model.n_harmonics=32', 'train.batch_size=4'])
+    config.flat()['model.n_harmonics']  # '32'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+PRESETS_DIR = Path(__file__).resolve().parent / 'presets'
+CONFIG_FILENAME = 'config.json'
+
+
+class ConfigError(ValueError):
+    """A configuration value, key, file or preset is invalid."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Signal layout of the training examples."""
+
+    sample_rate: int = 16000
+    frame_rate: int = 250
+    example_secs: float = 4.0
+    shuffle_buffer: int = 1000
+    cycle_length: int = 4  # number of shards read in parallel
+
+    def __post_init__(self):
+        _require(self.sample_rate > 0, 'data.sample_rate', self.sample_rate, 'must be > 0')
+        _require(self.frame_rate > 0, 'data.frame_rate', self.frame_rate, 'must be > 0')
+        _require(self.example_secs > 0, 'data.example_secs', self.example_secs, 'must be > 0')
+        _require(self.shuffle_buffer >= 0, 'data.shuffle_buffer', self.shuffle_buffer,
+                 'must be >= 0')
+        _require(self.cycle_length >= 1, 'data.cycle_length', self.cycle_length, 'must be >= 1')
+
+    @property
+    def n_samples(self) -> int:
+        return int(round(self.sample_rate * self.example_secs))
+
+    @property
+    def n_frames(self) -> int:
+        return int(round(self.frame_rate * self.example_secs))
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Autoencoder sizes: optional MFCC encoder, RnnFc decoder, synthesizers, loss."""
+
+    # Encoder (MFCC -> GRU -> z); off for the paper's solo-instrument model.
+    use_encoder: bool = False
+    z_dims: int = 16
+    encoder_rnn_channels: int = 512
+    mfcc_bins: int = 30
+    mfcc_fft_size: int = 1024
+    # Decoder (RnnFcDecoder).
+    rnn_channels: int = 512
+    rnn_type: str = 'gru'  # 'gru' (fast custom-gradient GRU), 'keras_gru' (same maths), 'lstm'
+    mlp_units: int = 512
+    mlp_layers: int = 3
+    # Synthesizers.
+    n_harmonics: int = 60
+    n_noise_bands: int = 65
+    noise_window_size: int = 257
+    use_reverb: bool = True
+    reverb_length: int = 48000
+    # Multi-scale spectral loss.
+    fft_sizes: tuple[int, ...] = (2048, 1024, 512, 256, 128, 64)
+    mag_weight: float = 1.0
+    logmag_weight: float = 1.0
+
+    def __post_init__(self):
+        for name in ('z_dims', 'encoder_rnn_channels', 'mfcc_bins', 'mfcc_fft_size',
+                     'rnn_channels', 'mlp_units', 'mlp_layers', 'n_harmonics', 'reverb_length'):
+            _require(getattr(self, name) >= 1, f'model.{name}', getattr(self, name),
+                     'must be >= 1')
+        _require(self.n_noise_bands >= 2, 'model.n_noise_bands', self.n_noise_bands,
+                 'must be >= 2')
+        _require(self.rnn_type in ('gru', 'keras_gru', 'lstm'), 'model.rnn_type', self.rnn_type,
+                 "must be 'gru', 'keras_gru' or 'lstm'")
+        _require(len(self.fft_sizes) > 0 and all(n >= 8 for n in self.fft_sizes),
+                 'model.fft_sizes', self.fft_sizes, 'must be a non-empty list of sizes >= 8')
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimiser, loop and bookkeeping settings."""
+
+    batch_size: int = 32
+    learning_rate: float = 3e-4
+    decay_steps: int = 10000
+    decay_rate: float = 0.98
+    grad_clip_norm: float = 3.0
+    seed: int = 0
+    jit_compile: bool = False
+    checkpoint_every: int = 300
+    keep_checkpoints: int = 3
+    # Save the tf.data iterator (incl. its shuffle buffer) in checkpoints, so that a resumed run
+    # sees exactly the batches an uninterrupted one would. Costs shuffle_buffer examples of disk
+    # per checkpoint; when off, a resumed run reshuffles with a seed derived from the step.
+    checkpoint_data_iterator: bool = False
+    log_every: int = 10
+    summary_every: int = 1000
+
+    def __post_init__(self):
+        _require(self.batch_size >= 1, 'train.batch_size', self.batch_size, 'must be >= 1')
+        _require(self.learning_rate > 0, 'train.learning_rate', self.learning_rate, 'must be > 0')
+        _require(self.decay_steps >= 1, 'train.decay_steps', self.decay_steps, 'must be >= 1')
+        _require(0 < self.decay_rate <= 1, 'train.decay_rate', self.decay_rate,
+                 'must be in (0, 1]')
+        _require(self.grad_clip_norm > 0, 'train.grad_clip_norm', self.grad_clip_norm,
+                 'must be > 0')
+        _require(self.keep_checkpoints >= 1, 'train.keep_checkpoints', self.keep_checkpoints,
+                 'must be >= 1')
+        for name in ('checkpoint_every', 'log_every', 'summary_every'):
+            _require(getattr(self, name) >= 0, f'train.{name}', getattr(self, name),
+                     'must be >= 0 (0 = off)')
+
+
+@dataclass(frozen=True)
+class Config:
+    """The full configuration of one training run."""
+
+    preset: str = 'custom'
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    # ---- conversions -------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        """Plain nested dict (tuples as lists), suitable for JSON/YAML."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = 'config') -> Config:
+        """Build a Config from a (possibly partial) nested dict; unknown keys are an error.
+
+        Args:
+            d: Nested mapping, e.g. ``{'model': {'n_harmonics': 60}}``. Missing keys keep their
+                defaults.
+            source: Where the dict came from (file name), used in error messages.
+        """
+        return _build(cls, d, source, prefix='')
+
+    def flat(self) -> dict[str, str]:
+        """Flattened ``{'a.b': 'value'}`` view of every field, for MLflow params."""
+        out: dict[str, str] = {}
+
+        def walk(node, prefix):
+            if isinstance(node, dict):
+                for key, value in node.items():
+                    walk(value, f'{prefix}{key}.' if isinstance(value, dict) else f'{prefix}{key}')
+            else:
+                out[prefix] = json.dumps(node) if isinstance(node, list) else str(node)
+
+        walk(self.to_dict(), '')
+        return out
+
+    def with_overrides(self, overrides: typing.Iterable[str]) -> Config:
+        """Return a copy with ``'a.b=value'`` overrides applied (values converted per field).
+
+        Raises:
+            ConfigError: malformed override, unknown key (named), or a value of the wrong type.
+        """
+        d = self.to_dict()
+        for item in overrides:
+            if '=' not in item:
+                raise ConfigError(f"override {item!r}: expected the form 'section.key=value'")
+            key, raw = item.split('=', 1)
+            key = key.strip()
+            parts = key.split('.')
+            node, cls = d, Config
+            for i, part in enumerate(parts):
+                hints = typing.get_type_hints(cls)
+                if part not in hints:
+                    valid = ', '.join(sorted(_field_names(cls)))
+                    where = '.'.join(parts[:i]) or 'top level'
+                    raise ConfigError(
+                        f'unknown config key {key!r} ({part!r} is not a field of {where}; '
+                        f'valid: {valid})')
+                ftype = hints[part]
+                if i < len(parts) - 1:
+                    if not dataclasses.is_dataclass(ftype):
+                        raise ConfigError(f'unknown config key {key!r}: {part!r} is not a section')
+                    node, cls = node[part], ftype
+                else:
+                    if dataclasses.is_dataclass(ftype):
+                        raise ConfigError(f'config key {key!r} is a section; set one of its '
+                                          f'fields, e.g. {key}.{_field_names(ftype)[0]}=...')
+                    node[part] = _convert_str(raw.strip(), ftype, key)
+        return Config.from_dict(d, source='overrides')
+
+    # ---- files -------------------------------------------------------------------------------
+    def save(self, model_dir: str | os.PathLike) -> Path:
+        """Write ``config.json`` into ``model_dir`` (created if needed) and return its path."""
+        path = Path(model_dir) / CONFIG_FILENAME
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix('.json.tmp')
+        tmp.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + '\n')
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Config:
+        """Read a config from a ``.json``/``.yaml`` file or a model dir holding ``config.json``."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / CONFIG_FILENAME
+        if not path.exists():
+            raise ConfigError(f'config file {path} does not exist')
+        text = path.read_text()
+        try:
+            d = json.loads(text) if path.suffix == '.json' else yaml.safe_load(text)
+        except (json.JSONDecodeError, yaml.YAMLError) as e:
+            raise ConfigError(f'config file {path} is not valid JSON/YAML: {e}') from e
+        if not isinstance(d, dict):
+            raise ConfigError(f'config file {path}: expected a mapping at the top level')
+        return cls.from_dict(d, source=str(path))
+
+
+def available_presets() -> list[str]:
+    """Names of the YAML presets shipped in ``trainer/presets``."""
+    return sorted(p.stem for p in PRESETS_DIR.glob('*.yaml'))
+
+
+def load_preset(name: str) -> Config:
+    """Load a preset by name (``'solo_instrument'``, ``'tiny'``) or from a YAML/JSON path."""
+    path = Path(name)
+    if path.suffix in ('.yaml', '.yml', '.json') and path.exists():
+        config = Config.load(path)
+        return config
+    preset_path = PRESETS_DIR / f'{name}.yaml'
+    if not preset_path.exists():
+        raise ConfigError(f'unknown preset {name!r}; available: {", ".join(available_presets())} '
+                          '(or pass a path to a .yaml/.json config file)')
+    config = Config.load(preset_path)
+    return dataclasses.replace(config, preset=name)
+
+
+# ---- helpers ---------------------------------------------------------------------------------
+def _require(ok: bool, key: str, value, reason: str) -> None:
+    if not ok:
+        raise ConfigError(f'{key} = {value!r} {reason}')
+
+
+def _field_names(cls) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+def _build(cls, d, source, prefix):
+    if not isinstance(d, dict):
+        raise ConfigError(f'{source}: {prefix.rstrip(".") or "config"} must be a mapping, '
+                          f'got {type(d).__name__}')
+    hints = typing.get_type_hints(cls)
+    unknown = sorted(set(d) - set(hints))
+    if unknown:
+        raise ConfigError(f'{source}: unknown config key(s) '
+                          f'{", ".join(prefix + k for k in unknown)}; valid in '
+                          f'{prefix.rstrip(".") or "top level"}: {", ".join(_field_names(cls))}')
+    kwargs = {}
+    for key, value in d.items():
+        ftype = hints[key]
+        if dataclasses.is_dataclass(ftype):
+            kwargs[key] = _build(ftype, value, source, prefix=f'{prefix}{key}.')
+        else:
+            kwargs[key] = _check_value(value, ftype, f'{prefix}{key}', source)
+    return cls(**kwargs)
+
+
+def _check_value(value, ftype, key, source):
+    """Coerce a YAML/JSON value to the field type, or raise naming the key."""
+    origin = typing.get_origin(ftype)
+    try:
+        if ftype is bool:
+            if isinstance(value, bool):
+                return value
+            raise TypeError
+        if ftype is int:
+            if isinstance(value, bool) or not float(value).is_integer():
+                raise TypeError
+            return int(value)
+        if ftype is float:
+            if isinstance(value, bool):
+                raise TypeError
+            return float(value)
+        if ftype is str:
+            if not isinstance(value, str):
+                raise TypeError
+            return value
+        if origin is tuple:
+            (elem, *_rest) = typing.get_args(ftype)
+            if not isinstance(value, (list, tuple)):
+                raise TypeError
+            return tuple(_check_value(v, elem, key, source) for v in value)
+        if origin in (typing.Union, types.UnionType):
+            if value is None and type(None) in typing.get_args(ftype):
+                return None
+            inner = [a for a in typing.get_args(ftype) if a is not type(None)][0]
+            return _check_value(value, inner, key, source)
+    except (TypeError, ValueError):
+        raise ConfigError(f'{source}: {key} = {value!r} is not a valid '
+                          f'{getattr(ftype, "__name__", ftype)}') from None
+    raise ConfigError(f'{source}: {key} has an unsupported type {ftype}')
+
+
+def _convert_str(raw: str, ftype, key: str):
+    """Convert a command-line string to the field type (``'1e-3'`` -> 0.001, ``'[1,2]'``...)."""
+    try:
+        if ftype is bool:
+            low = raw.lower()
+            if low in ('true', '1', 'yes', 'on'):
+                return True
+            if low in ('false', '0', 'no', 'off'):
+                return False
+            raise ValueError
+        if ftype is int:
+            f = float(raw)
+            if not f.is_integer():
+                raise ValueError
+            return int(f)
+        if ftype is float:
+            return float(raw)
+        if ftype is str:
+            return raw
+        if typing.get_origin(ftype) is tuple:
+            value = yaml.safe_load(raw)
+            if isinstance(value, (int, float)):
+                value = [value]
+            if not isinstance(value, list):
+                value = [v for v in raw.strip('()[]').split(',') if v.strip()]
+                value = [yaml.safe_load(v) for v in value]
+            (elem, *_rest) = typing.get_args(ftype)
+            return [_convert_str(str(v), elem, key) for v in value]
+    except (ValueError, yaml.YAMLError):
+        raise ConfigError(f'override {key}={raw!r}: not a valid '
+                          f'{getattr(ftype, "__name__", ftype)}') from None
+    raise ConfigError(f'override {key}: unsupported type {ftype}')
