@@ -106,6 +106,9 @@ class TrainConfig:
     decay_rate: float = 0.98
     grad_clip_norm: float = 3.0
     seed: int = 0
+    # 'bfloat16': the decoder/encoder matmuls run in bfloat16 (variables, GRU recurrence, synths
+    # and loss stay float32); about 1.3x faster on CPUs with AVX512-BF16/AMX and on GPUs.
+    compute_dtype: str = 'float32'
     jit_compile: bool = False
     checkpoint_every: int = 300
     keep_checkpoints: int = 3
@@ -118,6 +121,8 @@ class TrainConfig:
 
     def __post_init__(self):
         _require(self.batch_size >= 1, 'train.batch_size', self.batch_size, 'must be >= 1')
+        _require(self.compute_dtype in ('float32', 'bfloat16'), 'train.compute_dtype',
+                 self.compute_dtype, "must be 'float32' or 'bfloat16'")
         _require(self.learning_rate > 0, 'train.learning_rate', self.learning_rate, 'must be > 0')
         _require(self.decay_steps >= 1, 'train.decay_steps', self.decay_steps, 'must be >= 1')
         _require(0 < self.decay_rate <= 1, 'train.decay_rate', self.decay_rate,

@@ -19,15 +19,24 @@ from ddsp_core import core, effects, losses, processors, spectral_ops, synths
 from trainer.config import DataConfig, ModelConfig
 
 NOISE_SEED_KEY = 'noise_seed'
+COMPUTE_DTYPES = ('float32', 'bfloat16')
 
 
 class MLP(keras.layers.Layer):
-    """``n_layers`` x (Dense -> LayerNorm -> leaky ReLU), applied to the last axis."""
+    """``n_layers`` x (Dense -> LayerNorm -> leaky ReLU), applied to the last axis.
 
-    def __init__(self, units: int, n_layers: int, name: str = 'mlp'):
-        super().__init__(name=name)
-        self.dense_layers = [keras.layers.Dense(units, name=f'dense_{i}') for i in range(n_layers)]
-        self.norm_layers = [keras.layers.LayerNormalization(name=f'norm_{i}')
+    ``dtype`` is the layers' dtype policy (e.g. ``'mixed_bfloat16'``); ``first_dtype``, if given,
+    overrides it for the first layer (float32 keeps full precision on raw input features).
+    """
+
+    def __init__(self, units: int, n_layers: int, name: str = 'mlp', dtype=None,
+                 first_dtype=None):
+        first_dtype = first_dtype or dtype
+        super().__init__(name=name, dtype=first_dtype)
+        dtypes = [first_dtype] + [dtype] * (n_layers - 1)
+        self.dense_layers = [keras.layers.Dense(units, name=f'dense_{i}', dtype=dtypes[i])
+                             for i in range(n_layers)]
+        self.norm_layers = [keras.layers.LayerNormalization(name=f'norm_{i}', dtype=dtypes[i])
                             for i in range(n_layers)]
 
     def call(self, x):
@@ -37,72 +46,115 @@ class MLP(keras.layers.Layer):
         return x
 
 
+@tf.function(jit_compile=True)
+def _gru_forward_scan(xw, recurrent_kernel, recurrent_bias):
+    """The GRU recurrence over time-major projected inputs ``xw`` [time, batch, 3 * units].
+
+    XLA-compiled: the graph executor's per-op overhead (~a dozen ops per time step) otherwise
+    costs more than the step's matmul at the paper's sizes.
+
+    Returns:
+        (hs, zs, rs, ns, hhs), each [time, batch, units]: hidden states, update and reset
+        gates, candidate states and the recurrent candidate projections (kept for the backward).
+    """
+    h0 = tf.zeros([tf.shape(xw)[1], tf.shape(recurrent_kernel)[0]], xw.dtype)
+
+    def step(carry, xw_t):
+        h = carry[0]
+        hu = tf.matmul(h, recurrent_kernel) + recurrent_bias
+        xz, xr, xh = tf.split(xw_t, 3, axis=-1)
+        hz, hr, hh = tf.split(hu, 3, axis=-1)
+        z = tf.sigmoid(xz + hz)
+        r = tf.sigmoid(xr + hr)
+        n = tf.tanh(xh + r * hh)
+        h_new = z * h + (1.0 - z) * n
+        return h_new, z, r, n, hh
+
+    return tf.scan(step, xw, initializer=(h0, h0, h0, h0, h0))
+
+
+@tf.function(jit_compile=True)
+def _gru_backward_scan(dhs, zs, rs, ns, hhs, h_prev, recurrent_kernel):
+    """The backward recurrence of :func:`_gru_forward_scan` (XLA-compiled, time-major).
+
+    Returns:
+        (dhus, dxws), each [time, batch, 3 * units]: gradients of the recurrent and input
+        projections at every step.
+    """
+    batch, units = tf.shape(dhs)[1], tf.shape(recurrent_kernel)[0]
+    # Transposed once here, not at every step.
+    recurrent_kernel_t = tf.transpose(recurrent_kernel)
+
+    def bstep(carry, inputs):
+        g_next = carry[0]
+        dh_t, z, r, n, hh, hp = inputs
+        g = dh_t + g_next
+        dz = g * (hp - n) * z * (1.0 - z)
+        dn = g * (1.0 - z) * (1.0 - n * n)
+        dhh = dn * r
+        dr = dn * hh * r * (1.0 - r)
+        dhu = tf.concat([dz, dr, dhh], axis=-1)
+        dxw = tf.concat([dz, dr, dn], axis=-1)
+        g_prev = g * z + tf.matmul(dhu, recurrent_kernel_t)
+        return g_prev, dhu, dxw
+
+    zero = tf.zeros([batch, units], dhs.dtype)
+    zero3 = tf.zeros([batch, 3 * units], dhs.dtype)
+    _, dhus, dxws = tf.scan(bstep, (dhs, zs, rs, ns, hhs, h_prev),
+                            initializer=(zero, zero3, zero3), reverse=True)
+    return dhus, dxws
+
+
 def gru_sequence(x, kernel, recurrent_kernel, bias):
     """A GRU over a whole sequence with a hand-written backward pass (fast on CPU).
 
     Same equations, gate order (z, r, h) and weight layout as ``keras.layers.GRU`` with
     ``reset_after=True``: z = σ(x Wz + bz + h Uz + b'z), r = σ(...), n = tanh(x Wh + bh +
     r * (h Uh + b'h)), h' = z * h + (1 - z) * n; zero initial state. Autodiff through a
-    1000-step while loop is dominated by per-step bookkeeping; the backward recurrence written
-    out here keeps one matmul and a few element-wise ops per step and moves every weight
-    gradient out of the loop (about 3x faster fwd+bwd for the paper's GRU 512 on CPU).
+    1000-step while loop is dominated by per-step bookkeeping; here the input projections and
+    every weight gradient are single large matmuls outside the loop, and the two recurrences
+    (forward, and the backward written out by hand) are XLA-compiled loops of one matmul and a
+    few fused element-wise ops per step.
 
     Args:
-        x: [batch, time, channels] inputs.
-        kernel: [channels, 3 * units] input weights.
-        recurrent_kernel: [units, 3 * units] recurrent weights.
-        bias: [2, 3 * units] input and recurrent biases.
+        x: [batch, time, channels] inputs, float32 or bfloat16.
+        kernel: [channels, 3 * units] input weights, in x's dtype (the input projection and
+            its gradients are computed in that dtype).
+        recurrent_kernel: [units, 3 * units] recurrent weights, float32.
+        bias: [2, 3 * units] input and recurrent biases, float32.
 
     Returns:
-        [batch, time, units] hidden states.
+        [batch, time, units] hidden states in x's dtype (computed in float32).
     """
 
     @tf.custom_gradient
     def run(x, kernel, recurrent_kernel, bias):
-        units = recurrent_kernel.shape[0]
-        xw = tf.einsum('btc,cu->tbu', x, kernel) + bias[0]
-        batch = tf.shape(x)[0]
-        h0 = tf.zeros([batch, units], x.dtype)
-
-        def step(carry, xw_t):
-            h = carry[0]
-            hu = tf.matmul(h, recurrent_kernel) + bias[1]
-            xz, xr, xh = tf.split(xw_t, 3, axis=-1)
-            hz, hr, hh = tf.split(hu, 3, axis=-1)
-            z = tf.sigmoid(xz + hz)
-            r = tf.sigmoid(xr + hr)
-            n = tf.tanh(xh + r * hh)
-            h_new = z * h + (1.0 - z) * n
-            return h_new, z, r, n, hh
-
-        init = (h0, h0, h0, h0, h0)
-        hs, zs, rs, ns, hhs = tf.scan(step, xw, initializer=init)
-        h_prev = tf.concat([h0[tf.newaxis], hs[:-1]], axis=0)
-        out = tf.transpose(hs, [1, 0, 2])
+        # Time-major 2-D views, so that every projection is one plain matmul.
+        n_batch, n_time, channels = tf.shape(x)[0], tf.shape(x)[1], kernel.shape[0]
+        x_2d = tf.reshape(tf.transpose(x, [1, 0, 2]), [-1, channels])
+        xw = tf.cast(tf.matmul(x_2d, kernel), tf.float32) + bias[0]
+        xw = tf.reshape(xw, [n_time, n_batch, -1])
+        # The gradient is ``grad`` below; stop_gradient keeps an outer tape (eager mode) from
+        # differentiating the compiled loop itself, which XLA cannot export.
+        hs, zs, rs, ns, hhs = _gru_forward_scan(*(tf.stop_gradient(t) for t in (
+            xw, recurrent_kernel, bias[1])))
+        h_prev = tf.concat([tf.zeros_like(hs[:1]), hs[:-1]], axis=0)
+        out = tf.cast(tf.transpose(hs, [1, 0, 2]), x.dtype)
 
         def grad(dout):
-            dhs = tf.transpose(dout, [1, 0, 2])
-
-            def bstep(carry, inputs):
-                g_next = carry[0]
-                dh_t, z, r, n, hh, hp = inputs
-                g = dh_t + g_next
-                dz = g * (hp - n) * z * (1.0 - z)
-                dn = g * (1.0 - z) * (1.0 - n * n)
-                dhh = dn * r
-                dr = dn * hh * r * (1.0 - r)
-                dhu = tf.concat([dz, dr, dhh], axis=-1)
-                dxw = tf.concat([dz, dr, dn], axis=-1)
-                g_prev = g * z + tf.matmul(dhu, recurrent_kernel, transpose_b=True)
-                return g_prev, dhu, dxw
-
-            zero3 = tf.zeros([batch, 3 * units], x.dtype)
-            _, dhus, dxws = tf.scan(bstep, (dhs, zs, rs, ns, hhs, h_prev),
-                                    initializer=(h0, zero3, zero3), reverse=True)
-            d_rec = tf.einsum('tbu,tbv->uv', h_prev, dhus)
-            d_kernel = tf.einsum('btc,tbv->cv', x, dxws)
-            d_x = tf.einsum('tbv,cv->btc', dxws, kernel)
-            d_bias = tf.stack([tf.reduce_sum(dxws, [0, 1]), tf.reduce_sum(dhus, [0, 1])])
+            dhs = tf.transpose(tf.cast(dout, tf.float32), [1, 0, 2])
+            dhus, dxws = _gru_backward_scan(*(tf.stop_gradient(t) for t in (
+                dhs, zs, rs, ns, hhs, h_prev, recurrent_kernel)))
+            units3 = 3 * recurrent_kernel.shape[0]
+            dhus = tf.reshape(dhus, [-1, units3])
+            dxws = tf.reshape(dxws, [-1, units3])
+            d_rec = tf.matmul(tf.reshape(h_prev, [-1, recurrent_kernel.shape[0]]), dhus,
+                              transpose_a=True)
+            dxws_c = tf.cast(dxws, x.dtype)
+            d_kernel = tf.matmul(x_2d, dxws_c, transpose_a=True)
+            d_x = tf.matmul(dxws_c, kernel, transpose_b=True)
+            d_x = tf.transpose(tf.reshape(d_x, [n_time, n_batch, channels]), [1, 0, 2])
+            d_bias = tf.stack([tf.reduce_sum(dxws, 0), tf.reduce_sum(dhus, 0)])
             return d_x, d_kernel, d_rec, d_bias
 
         return out, grad
@@ -117,8 +169,8 @@ class FastGRU(keras.layers.Layer):
     as the Keras layer; call with [batch, time, channels] -> [batch, time, units].
     """
 
-    def __init__(self, units: int, name: str = 'gru'):
-        super().__init__(name=name)
+    def __init__(self, units: int, name: str = 'gru', dtype=None):
+        super().__init__(name=name, dtype=dtype)
         self.units = int(units)
 
     def build(self, input_shape):
@@ -131,26 +183,30 @@ class FastGRU(keras.layers.Layer):
         self.bias = self.add_weight(shape=(2, 3 * self.units), name='bias', initializer='zeros')
 
     def call(self, x):
-        return gru_sequence(tf.convert_to_tensor(x, tf.float32), tf.convert_to_tensor(self.kernel),
-                            tf.convert_to_tensor(self.recurrent_kernel),
-                            tf.convert_to_tensor(self.bias))
+        # Under a mixed policy the input projections run in the compute dtype (bfloat16); the
+        # recurrence itself always runs in float32.
+        dtype = self.compute_dtype
+        return gru_sequence(tf.cast(x, dtype), tf.cast(self.kernel, dtype),
+                            tf.cast(self.recurrent_kernel, tf.float32),
+                            tf.cast(self.bias, tf.float32))
 
 
-def _rnn(rnn_type: str, units: int, name: str):
+def _rnn(rnn_type: str, units: int, name: str, dtype=None):
     if rnn_type == 'gru':
-        return FastGRU(units, name=name)
+        return FastGRU(units, name=name, dtype=dtype)
     if rnn_type == 'keras_gru':
-        return keras.layers.GRU(units, return_sequences=True, name=name)
+        return keras.layers.GRU(units, return_sequences=True, name=name, dtype=dtype)
     if rnn_type == 'lstm':
-        return keras.layers.LSTM(units, return_sequences=True, name=name)
+        return keras.layers.LSTM(units, return_sequences=True, name=name, dtype=dtype)
     raise ValueError(f"model.rnn_type must be 'gru', 'keras_gru' or 'lstm', got {rnn_type!r}")
 
 
 class MfccRnnEncoder(keras.layers.Layer):
     """Audio -> MFCC -> LayerNorm -> GRU -> Dense: a time-distributed latent z."""
 
-    def __init__(self, config: ModelConfig, data_config: DataConfig, name: str = 'encoder'):
-        super().__init__(name=name)
+    def __init__(self, config: ModelConfig, data_config: DataConfig, name: str = 'encoder',
+                 dtype=None):
+        super().__init__(name=name)  # float32: the MFCCs are computed in full precision
         self.n_frames = data_config.n_frames
         self.sample_rate = data_config.sample_rate
         self.fft_size = config.mfcc_fft_size
@@ -161,7 +217,7 @@ class MfccRnnEncoder(keras.layers.Layer):
                              f'{hop} samples per frame')
         self.overlap = 1.0 - hop / self.fft_size
         self.norm = keras.layers.LayerNormalization(name='mfcc_norm')
-        self.rnn = _rnn(config.rnn_type, config.encoder_rnn_channels, 'encoder_rnn')
+        self.rnn = _rnn(config.rnn_type, config.encoder_rnn_channels, 'encoder_rnn', dtype=dtype)
         self.dense_z = keras.layers.Dense(config.z_dims, name='dense_z')
 
     def call(self, audio):
@@ -172,23 +228,26 @@ class MfccRnnEncoder(keras.layers.Layer):
             sample_rate=self.sample_rate)
         if mfcc.shape[1] != self.n_frames:
             mfcc = core.resample(mfcc, self.n_frames)
-        return self.dense_z(self.rnn(self.norm(mfcc)))
+        return self.dense_z(tf.cast(self.rnn(self.norm(mfcc)), tf.float32))
 
 
 class RnnFcDecoder(keras.layers.Layer):
     """Per-input MLP stacks -> concat -> RNN -> concat(inputs, rnn) -> MLP -> Dense -> splits."""
 
     def __init__(self, config: ModelConfig, input_keys: tuple[str, ...],
-                 output_splits: tuple[tuple[str, int], ...], name: str = 'decoder'):
-        super().__init__(name=name)
+                 output_splits: tuple[tuple[str, int], ...], name: str = 'decoder',
+                 dtype=None):
+        super().__init__(name=name)  # float32: inputs are not cast
         self.input_keys = tuple(input_keys)
         self.output_splits = tuple(output_splits)
-        self.input_stacks = [MLP(config.mlp_units, config.mlp_layers, name=f'in_{k}')
+        self.input_stacks = [MLP(config.mlp_units, config.mlp_layers, name=f'in_{k}', dtype=dtype,
+                                 first_dtype='float32')
                              for k in self.input_keys]
-        self.rnn = _rnn(config.rnn_type, config.rnn_channels, 'decoder_rnn')
-        self.out_stack = MLP(config.mlp_units, config.mlp_layers, name='out_mlp')
+        self.rnn = _rnn(config.rnn_type, config.rnn_channels, 'decoder_rnn', dtype=dtype)
+        self.out_stack = MLP(config.mlp_units, config.mlp_layers, name='out_mlp', dtype=dtype)
+        # The synth controls are computed in float32 whatever the policy.
         self.dense_out = keras.layers.Dense(sum(n for _, n in self.output_splits),
-                                            name='dense_out')
+                                            name='dense_out', dtype='float32')
 
     def call(self, inputs: dict):
         """inputs: {key: [batch, n_frames, channels]} -> {split name: [batch, n_frames, size]}."""
@@ -196,7 +255,7 @@ class RnnFcDecoder(keras.layers.Layer):
                                                         strict=True)]
         x = tf.concat(stacked, axis=-1) if len(stacked) > 1 else stacked[0]
         x = tf.concat([*stacked, self.rnn(x)], axis=-1)
-        x = self.dense_out(self.out_stack(x))
+        x = self.dense_out(tf.cast(self.out_stack(x), tf.float32))
         sizes = [n for _, n in self.output_splits]
         parts = tf.split(x, sizes, axis=-1)
         return {name: part for (name, _), part in zip(self.output_splits, parts, strict=True)}
@@ -255,8 +314,15 @@ class Autoencoder(keras.Model):
     decoder outputs and ``audio_synth`` [batch, n_samples].
     """
 
-    def __init__(self, config: ModelConfig, data_config: DataConfig, name: str = 'autoencoder'):
+    def __init__(self, config: ModelConfig, data_config: DataConfig, name: str = 'autoencoder',
+                 compute_dtype: str = 'float32'):
         super().__init__(name=name)
+        if compute_dtype not in COMPUTE_DTYPES:
+            raise ValueError(f'compute_dtype must be one of {", ".join(COMPUTE_DTYPES)}, got '
+                             f'{compute_dtype!r}')
+        self.compute_dtype_name = compute_dtype
+        # Variables stay float32; 'bfloat16' runs the networks' large matmuls in bfloat16.
+        policy = 'mixed_bfloat16' if compute_dtype == 'bfloat16' else 'float32'
         self.model_config = config
         self.data_config = data_config
         n_samples, sr = data_config.n_samples, data_config.sample_rate
@@ -264,12 +330,13 @@ class Autoencoder(keras.Model):
             raise ValueError(f'data: n_samples={n_samples} is not a multiple of '
                              f'n_frames={data_config.n_frames}; choose example_secs so that '
                              'frames have an integer number of samples')
-        self.encoder = MfccRnnEncoder(config, data_config) if config.use_encoder else None
+        self.encoder = (MfccRnnEncoder(config, data_config, dtype=policy)
+                        if config.use_encoder else None)
         input_keys = ('ld_scaled', 'f0_scaled') + (('z',) if config.use_encoder else ())
         self.decoder = RnnFcDecoder(
             config, input_keys,
             (('amps', 1), ('harmonic_distribution', config.n_harmonics),
-             ('noise_magnitudes', config.n_noise_bands)))
+             ('noise_magnitudes', config.n_noise_bands)), dtype=policy)
         harmonic = synths.Harmonic(n_samples=n_samples, sample_rate=sr, name='harmonic')
         noise = SeededFilteredNoise(n_samples=n_samples, window_size=config.noise_window_size,
                                     initial_bias=-5.0, name='filtered_noise')

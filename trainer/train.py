@@ -111,7 +111,7 @@ def build_model(config: Config, dist=None):
     dist = dist or tf.distribute.get_strategy()
     tc = config.train
     with dist.scope():
-        model = Autoencoder(config.model, config.data)
+        model = Autoencoder(config.model, config.data, compute_dtype=tc.compute_dtype)
         model(model.dummy_features(1))
         schedule = keras.optimizers.schedules.ExponentialDecay(
             tc.learning_rate, decay_steps=tc.decay_steps, decay_rate=tc.decay_rate,

@@ -29,8 +29,11 @@ def _checkpoint_values(model_dir) -> dict[str, np.ndarray]:
     return out
 
 
-def test_tiny_overfits_one_batch(tmp_path, tiny_config, one_batch_dataset):
-    config = tiny_config.with_overrides(['train.log_every=1', 'train.checkpoint_every=0'])
+@pytest.mark.parametrize('compute_dtype', ['float32', 'bfloat16'])
+def test_tiny_overfits_one_batch(tmp_path, tiny_config, one_batch_dataset, compute_dtype):
+    config = tiny_config.with_overrides(['train.log_every=1', 'train.checkpoint_every=0',
+                                         f'train.compute_dtype={compute_dtype}',
+                                         'model.mlp_layers=2'])
     tracker = RecordingTracker()
     result = train(config, str(one_batch_dataset), tmp_path / 'm', 40, tracker=tracker,
                    progress=False)

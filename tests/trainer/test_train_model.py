@@ -92,3 +92,47 @@ def test_fast_gru_matches_keras_gru_values_and_gradients():
 
     for a, b in zip(grads(reference), grads(fast), strict=True):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_fast_gru_in_bfloat16_matches_float32_to_bfloat16_precision():
+    from trainer.model import FastGRU
+
+    x = tf.random.stateless_normal([2, 50, 16], seed=[7, 8])
+    full = FastGRU(8)
+    half = FastGRU(8, dtype='mixed_bfloat16')
+    full(x)
+    half(x)
+    for a, b in zip(full.weights, half.weights, strict=True):
+        assert b.dtype == 'float32'  # variables stay float32
+        b.assign(a)
+    w = tf.random.stateless_normal([2, 50, 8], seed=[9, 10])
+
+    def run(layer):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            out = layer(x)
+            loss = tf.reduce_sum(tf.cast(out, tf.float32) * w)
+        return out, tape.gradient(loss, [x, *layer.trainable_variables])
+
+    out_full, grads_full = run(full)
+    out_half, grads_half = run(half)
+    assert out_half.dtype == tf.bfloat16 and out_full.dtype == tf.float32
+    np.testing.assert_allclose(tf.cast(out_half, tf.float32).numpy(), out_full.numpy(), atol=0.03)
+    for g_full, g_half in zip(grads_full, grads_half, strict=True):
+        g_full, g_half = g_full.numpy(), tf.cast(g_half, tf.float32).numpy()
+        rel = np.linalg.norm(g_half - g_full) / np.linalg.norm(g_full)
+        assert rel < 0.03, rel
+
+
+def test_bfloat16_compute_keeps_synth_controls_and_audio_in_float32(tiny_config):
+    config = tiny_config.with_overrides(['model.mlp_layers=2'])
+    model = Autoencoder(config.model, config.data, compute_dtype='bfloat16')
+    out = model(model.dummy_features(2))
+    assert model.decoder.out_stack.dense_layers[1].compute_dtype == 'bfloat16'
+    # The input features enter the network in float32 (bfloat16 would quantise f0 to ~25 cents).
+    assert model.decoder.input_stacks[0].dense_layers[0].compute_dtype == 'float32'
+    for key in ('amps', 'harmonic_distribution', 'noise_magnitudes', 'audio_synth'):
+        assert out[key].dtype == tf.float32, key
+    assert all(v.dtype == 'float32' for v in model.weights)
+    with pytest.raises(ValueError, match='compute_dtype'):
+        Autoencoder(config.model, config.data, compute_dtype='float16')
