@@ -9,6 +9,8 @@ with the other frame-rate features (loudness) of the same audio:
 - `crepe_frames(audio, frame_rate, padding)` -> normalised frames [n_frames, 1024], with
   `n_frames == spectral_ops.get_framed_lengths(len(audio), 1024, 16000 // frame_rate, padding)[0]`.
 - `load_crepe_model(model_capacity)` -> crepe's Keras model (cached per process).
+- `load_crepe_forward(model_capacity)` -> `CrepeForward`, the same network from those weights,
+  ~2x faster on CPU (used for inference here; equal to the Keras model up to float round-off).
 - `activations_to_f0(activations, viterbi)` -> (f0_hz, confidence).
 - `predict_f0(audio, frame_rate, ...)` -> (f0_hz, confidence), all of the above in batches.
 
@@ -37,7 +39,8 @@ _model_lock = threading.Lock()
 
 __all__ = [
     'CREPE_CAPACITIES', 'CREPE_FRAME_SIZE', 'CREPE_N_BINS', 'CREPE_SAMPLE_RATE',
-    'activations_to_f0', 'crepe_frames', 'crepe_weights_path', 'load_crepe_model', 'predict_f0',
+    'CrepeForward', 'activations_to_f0', 'crepe_frames', 'crepe_weights_path', 'load_crepe_forward',
+    'load_crepe_model', 'predict_activations', 'predict_f0',
 ]
 
 
@@ -99,6 +102,91 @@ def load_crepe_model(model_capacity: str = 'full'):
         except (OSError, ValueError) as error:
             raise RuntimeError(f'Could not load the CREPE {model_capacity!r} weights '
                                f'({error}). {_INSTALL_HINT}') from error
+
+
+class CrepeForward:
+    """CREPE's forward pass from its Keras model's weights, computed faster on CPU.
+
+    Same network and weights as `load_crepe_model(...)` (conv → ReLU → batch norm → max-pool, six
+    times, then a sigmoid classifier; dropout is off at inference), so the activations equal the
+    Keras model's up to float round-off. Two changes make it ~2x faster on CPU: the first
+    convolution (kernel 512, stride 4, one input channel), which TensorFlow's convolution runs at a
+    fraction of the machine's speed, is one matmul over strided windows of the frame; the others
+    run as 1-D convolutions. Frames are processed `max_batch` at a time to bound memory.
+
+    Call with normalised frames float32 [n, 1024] (from `crepe_frames`) -> activations float32
+    [n, 360].
+    """
+
+    def __init__(self, model, max_batch: int = 128):
+        import tensorflow as tf
+
+        convs, norms, dense = [], [], None
+        for layer in model.layers:
+            kind = type(layer).__name__
+            if kind == 'Conv2D':
+                kernel, bias = layer.get_weights()
+                stride = layer.strides[0]
+                convs.append((kernel[:, 0], bias, stride))  # [width, in, out]
+            elif kind == 'BatchNormalization':
+                gamma, beta, mean, var = layer.get_weights()
+                scale = gamma / np.sqrt(var + layer.epsilon)
+                norms.append((scale, beta - mean * scale))
+            elif kind == 'Dense':
+                dense = layer.get_weights()
+        if len(convs) != 6 or len(norms) != 6 or dense is None or convs[0][0].shape[1] != 1:
+            raise ValueError('not a CREPE model: expected 6 Conv2D + BatchNormalization blocks '
+                             'and a Dense classifier')
+        const = lambda a: tf.constant(np.asarray(a, np.float32))  # noqa: E731
+        self._convs = [(const(k), const(b), int(st)) for k, b, st in convs]
+        self._norms = [(const(sc), const(sh)) for sc, sh in norms]
+        self._dense = [const(w) for w in dense]
+        self.max_batch = int(max_batch)
+        self._fn = tf.function(self._forward,
+                               input_signature=[tf.TensorSpec([None, CREPE_FRAME_SIZE],
+                                                              tf.float32)])
+
+    def _forward(self, frames):
+        import tensorflow as tf
+
+        (k1, b1, stride), rest = self._convs[0], self._convs[1:]
+        width = int(k1.shape[0])
+        n_out = -(-CREPE_FRAME_SIZE // stride)
+        pad = max((n_out - 1) * stride + width - CREPE_FRAME_SIZE, 0)
+        x = tf.pad(frames, [[0, 0], [pad // 2, pad - pad // 2]])
+        windows = tf.signal.frame(x, width, stride)  # [n, n_out, width]
+        y = tf.matmul(windows, k1[:, 0, :]) + b1  # [n, n_out, filters]
+        for i, block in enumerate([None, *rest]):
+            if block is not None:
+                kernel, bias, _ = block
+                y = tf.nn.conv1d(y, kernel, stride=1, padding='SAME') + bias
+            scale, shift = self._norms[i]
+            y = tf.nn.relu(y) * scale + shift
+            y = tf.nn.max_pool1d(y, 2, 2, 'VALID')
+        y = tf.reshape(y, [tf.shape(y)[0], -1])  # time-major then channels, as crepe flattens
+        return tf.sigmoid(tf.matmul(y, self._dense[0]) + self._dense[1])
+
+    def __call__(self, frames) -> np.ndarray:
+        frames = np.asarray(frames, np.float32)
+        if frames.ndim != 2 or frames.shape[1] != CREPE_FRAME_SIZE:
+            raise ValueError(f'frames must be [n, {CREPE_FRAME_SIZE}], got {frames.shape}')
+        out = [self._fn(frames[i:i + self.max_batch]).numpy()
+               for i in range(0, frames.shape[0], self.max_batch)]
+        if not out:
+            return np.zeros((0, CREPE_N_BINS), np.float32)
+        return np.concatenate(out).astype(np.float32, copy=False)
+
+
+_forward_cache: dict[str, CrepeForward] = {}
+
+
+def load_crepe_forward(model_capacity: str = 'full') -> CrepeForward:
+    """A `CrepeForward` for the capacity's weights (cached per process)."""
+    model = load_crepe_model(model_capacity)
+    with _model_lock:
+        if model_capacity not in _forward_cache:
+            _forward_cache[model_capacity] = CrepeForward(model)
+        return _forward_cache[model_capacity]
 
 
 def _hop_size(frame_rate) -> int:
@@ -221,9 +309,8 @@ def predict_activations(audio, frame_rate, padding: str = 'center', model_capaci
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
             or batch_size < 1:
         raise ValueError(f'batch_size must be a positive integer, got {batch_size!r}.')
-    model = load_crepe_model(model_capacity)
-    out = [np.asarray(model.predict_on_batch(frames), np.float32)
-           for frames in _iter_frames(audio, frame_rate, padding, int(batch_size))]
+    forward = load_crepe_forward(model_capacity)
+    out = [forward(frames) for frames in _iter_frames(audio, frame_rate, padding, int(batch_size))]
     if not out:
         return np.zeros((0, CREPE_N_BINS), np.float32)
     return np.concatenate(out, axis=0)

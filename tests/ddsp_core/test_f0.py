@@ -109,3 +109,26 @@ def test_load_crepe_model_is_cached():
     model = f0.load_crepe_model('tiny')
     assert f0.load_crepe_model('tiny') is model
     assert tuple(model.output.shape) == (None, 360)
+
+
+def test_crepe_forward_equals_the_keras_model():
+    rng = np.random.default_rng(4)
+    t = np.arange(6000) / 16000
+    audio = (0.5 * np.sin(2 * np.pi * 330.0 * t) + 0.01 * rng.standard_normal(len(t)))
+    frames = np.concatenate([f0.crepe_frames(audio.astype(np.float32), 250),
+                             rng.standard_normal([5, 1024]).astype(np.float32)])
+    model = f0.load_crepe_model('tiny')
+    forward = f0.load_crepe_forward('tiny')
+    assert f0.load_crepe_forward('tiny') is forward
+    forward_small_batches = f0.CrepeForward(model, max_batch=7)
+    want = model.predict_on_batch(frames)
+    got = forward(frames)
+    assert got.shape == (len(frames), 360) and got.dtype == np.float32
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    np.testing.assert_allclose(forward_small_batches(frames), want, atol=1e-5)
+    # The tone's frames peak at the bin of 330 Hz (20 cents per bin from 1997.38 cents).
+    bin_330 = round((1200 * np.log2(330 / 10) - 1997.38) / 20)
+    assert abs(int(np.median(got[4:-4].argmax(axis=1))) - bin_330) <= 1
+    assert forward(np.zeros([0, 1024], np.float32)).shape == (0, 360)
+    with pytest.raises(ValueError, match=r'\[n, 1024\]'):
+        forward(np.zeros([3, 512], np.float32))
