@@ -246,6 +246,21 @@ def _write_manifest(_, output_dir, opts, inputs, n_files_in, file_records, split
 
 
 # ---- pipeline ----------------------------------------------------------------------------------
+def local_worker_threads(options: PipelineOptions) -> Optional[int]:
+    """TensorFlow threads per worker for a multi-process DirectRunner (cores / workers), so that
+    the workers' CREPE calls do not oversubscribe the cores; None for other runners."""
+    from apache_beam.options.pipeline_options import DirectOptions
+
+    runner = options.view_as(StandardOptions).runner
+    direct = options.view_as(DirectOptions)
+    if runner not in ('DirectRunner', 'BundleBasedDirectRunner', 'FnApiRunner') or \
+            direct.direct_running_mode != 'multi_processing':
+        return None
+    cores = os.cpu_count() or 1
+    workers = direct.direct_num_workers or cores
+    return max(1, cores // workers)
+
+
 def build_pipeline(pipeline: beam.Pipeline, files: list[tuple[str, str]], output_dir: str,
                    opts: PrepareOptions, inputs: Sequence[str]) -> None:
     """Add the prepare job to ``pipeline`` (``files`` from :func:`expand_inputs`)."""
@@ -257,7 +272,8 @@ def build_pipeline(pipeline: beam.Pipeline, files: list[tuple[str, str]], output
         lambda el, err: _dead_letter(el, err, 'decode')))
     chunks = decoded.good | 'Spread' >> beam.Reshuffle()
 
-    handler = CrepeModelHandler(opts.crepe_capacity, opts.frame_rate, opts.inference_batch_size)
+    handler = CrepeModelHandler(opts.crepe_capacity, opts.frame_rate, opts.inference_batch_size,
+                                intra_op_threads=local_worker_threads(pipeline.options))
     inferred, failed = (chunks
                         | 'CREPE' >> RunInference(handler).with_exception_handling())
     dead.append(failed.failed_inferences | 'CrepeDL' >> beam.FlatMapTuple(
