@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: venv demo test test-fast lint bench clean
+.PHONY: venv demo test test-fast lint bench bench-train bench-prepare clean
 
 venv: $(STAMP)
 
@@ -35,6 +35,12 @@ lint: venv
 
 bench: venv
 	$(PY) benchmarks/bench_dsp.py
+
+bench-train: venv
+	$(PY) benchmarks/bench_train.py
+
+bench-prepare: venv
+	$(PY) benchmarks/bench_prepare.py
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache .ruff_cache build *.egg-info

@@ -372,3 +372,46 @@ def test_device_description_without_and_with_tensorflow(monkeypatch):
     assert artifacts.device_description() == 'CPU'
     config.list_physical_devices = lambda kind: devices(kind, [fake_gpu])
     assert artifacts.device_description() == 'GPU: H100'
+
+
+def test_ddsp_train_run_on_the_server_holds_params_metrics_audio_plots_and_model(
+        tracking_uri, tmp_path, tiny_config, tiny_dataset):
+    """The whole trainer against the real server: what the MLflow section of the docs lists."""
+    import json
+
+    from trainer.train import train
+
+    config = tiny_config.with_overrides(['train.log_every=1', 'train.summary_every=2'])
+    experiment = _experiment()
+    result = train(config, str(tiny_dataset), tmp_path / 'model', 3, tracking_uri=tracking_uri,
+                   experiment=experiment, run_name='server-run', progress=False)
+    client = MlflowClient(tracking_uri)
+    run = client.get_run(result['run_id'])
+    assert run.info.status == 'FINISHED' and run.info.run_name == 'server-run'
+    assert client.get_experiment(run.info.experiment_id).name == experiment
+    assert run.data.params == config.flat()
+    manifest = json.loads((tiny_dataset / 'manifest.json').read_text())
+    assert run.data.tags['ddsp.dataset_fingerprint'] == manifest['fingerprint']
+    for key in ('spectral_loss', 'total_loss', 'grad_norm', 'learning_rate', 'steps_per_sec',
+                'examples_per_sec'):
+        history = client.get_metric_history(run.info.run_id, key)
+        assert [m.step for m in sorted(history, key=lambda m: m.step)] == [1, 2, 3], key
+    losses = {m.step: m.value for m in client.get_metric_history(run.info.run_id, 'total_loss')}
+    assert losses[3] == pytest.approx(result['losses']['total_loss'])
+
+    def listing(path):
+        return {f.path for f in client.list_artifacts(run.info.run_id, path)}
+
+    for step in ('step_000002', 'step_000003'):  # every summary_every steps and at the end
+        assert listing(f'audio/{step}') == {f'audio/{step}/original.wav',
+                                            f'audio/{step}/resynthesis.wav'}
+        assert listing(f'plots/{step}') == {f'plots/{step}/spectrogram.png'}
+    wav = client.download_artifacts(run.info.run_id, 'audio/step_000003/resynthesis.wav',
+                                    str(tmp_path / 'dl'))
+    samples, sample_rate = sf.read(wav)
+    assert sample_rate == config.data.sample_rate and len(samples) == config.data.n_samples
+    assert np.max(np.abs(samples)) > 0
+    assert {'model/config.json', 'model/checkpoint', 'model/mlflow_run.json'} <= listing('model')
+    assert 'dataset/manifest.json' in listing('dataset')
+    saved = client.download_artifacts(run.info.run_id, 'model/config.json', str(tmp_path / 'dl'))
+    assert json.loads(open(saved).read())['model']['n_harmonics'] == config.model.n_harmonics
