@@ -47,6 +47,9 @@ class DataConfig:
         _require(self.shuffle_buffer >= 0, 'data.shuffle_buffer', self.shuffle_buffer,
                  'must be >= 0')
         _require(self.cycle_length >= 1, 'data.cycle_length', self.cycle_length, 'must be >= 1')
+        _require(self.n_frames > 0 and self.n_samples % self.n_frames == 0, 'data.example_secs',
+                 self.example_secs, f'gives n_samples={self.n_samples} that is not a multiple of '
+                 f'n_frames={self.n_frames}; each frame must hold a whole number of samples')
 
     @property
     def n_samples(self) -> int:
@@ -144,6 +147,13 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self):
+        if self.model.use_encoder:
+            hop = self.data.n_samples // self.data.n_frames
+            _require(hop <= self.model.mfcc_fft_size, 'model.mfcc_fft_size',
+                     self.model.mfcc_fft_size, f'must be >= the hop of {hop} samples per frame '
+                     '(data.sample_rate / data.frame_rate) for the encoder\'s MFCCs')
 
     # ---- conversions -------------------------------------------------------------------------
     def to_dict(self) -> dict:

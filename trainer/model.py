@@ -253,8 +253,12 @@ class RnnFcDecoder(keras.layers.Layer):
         """inputs: {key: [batch, n_frames, channels]} -> {split name: [batch, n_frames, size]}."""
         stacked = [stack(inputs[k]) for k, stack in zip(self.input_keys, self.input_stacks,
                                                         strict=True)]
+        # Under a mixed policy the stacks may end in float32 (a single float32 first layer) while
+        # the RNN computes in bfloat16: concatenate in the RNN's compute dtype.
+        dtype = self.rnn.compute_dtype
+        stacked = [tf.cast(part, dtype) for part in stacked]
         x = tf.concat(stacked, axis=-1) if len(stacked) > 1 else stacked[0]
-        x = tf.concat([*stacked, self.rnn(x)], axis=-1)
+        x = tf.concat([*stacked, tf.cast(self.rnn(x), dtype)], axis=-1)
         x = self.dense_out(tf.cast(self.out_stack(x), tf.float32))
         sizes = [n for _, n in self.output_splits]
         parts = tf.split(x, sizes, axis=-1)

@@ -8,7 +8,10 @@ Example::
 A model directory holds TF checkpoints (``ckpt-STEP.*``), ``config.json`` (the full config),
 ``mlflow_run.json`` (the MLflow run id, so a resumed run appends to the same run) and
 ``dataset_manifest.json`` (a copy of the dataset's manifest, when it has one). Running again with
-a model directory that holds a checkpoint resumes from it exactly.
+a model directory that holds a checkpoint resumes from it exactly: same step, weights and
+optimizer state; the same data order too with ``train.checkpoint_data_iterator`` on one device
+(distributed iterators cannot be checkpointed: there a resumed run reshuffles with a
+step-derived seed).
 """
 
 from __future__ import annotations
@@ -239,6 +242,10 @@ def train(config: Config, data: str, model_dir: str | os.PathLike, steps: int,
     model, optimizer, schedule = build_model(config, dist)
 
     save_iterator = tc.checkpoint_data_iterator and n_replicas == 1 and not multi_worker
+    if tc.checkpoint_data_iterator and not save_iterator:
+        logger.warning('train.checkpoint_data_iterator is ignored with --strategy %s '
+                       '(distributed iterators cannot be checkpointed); a resumed run '
+                       'reshuffles with a step-derived seed', strategy)
     # Every worker restores the chief's latest checkpoint (model_dir on a shared filesystem).
     latest = tf.train.latest_checkpoint(str(model_dir)) if model_dir.exists() else None
     resumed_step = 0
@@ -350,7 +357,7 @@ def train(config: Config, data: str, model_dir: str | os.PathLike, steps: int,
             window_steps += 1
             loop_steps += 1
             bar.update(1)
-            if step % max(1, tc.log_every) == 0 or step == steps:
+            if (tc.log_every and step % tc.log_every == 0) or step == steps:
                 elapsed = time.perf_counter() - window_start
                 rate = window_steps / elapsed if elapsed > 0 else float('nan')
                 window_start, window_steps = time.perf_counter(), 0

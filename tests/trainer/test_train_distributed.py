@@ -44,14 +44,29 @@ MIRRORED_SCRIPT = textwrap.dedent('''
 
 WORKER_SCRIPT = textwrap.dedent('''
     import json, sys
+    import numpy as np
+    import trainer.train as T
     from trainer.config import load_preset
-    from trainer.train import train
 
+    built = {}
+    build_model = T.build_model
+
+    def capture(config, dist=None):
+        built['model'], optimizer, schedule = build_model(config, dist)
+        built['initial'] = [np.array(v.numpy()) for v in built['model'].trainable_variables]
+        return built['model'], optimizer, schedule
+
+    T.build_model = capture
     data, model_dir = sys.argv[1], sys.argv[2]
     config = load_preset('tiny').with_overrides(['train.summary_every=0',
                                                  'train.checkpoint_every=2'])
-    r = train(config, data, model_dir, 3, strategy='multi_worker', track=False, progress=False)
-    print('RESULT ' + json.dumps({'step': r['step'], 'losses': r['losses']}))
+    r = T.train(config, data, model_dir, 3, strategy='multi_worker', track=False,
+                progress=False)
+    final = [np.asarray(v.numpy(), np.float64) for v in built['model'].trainable_variables]
+    print('RESULT ' + json.dumps({
+        'step': r['step'], 'losses': r['losses'],
+        'checksum': float(sum(np.sum(np.abs(w)) for w in final)),
+        'moved': float(sum(np.sum(np.abs(w - i)) for w, i in zip(final, built['initial'])))}))
 ''')
 
 
@@ -132,6 +147,10 @@ def test_multi_worker_two_local_processes(tmp_path, tiny_dataset):
     # Losses are all-reduced over the workers, so both report the same numbers.
     assert results[0]['losses']['total_loss'] == pytest.approx(
         results[1]['losses']['total_loss'], rel=1e-6)
+    # Each worker trains on its own shard of the data; only the all-reduced gradients keep their
+    # weights identical. Both moved from the initial weights, to the same place.
+    assert results[0]['moved'] > 0 and results[1]['moved'] > 0
+    assert results[0]['checksum'] == pytest.approx(results[1]['checksum'], rel=1e-6)
     # Only the chief keeps checkpoints and the config; the other worker's scratch dir is gone.
     assert tf.train.latest_checkpoint(str(model_dir)).endswith('ckpt-3')
     assert (model_dir / 'config.json').exists()

@@ -29,11 +29,13 @@ def _checkpoint_values(model_dir) -> dict[str, np.ndarray]:
     return out
 
 
-@pytest.mark.parametrize('compute_dtype', ['float32', 'bfloat16'])
-def test_tiny_overfits_one_batch(tmp_path, tiny_config, one_batch_dataset, compute_dtype):
+@pytest.mark.parametrize('compute_dtype, mlp_layers', [('float32', 1), ('bfloat16', 1),
+                                                       ('bfloat16', 2)])
+def test_tiny_overfits_one_batch(tmp_path, tiny_config, one_batch_dataset, compute_dtype,
+                                 mlp_layers):
     config = tiny_config.with_overrides(['train.log_every=1', 'train.checkpoint_every=0',
                                          f'train.compute_dtype={compute_dtype}',
-                                         'model.mlp_layers=2'])
+                                         f'model.mlp_layers={mlp_layers}'])
     tracker = RecordingTracker()
     result = train(config, str(one_batch_dataset), tmp_path / 'm', 40, tracker=tracker,
                    progress=False)
@@ -51,6 +53,22 @@ def test_tiny_overfits_one_batch(tmp_path, tiny_config, one_batch_dataset, compu
     # The final state is checkpointed with the config even with checkpoint_every=0.
     assert tf.train.latest_checkpoint(str(tmp_path / 'm')).endswith('ckpt-40')
     assert json.loads((tmp_path / 'm' / 'config.json').read_text())['preset'] == 'tiny'
+
+
+def test_logged_learning_rate_follows_the_decay_and_log_every_zero_logs_only_the_end(
+        tmp_path, tiny_config, one_batch_dataset):
+    config = tiny_config.with_overrides(['train.log_every=1', 'train.checkpoint_every=0',
+                                         'train.decay_steps=1', 'train.decay_rate=0.5'])
+    tracker = RecordingTracker()
+    train(config, str(one_batch_dataset), tmp_path / 'a', 4, tracker=tracker, progress=False)
+    lr = config.train.learning_rate
+    assert [(s, m['learning_rate']) for s, m in tracker.metrics] == [
+        (s, pytest.approx(lr * 0.5 ** (s - 1))) for s in (1, 2, 3, 4)]
+
+    quiet = RecordingTracker()
+    train(config.with_overrides(['train.log_every=0']), str(one_batch_dataset), tmp_path / 'b',
+          3, tracker=quiet, progress=False)
+    assert [s for s, _ in quiet.metrics] == [3]
 
 
 @pytest.mark.slow

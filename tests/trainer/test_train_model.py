@@ -63,9 +63,14 @@ def test_optional_mfcc_encoder(tiny_config):
 
 
 def test_frames_must_divide_samples(tiny_config):
-    config = tiny_config.with_overrides(['data.example_secs=0.501'])
-    with pytest.raises(ValueError, match='n_frames'):
-        Autoencoder(config.model, config.data)
+    from trainer.config import ConfigError
+
+    # A config error (a ValueError; exit code 2 from the CLI), raised before anything is built.
+    with pytest.raises(ConfigError, match='data.example_secs.*n_frames'):
+        tiny_config.with_overrides(['data.example_secs=0.501'])
+    with pytest.raises(ConfigError, match='model.mfcc_fft_size'):
+        tiny_config.with_overrides(['model.use_encoder=true', 'model.mfcc_fft_size=32',
+                                    'data.frame_rate=100'])
 
 
 def test_fast_gru_matches_keras_gru_values_and_gradients():
@@ -124,11 +129,14 @@ def test_fast_gru_in_bfloat16_matches_float32_to_bfloat16_precision():
         assert rel < 0.03, rel
 
 
-def test_bfloat16_compute_keeps_synth_controls_and_audio_in_float32(tiny_config):
-    config = tiny_config.with_overrides(['model.mlp_layers=2'])
+@pytest.mark.parametrize('overrides', [
+    [], ['model.mlp_layers=2'], ['model.rnn_type=keras_gru'], ['model.use_encoder=true']])
+def test_bfloat16_compute_keeps_synth_controls_and_audio_in_float32(tiny_config, overrides):
+    config = tiny_config.with_overrides(overrides)
     model = Autoencoder(config.model, config.data, compute_dtype='bfloat16')
     out = model(model.dummy_features(2))
-    assert model.decoder.out_stack.dense_layers[1].compute_dtype == 'bfloat16'
+    assert model.decoder.out_stack.dense_layers[-1].compute_dtype == 'bfloat16'
+    assert model.decoder.rnn.compute_dtype == 'bfloat16'
     # The input features enter the network in float32 (bfloat16 would quantise f0 to ~25 cents).
     assert model.decoder.input_stacks[0].dense_layers[0].compute_dtype == 'float32'
     for key in ('amps', 'harmonic_distribution', 'noise_magnitudes', 'audio_synth'):
