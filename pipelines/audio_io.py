@@ -121,8 +121,12 @@ def scan_audio(path: str, min_secs: float = 0.0) -> AudioInfo:
         raise
     except FileNotFoundError as e:
         raise BadInputError(f'{path}: file not found ({e})') from e
-    except (sf.LibsndfileError, RuntimeError, OSError, TypeError, ValueError) as e:
+    except sf.SoundFileError as e:  # libsndfile could not open or decode it
         raise BadInputError(f'{path}: unreadable or corrupt audio ({type(e).__name__}: {e})') from e
+    except OSError as e:
+        if not _is_local(path):
+            raise  # a remote read error may be transient: let the runner retry the file
+        raise BadInputError(f'{path}: unreadable ({type(e).__name__}: {e})') from e
     if sample_rate <= 0:
         raise BadInputError(f'{path}: invalid sample rate {sample_rate}')
     if n == 0:

@@ -489,16 +489,23 @@ def build_manifest(opts: PrepareOptions, inputs: list[str], n_files_in: int,
             ``seconds``, ``sha256``).
         split_stats: per-split accumulators (:func:`merge_split_stats`).
         example_counts: path -> examples written.
-        dead_letters: dead-letter records (``path``, ``reason``, ``stage``).
+        dead_letters: dead-letter records (``path``, ``reason``, ``stage``); a file with both
+            examples and dead letters counts as ``partially_written``.
         shards: split -> written shard paths.
         dropped_silent: windows dropped by ``drop_silence_db``.
     """
     dead_paths = {d['path'] for d in dead_letters}
-    written = sorted(p for p, n in example_counts.items() if n > 0 and p not in dead_paths)
+    with_examples = {p for p, n in example_counts.items() if n > 0}
+    # A file can be dead-lettered after some of its chunks were written (e.g. a decode error
+    # half-way through, or one failed CREPE batch): its examples are in the dataset, so it counts
+    # as partially written (with its dead letters), not as rejected.
+    written = with_examples - dead_paths
+    partial = with_examples & dead_paths
+    rejected = dead_paths - with_examples
     files_by_split = {s: 0 for s in SPLITS}
     secs_by_split = {s: 0.0 for s in SPLITS}
     for rec in file_records:
-        if rec['path'] in written:
+        if rec['path'] in with_examples:
             files_by_split[rec['split']] += 1
             secs_by_split[rec['split']] += rec['seconds']
     total_digest = 0
@@ -530,8 +537,9 @@ def build_manifest(opts: PrepareOptions, inputs: list[str], n_files_in: int,
         'files': {
             'in': n_files_in,
             'written': len(written),
-            'dead_lettered': len(dead_paths),
-            'reconciled': n_files_in == len(written) + len(dead_paths),
+            'partially_written': len(partial),
+            'dead_lettered': len(rejected),
+            'reconciled': n_files_in == len(written) + len(partial) + len(rejected),
         },
         'examples': sum(splits[s]['examples'] for s in SPLITS),
         'hours': sum(splits[s]['hours'] for s in SPLITS),

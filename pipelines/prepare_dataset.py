@@ -25,6 +25,7 @@ from typing import Any, Iterable, Optional, Sequence
 
 import apache_beam as beam
 import numpy as np
+import soundfile as sf
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import RunInference
@@ -39,6 +40,9 @@ NAMESPACE = 'ddsp_prepare'
 MANIFEST = 'manifest.json'
 DEAD_LETTERS = 'dead_letters.jsonl'
 PROGRESS_EVERY_SECS = 10.0
+# Errors that mean "this file is unusable" at decode time: dead-lettered. Anything else there (a
+# remote read error, which may be transient) fails the bundle so that the runner retries it.
+DECODE_BAD_INPUT = (audio_io.BadInputError, sf.SoundFileError, ValueError)
 
 
 class PrepareError(RuntimeError):
@@ -267,7 +271,8 @@ def build_pipeline(pipeline: beam.Pipeline, files: list[tuple[str, str]], output
     dead = []
     decoded = (pipeline
                | 'Files' >> beam.Create(files)
-               | 'Decode' >> beam.ParDo(DecodeFile(opts)).with_exception_handling(partial=True))
+               | 'Decode' >> beam.ParDo(DecodeFile(opts)).with_exception_handling(
+                   partial=True, exc_class=DECODE_BAD_INPUT))
     dead.append(decoded.bad | 'DecodeDL' >> beam.MapTuple(
         lambda el, err: _dead_letter(el, err, 'decode')))
     chunks = decoded.good | 'Spread' >> beam.Reshuffle()
@@ -372,7 +377,7 @@ def prepare_dataset(input_patterns: Sequence[str] | str, output_dir: str,
     _log_metrics(result)
     manifest_path = FileSystems.join(output_dir, MANIFEST)
     if not FileSystems.exists(manifest_path):
-        return None
+        raise PrepareError(f'the pipeline finished but wrote no {manifest_path}')
     with FileSystems.open(manifest_path) as f:
         manifest = json.loads(f.read().decode('utf-8'))
     manifest['_wall_secs'] = time.time() - t0
@@ -401,7 +406,7 @@ def _log_metrics(result) -> dict[str, Any]:
 def build_arg_parser() -> argparse.ArgumentParser:
     d = PrepareOptions()
     p = argparse.ArgumentParser(
-        prog='ddsp-prepare',
+        prog='ddsp-prepare', allow_abbrev=False,
         description='Turn recordings of one instrument into training-ready TFRecords '
                     '(train-*.tfrecord, eval-*.tfrecord, manifest.json, dead_letters.jsonl).',
         epilog='Any other option is passed to Beam. Local runs use the DirectRunner with one '

@@ -83,3 +83,22 @@ def test_streaming_resampler_equals_whole_file_resampling(tmp_path):
     assert len(got16) == audio_io.resampled_length(len(x), 44100, 16000)
     native = np.concatenate([p[0] for p in audio_io.stream_resampled(path, (44100,), 999)])
     np.testing.assert_array_equal(native, x)
+
+
+def test_local_permission_error_is_bad_input_but_remote_io_errors_propagate(tmp_path,
+                                                                          monkeypatch):
+    import contextlib
+
+    def fail(path):
+        @contextlib.contextmanager
+        def ctx():
+            raise PermissionError(13, 'Permission denied')
+            yield
+        return ctx()
+
+    monkeypatch.setattr(audio_io, 'open_sound_file', fail)
+    with pytest.raises(audio_io.BadInputError, match='a.wav: unreadable'):
+        audio_io.scan_audio(str(tmp_path / 'a.wav'), 0.0)
+    # A transient error reading gs:// must reach the runner (which retries), not dead-letter.
+    with pytest.raises(PermissionError):
+        audio_io.scan_audio('gs://bucket/a.wav', 0.0)

@@ -12,7 +12,7 @@ from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that
 
 from pipelines import features
-from pipelines.crepe_inference import CrepeModelHandler, decode_chunk
+from pipelines.crepe_inference import CrepeModelHandler, chunk_frame_count, decode_chunk
 from pipelines.features import PrepareOptions
 from pipelines.prepare_dataset import DecodeFile, MakeExamples
 
@@ -60,6 +60,17 @@ def test_run_inference_equals_crepe_predict():
 
     handler = CrepeModelHandler('tiny', 250, inference_batch_size=128)
     assert handler.batch_elements_kwargs()['max_batch_size'] >= 128
+    # Several chunks in one batch (frames concatenated across chunks, model calls straddling
+    # chunk boundaries, results split back per chunk) give each chunk its own activations.
+    model = handler.load_model()
+    together = handler.run_inference(chunks, model)
+    assert [r.example['path'] for r in together] == ['c0', 'c1', 'c2']
+    for result, chunk in zip(together, chunks, strict=True):
+        alone = handler.run_inference([chunk], model)[0].inference
+        assert result.inference.shape == alone.shape == (chunk_frame_count(chunk), 360)
+        np.testing.assert_allclose(result.inference, alone, atol=1e-6)
+        f0, conf = decode_chunk(result.inference, True)
+        np.testing.assert_allclose(f0, expected[chunk['path'], True][0], rtol=1e-3)
     with test_pipeline.TestPipeline(runner='DirectRunner',
                                     options=beam.options.pipeline_options.PipelineOptions(
                                         ['--direct_running_mode=in_memory'])) as p:
@@ -125,3 +136,15 @@ def test_48k_keeps_audio_at_48k_and_adds_audio_16k_for_crepe(tmp_path):
         assert loud.sum() > 100
         offset = b['loudness_db'][loud] - a['loudness_db'][loud]
         assert np.std(offset) < 0.5
+
+
+def test_local_workers_share_the_cores_between_them(monkeypatch):
+    from pipelines.prepare_dataset import _pipeline_options, local_worker_threads
+
+    monkeypatch.setattr('os.cpu_count', lambda: 8)
+    assert local_worker_threads(_pipeline_options([])) == 1  # default: one worker per core
+    assert local_worker_threads(_pipeline_options(['--direct_num_workers=2'])) == 4
+    assert local_worker_threads(_pipeline_options(['--direct_num_workers=16'])) == 1
+    # In-process runners and remote runners keep TensorFlow's own default.
+    assert local_worker_threads(_pipeline_options(['--runner=DirectRunner'])) is None
+    assert local_worker_threads(_pipeline_options(['--runner=DataflowRunner'])) is None

@@ -178,7 +178,8 @@ def test_build_manifest_reconciles_and_fingerprints_content():
     dead = [{'path': '/x/b.wav', 'reason': 'corrupt', 'stage': 'decode'}]
     m = features.build_manifest(OPTS, ['/x/*.wav'], 2, files, acc, {'/x/a.wav': 1}, dead,
                                 {'train': ['/out/train-00000-of-00001.tfrecord']}, 0)
-    assert m['files'] == {'in': 2, 'written': 1, 'dead_lettered': 1, 'reconciled': True}
+    assert m['files'] == {'in': 2, 'written': 1, 'partially_written': 0, 'dead_lettered': 1,
+                          'reconciled': True}
     assert m['splits']['train']['shards'] == ['train-00000-of-00001.tfrecord']
     assert m['mean_loudness_db'] == pytest.approx(-10.0)
     assert m['f0_range_hz'] == [pytest.approx(440.0, rel=0.006)] * 2
@@ -190,6 +191,17 @@ def test_build_manifest_reconciles_and_fingerprints_content():
     m2 = features.build_manifest(OPTS, ['/x/*.wav'], 2, files, acc2, {'/x/a.wav': 1}, dead, {}, 0)
     assert m2['fingerprint'] != m['fingerprint']
     assert math.isclose(m['hours'], 4.0 / 3600)
+    # A file with examples *and* a dead letter (it failed after some chunks were written) is
+    # partially written: its examples and source seconds count, and the files still reconcile.
+    files3 = files + [{'path': '/x/c.wav', 'key': 'c.wav', 'split': 'train', 'seconds': 30.0,
+                       'sha256': '1'}]
+    dead3 = dead + [{'path': '/x/c.wav', 'reason': 'decode failed', 'stage': 'decode'}]
+    m3 = features.build_manifest(OPTS, ['/x/*.wav'], 3, files3, acc,
+                                 {'/x/a.wav': 1, '/x/c.wav': 2}, dead3, {}, 0)
+    assert m3['files'] == {'in': 3, 'written': 1, 'partially_written': 1, 'dead_lettered': 1,
+                           'reconciled': True}
+    assert m3['splits']['train']['files'] == 2
+    assert math.isclose(m3['source_hours'], 33.0 / 3600)
 
 
 @pytest.mark.parametrize('field,value,needle', [
