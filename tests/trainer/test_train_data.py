@@ -55,7 +55,7 @@ def test_deterministic_when_seeded(tiny_dataset, tiny_config):
 
 
 def test_wrong_length_names_file_and_feature(tmp_path, tiny_config):
-    other = tiny_config.with_overrides(['data.example_secs=0.25']).data
+    other = tiny_config.with_overrides(['data.example_secs=0.2']).data
     paths = testing.write_dataset(tmp_path, other, n_examples=2, n_shards=1)
     with pytest.raises(data_lib.DataError, match='audio') as info:
         data_lib.make_dataset(str(tmp_path), tiny_config.data, 2)
