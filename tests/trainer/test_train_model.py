@@ -99,6 +99,73 @@ def test_fast_gru_matches_keras_gru_values_and_gradients():
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize('n_layers', [1, 3])
+def test_mlp_matches_keras_dense_layernorm_leaky_relu(n_layers):
+    import keras
+
+    from trainer.model import MLP
+
+    x = tf.random.stateless_normal([2, 7, 5], seed=[11, 12])
+    mlp = MLP(6, n_layers)
+    mlp(x)
+    for i, (dense, norm) in enumerate(zip(mlp.dense_layers, mlp.norm_layers, strict=True)):
+        # Non-trivial gamma/beta/bias so that every gradient term matters.
+        for j, v in enumerate([dense.kernel, dense.bias, norm.gamma, norm.beta]):
+            v.assign(tf.random.stateless_normal(v.shape, seed=[i, j]) * 0.7 + (j == 2))
+
+    def reference(x):
+        for dense, norm in zip(mlp.dense_layers, mlp.norm_layers, strict=True):
+            x = tf.nn.leaky_relu(norm(dense(x)))
+        return x
+
+    w = tf.random.stateless_normal([2, 7, 6], seed=[13, 14])
+
+    def grads(fn):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            out = fn(x)
+            loss = tf.reduce_sum(out * w)
+        return [out, *tape.gradient(loss, [x, *mlp.trainable_variables])]
+
+    assert len(mlp.trainable_variables) == 4 * n_layers
+    for mine, theirs in zip(grads(mlp), grads(reference), strict=True):
+        np.testing.assert_allclose(mine.numpy(), theirs.numpy(), rtol=1e-4, atol=1e-5)
+    # Same weights (names, shapes) as the Keras sub-layers: old checkpoints still restore.
+    assert [tuple(v.shape) for v in mlp.dense_layers[0].weights] == [(5, 6), (6,)]
+    assert isinstance(mlp.norm_layers[0], keras.layers.LayerNormalization)
+
+
+def test_mlp_in_bfloat16_matches_float32_to_bfloat16_precision():
+    from trainer.model import MLP
+
+    x = tf.random.stateless_normal([3, 20, 16], seed=[15, 16])
+    full = MLP(32, 2)
+    half = MLP(32, 2, dtype='mixed_bfloat16', first_dtype='float32')
+    full(x)
+    half(x)
+    for a, b in zip(full.weights, half.weights, strict=True):
+        assert b.dtype == 'float32'
+        b.assign(a)
+    w = tf.random.stateless_normal([3, 20, 32], seed=[17, 18])
+
+    def run(layer):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            out = layer(x)
+            loss = tf.reduce_sum(tf.cast(out, tf.float32) * w)
+        return out, tape.gradient(loss, [x, *layer.trainable_variables])
+
+    out_full, grads_full = run(full)
+    out_half, grads_half = run(half)
+    assert out_half.dtype == tf.bfloat16 and out_full.dtype == tf.float32
+    np.testing.assert_allclose(tf.cast(out_half, tf.float32).numpy(), out_full.numpy(), atol=0.05)
+    for g_full, g_half in zip(grads_full, grads_half, strict=True):
+        assert g_half.dtype == tf.float32  # variables' gradients stay float32
+        g_full, g_half = g_full.numpy(), tf.cast(g_half, tf.float32).numpy()
+        rel = np.linalg.norm(g_half - g_full) / np.linalg.norm(g_full)
+        assert rel < 0.03, rel
+
+
 def test_fast_gru_in_bfloat16_matches_float32_to_bfloat16_precision():
     from trainer.model import FastGRU
 
