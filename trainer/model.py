@@ -19,11 +19,16 @@ from ddsp_core import core, effects, losses, processors, spectral_ops, synths
 from trainer.config import DataConfig, ModelConfig
 
 NOISE_SEED_KEY = 'noise_seed'
+NOISE_RNG_ALG = 'philox'  # see SeededFilteredNoise
 COMPUTE_DTYPES = ('float32', 'bfloat16')
 
 
 # Slope of tf.nn.leaky_relu (its default), used by the reference's fc stacks.
 LEAKY_RELU_ALPHA = 0.2
+
+
+def _normalise(a, bias, mean, rstd):
+    return (tf.cast(a, tf.float32) + bias - mean) * rstd
 
 
 @tf.function(jit_compile=True)
@@ -36,25 +41,28 @@ def _norm_act_forward(a, bias, gamma, beta, epsilon):
         epsilon: LayerNorm's variance epsilon.
 
     Returns:
-        (y [rows, units], xhat [rows, units] the normalised pre-activations, rstd [rows, 1]).
+        (y [rows, units], mean [rows, 1], rstd [rows, 1]): the output and the statistics that
+        let the backward pass recompute the normalised values from ``a`` (cheaper than storing
+        them: one pass less over the activations each way).
     """
-    a = tf.cast(a, tf.float32) + bias
-    centred = a - tf.reduce_mean(a, axis=-1, keepdims=True)
-    rstd = tf.math.rsqrt(tf.reduce_mean(tf.square(centred), axis=-1, keepdims=True) + epsilon)
-    xhat = centred * rstd
-    u = xhat * gamma + beta
-    return tf.maximum(u, LEAKY_RELU_ALPHA * u), xhat, rstd
+    a_b = tf.cast(a, tf.float32) + bias
+    mean = tf.reduce_mean(a_b, axis=-1, keepdims=True)
+    rstd = tf.math.rsqrt(tf.reduce_mean(tf.square(a_b - mean), axis=-1, keepdims=True)
+                         + epsilon)
+    u = _normalise(a, bias, mean, rstd) * gamma + beta
+    return tf.maximum(u, LEAKY_RELU_ALPHA * u), mean, rstd
 
 
 @tf.function(jit_compile=True)
-def _norm_act_backward(dy, y, xhat, rstd, gamma):
+def _norm_act_backward(dy, a, bias, mean, rstd, gamma, beta):
     """The backward pass of :func:`_norm_act_forward`, one XLA fusion (float32).
 
     Returns:
         (da [rows, units], dbias [units], dgamma [units], dbeta [units]).
     """
+    xhat = _normalise(a, bias, mean, rstd)
     dy = tf.cast(dy, tf.float32)
-    du = tf.where(tf.cast(y, tf.float32) > 0.0, dy, LEAKY_RELU_ALPHA * dy)
+    du = tf.where(xhat * gamma + beta > 0.0, dy, LEAKY_RELU_ALPHA * dy)
     dgamma = tf.reduce_sum(du * xhat, axis=0)
     dbeta = tf.reduce_sum(du, axis=0)
     dxhat = du * gamma
@@ -89,14 +97,14 @@ def dense_norm_act(x, kernel, bias, gamma, beta, epsilon: float = 1e-3):
         x_2d = tf.reshape(x, [-1, channels])
         a = tf.matmul(x_2d, kernel)
         # stop_gradient: an outer tape (eager mode) must not differentiate the compiled fusion.
-        y, xhat, rstd = _norm_act_forward(*(tf.stop_gradient(t) for t in (
-            a, bias, gamma, beta)), epsilon)
+        a, bias, gamma, beta = (tf.stop_gradient(t) for t in (a, bias, gamma, beta))
+        y, mean, rstd = _norm_act_forward(a, bias, gamma, beta, epsilon)
         y = tf.cast(y, x.dtype)
         out_shape = tf.concat([tf.shape(x)[:-1], [units]], axis=0)
 
         def grad(dy):
-            da, dbias, dgamma, dbeta = _norm_act_backward(*(tf.stop_gradient(t) for t in (
-                tf.reshape(dy, [-1, units]), y, xhat, rstd, gamma)))
+            da, dbias, dgamma, dbeta = _norm_act_backward(
+                tf.stop_gradient(tf.reshape(dy, [-1, units])), a, bias, mean, rstd, gamma, beta)
             da = tf.cast(da, x.dtype)
             dx = tf.reshape(tf.matmul(da, kernel, transpose_b=True), tf.shape(x))
             dkernel = tf.matmul(x_2d, da, transpose_a=True)
@@ -416,11 +424,11 @@ class SeededFilteredNoise(synths.FilteredNoise):
         if local_batch is None or n_replicas == 1:
             noise = tf.random.stateless_uniform(
                 [tf.shape(magnitudes)[0], self.n_samples], seed=noise_seed, minval=-1.0,
-                maxval=1.0)
+                maxval=1.0, alg=NOISE_RNG_ALG)
         else:
             noise = tf.random.stateless_uniform(
                 [local_batch * n_replicas, self.n_samples], seed=noise_seed, minval=-1.0,
-                maxval=1.0)
+                maxval=1.0, alg=NOISE_RNG_ALG)
             start = tf.cast(ctx.replica_id_in_sync_group, tf.int32) * local_batch
             noise = noise[start:start + local_batch]
             noise = tf.ensure_shape(noise, [local_batch, self.n_samples])

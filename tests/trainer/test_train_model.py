@@ -136,8 +136,11 @@ def test_mlp_matches_keras_dense_layernorm_leaky_relu(n_layers):
 
 
 def test_mlp_in_bfloat16_matches_float32_to_bfloat16_precision():
+    import keras
+
     from trainer.model import MLP
 
+    keras.utils.set_random_seed(1)
     x = tf.random.stateless_normal([3, 20, 16], seed=[15, 16])
     full = MLP(32, 2)
     half = MLP(32, 2, dtype='mixed_bfloat16', first_dtype='float32')
@@ -148,22 +151,31 @@ def test_mlp_in_bfloat16_matches_float32_to_bfloat16_precision():
         b.assign(a)
     w = tf.random.stateless_normal([3, 20, 32], seed=[17, 18])
 
-    def run(layer):
+    def run(layer, variables=None):
         with tf.GradientTape() as tape:
             tape.watch(x)
             out = layer(x)
             loss = tf.reduce_sum(tf.cast(out, tf.float32) * w)
-        return out, tape.gradient(loss, [x, *layer.trainable_variables])
+        return out, tape.gradient(loss, [x, *(variables or layer.trainable_variables)])
+
+    def keras_layers(x):  # the same bfloat16 policy through Keras's own Dense/LayerNorm
+        for dense, norm in zip(half.dense_layers, half.norm_layers, strict=True):
+            x = tf.nn.leaky_relu(norm(dense(x)))
+        return x
 
     out_full, grads_full = run(full)
     out_half, grads_half = run(half)
+    _, grads_keras = run(keras_layers, half.trainable_variables)
     assert out_half.dtype == tf.bfloat16 and out_full.dtype == tf.float32
     np.testing.assert_allclose(tf.cast(out_half, tf.float32).numpy(), out_full.numpy(), atol=0.05)
-    for g_full, g_half in zip(grads_full, grads_half, strict=True):
+    for g_full, g_half, g_keras in zip(grads_full, grads_half, grads_keras, strict=True):
         assert g_half.dtype == tf.float32  # variables' gradients stay float32
         g_full, g_half = g_full.numpy(), tf.cast(g_half, tf.float32).numpy()
         rel = np.linalg.norm(g_half - g_full) / np.linalg.norm(g_full)
-        assert rel < 0.03, rel
+        rel_keras = np.linalg.norm(tf.cast(g_keras, tf.float32).numpy() - g_full) / np.linalg.norm(
+            g_full)
+        # bfloat16 keeps ~3 significant digits; the error is that of Keras's own bf16 layers.
+        assert rel < 0.05 and rel <= 1.25 * rel_keras + 2e-3, (rel, rel_keras)
 
 
 def test_fast_gru_in_bfloat16_matches_float32_to_bfloat16_precision():
@@ -211,3 +223,44 @@ def test_bfloat16_compute_keeps_synth_controls_and_audio_in_float32(tiny_config,
     assert all(v.dtype == 'float32' for v in model.weights)
     with pytest.raises(ValueError, match='compute_dtype'):
         Autoencoder(config.model, config.data, compute_dtype='float16')
+
+
+def test_whole_step_xla_computes_the_same_step(tiny_config):
+    # train.jit_compile=true compiles forward and backward (with the hand-written GRU, MLP and
+    # spectral-loss gradients nested inside) as one XLA computation: same loss and gradients.
+    import keras
+
+    from trainer.data import synthetic_batch
+    from trainer.train import build_model, make_train_step
+
+    dist = tf.distribute.get_strategy()
+    batch = {k: tf.constant(v) for k, v in synthetic_batch(tiny_config.data, 2).items()}
+    seed = tf.constant([3, 4], tf.int32)
+    results = []
+    for jit in (False, True):
+        # The log-magnitude term is left out: on near-silent bins it amplifies float rounding
+        # (XLA fuses and orders sums differently), which would hide a real mismatch.
+        config = tiny_config.with_overrides([f'train.jit_compile={str(jit).lower()}',
+                                             'model.mlp_layers=2', 'model.logmag_weight=0'])
+        keras.utils.set_random_seed(0)
+        model, optimizer, _ = build_model(config, dist)
+
+        @tf.function(jit_compile=jit)
+        def gradients(batch, model=model):
+            with tf.GradientTape() as tape:
+                features = dict(batch)
+                features[NOISE_SEED_KEY] = seed
+                loss = model.losses_dict(model(features, training=True))['spectral_loss']
+            return tape.gradient(loss, model.trainable_variables)
+
+        grads = [g.numpy() for g in gradients(batch)]
+        metrics = make_train_step(model, optimizer, dist, config.train)(batch, seed)
+        results.append((float(metrics['total_loss']), float(metrics['grad_norm']), grads))
+    (loss, norm, grads), (jit_loss, jit_norm, jit_grads) = results
+    assert jit_loss == pytest.approx(loss, rel=1e-4)
+    assert jit_norm == pytest.approx(norm, rel=1e-3)
+    for g, jit_g in zip(grads, jit_grads, strict=True):
+        # Not tighter: where both spectra are ~0 the sign in the L1 gradient is set by rounding
+        # (0.5% of the reverb's gradient here); a wrong gradient term would differ by O(1).
+        assert np.linalg.norm(g) > 0
+        assert np.linalg.norm(jit_g - g) / np.linalg.norm(g) < 1e-2
