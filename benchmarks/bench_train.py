@@ -6,6 +6,7 @@ then times N steps and reports the median seconds per step, steps/s and examples
 
     python benchmarks/bench_train.py                      # batch 8 and 32, 5 timed steps
     python benchmarks/bench_train.py --batch_sizes 8 --steps 10 --set train.jit_compile=true
+    python benchmarks/bench_train.py --out results.json     # also write the JSON to a file
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ def main(argv=None) -> int:
     p.add_argument('--warmup', type=int, default=2)
     p.add_argument('--steps', type=int, default=5)
     p.add_argument('--set', dest='overrides', action='append', default=[])
+    p.add_argument('--out', help='also write the JSON here')
     args = p.parse_args(argv)
 
     import tensorflow as tf
@@ -73,7 +75,7 @@ def main(argv=None) -> int:
 
     config = load_preset(args.preset).with_overrides(args.overrides)
     results = [bench(config, b, args.warmup, args.steps) for b in args.batch_sizes]
-    print(json.dumps({
+    text = json.dumps({
         'preset': args.preset,
         'overrides': args.overrides,
         'example_secs': config.data.example_secs,
@@ -82,7 +84,10 @@ def main(argv=None) -> int:
         'machine': platform.machine(),
         'tensorflow': tf.__version__,
         'results': results,
-    }, indent=2))
+    }, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + '\n')
     return 0
 
 
