@@ -175,8 +175,9 @@ class SpectralLoss(Loss):
         """
         target_audio, audio = core.tf_float32(target_audio), core.tf_float32(audio)
         if self._fast_path_applies(target_audio, audio, weights):
-            return _l1_mag_logmag_loss(target_audio, audio, self.fft_sizes, self.mag_weight,
-                                       self.logmag_weight)
+            # Like the generic path, a term with a weight <= 0 is left out.
+            return _l1_mag_logmag_loss(target_audio, audio, self.fft_sizes,
+                                       max(self.mag_weight, 0.0), max(self.logmag_weight, 0.0))
         loss = tf.constant(0.0)
 
         def term(weight, target, value):
@@ -209,8 +210,8 @@ class SpectralLoss(Loss):
         """Whether :func:`_l1_mag_logmag_loss` computes this loss (the paper's configuration:
         L1 on magnitudes and log magnitudes only, unweighted, static [batch, n_samples])."""
         return (self.loss_type == 'L1' and weights is None
-                and self.delta_time_weight == 0 and self.delta_freq_weight == 0
-                and self.cumsum_freq_weight == 0 and self.loudness_weight == 0
+                and self.delta_time_weight <= 0 and self.delta_freq_weight <= 0
+                and self.cumsum_freq_weight <= 0 and self.loudness_weight <= 0
                 and audio.shape.rank == 2 and audio.shape.is_fully_defined()
                 and target_audio.shape == audio.shape)
 
@@ -259,8 +260,11 @@ def _mag_logmag_stft_gradients(target_stft, stft, mag_weight, logmag_weight, ups
                          [1.0 if fft_size % 2 == 0 else 0.5]], axis=0) * float(fft_size)
 
     def to_complex(d, own_stft, own_mag):
-        factor = tf.math.divide_no_nan(d, own_mag) * adjoint
-        return tf.complex(tf.math.real(own_stft) * factor, tf.math.imag(own_stft) * factor)
+        # d * S / |S|, with the phase S / |S| (bounded by 1) formed first: d holds 1 / |S| from
+        # the log term, and d / |S| would overflow for |S| below ~1e-19.
+        factor = d * adjoint
+        return tf.complex(tf.math.divide_no_nan(tf.math.real(own_stft), own_mag) * factor,
+                          tf.math.divide_no_nan(tf.math.imag(own_stft), own_mag) * factor)
 
     return to_complex(d_target_mag, target_stft, target_mag), to_complex(d_mag, stft, mag)
 

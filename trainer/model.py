@@ -404,6 +404,9 @@ class SeededFilteredNoise(synths.FilteredNoise):
     ``noise_seed`` (shape [2], int32), sliced to this replica's examples. So a training step is
     a pure function of (weights, batch, seed): resuming from a checkpoint replays exactly, and a
     step under MirroredStrategy draws the same noise as the same global batch on one device.
+    The generator is named (Philox, TensorFlow's current default) so that a change of default
+    cannot break an exact resume. Under XLA (``train.jit_compile``) the same seed gives a
+    different stream: such runs are reproducible among themselves, not with non-XLA runs.
     """
 
     def get_controls(self, magnitudes, noise_seed=None):

@@ -83,6 +83,15 @@ def _check_resume_config(model_dir: Path, config: Config) -> None:
         detail = ', '.join(f'{k}: {saved.get(k)} -> {new[k]}' for k in differ)
         raise ConfigError(f'--model_dir {model_dir} holds a checkpoint trained with a different '
                           f'model config ({detail}); use a new --model_dir or the same settings')
+    # These keep the model but change the arithmetic: the run goes on, not as an exact replay.
+    changed = [k for k in ('train.jit_compile', 'train.compute_dtype')
+               if k in saved and saved[k] != new[k]]
+    if changed:
+        logger.warning('resuming %s with %s changed (%s): training continues from the '
+                       'checkpoint, but does not replay exactly what the old settings would '
+                       'have computed (XLA draws the filtered noise with its own generator; '
+                       'bfloat16 rounds differently)', model_dir, ', '.join(changed),
+                       ', '.join(f'{saved[k]} -> {new[k]}' for k in changed))
 
 
 def _log_model_dir(tracker, model_dir: Path) -> None:

@@ -172,6 +172,16 @@ def test_resume_with_a_different_model_is_refused(tmp_path, tiny_config, tiny_da
         train(other, str(tiny_dataset), tmp_path / 'm', 2, track=False, progress=False)
 
 
+def test_resume_with_other_arithmetic_warns(tmp_path, tiny_config, tiny_dataset, caplog):
+    train(tiny_config, str(tiny_dataset), tmp_path / 'm', 1, track=False, progress=False)
+    other = tiny_config.with_overrides(['train.jit_compile=true'])
+    with caplog.at_level('WARNING', logger='trainer.train'):
+        result = train(other, str(tiny_dataset), tmp_path / 'm', 2, track=False, progress=False)
+    assert result['resumed_from'] == 1 and result['step'] == 2
+    assert 'train.jit_compile changed (False -> True)' in caplog.text
+    assert 'does not replay exactly' in caplog.text
+
+
 def test_cli_usage_errors(tmp_path, tiny_dataset, capsys, monkeypatch):
     code = main(['--preset', 'tiny', '--data', str(tiny_dataset), '--steps', '1',
                  '--model_dir', str(tmp_path / 'm'), '--set', 'model.n_harmonix=3'])
