@@ -1,12 +1,13 @@
 """Training throughput of the `solo_instrument` model on this machine (synthetic data).
 
-Runs the same model, optimizer and distributed train step as ``ddsp-train`` (default strategy),
+Runs the same model, optimizer and distributed train step as ``ddsp-train`` (default or mirrored),
 on an in-memory batch of 4 s harmonic tones, for each batch size: a few warm-up steps (tracing),
 then times N steps and reports the median seconds per step, steps/s and examples/s as JSON.
 
     python benchmarks/bench_train.py                      # batch 8 and 32, 5 timed steps
     python benchmarks/bench_train.py --batch_sizes 8 --steps 10 --set train.jit_compile=true
     python benchmarks/bench_train.py --out results.json     # also write the JSON to a file
+    python benchmarks/bench_train.py --strategy mirrored     # all local GPUs, synchronous
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def bench(config, batch_size: int, warmup: int, steps: int) -> dict:
+def bench(config, batch_size: int, warmup: int, steps: int, dist=None) -> dict:
     import tensorflow as tf
 
     from trainer.config import Config
@@ -33,10 +34,17 @@ def bench(config, batch_size: int, warmup: int, steps: int) -> dict:
 
     config = Config.from_dict({**config.to_dict(),
                                'train': {**config.to_dict()['train'], 'batch_size': batch_size}})
-    dist = tf.distribute.get_strategy()
+    dist = dist or tf.distribute.get_strategy()
+    if batch_size % dist.num_replicas_in_sync:
+        raise SystemExit(f'bench_train: batch {batch_size} is not divisible by the '
+                         f'{dist.num_replicas_in_sync} replicas')
     model, optimizer, _ = build_model(config, dist)
     step_fn = make_train_step(model, optimizer, dist, config.train)
     batch = {k: tf.constant(v) for k, v in synthetic_batch(config.data, batch_size).items()}
+    if dist.num_replicas_in_sync > 1:
+        # The global batch split over the replicas, as ddsp-train feeds it.
+        batch = next(iter(dist.experimental_distribute_dataset(
+            tf.data.Dataset.from_tensors(batch).unbatch().batch(batch_size))))
     times = []
     for i in range(warmup + steps):
         seed = tf.constant([0, i], tf.int32)
@@ -66,18 +74,31 @@ def main(argv=None) -> int:
     p.add_argument('--warmup', type=int, default=2)
     p.add_argument('--steps', type=int, default=5)
     p.add_argument('--set', dest='overrides', action='append', default=[])
+    p.add_argument('--strategy', default='default', choices=('default', 'mirrored'),
+                   help='mirrored: all local GPUs (with no GPU, --cpu_replicas logical CPUs)')
+    p.add_argument('--cpu_replicas', type=int, default=1,
+                   help='logical CPU devices to create (to try --strategy mirrored on a CPU)')
     p.add_argument('--out', help='also write the JSON here')
     args = p.parse_args(argv)
 
     import tensorflow as tf
 
     from trainer.config import load_preset
+    from trainer.strategy import make_strategy
 
+    if args.cpu_replicas > 1:
+        cpu = tf.config.list_physical_devices('CPU')[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * args.cpu_replicas)
     config = load_preset(args.preset).with_overrides(args.overrides)
-    results = [bench(config, b, args.warmup, args.steps) for b in args.batch_sizes]
+    dist = make_strategy(args.strategy)
+    results = [bench(config, b, args.warmup, args.steps, dist) for b in args.batch_sizes]
     text = json.dumps({
         'preset': args.preset,
         'overrides': args.overrides,
+        'strategy': args.strategy,
+        'replicas': dist.num_replicas_in_sync,
+        'gpus': [d.name for d in tf.config.list_logical_devices('GPU')],
         'example_secs': config.data.example_secs,
         'device': 'cpu' if not tf.config.list_physical_devices('GPU') else 'gpu',
         'cpu_count': os.cpu_count(),
