@@ -195,7 +195,9 @@ def make_dataset(data: str, config: DataConfig, batch_size: int, *, seed: int | 
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     options = tf.data.Options()
     options.deterministic = seed is not None
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    # Under multi_worker, each worker reads its own subset of the shards when there are at least
+    # as many shards as workers (FILE); otherwise every worker reads all and keeps its share.
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.AUTO
     return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 

@@ -52,6 +52,7 @@ WORKER_SCRIPT = textwrap.dedent('''
     build_model = T.build_model
 
     def capture(config, dist=None):
+        built['dist'] = dist
         built['model'], optimizer, schedule = build_model(config, dist)
         built['initial'] = [np.array(v.numpy()) for v in built['model'].trainable_variables]
         return built['model'], optimizer, schedule
@@ -63,8 +64,16 @@ WORKER_SCRIPT = textwrap.dedent('''
     r = T.train(config, data, model_dir, 3, strategy='multi_worker', track=False,
                 progress=False)
     final = [np.asarray(v.numpy(), np.float64) for v in built['model'].trainable_variables]
+    # Which examples this worker reads: the first f0 of each, over a few global batches.
+    from trainer.data import make_dataset
+    seen = []
+    batches = iter(built['dist'].experimental_distribute_dataset(
+        make_dataset(data, config.data, config.train.batch_size, seed=1)))
+    for _ in range(4):
+        f0 = built['dist'].experimental_local_results(next(batches)['f0_hz'])[0]
+        seen += [round(float(f), 3) for f in f0[:, 0].numpy()]
     print('RESULT ' + json.dumps({
-        'step': r['step'], 'losses': r['losses'],
+        'step': r['step'], 'losses': r['losses'], 'seen_f0': seen,
         'checksum': float(sum(np.sum(np.abs(w)) for w in final)),
         'moved': float(sum(np.sum(np.abs(w - i)) for w, i in zip(final, built['initial'])))}))
 ''')
@@ -105,6 +114,15 @@ def test_mirrored_over_two_cpus_matches_single_device(tmp_path, tiny_dataset):
     assert mirrored['losses'][0] != mirrored['losses'][1]
     # Summaries (audio, spectrograms) render from mirrored variables too.
     assert {'log_audio', 'log_spectrogram_comparison'} <= set(mirrored['logged'])
+
+
+def _read_examples(path):
+    from trainer.config import load_preset
+    from trainer.data import parse_example
+
+    layout = load_preset('tiny').data
+    return [{k: v.numpy() for k, v in parse_example(record, layout).items()}
+            for record in tf.data.TFRecordDataset(str(path))]
 
 
 def _free_ports(n: int) -> list[int]:
@@ -151,6 +169,14 @@ def test_multi_worker_two_local_processes(tmp_path, tiny_dataset):
     # weights identical. Both moved from the initial weights, to the same place.
     assert results[0]['moved'] > 0 and results[1]['moved'] > 0
     assert results[0]['checksum'] == pytest.approx(results[1]['checksum'], rel=1e-6)
+    # With as many shards as workers, each worker reads only its own shard (tf.data FILE
+    # auto-sharding), not every shard keeping every other example.
+    shard_f0 = [{round(float(ex['f0_hz'][0]), 3) for ex in _read_examples(path)}
+                for path in sorted(Path(tiny_dataset).glob('train-*.tfrecord'))]
+    assert len(shard_f0) == 2
+    read = [set(r['seen_f0']) for r in results]
+    assert all(read) and read[0] != read[1]
+    assert sorted(shard_f0.index(s) for s in read) == [0, 1], (read, shard_f0)
     # Only the chief keeps checkpoints and the config; the other worker's scratch dir is gone.
     assert tf.train.latest_checkpoint(str(model_dir)).endswith('ckpt-3')
     assert (model_dir / 'config.json').exists()
