@@ -109,6 +109,32 @@ def _finite(values: dict[str, float]) -> bool:
     return all(math.isfinite(v) for v in values.values())
 
 
+def _adam_for_reduced_gradients(**kwargs):
+    """``keras.optimizers.Adam`` that applies gradients as given in a replica context.
+
+    Under a distribution strategy Keras all-reduces the gradients handed to
+    ``apply_gradients``; :func:`make_train_step` has already all-reduced (and clipped) them, and
+    a second all-reduce would double the step's communication. If this Keras has no such hook,
+    the plain optimizer is returned with ``reduces_gradients = True`` and the train step hands
+    it each replica's share instead.
+    """
+    import keras
+
+    base = keras.optimizers.Adam
+    if not callable(getattr(base, '_all_reduce_sum_gradients', None)):
+        optimizer = base(**kwargs)
+        optimizer.reduces_gradients = True
+        return optimizer
+
+    class Adam(base):
+        reduces_gradients = False
+
+        def _all_reduce_sum_gradients(self, grads_and_vars):
+            return grads_and_vars
+
+    return Adam(**kwargs)
+
+
 def build_model(config: Config, dist=None):
     """Create the autoencoder (variables built) and its Adam optimizer under ``dist``'s scope.
 
@@ -128,7 +154,7 @@ def build_model(config: Config, dist=None):
         schedule = keras.optimizers.schedules.ExponentialDecay(
             tc.learning_rate, decay_steps=tc.decay_steps, decay_rate=tc.decay_rate,
             staircase=True)
-        optimizer = keras.optimizers.Adam(learning_rate=schedule)
+        optimizer = _adam_for_reduced_gradients(learning_rate=schedule)
         optimizer.build(model.trainable_variables)
     return model, optimizer, schedule
 
@@ -175,8 +201,10 @@ def make_train_step(model, optimizer, dist, train_config):
         if n > 1:
             grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
         grads, grad_norm = tf.clip_by_global_norm(grads, train_config.grad_clip_norm)
-        # The optimizer sums gradients over replicas again: hand it each replica's share.
-        optimizer.apply_gradients(zip([g / n for g in grads], variables, strict=True))
+        if getattr(optimizer, 'reduces_gradients', True) and n > 1:
+            # An optimizer that sums over replicas again gets each replica's share.
+            grads = [g / n for g in grads]
+        optimizer.apply_gradients(zip(grads, variables, strict=True))
         metrics = {k: v / n for k, v in terms.items()}
         metrics['total_loss'] = scaled
         metrics['grad_norm'] = grad_norm / n

@@ -39,6 +39,31 @@ MIRRORED_SCRIPT = textwrap.dedent('''
                             'grad_norms': [m['grad_norm'] for _, m in tracker.metrics],
                             'replicas': len(tf.config.list_logical_devices('CPU')),
                             'logged': sorted({c[0] for c in tracker.calls})}
+
+    # The optimizer applies the gradients it is given (make_train_step has all-reduced them
+    # already): opposite gradients on the two replicas move their copies apart, where an
+    # optimizer that all-reduces again would see a zero sum and not move them.
+    from trainer.train import _adam_for_reduced_gradients
+    strategy = tf.distribute.MirroredStrategy(
+        [d.name for d in tf.config.list_logical_devices('CPU')],
+        cross_device_ops=tf.distribute.ReductionToOneDevice())
+    with strategy.scope():
+        var = tf.Variable([0.0, 0.0])
+        opt = _adam_for_reduced_gradients(learning_rate=0.1)
+        opt.build([var])
+
+    @tf.function
+    def apply():
+        def fn():
+            ctx = tf.distribute.get_replica_context()
+            sign = 1.0 - 2.0 * tf.cast(ctx.replica_id_in_sync_group, tf.float32)
+            opt.apply_gradients([(tf.fill([2], sign), var)])
+        strategy.run(fn)
+
+    apply()
+    result['replica_copies'] = [v.numpy().tolist()
+                                for v in strategy.experimental_local_results(var)]
+    result['reduces_gradients'] = bool(opt.reduces_gradients)
     print('RESULT ' + json.dumps(result))
 ''')
 
@@ -114,6 +139,11 @@ def test_mirrored_over_two_cpus_matches_single_device(tmp_path, tiny_dataset):
     assert mirrored['losses'][0] != mirrored['losses'][1]
     # Summaries (audio, spectrograms) render from mirrored variables too.
     assert {'log_audio', 'log_spectrogram_comparison'} <= set(mirrored['logged'])
+    # Gradients are all-reduced once per step (by the train step), not again by the optimizer.
+    assert result['reduces_gradients'] is False
+    copy0, copy1 = result['replica_copies']
+    np.testing.assert_allclose(copy0, [-0.1, -0.1], rtol=1e-3)
+    np.testing.assert_allclose(copy1, [0.1, 0.1], rtol=1e-3)
 
 
 def _read_examples(path):
