@@ -44,7 +44,7 @@ def bench(config, batch_size: int, warmup: int, steps: int, dist=None) -> dict:
     if dist.num_replicas_in_sync > 1:
         # The global batch split over the replicas, as ddsp-train feeds it.
         batch = next(iter(dist.experimental_distribute_dataset(
-            tf.data.Dataset.from_tensors(batch).unbatch().batch(batch_size))))
+            tf.data.Dataset.from_tensor_slices(batch).batch(batch_size))))
     times = []
     for i in range(warmup + steps):
         seed = tf.constant([0, i], tf.int32)

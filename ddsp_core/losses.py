@@ -17,6 +17,7 @@ from ddsp_core.f0 import CREPE_FRAME_SIZE, load_crepe_model
 
 TensorDict = Dict[Text, tf.Tensor]
 LOSS_TYPES = ('L1', 'L2', 'COSINE')
+_OVERLAP = 0.75  # STFT overlap of SpectralLoss's scales (the reference's)
 
 __all__ = [
     'EmbeddingLoss', 'LOSS_TYPES', 'Loss', 'LossGroup', 'PretrainedCREPEEmbeddingLoss',
@@ -184,8 +185,8 @@ class SpectralLoss(Loss):
             return weight * mean_difference(target, value, self.loss_type, weights=weights)
 
         for size in self.fft_sizes:
-            target_mag = spectral_ops.compute_mag(target_audio, size=size, overlap=0.75)
-            value_mag = spectral_ops.compute_mag(audio, size=size, overlap=0.75)
+            target_mag = spectral_ops.compute_mag(target_audio, size=size, overlap=_OVERLAP)
+            value_mag = spectral_ops.compute_mag(audio, size=size, overlap=_OVERLAP)
             if self.mag_weight > 0:
                 loss += term(self.mag_weight, target_mag, value_mag)
             if self.delta_time_weight > 0:
@@ -216,20 +217,14 @@ class SpectralLoss(Loss):
                 and target_audio.shape == audio.shape)
 
 
-_SAFE_LOG_EPS = 1e-5  # core.safe_log's floor for non-positive magnitudes
-
-
-def _safe_log(mag):
-    return tf.math.log(tf.where(mag <= 0.0, _SAFE_LOG_EPS, mag))
-
-
 @tf.function(jit_compile=True)
 def _mag_logmag_terms(target_stft, stft, mag_weight, logmag_weight):
     """mag_weight * mean|Δ|S|| + logmag_weight * mean|Δ safe_log|S||, one XLA fusion."""
     target_mag, mag = tf.abs(target_stft), tf.abs(stft)
     count = tf.cast(tf.size(mag), tf.float32)
     return (mag_weight * tf.reduce_sum(tf.abs(target_mag - mag))
-            + logmag_weight * tf.reduce_sum(tf.abs(_safe_log(target_mag) - _safe_log(mag)))
+            + logmag_weight * tf.reduce_sum(tf.abs(core.safe_log(target_mag)
+                                                   - core.safe_log(mag)))
             ) / count
 
 
@@ -247,7 +242,7 @@ def _mag_logmag_stft_gradients(target_stft, stft, mag_weight, logmag_weight, ups
     count = tf.cast(tf.size(mag), tf.float32)
     scale = upstream / count
     mag_sign = tf.sign(mag - target_mag)
-    log_sign = tf.sign(_safe_log(mag) - _safe_log(target_mag))
+    log_sign = tf.sign(core.safe_log(mag) - core.safe_log(target_mag))
 
     def inverse(m):  # d safe_log(m) / dm
         return tf.where(m > 0.0, 1.0 / tf.where(m > 0.0, m, 1.0), 0.0)
@@ -292,15 +287,15 @@ def _l1_mag_logmag_loss(target_audio, audio, fft_sizes, mag_weight, logmag_weigh
         loss = tf.constant(0.0)
         stfts = []
         for size in fft_sizes:
-            target_stft = spectral_ops.stft(target_audio, frame_size=size, overlap=0.75)
-            stft = spectral_ops.stft(audio, frame_size=size, overlap=0.75)
+            target_stft = spectral_ops.stft(target_audio, frame_size=size, overlap=_OVERLAP)
+            stft = spectral_ops.stft(audio, frame_size=size, overlap=_OVERLAP)
             loss += _mag_logmag_terms(target_stft, stft, mag_weight, logmag_weight)
             stfts.append((size, target_stft, stft))
 
         def grad(upstream):
             grads = [tf.zeros_like(target_audio), tf.zeros_like(audio)]
             for size, target_stft, stft in stfts:
-                hop = int(round(size * 0.25))
+                hop = spectral_ops._hop_from_overlap(size, _OVERLAP, 'SpectralLoss')
                 window = tf.signal.hann_window(size, periodic=True)
                 bins_grads = _mag_logmag_stft_gradients(target_stft, stft, mag_weight,
                                                         logmag_weight, upstream, size)

@@ -184,7 +184,7 @@ def _gru_forward_scan(xw, recurrent_kernel, recurrent_bias):
 
 
 @tf.function(jit_compile=True)
-def _gru_backward_coefficients(xh, zrs, hhs, hs):
+def _gru_backward_coefficients(xw, zrs, hhs, hs):
     """Everything the backward recurrence needs per step, in one vectorised pass.
 
     With g_t the gradient reaching h_t, the gradients of the recurrent projections are
@@ -196,7 +196,7 @@ def _gru_backward_coefficients(xh, zrs, hhs, hs):
     """
     units = hhs.shape[-1]
     z, r = zrs[..., :units], zrs[..., units:]
-    n = tf.tanh(xh + r * hhs)
+    n = tf.tanh(xw[..., 2 * units:] + r * hhs)
     h_prev = tf.concat([tf.zeros_like(hs[:1]), hs[:-1]], axis=0)
     bn = (1.0 - z) * (1.0 - n * n)
     coef = tf.concat([(h_prev - n) * z * (1.0 - z), bn * hhs * r * (1.0 - r), bn * r], axis=-1)
@@ -275,7 +275,7 @@ def gru_sequence(x, kernel, recurrent_kernel, bias):
         def grad(dout):
             dhs = tf.transpose(tf.cast(dout, tf.float32), [1, 0, 2])
             coef, bn, h_prev = _gru_backward_coefficients(*(tf.stop_gradient(t) for t in (
-                xw[..., 2 * units:], zrs, hhs, hs)))
+                xw, zrs, hhs, hs)))
             gs = _gru_backward_scan(*(tf.stop_gradient(t) for t in (
                 dhs, zrs[..., :units], coef, recurrent_kernel)))
             dhus, dxws = _gru_projection_gradients(gs, coef, bn)
