@@ -16,7 +16,8 @@ import contextlib
 import dataclasses
 import hashlib
 import os
-from typing import Iterator
+import struct
+from typing import BinaryIO, Iterator, Optional
 
 import numpy as np
 import soundfile as sf
@@ -60,14 +61,47 @@ def _is_local(path: str) -> bool:
     return '://' not in path or path.startswith('file://')
 
 
+def _local_path(path: str) -> str:
+    return path[len('file://'):] if path.startswith('file://') else path
+
+
+def check_local_file(path: str) -> int:
+    """Why a local path cannot be read, as a :class:`BadInputError`, before decoding starts.
+
+    Returns:
+        The file's size in bytes.
+
+    Raises:
+        BadInputError: missing, a dangling symlink ("missing target"), a directory, unreadable
+            ("permission denied") or empty ("empty file (0 bytes)").
+    """
+    local = _local_path(path)
+    if not os.path.exists(local):
+        if os.path.islink(local):
+            raise BadInputError(f'{path}: missing target (dangling symlink to '
+                                f'{os.readlink(local)})')
+        raise BadInputError(f'{path}: file not found')
+    if os.path.isdir(local):
+        raise BadInputError(f'{path}: is a directory')
+    try:
+        with open(local, 'rb') as f:
+            f.read(1)
+    except PermissionError:
+        raise BadInputError(f'{path}: permission denied') from None
+    except OSError as e:
+        raise BadInputError(f'{path}: unreadable ({e.strerror or e})') from None
+    size = os.path.getsize(local)
+    if size == 0:
+        raise BadInputError(f'{path}: empty file (0 bytes)')
+    return size
+
+
 @contextlib.contextmanager
 def open_sound_file(path: str):
     """``soundfile.SoundFile`` for a local path or any Beam FileSystems path, read-only."""
     if _is_local(path):
-        local = path[len('file://'):] if path.startswith('file://') else path
-        if not os.path.isfile(local):
-            raise FileNotFoundError(f'no such file: {local}')
-        with sf.SoundFile(local) as snd:
+        check_local_file(path)
+        with open(_local_path(path), 'rb') as fobj, sf.SoundFile(fobj) as snd:
             yield snd
         return
     from apache_beam.io.filesystems import FileSystems
@@ -76,6 +110,51 @@ def open_sound_file(path: str):
                           compression_type='uncompressed') as fobj:
         with sf.SoundFile(fobj) as snd:
             yield snd
+
+
+def wav_declared_frames(fobj: BinaryIO) -> Optional[int]:
+    """Frames a RIFF/WAVE header promises (data chunk size / block align), or None if the file
+    is not a plain RIFF WAVE or the header does not say (streamed files, RF64).
+
+    libsndfile quietly clamps a truncated WAV's length to the bytes present, so the header is
+    read here to tell a truncated file from a short one.
+    """
+    fobj.seek(0)
+    head = fobj.read(12)
+    if len(head) < 12 or head[:4] != b'RIFF' or head[8:12] != b'WAVE':
+        return None
+    block_align = None
+    while True:
+        chunk = fobj.read(8)
+        if len(chunk) < 8:
+            return None
+        cid, size = chunk[:4], struct.unpack('<I', chunk[4:])[0]
+        if cid == b'fmt ':
+            fmt = fobj.read(size)
+            if len(fmt) < 16:
+                return None
+            block_align = struct.unpack('<H', fmt[12:14])[0]
+            if size % 2:
+                fobj.read(1)
+        elif cid == b'data':
+            if not block_align or size in (0, 0xFFFFFFFF):
+                return None
+            return size // block_align
+        else:
+            fobj.seek(size + (size % 2), os.SEEK_CUR)
+
+
+def declared_frames(path: str, snd: sf.SoundFile) -> Optional[int]:
+    """How many frames the file's header says it holds (WAV: its data chunk; other formats:
+    libsndfile's count from the header), or None when unknown."""
+    if _is_local(path) and snd.format in ('WAV', 'WAVEX'):
+        with open(_local_path(path), 'rb') as fobj:
+            try:
+                return wav_declared_frames(fobj)
+            except (OSError, struct.error):
+                return None
+    frames = int(snd.frames)
+    return frames if 0 < frames < (1 << 62) else None
 
 
 def _mono_blocks(snd: sf.SoundFile, block: int = READ_BLOCK) -> Iterator[np.ndarray]:
@@ -97,16 +176,21 @@ def scan_audio(path: str, min_secs: float = 0.0) -> AudioInfo:
         An :class:`AudioInfo`.
 
     Raises:
-        BadInputError: the file cannot be opened or decoded (missing, unreadable, unsupported or
-            corrupt), is empty, shorter than ``min_secs``, contains NaN/Inf samples or is all zeros.
-            The message names the file and the reason.
+        BadInputError: the file cannot be used; the message names the file and the reason:
+            missing ("file not found", or "missing target" for a dangling symlink), "permission
+            denied", "empty file (0 bytes)", unsupported or corrupt, "truncated" (the header
+            promises more audio than the file holds), no samples, shorter than ``min_secs``,
+            NaN/Inf samples, or all zeros.
     """
     digest = hashlib.sha256()
     n = 0
     peak = 0.0
+    declared = None
+    sample_rate = channels = 0
     try:
         with open_sound_file(path) as snd:
             sample_rate, channels = int(snd.samplerate), int(snd.channels)
+            declared = declared_frames(path, snd)
             for mono in _mono_blocks(snd):
                 finite = np.isfinite(mono)
                 if not finite.all():
@@ -121,7 +205,13 @@ def scan_audio(path: str, min_secs: float = 0.0) -> AudioInfo:
         raise
     except FileNotFoundError as e:
         raise BadInputError(f'{path}: file not found ({e})') from e
+    except PermissionError:
+        raise BadInputError(f'{path}: permission denied') from None
     except sf.SoundFileError as e:  # libsndfile could not open or decode it
+        if declared and sample_rate and n:  # it failed part-way: the rest of the file is missing
+            raise BadInputError(
+                f'{path}: truncated or corrupt: header {declared / sample_rate:.1f} s, decoded '
+                f'{n / sample_rate:.1f} s before the error ({e})') from e
         raise BadInputError(f'{path}: unreadable or corrupt audio ({type(e).__name__}: {e})') from e
     except OSError as e:
         if not _is_local(path):
@@ -129,8 +219,11 @@ def scan_audio(path: str, min_secs: float = 0.0) -> AudioInfo:
         raise BadInputError(f'{path}: unreadable ({type(e).__name__}: {e})') from e
     if sample_rate <= 0:
         raise BadInputError(f'{path}: invalid sample rate {sample_rate}')
+    if declared is not None and n < declared:
+        raise BadInputError(f'{path}: truncated: header {declared / sample_rate:.1f} s, decoded '
+                            f'{n / sample_rate:.1f} s')
     if n == 0:
-        raise BadInputError(f'{path}: empty (0 samples)')
+        raise BadInputError(f'{path}: no audio (0 samples)')
     if n / sample_rate < min_secs:
         raise BadInputError(
             f'{path}: too short ({n / sample_rate:.3f} s < --min_secs {min_secs:g} s)')

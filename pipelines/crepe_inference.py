@@ -5,7 +5,7 @@ segment of 16 kHz audio; it frames each chunk (``ddsp_core.f0.crepe_frames``), c
 frames of every chunk in the batch, runs the model in batches of ``inference_batch_size`` frames
 (so the tail of one chunk shares a model call with the head of the next, across files), and
 splits the activations back per chunk. Decoding to f0 (``ddsp_core.f0.activations_to_f0``,
-Viterbi or local average) is then done per chunk by :func:`decode_chunk`.
+Viterbi or local average) is then done per chunk by :func:`pipelines.examples.chunk_features`.
 
 The model is loaded once per worker process (``ddsp_core.f0.load_crepe_forward``: CREPE's network
 from crepe's weights, ~2x faster than its Keras model on CPU, same activations); with
@@ -71,11 +71,11 @@ class CrepeModelHandler(ModelHandler[dict, PredictionResult, Any]):
         self.intra_op_threads = intra_op_threads
 
     def load_model(self):
+        from ddsp_core import runtime
         from ddsp_core.f0 import load_crepe_forward
 
+        tf = runtime.import_tensorflow()
         if self.intra_op_threads:
-            import tensorflow as tf
-
             try:
                 tf.config.threading.set_intra_op_parallelism_threads(self.intra_op_threads)
                 tf.config.threading.set_inter_op_parallelism_threads(self.intra_op_threads)
@@ -83,8 +83,6 @@ class CrepeModelHandler(ModelHandler[dict, PredictionResult, Any]):
                 log.info('TensorFlow already initialised; keeping its thread settings')
         model = load_crepe_forward(self.model_capacity)
         try:
-            import tensorflow as tf
-
             gpus = tf.config.list_logical_devices('GPU')
             log.info('CREPE %s loaded; running on %s', self.model_capacity,
                      gpus[0].name if gpus else 'CPU')
@@ -120,11 +118,3 @@ class CrepeModelHandler(ModelHandler[dict, PredictionResult, Any]):
 
     def get_metrics_namespace(self) -> str:
         return 'ddsp_prepare_crepe'
-
-
-def decode_chunk(activations: np.ndarray, viterbi: bool) -> tuple[np.ndarray, np.ndarray]:
-    """f0 (Hz) and confidence, float32 [n_frames] each, from one chunk's activations [n, 360]."""
-    from ddsp_core.f0 import activations_to_f0
-
-    f0, conf = activations_to_f0(activations, viterbi=viterbi)
-    return np.asarray(f0, np.float32), np.asarray(conf, np.float32)

@@ -1,21 +1,27 @@
 """``ddsp-prepare``: recordings of one instrument -> training-ready TFRecords, on Apache Beam.
 
-Runs locally on Beam's DirectRunner (multi-process, all cores) or on Dataflow by adding pipeline
-options (``--runner DataflowRunner --project ... --region ... --temp_location gs://...
---setup_file ./setup.py``). See ``docs/prepare.md``.
+Runs locally on Beam's DirectRunner (multi-process, all cores, listening on loopback only) or on
+Dataflow by adding pipeline options (``--runner DataflowRunner --project ... --region ...
+--temp_location gs://... --setup_file ./setup.py``). See ``docs/prepare.md``.
 
-Pipeline (each step a thin DoFn around :mod:`pipelines.audio_io` / :mod:`pipelines.features`)::
+Pipeline (each step a thin shell around a pure function of :mod:`pipelines.audio_io`,
+:mod:`pipelines.chunking`, :mod:`pipelines.examples`, :mod:`pipelines.stats` or
+:mod:`pipelines.manifest`)::
 
-    files --DecodeFile--> chunks --Reshuffle--> RunInference(CREPE) --MakeExamples--> examples
-      |  (validate, split by path hash,                (batched across     (loudness, f0 decode,
-      |   stream-resample, cut chunks)                  chunks and files)   windows, serialise)
-      +--> dead letters (every stage, ``with_exception_handling``) --> dead_letters.jsonl
-    examples --> train-*.tfrecord / eval-*.tfrecord;  stats + counts --> manifest.json
+    files --DecodeFile--> chunks --Reshuffle--> RunInference(CREPE) --MakeExamples--> records
+      |  (validate, split by path hash,           (batched across      (f0 decode, loudness,
+      |   stream-resample, cut chunks)             chunks and files)    windows, serialise)
+      +--> dead letters (every stage, ``with_exception_handling``)
+    records --assign shard (hash of file key and start)--> GroupByKey --WriteShard (sorted)-->
+      train-*.tfrecord / eval-*.tfrecord        (byte-identical across runs)
+    stats + counts + dead letters + shards --> files.jsonl, dead_letters.jsonl, manifest.json
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -24,59 +30,34 @@ import time
 from typing import Any, Iterable, Optional, Sequence
 
 import apache_beam as beam
-import numpy as np
 import soundfile as sf
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import RunInference
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, TestOptions
 
-from pipelines import audio_io, features
-from pipelines.crepe_inference import CrepeModelHandler, decode_chunk
-from pipelines.features import OptionError, PrepareOptions
+from ddsp_core import records
+from ddsp_core.f0 import CREPE_SAMPLE_RATE
+from pipelines import audio_io, chunking, examples, manifest, stats
+from pipelines.crepe_inference import CrepeModelHandler
+from pipelines.inputs import FILE, InputEntry, assign_split, expand_inputs
+from pipelines.options import OptionError, PrepareOptions, parse_db_or_none
 
 log = logging.getLogger('ddsp-prepare')
 NAMESPACE = 'ddsp_prepare'
-MANIFEST = 'manifest.json'
-DEAD_LETTERS = 'dead_letters.jsonl'
+MANIFEST = records.MANIFEST
+DEAD_LETTERS = records.DEAD_LETTERS
 PROGRESS_EVERY_SECS = 10.0
 # Errors that mean "this file is unusable" at decode time: dead-lettered. Anything else there (a
 # remote read error, which may be transient) fails the bundle so that the runner retries it.
 DECODE_BAD_INPUT = (audio_io.BadInputError, sf.SoundFileError, ValueError)
 
+__all__ = ['OptionError', 'PrepareError', 'PrepareOptions', 'build_pipeline', 'expand_inputs',
+           'main', 'prepare_dataset']
+
 
 class PrepareError(RuntimeError):
     """The pipeline ran but failed (exit code 1)."""
-
-
-# ---- inputs ------------------------------------------------------------------------------------
-def expand_inputs(patterns: Sequence[str]) -> list[tuple[str, str]]:
-    """Match file patterns (any Beam FileSystems path; comma lists allowed).
-
-    Returns:
-        Sorted, de-duplicated ``(path, split_key)`` pairs.
-
-    Raises:
-        OptionError: a pattern matches nothing (named in the message).
-    """
-    found: dict[str, str] = {}
-    flat = [p.strip() for item in patterns for p in str(item).split(',') if p.strip()]
-    if not flat:
-        raise OptionError('--input: no file pattern given')
-    for pattern in flat:
-        if '://' not in pattern and os.path.isdir(pattern):
-            pattern = os.path.join(pattern, '*')
-        base = features.pattern_base(pattern)
-        try:
-            matched = FileSystems.match([pattern])[0].metadata_list
-        except Exception as e:  # noqa: BLE001 - Beam raises various errors for bad patterns
-            raise OptionError(f'--input {pattern!r}: cannot list files ({e})') from e
-        paths = sorted(m.path for m in matched if not m.path.endswith('/'))
-        if not paths:
-            raise OptionError(f'--input {pattern!r}: no files match this pattern')
-        for path in paths:
-            found.setdefault(path, features.split_key(path, base))
-    return sorted(found.items())
 
 
 def _dead_letter(element: Any, error: Any, stage: str) -> dict:
@@ -114,19 +95,19 @@ class DecodeFile(beam.DoFn):
         path, key = element
         opts = self.opts
         info = audio_io.scan_audio(path, opts.min_secs)
-        split = features.assign_split(key, opts.eval_fraction)
+        split = assign_split(key, opts.eval_fraction)
         n = audio_io.resampled_length(info.n_samples, info.sample_rate, opts.sample_rate)
-        specs = features.plan_chunks(n, opts)
+        specs = chunking.plan_chunks(n, opts)
         rates, lengths, hops = [opts.sample_rate], [n], [opts.hop_samples]
-        if opts.with_audio_16k:
-            rates.append(features.CREPE_SAMPLE_RATE)
+        if opts.needs_16k:
+            rates.append(CREPE_SAMPLE_RATE)
             lengths.append(audio_io.resampled_length(info.n_samples, info.sample_rate,
-                                                     features.CREPE_SAMPLE_RATE))
+                                                     CREPE_SAMPLE_RATE))
             hops.append(opts.hop_16k)
         self.files.inc()
         self.seconds.update(int(info.seconds * 1000))
         blocks = audio_io.stream_resampled(path, tuple(rates))
-        for spec, segs in features.iter_chunk_audio(blocks, tuple(lengths), tuple(hops), specs):
+        for spec, segs in chunking.iter_chunk_audio(blocks, tuple(lengths), tuple(hops), specs):
             self.chunks.inc()
             yield {'path': path, 'key': key, 'split': split, 'seconds': info.seconds,
                    'sha256': info.sha256, 'source_rate': info.sample_rate, 'spec': spec,
@@ -134,8 +115,10 @@ class DecodeFile(beam.DoFn):
 
 
 class MakeExamples(beam.DoFn):
-    """PredictionResult(chunk, activations) -> serialised examples (tagged 'train'/'eval'), plus
-    'stats' (per-example statistics) and 'counts' ((path, (examples, dropped)) per chunk)."""
+    """PredictionResult(chunk, activations) -> tagged outputs of
+    :func:`pipelines.examples.chunk_examples`: 'records' ``(split, (sort_key, bytes))``,
+    'stats' (per record), 'counts' ``(path, (examples, dropped))`` per chunk, and 'files' (one
+    per file, from its first chunk)."""
 
     def __init__(self, opts: PrepareOptions, total_files: int = 0):
         self.opts = opts
@@ -146,43 +129,33 @@ class MakeExamples(beam.DoFn):
         self.audio_ms = Metrics.counter(NAMESPACE, 'audio_ms_processed')
 
     def setup(self):
+        from ddsp_core import runtime
+
+        runtime.import_tensorflow()  # quietly, before the first record is serialised
         self._t0 = time.time()
         self._last = 0.0
         self._chunks = 0
         self._secs = 0.0
 
     def process(self, result):
-        from ddsp_core.spectral_ops import compute_loudness
-
-        opts = self.opts
-        chunk, activations = result.example, np.asarray(result.inference)
-        spec = chunk['spec']
-        f0, conf = decode_chunk(activations, opts.viterbi)
-        loud = compute_loudness(chunk['audio'], sample_rate=opts.sample_rate,
-                                frame_rate=opts.frame_rate, n_fft=opts.loudness_n_fft,
-                                use_tf=False, padding='center')
-        loud = np.asarray(loud, np.float32).reshape(-1)
-        f0, conf, loud = (features.interior(x, spec) for x in (f0, conf, loud))
-        windows, dropped = features.make_windows(spec, chunk['audio'], chunk['audio_16k'], f0,
-                                                 conf, loud, opts)
-        outputs = []
-        for start, ex in windows:
-            outputs.append(beam.pvalue.TaggedOutput(chunk['split'],
-                                                    features.serialize_example(ex)))
-            outputs.append(beam.pvalue.TaggedOutput(
-                'stats', features.example_stats(chunk['split'], chunk['key'], start, ex)))
-        outputs.append(beam.pvalue.TaggedOutput('counts', (chunk['path'], (len(windows), dropped))))
-        if spec.index == 0:
-            outputs.append(beam.pvalue.TaggedOutput('files', {
+        chunk = result.example
+        made = examples.chunk_examples(chunk, result.inference, self.opts)
+        for record in made.records:
+            yield beam.pvalue.TaggedOutput('records', (made.split, record))
+        for record_stats in made.stats:
+            yield beam.pvalue.TaggedOutput('stats', record_stats)
+        yield beam.pvalue.TaggedOutput('counts', (chunk['path'], (len(made.records),
+                                                                  made.n_dropped)))
+        if chunk['spec'].index == 0:
+            yield beam.pvalue.TaggedOutput('files', {
                 'path': chunk['path'], 'key': chunk['key'], 'split': chunk['split'],
-                'seconds': chunk['seconds'], 'sha256': chunk['sha256']}))
-        self.examples.inc(len(windows))
-        self.frames.inc(spec.end_frame - spec.first_frame)
-        self.dropped.inc(dropped)
-        secs = (spec.end_frame - spec.first_frame) / opts.frame_rate
+                'seconds': chunk['seconds'], 'sha256': chunk['sha256']})
+        self.examples.inc(len(made.records))
+        self.frames.inc(made.frames)
+        self.dropped.inc(made.n_dropped)
+        secs = made.frames / self.opts.frame_rate
         self.audio_ms.inc(int(secs * 1000))
         self._progress(secs)
-        yield from outputs
 
     def _progress(self, secs):
         self._chunks += 1
@@ -198,25 +171,71 @@ class MakeExamples(beam.DoFn):
 
 
 class SplitStatsFn(beam.CombineFn):
-    """Per-split statistics (:func:`pipelines.features.merge_split_stats`)."""
+    """Per-split statistics (:func:`pipelines.stats.merge_split_stats`)."""
 
     def create_accumulator(self):
-        return {s: features.empty_split_stats() for s in features.SPLITS}
+        return {s: stats.empty_split_stats() for s in records.SPLITS}
 
-    def add_input(self, acc, stats):
-        acc[stats['split']] = features.merge_split_stats(
-            acc[stats['split']], {k: v for k, v in stats.items() if k != 'split'})
+    def add_input(self, acc, item):
+        split = item['split']
+        acc[split] = stats.merge_split_stats(acc[split],
+                                             {k: v for k, v in item.items() if k != 'split'})
         return acc
 
     def merge_accumulators(self, accs):
         accs = list(accs)
         out = accs[0]
         for a in accs[1:]:
-            out = {s: features.merge_split_stats(out[s], a[s]) for s in features.SPLITS}
+            out = {s: stats.merge_split_stats(out[s], a[s]) for s in records.SPLITS}
         return out
 
     def extract_output(self, acc):
         return acc
+
+
+def shard_of(sort_key: tuple[str, str, int], n_shards: int) -> int:
+    """The shard a record goes to: a hash of its file's split key and start frame (stable across
+    runs and processes, and spreading each file's windows over the shards)."""
+    key, _path, start = sort_key
+    digest = hashlib.sha256(f'{key}\0{start}'.encode()).digest()
+    return int.from_bytes(digest[:8], 'big') % n_shards
+
+
+def _assign_shard(item, shard_counts):
+    split, (sort_key, data) = item
+    n = shard_counts[split]
+    return (split, shard_of(sort_key, n), n), (sort_key, data)
+
+
+def _empty_split_shard(split, split_counts):
+    if split not in split_counts:  # no record at all: one empty shard, so the split's pattern
+        yield (split, 0, 1), []  # still matches a file and readers see an empty split
+
+
+class WriteShard(beam.DoFn):
+    """((split, index, n_shards), records) -> one TFRecord file with the records sorted by key,
+    written under a temporary name and renamed (a retried bundle rewrites it whole).
+    Yields ``(split, file name, n_records)``."""
+
+    def __init__(self, output_dir: str):
+        self.output_dir = output_dir
+
+    def process(self, element):
+        from apache_beam.io.tfrecordio import _TFRecordUtil
+
+        (split, index, n_shards), items = element
+        items = sorted(items, key=lambda kv: kv[0])
+        name = records.shard_name(split, index, n_shards)
+        final = FileSystems.join(self.output_dir, name)
+        tmp = FileSystems.join(self.output_dir, f'.tmp-{name}')
+        with FileSystems.create(tmp, mime_type='application/octet-stream',
+                                compression_type='uncompressed') as f:
+            for _key, data in items:
+                _TFRecordUtil.write_record(f, data)
+        if FileSystems.exists(final):
+            FileSystems.delete([final])
+        FileSystems.rename([tmp], [final])
+        yield split, name, len(items)
 
 
 def _sum_pairs(pairs: Iterable[tuple[int, int]]) -> tuple[int, int]:
@@ -235,18 +254,42 @@ def _silent_file_letter(item, opts: PrepareOptions):
                          f'--drop_silence_db {opts.drop_silence_db} dB)'}
 
 
-def _write_manifest(_, output_dir, opts, inputs, n_files_in, file_records, split_stats, counts,
-                    dead_letters, train_shards, eval_shards):
+def _write_text(path: str, text: str) -> None:
+    with FileSystems.create(path, mime_type='application/json') as f:
+        f.write(text.encode('utf-8'))
+
+
+def _finish(_, output_dir, opts, patterns, entries, file_records, split_stats, counts,
+            dead_letters, written):
+    """Write the ledger, the dead letters and (last) the manifest; remove shards of an earlier
+    dataset in the same directory that this run did not rewrite."""
     counts = dict(counts)
-    manifest = features.build_manifest(
-        opts, inputs, n_files_in, list(file_records), split_stats,
-        {p: c[0] for p, c in counts.items()}, list(dead_letters),
-        {'train': list(train_shards), 'eval': list(eval_shards)},
-        sum(c[1] for c in counts.values()))
-    path = FileSystems.join(output_dir, MANIFEST)
-    with FileSystems.create(path) as f:
-        f.write((json.dumps(manifest, indent=2, sort_keys=True) + '\n').encode('utf-8'))
-    yield manifest
+    dead_letters = sorted(dead_letters, key=lambda d: (d['path'], d['stage'], d['reason']))
+    ledger = manifest.build_ledger(entries, file_records, counts, dead_letters, opts)
+    shards: dict[str, list[str]] = {s: [] for s in records.SPLITS}
+    for split, name, _n in written:
+        shards[split].append(name)
+    result = manifest.build_manifest(opts, patterns, ledger, split_stats, shards,
+                                     len(dead_letters))
+    keep = {n for names in shards.values() for n in names}
+    stale = [p for p in _existing_shards(output_dir) if p.rsplit('/', 1)[-1] not in keep]
+    if stale:
+        FileSystems.delete(stale)
+    _write_text(FileSystems.join(output_dir, records.LEDGER),
+                ''.join(json.dumps(line, sort_keys=True) + '\n' for line in ledger))
+    _write_text(FileSystems.join(output_dir, DEAD_LETTERS),
+                ''.join(json.dumps(d, sort_keys=True) + '\n' for d in dead_letters))
+    _write_text(FileSystems.join(output_dir, MANIFEST),
+                json.dumps(result, indent=2, sort_keys=True) + '\n')
+    yield result
+
+
+def _existing_shards(output_dir: str) -> list[str]:
+    found = []
+    for split in records.SPLITS:
+        pattern = FileSystems.join(output_dir, f'{split}-*-of-*{records.SHARD_SUFFIX}')
+        found.extend(m.path for m in FileSystems.match([pattern])[0].metadata_list)
+    return sorted(found)
 
 
 # ---- pipeline ----------------------------------------------------------------------------------
@@ -265,9 +308,10 @@ def local_worker_threads(options: PipelineOptions) -> Optional[int]:
     return max(1, cores // workers)
 
 
-def build_pipeline(pipeline: beam.Pipeline, files: list[tuple[str, str]], output_dir: str,
+def build_pipeline(pipeline: beam.Pipeline, entries: Sequence[InputEntry], output_dir: str,
                    opts: PrepareOptions, inputs: Sequence[str]) -> None:
-    """Add the prepare job to ``pipeline`` (``files`` from :func:`expand_inputs`)."""
+    """Add the prepare job to ``pipeline`` (``entries`` from :func:`expand_inputs`)."""
+    files = [(e.path, e.key) for e in entries if e.kind == FILE]
     dead = []
     decoded = (pipeline
                | 'Files' >> beam.Create(files)
@@ -285,34 +329,42 @@ def build_pipeline(pipeline: beam.Pipeline, files: list[tuple[str, str]], output
         lambda batch, err: [_dead_letter(c, err, 'crepe') for c in batch]))
 
     made = inferred | 'Examples' >> beam.ParDo(MakeExamples(opts, len(files))).with_outputs(
-        'train', 'eval', 'stats', 'counts', 'files', main='main').with_exception_handling()
+        'records', 'stats', 'counts', 'files', main='main').with_exception_handling()
     dead.append(made.bad | 'ExamplesDL' >> beam.MapTuple(
         lambda el, err: _dead_letter(el, err, 'examples')))
 
-    shards = {}
-    for split in features.SPLITS:
-        shards[split] = getattr(made, split) | f'Write{split}' >> beam.io.WriteToTFRecord(
-            FileSystems.join(output_dir, split), file_name_suffix='.tfrecord',
-            num_shards=opts.num_shards)
+    # Deterministic shards: the shard count follows from the split's size, each record's shard
+    # from its key, and records are sorted inside their shard.
+    layout = opts.layout
+    split_counts = (made.records
+                    | 'SplitOf' >> beam.Map(lambda item: (item[0], 1))
+                    | 'CountSplits' >> beam.CombinePerKey(sum))
+    shard_counts = split_counts | 'ShardCount' >> beam.MapTuple(
+        lambda split, n: (split, opts.num_shards or records.auto_shard_count(n, layout)))
+    keyed = made.records | 'AssignShard' >> beam.Map(_assign_shard,
+                                                     beam.pvalue.AsDict(shard_counts))
+    empty = (pipeline
+             | 'Splits' >> beam.Create(list(records.SPLITS))
+             | 'EmptySplits' >> beam.FlatMap(_empty_split_shard,
+                                             beam.pvalue.AsDict(split_counts)))
+    grouped = keyed | 'GroupShards' >> beam.GroupByKey()
+    written = ((grouped, empty)
+               | 'AllShards' >> beam.Flatten()
+               | 'WriteShards' >> beam.ParDo(WriteShard(output_dir)))
+
     counts = made.counts | 'CountPerFile' >> beam.CombinePerKey(_sum_pairs)
     dead.append(counts | 'SilentDL' >> beam.FlatMap(_silent_file_letter, opts))
     dead_letters = tuple(dead) | 'AllDL' >> beam.Flatten()
-    _ = (dead_letters
-         | 'DLJson' >> beam.Map(lambda d: json.dumps(d, sort_keys=True))
-         | 'WriteDL' >> beam.io.WriteToText(FileSystems.join(output_dir, 'dead_letters'),
-                                            file_name_suffix='.jsonl', num_shards=1,
-                                            shard_name_template=''))
     _ = dead_letters | 'CountDL' >> beam.Map(
         lambda d: Metrics.counter(NAMESPACE, 'dead_letters').inc())
-    stats = made.stats | 'Stats' >> beam.CombineGlobally(SplitStatsFn())
+    split_stats = made.stats | 'Stats' >> beam.CombineGlobally(SplitStatsFn())
     side = beam.pvalue
     _ = (pipeline
          | 'Once' >> beam.Create([None])
          | 'Manifest' >> beam.FlatMap(
-             _write_manifest, output_dir, opts, list(inputs), len(files),
-             side.AsList(made.files), side.AsSingleton(stats), side.AsList(counts),
-             side.AsList(dead_letters), side.AsList(shards['train']),
-             side.AsList(shards['eval'])))
+             _finish, output_dir, opts, list(inputs), list(entries), side.AsList(made.files),
+             side.AsSingleton(split_stats), side.AsList(counts), side.AsList(dead_letters),
+             side.AsList(written)))
 
 
 def _pipeline_options(pipeline_args: Optional[Sequence[str]]) -> PipelineOptions:
@@ -334,19 +386,87 @@ def _pipeline_options(pipeline_args: Optional[Sequence[str]]) -> PipelineOptions
     return options
 
 
+def _is_local_runner(options: PipelineOptions) -> bool:
+    runner = options.view_as(StandardOptions).runner
+    return runner in (None, 'DirectRunner', 'BundleBasedDirectRunner', 'FnApiRunner',
+                      'PrismRunner') or getattr(runner, '__name__', '') == 'DirectRunner'
+
+
+@contextlib.contextmanager
+def loopback_only_servers():
+    """Make the local runner's gRPC servers listen on the loopback interface instead of all
+    interfaces, where Beam puts them: the control, data, state and logging planes between the
+    runner and its worker processes (``worker_handlers``) and each worker's logging server
+    (``local_job_service``). The workers reach them at ``localhost`` either way."""
+    from apache_beam.runners.portability import local_job_service
+    from apache_beam.runners.portability.fn_api_runner import worker_handlers
+
+    modules = (worker_handlers, local_job_service)
+    real = [m.grpc for m in modules]
+    grpc = real[0]
+
+    class _Server:
+        def __init__(self, server):
+            self._server = server
+
+        def add_insecure_port(self, address):
+            if address.startswith('[::]:'):
+                address = 'localhost:' + address[len('[::]:'):]
+            return self._server.add_insecure_port(address)
+
+        def __getattr__(self, name):
+            return getattr(self._server, name)
+
+    class _Grpc:
+        def __getattr__(self, name):
+            return getattr(grpc, name)
+
+        @staticmethod
+        def server(*args, **kwargs):
+            return _Server(grpc.server(*args, **kwargs))
+
+    for module in modules:
+        module.grpc = _Grpc()
+    try:
+        yield
+    finally:
+        for module, original in zip(modules, real, strict=True):
+            module.grpc = original
+
+
+def check_output_dir(output_dir: str, overwrite: bool) -> list[str]:
+    """The dataset files already in ``output_dir``.
+
+    Raises:
+        OptionError: it holds a dataset (manifest, ledger or shards) and ``overwrite`` is off.
+    """
+    found = _existing_shards(output_dir)
+    for name in (MANIFEST, records.LEDGER, DEAD_LETTERS):
+        path = FileSystems.join(output_dir, name)
+        if FileSystems.exists(path):
+            found.append(path)
+    if found and not overwrite:
+        names = ', '.join(sorted(p.rsplit('/', 1)[-1] for p in found)[:4])
+        more = f' and {len(found) - 4} more' if len(found) > 4 else ''
+        raise OptionError(f'--output_dir {output_dir} already holds a dataset ({names}{more}); '
+                          'pass --overwrite to replace it, or choose another directory')
+    return found
+
+
 def prepare_dataset(input_patterns: Sequence[str] | str, output_dir: str,
                     options: Optional[PrepareOptions] = None, *,
-                    pipeline_args: Optional[Sequence[str]] = None, **option_overrides
-                    ) -> Optional[dict]:
+                    pipeline_args: Optional[Sequence[str]] = None, overwrite: bool = False,
+                    **option_overrides) -> Optional[dict]:
     """Prepare a dataset directory from audio files.
 
     Args:
         input_patterns: file pattern(s) (any Beam FileSystems path; comma lists allowed).
-        output_dir: where ``train-*.tfrecord``, ``eval-*.tfrecord``, ``manifest.json`` and
-            ``dead_letters.jsonl`` go (local or ``gs://``).
+        output_dir: where ``train-*.tfrecord``, ``eval-*.tfrecord``, ``manifest.json``,
+            ``files.jsonl`` and ``dead_letters.jsonl`` go (local or ``gs://``).
         options: a :class:`PrepareOptions`; ``option_overrides`` (its field names) replace fields.
         pipeline_args: Beam pipeline options (e.g. ``['--runner=DataflowRunner', ...]``); default
             DirectRunner, multi-process, one worker per core.
+        overwrite: replace a dataset already in ``output_dir`` (else that is an error).
 
     Returns:
         The manifest dict, or None when the runner only built the job (``--dry_run``).
@@ -360,28 +480,33 @@ def prepare_dataset(input_patterns: Sequence[str] | str, output_dir: str,
     if isinstance(input_patterns, str):
         input_patterns = [input_patterns]
     opts = dataclasses.replace(options or PrepareOptions(), **option_overrides).validate()
-    files = expand_inputs(input_patterns)
+    entries = expand_inputs(input_patterns)
     beam_options = _pipeline_options(pipeline_args)
     if '://' not in output_dir:
         output_dir = os.path.abspath(output_dir)
         os.makedirs(output_dir, exist_ok=True)
+    existing = check_output_dir(output_dir, overwrite)
+    manifest_path = FileSystems.join(output_dir, MANIFEST)
+    if existing and FileSystems.exists(manifest_path):
+        FileSystems.delete([manifest_path])  # the directory is not a valid dataset until done
     t0 = time.time()
     pipeline = beam.Pipeline(options=beam_options)
-    build_pipeline(pipeline, files, output_dir, opts, input_patterns)
-    result = pipeline.run()
-    if result is None or beam_options.view_as(TestOptions).dry_run:
-        return None  # the runner only built the job (DataflowRunner --dry_run)
-    state = result.wait_until_finish()
+    build_pipeline(pipeline, entries, output_dir, opts, input_patterns)
+    local = _is_local_runner(beam_options)
+    with loopback_only_servers() if local else contextlib.nullcontext():
+        result = pipeline.run()
+        if result is None or beam_options.view_as(TestOptions).dry_run:
+            return None  # the runner only built the job (DataflowRunner --dry_run)
+        state = result.wait_until_finish()
     if str(state) not in ('DONE', 'PipelineState.DONE'):
         raise PrepareError(f'pipeline finished in state {state}')
     _log_metrics(result)
-    manifest_path = FileSystems.join(output_dir, MANIFEST)
     if not FileSystems.exists(manifest_path):
         raise PrepareError(f'the pipeline finished but wrote no {manifest_path}')
     with FileSystems.open(manifest_path) as f:
-        manifest = json.loads(f.read().decode('utf-8'))
-    manifest['_wall_secs'] = time.time() - t0
-    return manifest
+        out = json.loads(f.read().decode('utf-8'))
+    out['_wall_secs'] = time.time() - t0
+    return out
 
 
 def _log_metrics(result) -> dict[str, Any]:
@@ -402,25 +527,50 @@ def _log_metrics(result) -> dict[str, Any]:
     return out
 
 
+def _summary_lines(result: dict, output_dir: str) -> Iterable[str]:
+    files = result['files']
+    splits = result['splits']
+    yield (f'ddsp-prepare: {result["examples"]} examples ({result["hours"]:.3f} h) from '
+           f'{files["written"] + files["partially_written"]}/{files["in"]} files in '
+           f'{result.get("_wall_secs", 0):.1f} s -> {output_dir}')
+    for split in records.SPLITS:
+        n = splits[split]['examples']
+        shards = len(splits[split]['shards'])
+        yield (f'  {split}: ' + (f'{n} examples, {splits[split]["files"]} files, {shards} '
+                                 f'shard{"s" if shards != 1 else ""}' if n else
+                                 'empty (0 examples)'))
+    if result['dead_letters']:
+        yield (f'  {result["dead_letters"]} dead letters ({files["dead_lettered"]} files '
+               f'rejected, {files["partially_written"]} partly written): see '
+               f'{DEAD_LETTERS}; every input is listed in {records.LEDGER}')
+    if files.get('skipped_directories'):
+        yield f'  {files["skipped_directories"]} directories skipped (listed in {records.LEDGER})'
+    if not files['reconciled']:
+        yield '  WARNING: the file counts do not reconcile; see manifest.json "files"'
+
+
 # ---- CLI ---------------------------------------------------------------------------------------
 def build_arg_parser() -> argparse.ArgumentParser:
     d = PrepareOptions()
     p = argparse.ArgumentParser(
         prog='ddsp-prepare', allow_abbrev=False,
-        description='Turn recordings of one instrument into training-ready TFRecords '
-                    '(train-*.tfrecord, eval-*.tfrecord, manifest.json, dead_letters.jsonl).',
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description='Turn recordings of one instrument into a training-ready dataset directory '
+                    '(train-*.tfrecord, eval-*.tfrecord, manifest.json, files.jsonl, '
+                    'dead_letters.jsonl).',
         epilog='Any other option is passed to Beam. Local runs use the DirectRunner with one '
                'process per core. On Dataflow add: --runner DataflowRunner --project PROJECT '
                '--region REGION --temp_location gs://BUCKET/tmp --setup_file ./setup.py '
                '(needs apache-beam[gcp]: pip install -e ".[gcp]"). See docs/prepare.md.')
     p.add_argument('--input', action='append', required=True, metavar='PATTERN',
-                   help='audio file pattern (local or gs://...; repeatable or comma list); '
-                        'wav/flac/ogg/mp3')
+                   help='audio file pattern (local or gs://...; repeatable or comma list; a '
+                        'directory means all files in it); any format libsndfile reads '
+                        '(wav, flac, ogg, mp3...)')
     p.add_argument('--output_dir', required=True, help='dataset directory to write')
     p.add_argument('--sample_rate', type=int, default=d.sample_rate,
                    help='sample rate of the audio feature (Hz); != 16000 adds audio_16k')
     p.add_argument('--frame_rate', type=int, default=d.frame_rate,
-                   help='frames per second of f0/loudness (must divide 16000)')
+                   help='frames per second of f0/loudness (must divide 16000 and --sample_rate)')
     p.add_argument('--example_secs', type=float, default=d.example_secs,
                    help='example window length (s)')
     p.add_argument('--hop_secs', type=float, default=d.hop_secs,
@@ -436,19 +586,36 @@ def build_arg_parser() -> argparse.ArgumentParser:
                    help='Viterbi-decode CREPE (per chunk)')
     p.add_argument('--inference_batch_size', type=int, default=d.inference_batch_size,
                    help='frames per CREPE model call')
-    p.add_argument('--drop_silence_db', type=lambda s: None if s.lower() == 'none' else float(s),
-                   default=d.drop_silence_db,
+    p.add_argument('--drop_silence_db', type=parse_db_or_none, default=d.drop_silence_db,
+                   metavar='DB',
                    help='drop windows whose loudest frame is below this loudness (dB); '
                         '"none" keeps all')
     p.add_argument('--min_secs', type=float, default=d.min_secs,
                    help='files shorter than this are dead-lettered (s)')
     p.add_argument('--num_shards', type=int, default=d.num_shards,
-                   help='TFRecord shards per split (0: runner decides)')
+                   help='TFRecord shards per split (0: about 128 MB of records per shard)')
+    p.add_argument('--reference_layout', action='store_true', default=d.reference_layout,
+                   help='also write audio_16k at 16 kHz, as the reference ddsp library\'s '
+                        'TFRecordProvider requires (doubles the audio on disk)')
+    p.add_argument('--overwrite', action='store_true',
+                   help='replace a dataset already in --output_dir')
+    p.add_argument('--verbose', action='store_true',
+                   help="show TensorFlow's and Beam's own start-up and progress logs")
     return p
 
 
 class _StderrHandler(logging.Handler):
-    """Logs to whatever ``sys.stderr`` is at the time (survives redirection in tests)."""
+    """Logs to whatever ``sys.stderr`` is at the time (survives redirection in tests); without
+    ``--verbose`` it leaves out Beam's own messages (pipeline construction notes, worker
+    start-up), which Beam logs on the root logger."""
+
+    def __init__(self, verbose: bool = False):
+        super().__init__()
+        self.verbose = verbose
+
+    def filter(self, record):
+        return self.verbose or record.levelno >= logging.ERROR or (
+            'apache_beam' not in record.pathname and not record.name.startswith('apache_beam'))
 
     def emit(self, record):
         try:
@@ -459,22 +626,31 @@ class _StderrHandler(logging.Handler):
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Console entry point ``ddsp-prepare``. Exit codes: 0 done, 1 failed, 2 bad usage."""
-    root = logging.getLogger()
-    if not any(isinstance(h, _StderrHandler) for h in root.handlers):
-        handler = _StderrHandler()
-        handler.setFormatter(logging.Formatter('%(levelname)s %(name)s: %(message)s'))
-        root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    logging.getLogger('apache_beam').setLevel(logging.WARNING)
+    from ddsp_core import runtime
+
     parser = build_arg_parser()
     try:
         args, beam_args = parser.parse_known_args(argv)
     except SystemExit as e:
         return int(e.code or 0)
-    kwargs = {k: v for k, v in vars(args).items() if k not in ('input', 'output_dir')}
+    runtime.set_verbose(args.verbose)
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, _StderrHandler)]:
+        root.removeHandler(old)
+    handler = _StderrHandler(args.verbose)
+    handler.setFormatter(logging.Formatter('%(levelname)s %(name)s: %(message)s'))
+    root.addHandler(handler)
+    root.setLevel(logging.INFO if args.verbose else logging.WARNING)
+    logging.getLogger('apache_beam').setLevel(logging.INFO if args.verbose else logging.ERROR)
+    kwargs = {k: v for k, v in vars(args).items()
+              if k not in ('input', 'output_dir', 'overwrite', 'verbose')}
     try:
         opts = PrepareOptions(**kwargs).validate()
-        manifest = prepare_dataset(args.input, args.output_dir, opts, pipeline_args=beam_args)
+        print(f'ddsp-prepare: {len(args.input)} pattern(s) -> {args.output_dir} '
+              f'({opts.layout.describe()}; CREPE {opts.crepe_capacity} on '
+              f'{_runner_description(beam_args)})', file=sys.stderr, flush=True)
+        result = prepare_dataset(args.input, args.output_dir, opts, pipeline_args=beam_args,
+                                 overwrite=args.overwrite)
     except OptionError as e:
         print(f'ddsp-prepare: error: {e}', file=sys.stderr)
         return 2
@@ -482,16 +658,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         log.exception('pipeline failed')
         print(f'ddsp-prepare: failed: {type(e).__name__}: {e}', file=sys.stderr)
         return 1
-    if manifest is None:
+    if result is None:
         print('ddsp-prepare: job built (not run)', file=sys.stderr)
         return 0
-    files = manifest['files']
-    print(f'ddsp-prepare: {manifest["examples"]} examples ({manifest["hours"]:.3f} h) from '
-          f'{files["written"]}/{files["in"]} files in {manifest.get("_wall_secs", 0):.1f} s; '
-          f'train {manifest["splits"]["train"]["examples"]}, '
-          f'eval {manifest["splits"]["eval"]["examples"]}; '
-          f'{manifest["dead_letters"]} dead letters -> {args.output_dir}', file=sys.stderr)
+    for line in _summary_lines(result, args.output_dir):
+        print(line, file=sys.stderr)
     return 0
+
+
+def _runner_description(beam_args: Sequence[str]) -> str:
+    runner = next((a.split('=', 1)[1] for a in beam_args if a.startswith('--runner=')), None)
+    if runner is None and '--runner' in beam_args:
+        i = list(beam_args).index('--runner')
+        runner = beam_args[i + 1] if i + 1 < len(beam_args) else None
+    if runner in (None, 'DirectRunner'):
+        return f'the local DirectRunner, {os.cpu_count() or 1} cores'
+    return runner
 
 
 if __name__ == '__main__':

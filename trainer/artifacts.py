@@ -1,7 +1,7 @@
 """Pure helpers that turn training/evaluation results into files worth keeping.
 
-Used by :class:`trainer.tracking.Tracker` (audio and spectrogram artifacts, run tags) and by the
-evaluation code. Nothing here talks to MLflow or needs TensorFlow.
+Used by :class:`trainer.tracking.Tracker` (audio and spectrogram artifacts, run tags). Nothing
+here talks to MLflow or needs TensorFlow.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ __all__ = [
     'device_description',
     'git_commit',
     'log_magnitude_spectrogram',
+    'spectrogram_comparison_figure',
     'spectrogram_comparison_png',
     'write_wav',
 ]
@@ -135,27 +136,23 @@ def log_magnitude_spectrogram(
     return times, freqs, db
 
 
-def spectrogram_comparison_png(
-    path: str | os.PathLike,
+def spectrogram_comparison_figure(
     original: object,
     resynthesis: object,
     sample_rate: int,
     title: str | None = None,
-) -> Path:
-    """Save a PNG with the original and resynthesised log-magnitude spectrograms stacked.
+):
+    """A matplotlib ``Figure`` with the original and resynthesised log-magnitude spectrograms
+    stacked.
 
     Both panels share the colour scale (dB, 80 dB range below the louder clip's peak) and the
     time axis, so differences in level or timing are visible.
 
     Args:
-        path: Destination PNG; parent directories are created.
         original: float samples, shape [n_samples] or [1, n_samples].
         resynthesis: float samples, shape [n_samples'] or [1, n_samples'] (lengths may differ).
         sample_rate: Sample rate in Hz of both clips.
         title: Figure title (default: none besides the panel titles).
-
-    Returns:
-        The path written.
     """
     # A bare Figure renders with the Agg canvas on savefig and touches no pyplot/global state.
     from matplotlib.figure import Figure
@@ -182,6 +179,19 @@ def spectrogram_comparison_png(
     figure.colorbar(image, ax=list(axes), label='Magnitude (dB)')
     if title:
         figure.suptitle(title)
+    return figure
+
+
+def spectrogram_comparison_png(
+    path: str | os.PathLike,
+    original: object,
+    resynthesis: object,
+    sample_rate: int,
+    title: str | None = None,
+) -> Path:
+    """Save :func:`spectrogram_comparison_figure` as a PNG (parent directories are created) and
+    return the path."""
+    figure = spectrogram_comparison_figure(original, resynthesis, sample_rate, title)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(str(path), format='png')

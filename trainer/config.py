@@ -19,6 +19,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 import yaml
 
@@ -32,32 +33,82 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Signal layout of the training examples."""
+    """The layout of the training windows.
 
-    sample_rate: int = 16000
-    frame_rate: int = 250
-    example_secs: float = 4.0
+    ``sample_rate``, ``frame_rate`` and ``record_secs`` describe the dataset and are filled from
+    its ``manifest.json`` (:func:`resolve_data`): leave them unset. Set one only to insist on it,
+    and a dataset that differs is refused. ``example_secs`` is the training window: unset means
+    whole records; a shorter window trains on random frame-aligned crops of the records.
+    """
+
+    sample_rate: Optional[int] = None
+    frame_rate: Optional[int] = None
+    record_secs: Optional[float] = None
+    example_secs: Optional[float] = None
     shuffle_buffer: int = 1000
     cycle_length: int = 4  # number of shards read in parallel
 
     def __post_init__(self):
-        _require(self.sample_rate > 0, 'data.sample_rate', self.sample_rate, 'must be > 0')
-        _require(self.frame_rate > 0, 'data.frame_rate', self.frame_rate, 'must be > 0')
-        _require(self.example_secs > 0, 'data.example_secs', self.example_secs, 'must be > 0')
+        for name in ('sample_rate', 'frame_rate', 'record_secs', 'example_secs'):
+            value = getattr(self, name)
+            _require(value is None or value > 0, f'data.{name}', value, 'must be > 0')
         _require(self.shuffle_buffer >= 0, 'data.shuffle_buffer', self.shuffle_buffer,
                  'must be >= 0')
         _require(self.cycle_length >= 1, 'data.cycle_length', self.cycle_length, 'must be >= 1')
-        _require(self.n_frames > 0 and self.n_samples % self.n_frames == 0, 'data.example_secs',
-                 self.example_secs, f'gives n_samples={self.n_samples} that is not a multiple of '
-                 f'n_frames={self.n_frames}; each frame must hold a whole number of samples')
+        if self.sample_rate and self.frame_rate:
+            _require(self.sample_rate % self.frame_rate == 0, 'data.frame_rate',
+                     self.frame_rate, f'must divide data.sample_rate={self.sample_rate} (a '
+                     'frame must hold a whole number of samples)')
+        if self.frame_rate:
+            for name in ('example_secs', 'record_secs'):
+                value = getattr(self, name)
+                if value is not None:
+                    frames = value * self.frame_rate
+                    _require(abs(frames - round(frames)) < 1e-6, f'data.{name}', value,
+                             f'is not a whole number of frames at {self.frame_rate} frames/s')
+        if self.example_secs and self.record_secs:
+            _require(self.example_secs <= self.record_secs + 1e-9, 'data.example_secs',
+                     self.example_secs, f'is longer than the records (data.record_secs = '
+                     f'{self.record_secs:g} s); the training window can only be a crop of them')
+
+    @property
+    def resolved(self) -> bool:
+        """Whether the dataset's layout has been filled in (see :func:`resolve_data`)."""
+        return None not in (self.sample_rate, self.frame_rate, self.record_secs,
+                            self.example_secs)
+
+    def _need_resolved(self):
+        if not self.resolved:
+            raise ConfigError('the data layout is not known yet: data.sample_rate, '
+                              'data.frame_rate, data.record_secs and data.example_secs come from '
+                              'the dataset (trainer.config.resolve_data)')
 
     @property
     def n_samples(self) -> int:
-        return int(round(self.sample_rate * self.example_secs))
+        """Samples in a training window."""
+        self._need_resolved()
+        return self.n_frames * (self.sample_rate // self.frame_rate)
 
     @property
     def n_frames(self) -> int:
+        """Frames in a training window."""
+        self._need_resolved()
         return int(round(self.frame_rate * self.example_secs))
+
+    @property
+    def hop_samples(self) -> int:
+        self._need_resolved()
+        return self.sample_rate // self.frame_rate
+
+    @property
+    def record_frames(self) -> int:
+        self._need_resolved()
+        return int(round(self.frame_rate * self.record_secs))
+
+    @property
+    def crops(self) -> bool:
+        """Whether training windows are crops of longer records."""
+        return self.record_frames > self.n_frames
 
 
 @dataclass(frozen=True)
@@ -149,8 +200,8 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self):
-        if self.model.use_encoder:
-            hop = self.data.n_samples // self.data.n_frames
+        if self.model.use_encoder and self.data.resolved:
+            hop = self.data.hop_samples
             _require(hop <= self.model.mfcc_fft_size, 'model.mfcc_fft_size',
                      self.model.mfcc_fft_size, f'must be >= the hop of {hop} samples per frame '
                      '(data.sample_rate / data.frame_rate) for the encoder\'s MFCCs')
@@ -334,6 +385,13 @@ def _check_value(value, ftype, key, source):
 
 def _convert_str(raw: str, ftype, key: str):
     """Convert a command-line string to the field type (``'1e-3'`` -> 0.001, ``'[1,2]'``...)."""
+    origin = typing.get_origin(ftype)
+    if origin in (typing.Union, types.UnionType):
+        if raw.strip().lower() in ('none', 'null', ''):
+            if type(None) in typing.get_args(ftype):
+                return None
+        inner = [a for a in typing.get_args(ftype) if a is not type(None)][0]
+        return _convert_str(raw, inner, key)
     try:
         if ftype is bool:
             low = raw.lower()
@@ -364,3 +422,48 @@ def _convert_str(raw: str, ftype, key: str):
         raise ConfigError(f'override {key}={raw!r}: not a valid '
                           f'{getattr(ftype, "__name__", ftype)}') from None
     raise ConfigError(f'override {key}: unsupported type {ftype}')
+
+
+def resolve_data(config: Config, layout, source: str) -> Config:
+    """Fill the data layout from the dataset's: the model is built for the dataset's rates.
+
+    Args:
+        config: the run's configuration; ``data.sample_rate``, ``data.frame_rate`` and
+            ``data.record_secs`` may be unset (the usual case) or must equal the dataset's;
+            ``data.example_secs`` (the training window) may be unset (whole records) or at most
+            the dataset's example length.
+        layout: the dataset's :class:`ddsp_core.records.Layout`.
+        source: how to name the dataset in messages (its manifest's path).
+
+    Raises:
+        ConfigError: the config asks for something the data cannot give; the message names the
+            key, the dataset's value and what to do.
+    """
+    d = config.data
+    theirs = {'sample_rate': layout.sample_rate, 'frame_rate': layout.frame_rate,
+              'record_secs': layout.example_secs}
+    for key, value in theirs.items():
+        mine = getattr(d, key)
+        if mine is not None and abs(float(mine) - float(value)) > 1e-9:
+            what = {'sample_rate': 'prepare the data at that rate (ddsp-prepare --sample_rate '
+                                   f'{mine})',
+                    'frame_rate': f'prepare the data at that rate (ddsp-prepare --frame_rate '
+                                  f'{mine})',
+                    'record_secs': 'use data.example_secs to train on shorter crops'}[key]
+            raise ConfigError(f'data.{key} = {mine:g} but the dataset {source} has {key} '
+                              f'{value:g}; drop the setting to use the dataset\'s value, or '
+                              f'{what}')
+    window = d.example_secs if d.example_secs is not None else layout.example_secs
+    if window > layout.example_secs + 1e-9:
+        raise ConfigError(f'data.example_secs = {window:g} is longer than the '
+                          f'{layout.example_secs:g} s examples of the dataset {source}; use '
+                          f'--set data.example_secs={layout.example_secs:g} (or less) or '
+                          'prepare longer examples (ddsp-prepare --example_secs)')
+    frames = window * layout.frame_rate
+    if abs(frames - round(frames)) > 1e-6:
+        raise ConfigError(f'data.example_secs = {window:g} is not a whole number of frames at '
+                          f'the dataset\'s {layout.frame_rate} frames/s; use a multiple of '
+                          f'{1 / layout.frame_rate:g} s')
+    data = dataclasses.replace(d, sample_rate=layout.sample_rate, frame_rate=layout.frame_rate,
+                               record_secs=layout.example_secs, example_secs=window)
+    return dataclasses.replace(config, data=data)

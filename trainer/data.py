@@ -1,40 +1,87 @@
-"""tf.data input pipelines for training: prepared-dataset TFRecords and TFDS NSynth.
+"""tf.data input for training and evaluation: prepared datasets (their manifest says what they
+hold), bare TFRecords, and TFDS NSynth.
 
 A *data spec* is one of:
 
-- a glob (or comma-separated globs) of TFRecord files: ``'out/train-*.tfrecord'``;
-- a prepared-dataset directory: its ``train-*.tfrecord`` shards are used;
-- ``'tfds:NAME[:SPLIT]'``, e.g. ``'tfds:nsynth/gansynth_subset.f0_and_loudness'`` (split
-  ``train`` by default).
+- a prepared-dataset directory: the shards its ``manifest.json`` lists for the split (``train``
+  unless another is asked for; ``DIR:eval`` names one);
+- a glob (or comma-separated globs) of TFRecord files: ``'out/train-*.tfrecord'``; the
+  ``manifest.json`` beside them, when there is one, gives their layout, else it is read off
+  the records (see :meth:`ddsp_core.records.Layout.from_lengths`);
+- ``'tfds:NAME[:SPLIT]'``, e.g. ``'tfds:nsynth/gansynth_subset.f0_and_loudness'``.
 
-Every pipeline yields dicts of float32 tensors (per example, before batching):
-``audio`` [n_samples] (amplitude in [-1, 1]), ``f0_hz`` [n_frames] (Hz), ``f0_confidence``
-[n_frames] (0..1), ``loudness_db`` [n_frames] (dB, <= 0).
+:func:`open_source` resolves a spec into a :class:`DataSource` (files, manifest, record layout,
+fingerprint) before anything is built, so that bad data is reported at once. Every pipeline
+yields dicts of float32 tensors: ``audio`` [n_samples] (amplitude in [-1, 1]), ``f0_hz``
+[n_frames] (Hz), ``f0_confidence`` [n_frames] (0..1), ``loudness_db`` [n_frames] (dB), where
+n_samples and n_frames are the *training window*'s (``data.example_secs``): records longer than
+the window are cropped at a random frame (``crop='random'``) or at their start (``'start'``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import hashlib
-import json
+import logging
 import os
-from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import tensorflow as tf
 
+from ddsp_core import records
 from trainer.config import DataConfig
 
-AUDIO_KEY = 'audio'
-FRAME_KEYS = ('f0_hz', 'f0_confidence', 'loudness_db')
-FEATURE_KEYS = (AUDIO_KEY, *FRAME_KEYS)
-OPTIONAL_KEYS = ('audio_16k',)
-MANIFEST_FILENAME = 'manifest.json'
+logger = logging.getLogger(__name__)
+
+AUDIO_KEY = records.AUDIO
+FRAME_KEYS = records.FRAME_FEATURES
+FEATURE_KEYS = records.REQUIRED_FEATURES
 TFDS_PREFIX = 'tfds:'
+#: Assumed sample rate of records that come with neither a manifest nor ``audio_16k``.
+DEFAULT_SAMPLE_RATE = 16000
 
 
 class DataError(ValueError):
-    """The data spec, files or records are invalid."""
+    """The data spec, files or records are invalid; the message names the file or pattern."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSource:
+    """Resolved training data.
+
+    Attributes:
+        spec: the data spec as given.
+        layout: what each record holds (:class:`ddsp_core.records.Layout`).
+        files: TFRecord files to read (empty for TFDS).
+        manifest: the dataset's manifest, if there is one.
+        split: the split read ('train', 'eval'), or None when the files do not say.
+        fingerprint: the dataset's content fingerprint (the manifest's; else one of the files'
+            names and sizes, prefixed ``files:``; or the TFDS name).
+    """
+
+    spec: str
+    layout: records.Layout
+    files: tuple[str, ...] = ()
+    manifest: Optional[records.Manifest] = None
+    split: Optional[str] = None
+    fingerprint: str = ''
+
+    @property
+    def is_tfds(self) -> bool:
+        return is_tfds(self.spec)
+
+    @property
+    def where(self) -> str:
+        """How to name the data in messages: the manifest's path, else the spec."""
+        return self.manifest.path if self.manifest else repr(self.spec)
+
+    def describe(self) -> str:
+        split = f' ({self.split} split)' if self.split else ''
+        n = len(self.files)
+        files = f', {n} file{"s" if n != 1 else ""}' if n else ''
+        return f'{self.where}{split}: {self.layout.describe()}{files}'
 
 
 # ---- locating files ---------------------------------------------------------------------------
@@ -43,21 +90,37 @@ def is_tfds(data: str) -> bool:
     return str(data).startswith(TFDS_PREFIX)
 
 
+def _isdir(path: str) -> bool:
+    return tf.io.gfile.isdir(path) if '://' in path else os.path.isdir(path)
+
+
+def _glob(pattern: str) -> list[str]:
+    return sorted(tf.io.gfile.glob(pattern)) if '://' in pattern else sorted(glob.glob(pattern))
+
+
+def _split_dir_spec(data: str) -> tuple[str, Optional[str]]:
+    """'DIR:eval' -> ('DIR', 'eval') when DIR is a directory; else (data, None)."""
+    head, sep, tail = str(data).rpartition(':')
+    if sep and tail in records.SPLITS and head and _isdir(head):
+        return head, tail
+    return str(data), None
+
+
 def resolve_files(data: str) -> list[str]:
-    """Sorted TFRecord files named by a data spec (glob, comma-separated globs, or directory).
+    """Sorted TFRecord files named by globs (comma-separated allowed) or a directory (its
+    ``train-*.tfrecord*``).
 
     Raises:
-        DataError: nothing matches (the message names the pattern).
+        DataError: a pattern matches nothing (the message names it).
     """
     files: list[str] = []
     for pattern in str(data).split(','):
         pattern = pattern.strip()
         if not pattern:
             continue
-        if os.path.isdir(pattern):
+        if _isdir(pattern):
             pattern = os.path.join(pattern, 'train-*.tfrecord*')
-        matched = sorted(tf.io.gfile.glob(pattern)) if '://' in pattern else sorted(
-            glob.glob(pattern))
+        matched = _glob(pattern)
         if not matched:
             raise DataError(f'--data {pattern!r}: no files match this pattern')
         files.extend(matched)
@@ -66,107 +129,195 @@ def resolve_files(data: str) -> list[str]:
     return sorted(set(files))
 
 
-def find_manifest(data: str) -> Path | None:
-    """The ``manifest.json`` of the prepared dataset holding the data files, if there is one."""
-    if is_tfds(data):
+def _manifest_near(files: list[str]) -> Optional[records.Manifest]:
+    """The manifest of the dataset the files belong to (their directory's), if any.
+
+    Raises:
+        DataError: the files come from several datasets with different layouts, or a manifest
+            there is invalid.
+    """
+    found = {}
+    for directory in sorted({os.path.dirname(f) for f in files}):
+        candidate = os.path.join(directory, records.MANIFEST)
+        exists = tf.io.gfile.exists(candidate) if '://' in candidate else os.path.exists(
+            candidate)
+        if exists:
+            try:
+                found[directory] = records.read_manifest(candidate)
+            except records.LayoutError as e:
+                raise DataError(str(e)) from None
+    if not found:
         return None
-    try:
-        files = resolve_files(data)
-    except DataError:
-        return None
-    for directory in sorted({os.path.dirname(os.path.abspath(f)) for f in files}):
-        candidate = Path(directory) / MANIFEST_FILENAME
-        if candidate.exists():
-            return candidate
-    return None
+    manifests = list(found.values())
+    layouts = {m.layout for m in manifests}
+    if len(layouts) > 1:
+        detail = '; '.join(f'{m.path}: {m.layout.describe()}' for m in manifests)
+        raise DataError(f'--data mixes datasets with different layouts ({detail})')
+    if len(manifests) > 1:
+        logger.warning('--data spans %d prepared datasets; their first manifest (%s) describes '
+                       'them', len(manifests), manifests[0].path)
+    return manifests[0]
 
 
-def dataset_fingerprint(data: str) -> str:
-    """A content fingerprint for the data: the manifest's when present, else one of file names
-    and sizes (prefixed ``files:``), or the TFDS name."""
-    if is_tfds(data):
-        return str(data)
-    manifest = find_manifest(data)
-    if manifest is not None:
+def _first_record(files: list[str]) -> tuple[Optional[str], Optional[bytes]]:
+    """The first record of the first non-empty file (file, bytes), or (None, None)."""
+    for path in files:
         try:
-            content = json.loads(manifest.read_text())
-        except (OSError, json.JSONDecodeError):
-            content = {}
-        for key in ('fingerprint', 'content_fingerprint', 'dataset_fingerprint'):
-            if isinstance(content, dict) and content.get(key):
-                return str(content[key])
+            raw = next(iter(tf.data.TFRecordDataset(path).take(1)), None)
+        except tf.errors.OpError as e:
+            raise DataError(f'{path}: cannot read TFRecords ({e.message})') from None
+        if raw is not None:
+            return path, raw.numpy()
+    return None, None
+
+
+def _record_lengths(path: str, raw: bytes) -> dict[str, int]:
+    try:
+        return {k: int(v.size) for k, v in records.parse_example(raw, path).items()}
+    except records.LayoutError as e:
+        raise DataError(f'{e} (first record)') from None
+
+
+def _files_fingerprint(files: list[str]) -> str:
     digest = hashlib.sha256()
-    for f in resolve_files(data):
-        digest.update(f'{os.path.basename(f)}:{os.path.getsize(f)}\n'.encode())
+    for f in files:
+        digest.update(f'{os.path.basename(f)}:{tf.io.gfile.stat(f).length}\n'.encode())
     return 'files:' + digest.hexdigest()[:16]
 
 
-# ---- parsing ----------------------------------------------------------------------------------
-def _feature_spec(config: DataConfig) -> dict:
-    spec = {AUDIO_KEY: tf.io.FixedLenFeature([config.n_samples], tf.float32)}
-    for key in FRAME_KEYS:
-        spec[key] = tf.io.FixedLenFeature([config.n_frames], tf.float32)
-    return spec
+def _empty_split_error(source_desc: str, manifest: Optional[records.Manifest],
+                       split: Optional[str], n_files: int) -> DataError:
+    if manifest is not None and split is not None:
+        return DataError(f'the {split} split of {manifest.path} is empty (0 examples; '
+                         f'{records.summary_of_split(manifest, split)}): see its '
+                         f'{records.LEDGER} for what happened to each input file')
+    return DataError(f'--data {source_desc}: all {n_files} file(s) are empty (0 records)')
 
 
-def check_record_schema(path: str, config: DataConfig) -> None:
-    """Check the first record of a TFRecord file against the expected schema and lengths.
-
-    Raises:
-        DataError: unreadable file, missing feature, wrong type or length (names file and key).
-    """
-    try:
-        raw = next(iter(tf.data.TFRecordDataset(path).take(1)), None)
-    except tf.errors.OpError as e:
-        raise DataError(f'{path}: cannot read TFRecords ({e.message})') from e
-    if raw is None:
-        raise DataError(f'{path}: file holds no records')
-    example = tf.train.Example()
-    try:
-        example.ParseFromString(raw.numpy())
-    except Exception as e:  # noqa: BLE001 - protobuf raises its own DecodeError
-        raise DataError(f'{path}: first record is not a tf.train.Example ({e})') from e
-    features = example.features.feature
-    expected = {AUDIO_KEY: config.n_samples, **{k: config.n_frames for k in FRAME_KEYS}}
-    for key, length in expected.items():
-        if key not in features:
-            raise DataError(f'{path}: records lack feature {key!r} (have {sorted(features)}); '
-                            f'expected {list(FEATURE_KEYS)}')
-        values = features[key].float_list.value
-        if features[key].WhichOneof('kind') != 'float_list':
-            raise DataError(f'{path}: feature {key!r} must be a float list')
-        if len(values) != length:
-            raise DataError(
-                f'{path}: feature {key!r} has {len(values)} values, the config expects {length} '
-                f'(data.sample_rate={config.sample_rate}, data.frame_rate={config.frame_rate}, '
-                f'data.example_secs={config.example_secs}); set --set data.example_secs=... to '
-                'match the dataset')
-
-
-def parse_example(serialized: tf.Tensor, config: DataConfig) -> dict[str, tf.Tensor]:
-    """Parse one serialized tf.train.Example into the feature dict (see module docstring)."""
-    return tf.io.parse_single_example(serialized, _feature_spec(config))
-
-
-# ---- pipelines --------------------------------------------------------------------------------
-def make_dataset(data: str, config: DataConfig, batch_size: int, *, seed: int | None = 0,
-                 shuffle: bool = True, repeat: bool = True,
-                 drop_remainder: bool = True) -> tf.data.Dataset:
-    """Batched, prefetched training dataset from a data spec.
-
-    Shards are shuffled and interleaved (``config.cycle_length`` at a time), examples are
-    shuffled in a buffer of ``config.shuffle_buffer``, then batched. With a ``seed`` the order
-    is deterministic (same seed, same batches).
+def open_source(data: str, split: str = 'train', sample_rate: Optional[int] = None
+                ) -> DataSource:
+    """Resolve a data spec (see the module docstring) and check its first record.
 
     Args:
-        data: Data spec (see module docstring).
-        config: Signal layout; records must hold ``config.n_samples`` audio samples and
-            ``config.n_frames`` frames.
-        batch_size: Global batch size.
-        seed: Shuffle seed; None for nondeterministic order.
-        shuffle: Shuffle files and examples.
-        repeat: Repeat forever (training); else one pass.
-        drop_remainder: Drop the last partial batch (static batch shape).
+        data: the data spec.
+        split: the split to read when ``data`` is a prepared-dataset directory.
+        sample_rate: the sample rate of records that come without a manifest or
+            ``audio_16k`` (default 16000, with a warning).
+
+    Raises:
+        DataError: nothing matches, an empty split, unreadable files, records that break the
+            layout; the message names the file or pattern.
+    """
+    if is_tfds(data):
+        return _tfds_source(data)
+    path, dir_split = _split_dir_spec(data)
+    if _isdir(path):
+        split = dir_split or split
+        manifest_path = os.path.join(path, records.MANIFEST)
+        has_manifest = tf.io.gfile.exists(manifest_path)
+        if has_manifest:
+            try:
+                manifest = records.read_manifest(manifest_path)
+            except records.LayoutError as e:
+                raise DataError(str(e)) from None
+            files = manifest.shards(split)
+            missing = [f for f in files if not tf.io.gfile.exists(f)]
+            if missing:
+                raise DataError(f'{manifest.path} lists {len(missing)} shard(s) that do not '
+                                f'exist, e.g. {missing[0]}')
+            if not files:
+                files = _glob(os.path.join(path, f'{split}-*.tfrecord*'))
+            if manifest.split_examples(split) == 0 or not files:
+                raise _empty_split_error(repr(data), manifest, split, len(files))
+        else:
+            files = _glob(os.path.join(path, f'{split}-*.tfrecord*'))
+            if not files:
+                raise DataError(f'--data {path!r}: a directory with neither a {records.MANIFEST} '
+                                f'nor {split}-*.tfrecord files')
+            manifest = None
+        chosen_split = split
+    else:
+        files = resolve_files(path)
+        manifest = _manifest_near(files)
+        splits = {records.split_of_shard(f) for f in files}
+        chosen_split = splits.pop() if len(splits) == 1 else None
+    first_file, raw = _first_record(files)
+    if raw is None:
+        raise _empty_split_error(repr(data), manifest, chosen_split, len(files))
+    lengths = _record_lengths(first_file, raw)
+    try:
+        if manifest is not None:
+            layout = manifest.layout
+        else:
+            has_16k = records.AUDIO_16K in lengths
+            if sample_rate is None and not has_16k:
+                logger.warning('%s has no %s and its records no audio_16k: assuming %d Hz '
+                               '(set data.sample_rate if that is wrong)', first_file,
+                               records.MANIFEST, DEFAULT_SAMPLE_RATE)
+            layout = records.Layout.from_lengths(
+                lengths, sample_rate if (sample_rate or has_16k) else DEFAULT_SAMPLE_RATE,
+                first_file)
+        records.check_lengths(lengths, layout, first_file)
+    except records.LayoutError as e:
+        raise DataError(str(e)) from None
+    fingerprint = manifest.fingerprint if manifest else _files_fingerprint(files)
+    return DataSource(str(data), layout, tuple(files), manifest, chosen_split, fingerprint)
+
+
+# ---- parsing and cropping ---------------------------------------------------------------------
+def parse_example(serialized: tf.Tensor, layout: records.Layout) -> dict[str, tf.Tensor]:
+    """Parse one serialized tf.train.Example of the layout into its required features."""
+    return tf.io.parse_single_example(serialized, records.tf_feature_spec(layout))
+
+
+def crop(example: dict, offset: tf.Tensor, n_frames: int, hop: int) -> dict:
+    """Frames ``[offset, offset + n_frames)`` of an example and the audio under them."""
+    out = {AUDIO_KEY: example[AUDIO_KEY][offset * hop:(offset + n_frames) * hop]}
+    for key in FRAME_KEYS:
+        out[key] = example[key][offset:offset + n_frames]
+    return {k: tf.ensure_shape(v, [n_frames * hop if k == AUDIO_KEY else n_frames])
+            for k, v in out.items()}
+
+
+def _cropper(layout: records.Layout, config: DataConfig, mode: str, seed: Optional[int]):
+    span = layout.n_frames - config.n_frames  # last valid offset
+    hop = layout.hop_samples
+
+    def at_start(example):
+        return crop(example, tf.constant(0), config.n_frames, hop)
+
+    def at_random(index, example):
+        if seed is None:
+            offset = tf.random.uniform([], 0, span + 1, tf.int32)
+        else:
+            offset = tf.random.stateless_uniform(
+                [], tf.stack([tf.constant(seed, tf.int64), tf.cast(index, tf.int64)]), 0,
+                span + 1, tf.int32)
+        return crop(example, offset, config.n_frames, hop)
+
+    return at_start if mode == 'start' else at_random
+
+
+def make_dataset(source: DataSource | str, config: DataConfig, batch_size: int, *,
+                 seed: int | None = 0, shuffle: bool = True, repeat: bool = True,
+                 drop_remainder: bool = True, crop_mode: str = 'random') -> tf.data.Dataset:
+    """Batched, prefetched dataset of training windows.
+
+    Shards are shuffled and interleaved (``config.cycle_length`` at a time), records are
+    shuffled in a buffer of ``config.shuffle_buffer``, cropped to the training window when the
+    records are longer (``crop_mode``: ``'random'``, a frame-aligned offset drawn per record
+    from ``seed`` and the record's position in the stream; ``'start'``), then batched. With a
+    ``seed`` the order and the crops are deterministic.
+
+    Args:
+        source: a :class:`DataSource` (or a data spec, opened with :func:`open_source`).
+        config: the resolved data config (``trainer.config.resolve_data``).
+        batch_size: global batch size.
+        seed: shuffle and crop seed; None for nondeterministic order.
+        shuffle: shuffle files and records.
+        repeat: repeat forever (training); else one pass.
+        drop_remainder: drop the last partial batch (static batch shape).
+        crop_mode: ``'random'`` or ``'start'``.
 
     Returns:
         Dataset of dicts: audio [batch, n_samples], f0_hz / f0_confidence / loudness_db
@@ -174,24 +325,34 @@ def make_dataset(data: str, config: DataConfig, batch_size: int, *, seed: int | 
     """
     if batch_size <= 0:
         raise DataError(f'batch_size must be positive, got {batch_size}')
-    if is_tfds(data):
-        ds = _tfds_examples(data, config, seed=seed, shuffle=shuffle)
+    if crop_mode not in ('random', 'start'):
+        raise ValueError(f"crop_mode must be 'random' or 'start', got {crop_mode!r}")
+    if isinstance(source, str):
+        source = open_source(source)
+    layout = source.layout
+    if source.is_tfds:
+        ds = _tfds_examples(source.spec, seed=seed, shuffle=shuffle)
     else:
-        files = resolve_files(data)
-        for path in files[:1]:
-            check_record_schema(path, config)
+        files = list(source.files)
         file_ds = tf.data.Dataset.from_tensor_slices(files)
         if shuffle:
             file_ds = file_ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
         ds = file_ds.interleave(
             tf.data.TFRecordDataset, cycle_length=max(1, min(config.cycle_length, len(files))),
             block_length=1, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        ds = ds.map(lambda s: parse_example(s, config), num_parallel_calls=tf.data.AUTOTUNE,
+        ds = ds.map(lambda s: parse_example(s, layout), num_parallel_calls=tf.data.AUTOTUNE,
                     deterministic=True)
     if shuffle and config.shuffle_buffer > 1:
         ds = ds.shuffle(config.shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     if repeat:
         ds = ds.repeat()
+    if config.n_frames < layout.n_frames:
+        cropper = _cropper(layout, config, crop_mode, seed)
+        if crop_mode == 'random':
+            ds = ds.enumerate().map(cropper, num_parallel_calls=tf.data.AUTOTUNE,
+                                    deterministic=True)
+        else:
+            ds = ds.map(cropper, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     options = tf.data.Options()
     options.deterministic = seed is not None
@@ -201,6 +362,7 @@ def make_dataset(data: str, config: DataConfig, batch_size: int, *, seed: int | 
     return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
+# ---- TFDS -------------------------------------------------------------------------------------
 def _parse_tfds_spec(data: str) -> tuple[str, str]:
     rest = data[len(TFDS_PREFIX):]
     name, _, split = rest.partition(':')
@@ -209,26 +371,41 @@ def _parse_tfds_spec(data: str) -> tuple[str, str]:
     return name, split or 'train'
 
 
-def _tfds_examples(data: str, config: DataConfig, *, seed, shuffle) -> tf.data.Dataset:
-    """Unbatched examples from TFDS NSynth (f0_and_loudness config) in the common layout."""
+def _tfds_load(data: str, **kwargs):
     import tensorflow_datasets as tfds
 
     name, split = _parse_tfds_spec(data)
-    read_config = tfds.ReadConfig(shuffle_seed=seed)
     try:
-        ds = tfds.load(name, split=split, shuffle_files=shuffle, read_config=read_config)
+        return tfds.load(name, split=split, with_info=True, **kwargs)
     except Exception as e:  # noqa: BLE001 - tfds raises many kinds; re-raise with the spec
         raise DataError(f'--data {data!r}: cannot load TFDS dataset {name!r} split {split!r}: '
                         f'{e}') from e
+
+
+def _tfds_source(data: str) -> DataSource:
+    ds, info = _tfds_load(data, shuffle_files=False)
     spec = ds.element_spec
     if not ({'audio', 'f0', 'loudness'} <= set(spec)):
         raise DataError(f'--data {data!r}: TFDS dataset lacks audio/f0/loudness features '
                         f'(has {sorted(spec)}); use a *.f0_and_loudness config')
-    got = {AUDIO_KEY: spec['audio'].shape[0], 'f0_hz': spec['f0']['hz'].shape[0]}
-    want = {AUDIO_KEY: config.n_samples, 'f0_hz': config.n_frames}
-    if got != want:
-        raise DataError(f'--data {data!r}: examples have {got} samples/frames but the config '
-                        f'expects {want}; set data.example_secs/sample_rate/frame_rate to match')
+    audio_feature = info.features['audio'] if 'audio' in info.features else None
+    sample_rate = int(getattr(audio_feature, 'sample_rate', None) or DEFAULT_SAMPLE_RATE)
+    lengths = {AUDIO_KEY: int(spec['audio'].shape[0]), 'f0_hz': int(spec['f0']['hz'].shape[0]),
+               'f0_confidence': int(spec['f0']['confidence'].shape[0]),
+               'loudness_db': int(spec['loudness']['db'].shape[0])}
+    try:
+        layout = records.Layout.from_lengths(lengths, sample_rate, data)
+    except records.LayoutError as e:
+        raise DataError(str(e)) from None
+    return DataSource(data, layout, (), None, _parse_tfds_spec(data)[1], data)
+
+
+def _tfds_examples(data: str, *, seed, shuffle) -> tf.data.Dataset:
+    """Unbatched examples from TFDS NSynth (f0_and_loudness config) in the common layout."""
+    import tensorflow_datasets as tfds
+
+    ds, _info = _tfds_load(data, shuffle_files=shuffle,
+                           read_config=tfds.ReadConfig(shuffle_seed=seed))
 
     def convert(ex):
         return {
@@ -242,7 +419,7 @@ def _tfds_examples(data: str, config: DataConfig, *, seed, shuffle) -> tf.data.D
 
 
 def synthetic_batch(config: DataConfig, batch_size: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """A batch of harmonic tones in the pipeline's layout (for benchmarks and model building).
+    """A batch of harmonic tones of the training window's layout (benchmarks, model building).
 
     Returns:
         dict with audio [batch, n_samples] and f0_hz / f0_confidence / loudness_db

@@ -1,28 +1,39 @@
-"""MLflow experiment tracking for training runs, robust to an unreachable tracking server.
+"""MLflow tracking for training runs, robust to an unreachable tracking server.
 
-:class:`Tracker` wraps one :class:`mlflow.tracking.MlflowClient` (no fluent/global MLflow state,
-so several trackers can coexist in one process). Conventions (see docs/design):
+:class:`Tracker` wraps one :class:`mlflow.tracking.MlflowClient` per store (no fluent/global
+MLflow state, so several trackers can coexist in one process) and leaves batching, JSON and
+figure artifacts and the run's source context to MLflow (``log_batch``, ``log_dict``,
+``log_figure``, the context-tag registry). What it adds:
 
-- params: flattened config keys (``a.b``), values stringified;
-- artifacts: ``audio/step_XXXXXX/<name>.wav``, ``plots/step_XXXXXX/<name>.png``, plus whatever
-  the trainer logs with :meth:`Tracker.log_file` / :meth:`Tracker.log_dir`.
+- **a local fallback store.** If the tracking store fails with a connection-type error (at the
+  start or mid-run), the tracker warns once and carries on in a local SQLite store under
+  ``local_fallback_dir`` (a run there tagged ``ddsp.fallback_for_run_id`` with the original run
+  id), so training never stops or hangs because of tracking. While in fallback it probes the
+  server every ``probe_interval_s``; once it answers, the fallback run's metrics, artifacts and
+  status are copied to the original run (:mod:`trainer.tracking_sync`, without duplicates) and
+  logging goes back there. The same copy runs when a later run resumes the original one, or by
+  hand with ``ddsp-sync MODEL_DIR``.
+- **resume**: :meth:`Tracker.start` with a ``run_id`` appends to that run; params it already has
+  are kept (MLflow params are immutable: a changed value is a warning and a
+  ``ddsp.param_changed.*`` tag), and :meth:`Tracker.logged_through` tells the trainer which steps
+  the run's history already holds, so a replayed step is never logged twice.
+- **SQLite stores shared by concurrent runs**: the store's schema is created under a file lock
+  (MLflow's migrations race otherwise), and "database is locked" errors are retried.
 
-If the tracking store fails with a connection-type error (at start or mid-run), the tracker warns
-once and carries on in a local SQLite store under ``local_fallback_dir`` (a run there tagged
-``ddsp.fallback_for_run_id`` with the original run id), so training never stops or hangs because
-of tracking. Browse it with ``mlflow ui --backend-store-uri sqlite:///<local_fallback_dir>/mlflow.db``.
+Browse a fallback store with
+``mlflow ui --backend-store-uri sqlite:///<local_fallback_dir>/mlflow.db``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
+import fcntl
 import logging
 import os
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -32,31 +43,31 @@ from trainer import artifacts
 
 logger = logging.getLogger(__name__)
 
-__all__ = ['Tracker', 'FALLBACK_TAG', 'FALLBACK_URI_TAG']
+__all__ = ['Tracker', 'FALLBACK_TAG', 'FALLBACK_URI_TAG', 'PARAM_CHANGED_TAG_PREFIX',
+           'EXPERIMENT_KIND_TAG', 'NOTE_TAG']
 
 #: Tag on a fallback run: id of the run on the (unreachable) tracking server it continues.
 FALLBACK_TAG = 'ddsp.fallback_for_run_id'
 #: Tag on a fallback run: the tracking URI that could not be reached.
 FALLBACK_URI_TAG = 'ddsp.fallback_from_uri'
-#: Tag set on the original run (if reachable again at the end) pointing at the fallback store.
+#: Tag on the original run while (and after) part of it went to a fallback store.
 CONTINUED_IN_TAG = 'ddsp.continued_in_fallback'
 #: Prefix of tags recording a param whose value changed on resume (MLflow params are immutable).
 PARAM_CHANGED_TAG_PREFIX = 'ddsp.param_changed.'
+#: MLflow's experiment-kind tag: the UI opens model-training experiments on their runs table.
+EXPERIMENT_KIND_TAG = 'mlflow.experimentKind'
+EXPERIMENT_KIND = 'custom_model_development'
+#: MLflow's description tag (experiments and runs).
+NOTE_TAG = 'mlflow.note.content'
 
-# MLflow limits (mlflow.utils.validation in 3.x); values are re-read from MLflow when available.
 try:
-    from mlflow.utils.validation import (
-        MAX_METRICS_PER_BATCH,
-        MAX_PARAM_VAL_LENGTH,
-        MAX_PARAMS_TAGS_PER_BATCH,
-        MAX_TAG_VAL_LENGTH,
-    )
+    from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH, MAX_TAG_VAL_LENGTH
 except ImportError:  # pragma: no cover - older/newer layouts
-    MAX_METRICS_PER_BATCH, MAX_PARAMS_TAGS_PER_BATCH = 1000, 100
     MAX_PARAM_VAL_LENGTH, MAX_TAG_VAL_LENGTH = 6000, 8000
 
-_RUN_END_STATES = ('FINISHED', 'FAILED', 'KILLED')
+RUN_END_STATES = ('FINISHED', 'FAILED', 'KILLED')
 _TRUNCATION_MARK = '...[truncated]'
+_SQLITE_LOCKED_RETRIES = 8
 
 # HTTP client settings used for this tracker's requests unless the user set the variable:
 # a dead server must be detected in seconds, not after MLflow's default ~4 minutes of retries.
@@ -73,6 +84,8 @@ _Op = Callable[[Any, str], T]
 
 
 def _stringify(value: object) -> str:
+    import json
+
     if hasattr(value, 'numpy'):
         value = value.numpy()
     if isinstance(value, np.generic):
@@ -90,11 +103,6 @@ def _truncate(value: str, limit: int, what: str) -> str:
     return value[: limit - len(_TRUNCATION_MARK)] + _TRUNCATION_MARK
 
 
-def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
-
-
 def _check_name(name: str, suffix: str) -> str:
     """Artifact file name ``<name><suffix>``; rejects empty names and path separators."""
     if not isinstance(name, str) or not name.strip():
@@ -110,7 +118,12 @@ def _check_step(step: object) -> int:
     return int(step)
 
 
-def _is_store_unavailable(error: BaseException) -> bool:
+def _is_sqlite_locked(error: BaseException) -> bool:
+    text = str(error).lower()
+    return 'database is locked' in text or 'database table is locked' in text
+
+
+def is_store_unavailable(error: BaseException) -> bool:
     """True for errors meaning "the tracking store can't be reached / is failing" (use fallback);
     False for errors meaning "this request is wrong" (4xx-type), which are raised to the caller."""
     from mlflow.exceptions import MlflowException
@@ -134,7 +147,10 @@ def _is_store_unavailable(error: BaseException) -> bool:
     return isinstance(error, (ConnectionError, TimeoutError, OSError))
 
 
-def _resolve_tracking_uri(tracking_uri: str | None) -> str:
+def resolve_tracking_uri(tracking_uri: str | None) -> str:
+    """The tracking URI to use: the argument, else ``MLFLOW_TRACKING_URI``, else MLflow's own
+    default (``sqlite:///<cwd>/mlflow.db``, the store ``mlflow ui`` opens when started in the
+    same directory), made absolute so that a later chdir does not move it."""
     if tracking_uri:
         return str(tracking_uri)
     from_env = os.environ.get('MLFLOW_TRACKING_URI')
@@ -142,10 +158,92 @@ def _resolve_tracking_uri(tracking_uri: str | None) -> str:
         return from_env
     import mlflow
 
-    # MLflow's own default (sqlite:///<cwd>/mlflow.db, or ./mlruns if one with data exists), the
-    # store `mlflow ui` opens when started in the same directory. Made absolute here so that a
-    # later chdir does not move it.
     return mlflow.get_tracking_uri()
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    if uri.startswith('sqlite:///'):
+        return Path(uri[len('sqlite:///'):])
+    return None
+
+
+@contextlib.contextmanager
+def _sqlite_schema_lock(uri: str) -> Iterator[None]:
+    """Serialise the first connection to a SQLite store between processes: MLflow creates or
+    migrates the schema then, and two processes doing it at once corrupt it (``duplicate column
+    name``)."""
+    path = _sqlite_path(uri)
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(str(path) + '.ddsp-schema.lock', 'a') as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def make_client(uri: str):
+    """An ``MlflowClient`` for ``uri`` whose store is ready (schema created under a lock)."""
+    from mlflow.tracking import MlflowClient
+
+    with _sqlite_schema_lock(uri):
+        client = MlflowClient(tracking_uri=uri)
+        if _sqlite_path(uri) is not None:
+            client.search_experiments(max_results=1)  # creates / migrates the schema now
+    return client
+
+
+def ensure_experiment(client, name: str, artifact_location: str | None = None,
+                      description: str | None = None) -> str:
+    """The id of experiment ``name``, created (as a model-training experiment) if missing.
+
+    Raises:
+        ValueError: the experiment exists but is deleted.
+    """
+    from mlflow.exceptions import MlflowException
+
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        tags = {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+        if description:
+            tags[NOTE_TAG] = description
+        try:
+            return client.create_experiment(name, artifact_location=artifact_location,
+                                            tags=tags)
+        except MlflowException as error:  # created concurrently (parallel runs)
+            experiment = client.get_experiment_by_name(name)
+            if experiment is None:
+                raise error
+    if experiment.lifecycle_stage == 'deleted':
+        raise ValueError(
+            f'MLflow experiment {name!r} (id {experiment.experiment_id}) in '
+            f'{client.tracking_uri} is deleted; restore it (mlflow experiments restore '
+            f'--experiment-id {experiment.experiment_id}) or choose another experiment name')
+    if EXPERIMENT_KIND_TAG not in experiment.tags:
+        client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    return experiment.experiment_id
+
+
+def log_params_once(client, run_id: str, params: Mapping[str, str],
+                    existing: Mapping[str, str]) -> None:
+    """Log ``params`` not yet in ``existing``; identical values are skipped, changed ones (MLflow
+    params are immutable) become a warning plus a ``ddsp.param_changed.*`` tag."""
+    from mlflow.entities import Param, RunTag
+
+    new = [Param(k, v) for k, v in params.items() if k not in existing]
+    changed = {k: v for k, v in params.items() if k in existing and existing[k] != v}
+    for key, value in changed.items():
+        logger.warning('Run %s: param %r was %r and is now %r; MLflow params cannot change, '
+                       'recording the new value as tag %s%s', run_id, key, existing[key],
+                       value, PARAM_CHANGED_TAG_PREFIX, key)
+    tags = [RunTag(f'{PARAM_CHANGED_TAG_PREFIX}{k}',
+                   _truncate(f'{existing[k]} -> {v}', MAX_TAG_VAL_LENGTH, f'tag for {k}'))
+            for k, v in changed.items()]
+    if new or tags:
+        client.log_batch(run_id, params=new, tags=tags)
 
 
 class Tracker:
@@ -155,7 +253,7 @@ class Tracker:
         tracking_uri: MLflow tracking URI (``http://host:port``, ``sqlite:///path.db``...).
             Default: env ``MLFLOW_TRACKING_URI``, else MLflow's default local store in the
             current directory.
-        experiment: Experiment name; created if missing.
+        experiment: Experiment name; created if missing (marked as a model-training experiment).
         local_fallback_dir: Directory of the local fallback store (SQLite ``mlflow.db`` +
             ``artifacts/``), used only if the tracking store fails. Default
             ``<cwd>/mlruns-fallback``; the trainer passes ``<model_dir>/mlruns``.
@@ -163,6 +261,8 @@ class Tracker:
             ``MLFLOW_HTTP_REQUEST_TIMEOUT`` is set.
         http_max_retries: Retries per HTTP request before falling back, unless env
             ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` is set.
+        probe_interval_s: While in fallback, how often to check whether the server is back.
+        experiment_description: Description of a newly created experiment.
 
     Usable as a context manager: the run ends FINISHED, or FAILED if the block raised.
     Methods are thread-safe (one lock per tracker).
@@ -176,11 +276,14 @@ class Tracker:
         *,
         http_timeout_s: int = 10,
         http_max_retries: int = 2,
+        probe_interval_s: float = 60.0,
+        experiment_description: str | None = None,
     ) -> None:
         if not isinstance(experiment, str) or not experiment.strip():
             raise ValueError(f'experiment must be a non-empty name, got {experiment!r}')
-        self._tracking_uri = _resolve_tracking_uri(tracking_uri)
+        self._tracking_uri = resolve_tracking_uri(tracking_uri)
         self._experiment = experiment
+        self._experiment_description = experiment_description
         fallback = local_fallback_dir if local_fallback_dir else Path.cwd() / 'mlruns-fallback'
         self._fallback_dir = Path(fallback).expanduser().resolve()
         http = dict(_HTTP_DEFAULTS)
@@ -188,16 +291,19 @@ class Tracker:
         http['MLFLOW_HTTP_REQUEST_MAX_RETRIES'] = str(int(http_max_retries))
         with _ENV_LOCK:
             self._http_env = {k: v for k, v in http.items() if k not in os.environ}
+        self._probe_interval_s = float(probe_interval_s)
         self._lock = threading.RLock()
         self._client = None          # primary MlflowClient, created lazily in start()
         self._run_id: str | None = None       # run on the primary store (or the run resumed)
         self._fallback_client = None
         self._fallback_run_id: str | None = None
+        self._last_probe = 0.0
         self._started = False
         self._ended = False
         self._params: dict[str, str] = {}
         self._tags: dict[str, str] = {}
         self._run_name: str | None = None
+        self.fallback_events: list[str] = []  # one line per switch / recovery, for summaries
 
     # ------------------------------------------------------------------ properties
     @property
@@ -227,17 +333,18 @@ class Tracker:
 
     @property
     def is_fallback(self) -> bool:
-        """True once logging has switched to the local fallback store."""
+        """True while logging goes to the local fallback store."""
         return self._fallback_run_id is not None
 
     # ------------------------------------------------------------------ plumbing
     @contextlib.contextmanager
-    def _http_limits(self) -> Iterator[None]:
+    def _http_limits(self, **overrides: str) -> Iterator[None]:
         """Temporarily apply this tracker's HTTP retry/timeout settings (MLflow reads them from
         the environment at each request; there is no per-client setting)."""
+        env = {**self._http_env, **overrides}
         with _ENV_LOCK:
-            saved = {k: os.environ.get(k) for k in self._http_env}
-            os.environ.update(self._http_env)
+            saved = {k: os.environ.get(k) for k in env}
+            os.environ.update(env)
             try:
                 yield
             finally:
@@ -253,37 +360,57 @@ class Tracker:
         if self._ended:
             raise RuntimeError(f'run {self.run_id} has already ended; start a new Tracker')
 
+    def _primary(self, op: _Op, run_id: str | None = None):
+        """``op(client, run_id)`` on the primary store, retrying SQLite lock contention."""
+        run_id = run_id or self._run_id
+        for attempt in range(_SQLITE_LOCKED_RETRIES + 1):
+            try:
+                with self._http_limits():
+                    return op(self._client, run_id)
+            except Exception as error:
+                if attempt < _SQLITE_LOCKED_RETRIES and _is_sqlite_locked(error):
+                    time.sleep(0.05 * 2 ** attempt)
+                    continue
+                raise
+
     def _call(self, op: _Op, what: str) -> T:
         """Run ``op(client, run_id)`` on the primary store, switching to the fallback store the
-        first time the primary is unavailable."""
+        first time the primary is unavailable (and back once it answers again)."""
         with self._lock:
             self._require_running()
+            if self.is_fallback:
+                self._maybe_recover()
             if not self.is_fallback:
                 try:
-                    with self._http_limits():
-                        return op(self._client, self._run_id)
+                    return self._primary(op)
                 except Exception as error:
-                    if not _is_store_unavailable(error):
+                    if not is_store_unavailable(error):
                         raise
                     self._switch_to_fallback(error, what)
             return op(self._fallback_client, self._fallback_run_id)
 
+    def _fallback(self):
+        if self._fallback_client is None:
+            self._fallback_dir.mkdir(parents=True, exist_ok=True)
+            self._fallback_client = make_client(self.fallback_tracking_uri)
+        return self._fallback_client
+
     def _switch_to_fallback(self, error: BaseException, what: str, run_id: str | None = None,
                             run_name: str | None = None) -> None:
         original = run_id or self._run_id
-        logger.warning(
-            'MLflow tracking store %s is unavailable (%s failed: %s). Logging run %s from now '
-            'on to the local fallback store %s (open it with: mlflow ui --backend-store-uri %s).',
-            self._tracking_uri, what, str(error).splitlines()[0][:300] if str(error) else
-            type(error).__name__, original or '(new run)', self._fallback_dir,
-            self.fallback_tracking_uri,
-        )
-        from mlflow.tracking import MlflowClient
-
-        self._fallback_dir.mkdir(parents=True, exist_ok=True)
-        client = MlflowClient(tracking_uri=self.fallback_tracking_uri)
-        experiment_id = self._ensure_experiment(
-            client, artifact_location=(self._fallback_dir / 'artifacts').as_uri())
+        message = (f'MLflow tracking store {self._tracking_uri} is unavailable ({what} failed: '
+                   f'{str(error).splitlines()[0][:300] if str(error) else type(error).__name__})'
+                   f'. Logging run {original or "(new run)"} from now on to the local fallback '
+                   f'store {self._fallback_dir}; it is copied to the server once that answers '
+                   f'again (or with: ddsp-sync MODEL_DIR). Browse it with: mlflow ui '
+                   f'--backend-store-uri {self.fallback_tracking_uri}')
+        logger.warning('%s', message)
+        self.fallback_events.append(f'tracking server unavailable ({what}); logging to '
+                                    f'{self._fallback_dir}')
+        client = self._fallback()
+        experiment_id = ensure_experiment(
+            client, self._experiment, (self._fallback_dir / 'artifacts').as_uri(),
+            self._experiment_description)
         existing = None
         if original:
             existing = self._find_run(client, original)
@@ -299,18 +426,50 @@ class Tracker:
         if existing is not None:
             fb_run_id = existing.info.run_id
             client.update_run(fb_run_id, status='RUNNING')
-            self._log_tags(client, fb_run_id, tags)
-            self._log_params(client, fb_run_id, self._params, existing.data.params)
+            client.log_batch(fb_run_id, tags=_run_tags(tags))
+            log_params_once(client, fb_run_id, self._params, existing.data.params)
         else:
             name = run_name or self._run_name
             run = client.create_run(experiment_id, tags=tags,
                                     run_name=f'{name}-fallback' if name else None)
             fb_run_id = run.info.run_id
-            self._log_params(client, fb_run_id, self._params, {})
+            log_params_once(client, fb_run_id, self._params, {})
         if original and self._run_id is None and fb_run_id != original:
             self._run_id = original  # resuming a server run while the server is down
-        self._fallback_client = client
         self._fallback_run_id = fb_run_id
+        self._last_probe = time.monotonic()
+
+    def _maybe_recover(self, force: bool = False, end_status: str | None = None) -> bool:
+        """While in fallback: if the server answers (probed at most every probe_interval_s,
+        unless ``force``), copy the fallback run to it and log there again. Returns whether
+        logging is back on the server."""
+        if not self.is_fallback:
+            return True
+        now = time.monotonic()
+        if not force and now - self._last_probe < self._probe_interval_s:
+            return False
+        self._last_probe = now
+        from trainer import tracking_sync
+
+        try:
+            with self._http_limits(MLFLOW_HTTP_REQUEST_MAX_RETRIES='0'):
+                if self._client is None:
+                    self._client = make_client(self._tracking_uri)
+                self._client.search_experiments(max_results=1)
+                report = tracking_sync.copy_fallback_run(
+                    self._fallback_client, self._fallback_run_id, self._client,
+                    self._run_id, experiment=self._experiment, end_status=end_status)
+        except Exception as error:  # noqa: BLE001 - still unreachable: stay in fallback
+            if not is_store_unavailable(error):
+                logger.warning('could not copy the fallback run %s to %s: %s',
+                               self._fallback_run_id, self._tracking_uri, error)
+            return False
+        self._run_id = report.target_run_id
+        logger.warning('MLflow tracking store %s is reachable again: %s; logging there again',
+                       self._tracking_uri, report.describe())
+        self.fallback_events.append(f'tracking server back: {report.describe()}')
+        self._fallback_run_id = None
+        return True
 
     @staticmethod
     def _find_run(client, run_id: str):
@@ -323,56 +482,6 @@ class Tracker:
             return None
         return run if run.info.lifecycle_stage != 'deleted' else None
 
-    def _ensure_experiment(self, client, artifact_location: str | None = None) -> str:
-        from mlflow.exceptions import MlflowException
-
-        experiment = client.get_experiment_by_name(self._experiment)
-        if experiment is None:
-            try:
-                return client.create_experiment(self._experiment,
-                                                artifact_location=artifact_location)
-            except MlflowException as error:  # created concurrently (parallel sweep trials)
-                experiment = client.get_experiment_by_name(self._experiment)
-                if experiment is None:
-                    raise error
-        if experiment.lifecycle_stage == 'deleted':
-            raise ValueError(
-                f'MLflow experiment {self._experiment!r} (id {experiment.experiment_id}) in '
-                f'{client.tracking_uri} is deleted; restore it (mlflow experiments restore '
-                f'--experiment-id {experiment.experiment_id}) or choose another experiment name')
-        return experiment.experiment_id
-
-    def _log_tags(self, client, run_id: str, tags: Mapping[str, str]) -> None:
-        from mlflow.entities import RunTag
-
-        items = [RunTag(k, v) for k, v in tags.items()]
-        for chunk in _chunks(items, MAX_PARAMS_TAGS_PER_BATCH):
-            client.log_batch(run_id, tags=chunk, synchronous=True)
-
-    def _log_params(self, client, run_id: str, params: Mapping[str, str],
-                    existing: Mapping[str, str]) -> None:
-        """Log ``params`` not yet in ``existing``; identical values are skipped, changed ones
-        (MLflow params are immutable) become a warning plus a ``ddsp.param_changed.*`` tag."""
-        from mlflow.entities import Param
-
-        new, changed = [], {}
-        for key, value in params.items():
-            if key not in existing:
-                new.append(Param(key, value))
-            elif existing[key] != value:
-                changed[key] = value
-        for key, value in changed.items():
-            logger.warning('Run %s: param %r was %r and is now %r; MLflow params cannot change, '
-                           'recording the new value as tag %s%s', run_id, key, existing[key],
-                           value, PARAM_CHANGED_TAG_PREFIX, key)
-        for chunk in _chunks(new, MAX_PARAMS_TAGS_PER_BATCH):
-            client.log_batch(run_id, params=chunk, synchronous=True)
-        if changed:
-            self._log_tags(client, run_id, {
-                f'{PARAM_CHANGED_TAG_PREFIX}{k}': _truncate(f'{existing[k]} -> {v}',
-                                                            MAX_TAG_VAL_LENGTH, f'tag for {k}')
-                for k, v in changed.items()})
-
     # ------------------------------------------------------------------ public API
     def start(
         self,
@@ -380,6 +489,7 @@ class Tracker:
         tags: Mapping[str, str] | None = None,
         run_id: str | None = None,
         run_name: str | None = None,
+        description: str | None = None,
     ) -> str:
         """Create a run (or resume ``run_id``) and log ``params`` and ``tags`` to it.
 
@@ -388,12 +498,16 @@ class Tracker:
                 longer than MLflow's limit are truncated with a warning and saved in full as
                 artifact ``params/overlong_params.json``.
             tags: Run tags (``ddsp.git_commit``...); values are stringified. None = no tags.
-            run_id: Resume this run: metrics/artifacts are appended to it. Params already logged
-                with the same value are skipped; a changed value is a warning plus a tag.
+                MLflow's own context tags (user, source, git commit) are added to new runs.
+            run_id: Resume this run: metrics/artifacts are appended to it (after copying to it
+                what a fallback store holds of it). Params already logged with the same value
+                are skipped; a changed value is a warning plus a tag.
             run_name: Display name of the run.
+            description: The run's description (MLflow's note).
 
         Returns:
-            The run id (see :attr:`run_id`).
+            The run id (see :attr:`run_id`); a run that so far existed only in the fallback
+            store gets a new id on the server once it is copied there.
         """
         with self._lock:
             if self._started:
@@ -412,77 +526,115 @@ class Tracker:
                 if not isinstance(key, str) or not key:
                     raise ValueError(f'tag names must be non-empty strings, got {key!r}')
                 str_tags[key] = _truncate(_stringify(value), MAX_TAG_VAL_LENGTH, f'tag {key!r}')
+            if description:
+                str_tags[NOTE_TAG] = description
             self._params, self._tags, self._run_name = str_params, str_tags, run_name
 
             try:
                 with self._http_limits():
                     self._start_primary(run_id, run_name)
             except Exception as error:
-                if not _is_store_unavailable(error):
+                if not is_store_unavailable(error):
                     raise
                 self._switch_to_fallback(error, 'starting the run', run_id=run_id,
                                          run_name=run_name)
             self._started = True
             if overlong:
-                self._log_json_artifact(overlong, 'params', 'overlong_params.json')
+                self._call(lambda client, rid: client.log_dict(
+                    rid, overlong, 'params/overlong_params.json'), 'log overlong params')
             return self.run_id
 
     def _start_primary(self, run_id: str | None, run_name: str | None) -> None:
         from mlflow.exceptions import MlflowException
-        from mlflow.tracking import MlflowClient
+        from mlflow.tracking.context.registry import resolve_tags
 
         if self._client is None:
-            self._client = MlflowClient(tracking_uri=self._tracking_uri)
+            self._client = make_client(self._tracking_uri)
         client = self._client
         if run_id is None:
-            experiment_id = self._ensure_experiment(client)
-            run = client.create_run(experiment_id, tags=self._tags, run_name=run_name)
+            experiment_id = ensure_experiment(client, self._experiment,
+                                              description=self._experiment_description)
+            run = client.create_run(experiment_id, tags=resolve_tags(self._tags),
+                                    run_name=run_name)
             self._run_id, self._run_name = run.info.run_id, run.info.run_name
-            self._log_params(client, self._run_id, self._params, {})
+            log_params_once(client, self._run_id, self._params, {})
             return
         try:
             run = client.get_run(run_id)
         except MlflowException as error:
             if error.get_http_status_code() >= 500:
                 raise
-            if self._resume_fallback_only_run(run_id):
+            if self._resume_fallback_only_run(run_id, run_name):
                 return
             raise ValueError(f'cannot resume MLflow run {run_id!r}: not found in '
                              f'{self._tracking_uri} ({error})') from error
         if run.info.lifecycle_stage == 'deleted':
             raise ValueError(f'cannot resume MLflow run {run_id!r} in {self._tracking_uri}: '
                              'the run is deleted (restore it with mlflow runs restore)')
+        self._copy_pending_fallback(run_id)
         self._run_id, self._run_name = run_id, run_name or run.info.run_name
         if run_name and run.info.run_name != run_name:
             client.update_run(run_id, status='RUNNING', name=run_name)
         else:
             client.update_run(run_id, status='RUNNING')
-        self._log_tags(client, run_id, self._tags)
-        self._log_params(client, run_id, self._params, run.data.params)
+        client.log_batch(run_id, tags=_run_tags(self._tags))
+        log_params_once(client, run_id, self._params, run.data.params)
 
-    def _resume_fallback_only_run(self, run_id: str) -> bool:
-        """Resume ``run_id`` in the fallback store if it only exists there (the server was down
-        when the run was created). Returns False if there is no such run."""
-        from mlflow.exceptions import MlflowException
-        from mlflow.tracking import MlflowClient
+    def _fallback_store_exists(self) -> bool:
+        return (self._fallback_dir / 'mlflow.db').exists()
 
-        if not (self._fallback_dir / 'mlflow.db').exists():
+    def _copy_pending_fallback(self, run_id: str) -> None:
+        """Before resuming ``run_id`` on the server, copy to it what a fallback store holds."""
+        if not self._fallback_store_exists():
+            return
+        from trainer import tracking_sync
+
+        client = self._fallback()
+        for fb_run in tracking_sync.fallback_runs_for(client, run_id):
+            report = tracking_sync.copy_fallback_run(client, fb_run.info.run_id, self._client,
+                                                     run_id, experiment=self._experiment)
+            if report.copied:
+                logger.warning('copied what the fallback store %s held of run %s: %s',
+                               self._fallback_dir, run_id, report.describe())
+                self.fallback_events.append(f'fallback store copied: {report.describe()}')
+
+    def _resume_fallback_only_run(self, run_id: str, run_name: str | None) -> bool:
+        """A run that exists only in the fallback store (the server was down when it was
+        created): copy it to the server as a new run and resume that. Returns False if the
+        fallback store has no such run."""
+        if not self._fallback_store_exists():
             return False
-        client = MlflowClient(tracking_uri=self.fallback_tracking_uri)
-        try:
-            run = client.get_run(run_id)
-        except MlflowException:
+        from trainer import tracking_sync
+
+        client = self._fallback()
+        if self._find_run(client, run_id) is None:
             return False
-        logger.warning('Run %s is not in %s but is in the local fallback store %s; resuming it '
-                       'there.', run_id, self._tracking_uri, self._fallback_dir)
-        client.update_run(run_id, status='RUNNING')
-        self._log_tags(client, run_id, self._tags)
-        self._log_params(client, run_id, self._params, run.data.params)
-        self._fallback_client, self._fallback_run_id = client, run_id
+        report = tracking_sync.copy_fallback_run(client, run_id, self._client, None,
+                                                 experiment=self._experiment)
+        logger.warning('Run %s existed only in the local fallback store %s; copied it to %s as '
+                       'run %s (%s) and resuming there.', run_id, self._fallback_dir,
+                       self._tracking_uri, report.target_run_id, report.describe())
+        self.fallback_events.append(f'fallback-only run copied to the server as '
+                                    f'{report.target_run_id}')
+        new_id = report.target_run_id
+        run = self._client.get_run(new_id)
+        self._run_id, self._run_name = new_id, run_name or run.info.run_name
+        self._client.update_run(new_id, status='RUNNING')
+        self._client.log_batch(new_id, tags=_run_tags(self._tags))
+        log_params_once(self._client, new_id, self._params, run.data.params)
         return True
 
+    def logged_through(self, key: str) -> int:
+        """The highest step at which metric ``key`` is already in the run's history (0 if
+        none): a resumed run that replays steps logs only those after it."""
+        def op(client, run_id):
+            history = client.get_metric_history(run_id, key)
+            return max((m.step for m in history), default=0)
+
+        return int(self._call(op, f'reading the history of {key}'))
+
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
-        """Log scalar metrics at a training step (one batch request per 1000 metrics).
+        """Log scalar metrics at a training step (one ``log_batch`` call).
 
         Args:
             metrics: name → value; anything ``float()`` accepts (Python/NumPy scalars, 0-d
@@ -502,29 +654,27 @@ class Tracker:
             except (TypeError, ValueError) as error:
                 raise ValueError(f'metric {key!r}: value {value!r} is not a number') from error
             entries.append(Metric(key, number, timestamp, step))
-        if not entries:
-            return
+        if entries:
+            self._call(lambda client, run_id: client.log_batch(run_id, metrics=entries),
+                       'log_metrics')
 
-        def op(client, run_id):
-            for chunk in _chunks(entries, MAX_METRICS_PER_BATCH):
-                client.log_batch(run_id, metrics=chunk, synchronous=True)
-
-        self._call(op, 'log_metrics')
-
-    def log_audio(self, name: str, audio: np.ndarray, sample_rate: int, step: int) -> None:
-        """Log a 16-bit PCM WAV artifact ``audio/step_XXXXXX/<name>.wav``.
+    def log_audio(self, name: str, audio: np.ndarray, sample_rate: int, step: int,
+                  artifact_dir: str | None = None) -> None:
+        """Log a 16-bit PCM WAV artifact ``<artifact_dir>/<name>.wav``.
 
         Args:
             name: File stem (``.wav`` added if missing); no path separators.
             audio: float32 samples, shape [n_samples] or [1, n_samples], amplitude in [-1, 1].
             sample_rate: Sample rate in Hz.
             step: Training step (integer).
+            artifact_dir: Artifact folder (default ``audio/step_XXXXXX``).
         """
         filename = _check_name(name, '.wav')
         step = _check_step(step)
         with tempfile.TemporaryDirectory(prefix='ddsp-tracker-') as tmp:
             local = artifacts.write_wav(Path(tmp) / filename, audio, sample_rate)
-            self._log_artifact_file(local, f'audio/step_{step:06d}', f'log_audio {filename}')
+            self._log_artifact_file(local, artifact_dir or f'audio/step_{step:06d}',
+                                    f'log_audio {filename}')
 
     def log_spectrogram_comparison(
         self,
@@ -533,8 +683,9 @@ class Tracker:
         resynthesis: np.ndarray,
         sample_rate: int,
         step: int,
+        artifact_dir: str | None = None,
     ) -> None:
-        """Log a PNG artifact ``plots/step_XXXXXX/<name>.png`` with the original's and the
+        """Log a PNG artifact ``<artifact_dir>/<name>.png`` with the original's and the
         resynthesis' log-magnitude spectrograms stacked (time in s, frequency in Hz).
 
         Args:
@@ -543,15 +694,20 @@ class Tracker:
             resynthesis: float32 samples, shape [n_samples'] or [1, n_samples'].
             sample_rate: Sample rate in Hz of both.
             step: Training step (integer).
+            artifact_dir: Artifact folder (default ``plots/step_XXXXXX``).
         """
         filename = _check_name(name, '.png')
         step = _check_step(step)
-        title = f'{filename[:-4]} — step {step}'
-        with tempfile.TemporaryDirectory(prefix='ddsp-tracker-') as tmp:
-            local = artifacts.spectrogram_comparison_png(
-                Path(tmp) / filename, original, resynthesis, sample_rate, title=title)
-            self._log_artifact_file(local, f'plots/step_{step:06d}',
-                                    f'log_spectrogram_comparison {filename}')
+        figure = artifacts.spectrogram_comparison_figure(
+            original, resynthesis, sample_rate, title=f'{filename[:-4]} — step {step}')
+        path = f'{artifact_dir or f"plots/step_{step:06d}"}/{filename}'
+        self._call(lambda client, run_id: client.log_figure(run_id, figure, path),
+                   f'log_spectrogram_comparison {filename}')
+
+    def log_dict(self, payload: Mapping[str, Any], artifact_file: str) -> None:
+        """Log a JSON (or YAML, by extension) artifact."""
+        self._call(lambda client, run_id: client.log_dict(run_id, dict(payload), artifact_file),
+                   f'log_dict {artifact_file}')
 
     def log_file(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
         """Log one local file as an artifact (under ``artifact_path``, default the root)."""
@@ -572,42 +728,37 @@ class Tracker:
         self._call(lambda client, run_id: client.log_artifact(run_id, str(local), artifact_path),
                    what)
 
-    def _log_json_artifact(self, payload: Mapping[str, object], artifact_path: str,
-                           filename: str) -> None:
-        with tempfile.TemporaryDirectory(prefix='ddsp-tracker-') as tmp:
-            local = Path(tmp) / filename
-            local.write_text(json.dumps(payload, indent=2, sort_keys=True), encoding='utf-8')
-            self._log_artifact_file(local, artifact_path, f'log {artifact_path}/{filename}')
-
     def end(self, status: str = 'FINISHED') -> None:
         """End the run with ``status`` (FINISHED, FAILED or KILLED). Idempotent.
 
-        In fallback mode the fallback run is ended, and the original run too if its server is
-        reachable again (tagged ``ddsp.continued_in_fallback`` with where the rest went).
+        In fallback mode the fallback run is ended; if the server answers by then, the fallback
+        run is copied to the original run, which ends with the same status (else
+        ``ddsp-sync`` or the next run on the model directory does that).
         """
-        if status not in _RUN_END_STATES:
-            raise ValueError(f'status must be one of {_RUN_END_STATES}, got {status!r}')
+        if status not in RUN_END_STATES:
+            raise ValueError(f'status must be one of {RUN_END_STATES}, got {status!r}')
         with self._lock:
             if not self._started or self._ended:
                 return
+            if self.is_fallback:
+                self._fallback_client.set_terminated(self._fallback_run_id, status)
+                self._ended = True
+                if not self._maybe_recover(force=True, end_status=status):
+                    self._tag_original_best_effort()
+                return
             self._call(lambda client, run_id: client.set_terminated(run_id, status), 'end')
             self._ended = True
-            if self.is_fallback and self._run_id and self._run_id != self._fallback_run_id:
-                self._try_close_original(status)
 
-    def _try_close_original(self, status: str) -> None:
-        saved = self._http_env
-        self._http_env = {**saved, 'MLFLOW_HTTP_REQUEST_MAX_RETRIES': '0'}
+    def _tag_original_best_effort(self) -> None:
+        """Tell the server-side run where the rest went, if the server answers at all."""
+        if not self._run_id or self._client is None:
+            return
         try:
-            with self._http_limits():
-                self._client.set_tag(
-                    self._run_id, CONTINUED_IN_TAG,
-                    f'{self.fallback_tracking_uri} run {self._fallback_run_id}')
-                self._client.set_terminated(self._run_id, status)
-        except Exception as error:  # the server is most likely still down: nothing to do
-            logger.debug('Could not close original run %s: %s', self._run_id, error)
-        finally:
-            self._http_env = saved
+            with self._http_limits(MLFLOW_HTTP_REQUEST_MAX_RETRIES='0'):
+                self._client.set_tag(self._run_id, CONTINUED_IN_TAG,
+                                     f'{self.fallback_tracking_uri} run {self._fallback_run_id}')
+        except Exception as error:  # noqa: BLE001 - most likely still down: nothing to do
+            logger.debug('Could not tag original run %s: %s', self._run_id, error)
 
     def __enter__(self) -> Tracker:
         return self
@@ -619,3 +770,8 @@ class Tracker:
         where = self.fallback_tracking_uri if self.is_fallback else self._tracking_uri
         return f'Tracker(run_id={self.run_id!r}, experiment={self._experiment!r}, store={where!r})'
 
+
+def _run_tags(tags: Mapping[str, str]):
+    from mlflow.entities import RunTag
+
+    return [RunTag(k, v) for k, v in tags.items()]

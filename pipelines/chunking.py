@@ -1,0 +1,156 @@
+"""Chunk plans: how a file is cut into pieces processed in parallel, and into example windows.
+
+Geometry (all positions are integer *frames* at ``frame_rate``; a frame is ``sample_rate //
+frame_rate`` samples of ``audio`` and ``16000 // frame_rate`` samples of 16 kHz audio):
+
+* A file of ``L`` samples yields windows starting at frames ``0, H, 2H, ...`` (``H`` = hop) up to
+  and including the first window that reaches the end of the file, so only the last window can
+  extend past the end; the file is zero-padded (logically) to the end of that window, never further.
+  A file shorter than one example gives exactly one (padded) window.
+* Windows are *aligned to chunks*: chunk ``k`` owns the windows starting in frames
+  ``[k*C, (k+1)*C)`` (``C`` = chunk length, a multiple of ``H``) and computes features for the
+  frames those windows cover, plus ``context`` frames either side (clipped to the padded file).
+  Every frame's loudness and CREPE activations depend only on the audio under its own window, so
+  with ``context`` >= half a window they are exactly the whole-file values; Viterbi decoding runs
+  per chunk over the chunk's frames including the context, so decoded f0 can differ from a
+  whole-file decode only in the rare case that the best path through the context frames differs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Iterable
+
+import numpy as np
+
+from pipelines.options import PrepareOptions
+
+
+# ---- chunk plan --------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class ChunkSpec:
+    """One chunk of a file, in frames (see module docstring).
+
+    Attributes:
+        index: chunk number in the file.
+        n_chunks: chunks in the file.
+        first_frame, end_frame: frames whose features the chunk's windows use, ``[first, end)``.
+        seg_first, seg_end: frames of audio handed to the feature extractors (with context).
+        window_starts: start frames of the windows the chunk owns.
+    """
+
+    index: int
+    n_chunks: int
+    first_frame: int
+    end_frame: int
+    seg_first: int
+    seg_end: int
+    window_starts: tuple[int, ...]
+
+
+def n_windows(n_samples: int, opts: PrepareOptions) -> int:
+    """Number of example windows of a file with ``n_samples`` samples at ``opts.sample_rate``."""
+    example = opts.example_frames * opts.hop_samples
+    hop = opts.hop_frames * opts.hop_samples
+    if n_samples <= example:
+        return 1
+    return 1 + math.ceil((n_samples - example) / hop)
+
+
+def padded_frames(n_samples: int, opts: PrepareOptions) -> int:
+    """Length in frames of the file zero-padded to the end of its last window."""
+    return (n_windows(n_samples, opts) - 1) * opts.hop_frames + opts.example_frames
+
+
+def plan_chunks(n_samples: int, opts: PrepareOptions) -> list[ChunkSpec]:
+    """The chunks of a file of ``n_samples`` samples at ``opts.sample_rate``."""
+    n_win = n_windows(n_samples, opts)
+    per_chunk = opts.chunk_frames // opts.hop_frames
+    n_chunks = math.ceil(n_win / per_chunk)
+    total = padded_frames(n_samples, opts)
+    ctx = opts.context_frames
+    specs = []
+    for k in range(n_chunks):
+        wins = tuple(w * opts.hop_frames for w in range(k * per_chunk, min((k + 1) * per_chunk,
+                                                                            n_win)))
+        first, end = wins[0], wins[-1] + opts.example_frames
+        specs.append(ChunkSpec(k, n_chunks, first, end, max(0, first - ctx), min(total, end + ctx),
+                               wins))
+    return specs
+
+
+class _Buffer:
+    """A growing 1-D signal of known final length, of which only a tail is kept."""
+
+    def __init__(self, length: int):
+        self.length = length  # logical length; samples past it are ignored, before it zero-filled
+        self.offset = 0  # absolute index of self.data[0]
+        self.data = np.zeros(0, np.float32)
+        self.received = 0
+
+    def append(self, x: np.ndarray):
+        self.data = np.concatenate([self.data, x.astype(np.float32, copy=False)])
+        self.received += len(x)
+
+    def ready(self, end: int, finished: bool) -> bool:
+        return finished or self.received >= min(end, self.length)
+
+    def get(self, start: int, end: int) -> np.ndarray:
+        out = np.zeros(end - start, np.float32)
+        lo, hi = max(start, self.offset), min(end, self.offset + len(self.data), self.length)
+        if hi > lo:
+            out[lo - start:hi - start] = self.data[lo - self.offset:hi - self.offset]
+        return out
+
+    def drop_before(self, start: int):
+        cut = max(0, min(start - self.offset, len(self.data)))
+        if cut:
+            self.data = self.data[cut:]
+            self.offset += cut
+
+
+def iter_chunk_audio(blocks: Iterable[tuple[np.ndarray, ...]], lengths: tuple[int, ...],
+                     hops: tuple[int, ...], specs: list[ChunkSpec]):
+    """Cut streamed audio into chunk segments as soon as each is complete.
+
+    Args:
+        blocks: iterable of tuples of float32 arrays, one per stream (e.g. ``audio`` and
+            ``audio_16k``), as from :func:`pipelines.audio_io.stream_resampled`.
+        lengths: logical length in samples of each stream (the file's resampled length).
+        hops: samples per frame of each stream.
+        specs: the file's chunks, from :func:`plan_chunks`.
+
+    Yields:
+        ``(spec, segments)``: segments[i] is float32 [(seg_end - seg_first) * hops[i]], samples
+        ``seg_first * hop ... seg_end * hop`` of stream i, zero past the file's end.
+    """
+    bufs = [_Buffer(n) for n in lengths]
+    pending = list(specs)
+
+    def emit(finished):
+        while pending and all(b.ready(pending[0].seg_end * h, finished)
+                              for b, h in zip(bufs, hops, strict=True)):
+            spec = pending.pop(0)
+            segs = tuple(b.get(spec.seg_first * h, spec.seg_end * h)
+                         for b, h in zip(bufs, hops, strict=True))
+            if pending:
+                for b, h in zip(bufs, hops, strict=True):
+                    b.drop_before(pending[0].seg_first * h)
+            yield spec, segs
+
+    for block in blocks:
+        for b, x in zip(bufs, block, strict=True):
+            b.append(x)
+        yield from emit(False)
+    yield from emit(True)
+
+
+def interior(features: np.ndarray, spec: ChunkSpec) -> np.ndarray:
+    """Frames ``[first_frame, end_frame)`` of per-segment features [n_seg_frames, ...]."""
+    lo = spec.first_frame - spec.seg_first
+    hi = spec.end_frame - spec.seg_first
+    if features.shape[0] < hi:
+        raise ValueError(f'expected >= {hi} frames of features for chunk {spec.index}, '
+                         f'got {features.shape[0]}')
+    return features[lo:hi]

@@ -1,0 +1,140 @@
+"""Dataset statistics: per-example summaries that merge exactly, in any order, into the per-split
+loudness, confidence and pitch statistics of the manifest."""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import numpy as np
+
+VOICED_CONFIDENCE = 0.5
+CONFIDENCE_BINS = 10
+F0_HIST_MIN_HZ = 20.0  # voiced-f0 histogram: 20-cent bins from 20 Hz up to ~4.1 kHz
+F0_HIST_BINS_PER_OCTAVE = 60
+F0_HIST_BINS = 460
+F0_RANGE_PERCENTILES = (1.0, 99.0)
+# Sums are kept as integers in units of 2**-FIXED_BITS, so that merging is exact and the
+# manifest is the same whatever order the runner combines examples in.
+FIXED_BITS = 32
+
+
+def _fixed_sum(values: np.ndarray) -> int:
+    """Sum of float values as an exact integer count of 2**-FIXED_BITS units."""
+    if values.size == 0:
+        return 0
+    return int(np.round(values.astype(np.float64) * 2.0 ** FIXED_BITS).astype(np.int64)
+               .sum(dtype=np.int64))
+
+
+def _unfixed(total: int) -> float:
+    return total / 2.0 ** FIXED_BITS
+
+
+def example_stats(split: str, example: dict[str, np.ndarray], digest: int) -> dict:
+    """Summable statistics of one example (merged by :func:`merge_split_stats`).
+
+    Args:
+        split: 'train' or 'eval'.
+        example: its features (``loudness_db``, ``f0_confidence``, ``f0_hz`` are used).
+        digest: :func:`ddsp_core.records.record_digest` of its serialised record.
+    """
+    loud = example['loudness_db'].astype(np.float64)
+    conf = example['f0_confidence'].astype(np.float64)
+    f0 = example['f0_hz'].astype(np.float64)
+    voiced = conf >= VOICED_CONFIDENCE
+    return {
+        'split': split,
+        'examples': 1,
+        'frames': int(loud.size),
+        'loud_sum': _fixed_sum(loud), 'loud_sq': _fixed_sum(loud ** 2),
+        'loud_min': float(loud.min()), 'loud_max': float(loud.max()),
+        'conf_sum': _fixed_sum(conf),
+        'conf_hist': np.histogram(conf, bins=CONFIDENCE_BINS, range=(0.0, 1.0))[0].tolist(),
+        'voiced': int(voiced.sum()),
+        'voiced_loud_sum': _fixed_sum(loud[voiced]),
+        'voiced_loud_sq': _fixed_sum(loud[voiced] ** 2),
+        'f0_min': float(f0[voiced].min()) if voiced.any() else math.inf,
+        'f0_max': float(f0[voiced].max()) if voiced.any() else -math.inf,
+        'log2_f0_sum': _fixed_sum(np.log2(np.maximum(f0[voiced], 1e-3))),
+        'f0_hist': _f0_histogram(f0[voiced]),
+        'digest': int(digest),
+    }
+
+
+def _f0_histogram(f0: np.ndarray) -> list[int]:
+    pos = np.log2(np.maximum(f0, 1e-3) / F0_HIST_MIN_HZ) * F0_HIST_BINS_PER_OCTAVE
+    pos = np.clip(pos, 0, F0_HIST_BINS - 1e-6)
+    return np.histogram(pos, bins=F0_HIST_BINS, range=(0, F0_HIST_BINS))[0].tolist()
+
+
+def f0_percentile(hist: list[int], q: float) -> Optional[float]:
+    """The q-th percentile (0..100) of f0 (Hz) from a voiced-f0 histogram (20-cent bins)."""
+    counts = np.asarray(hist, np.float64)
+    if counts.sum() == 0:
+        return None
+    i = int(np.searchsorted(np.cumsum(counts), q / 100.0 * counts.sum()))
+    return float(F0_HIST_MIN_HZ * 2.0 ** ((min(i, F0_HIST_BINS - 1) + 0.5)
+                                         / F0_HIST_BINS_PER_OCTAVE))
+
+
+_SUM_KEYS = ('examples', 'frames', 'loud_sum', 'loud_sq', 'conf_sum', 'voiced',
+             'voiced_loud_sum', 'voiced_loud_sq', 'log2_f0_sum', 'digest')
+
+
+def empty_split_stats() -> dict:
+    return {'examples': 0, 'frames': 0, 'loud_sum': 0, 'loud_sq': 0, 'loud_min': math.inf,
+            'loud_max': -math.inf, 'conf_sum': 0, 'conf_hist': [0] * CONFIDENCE_BINS,
+            'voiced': 0, 'voiced_loud_sum': 0, 'voiced_loud_sq': 0, 'f0_min': math.inf,
+            'f0_max': -math.inf, 'log2_f0_sum': 0, 'f0_hist': [0] * F0_HIST_BINS, 'digest': 0}
+
+
+def merge_split_stats(a: dict, b: dict) -> dict:
+    """Combine two per-split accumulators (commutative and associative)."""
+    out = {k: a[k] + b[k] for k in _SUM_KEYS}
+    out['digest'] %= 1 << 256
+    out['loud_min'] = min(a['loud_min'], b['loud_min'])
+    out['loud_max'] = max(a['loud_max'], b['loud_max'])
+    out['f0_min'] = min(a['f0_min'], b['f0_min'])
+    out['f0_max'] = max(a['f0_max'], b['f0_max'])
+    for key in ('conf_hist', 'f0_hist'):
+        out[key] = [x + y for x, y in zip(a[key], b[key], strict=True)]
+    return out
+
+
+def _mean_std(total: int, squares: int, n: int):
+    if n == 0:
+        return None, None
+    mean = _unfixed(total) / n
+    return mean, math.sqrt(max(0.0, _unfixed(squares) / n - mean * mean))
+
+
+def _finite(x):
+    return None if (x is None or not math.isfinite(x)) else float(x)
+
+
+def summarize_split(acc: dict, example_secs: float) -> dict:
+    """The manifest entry of one split from its accumulator."""
+    n = acc['frames']
+    mean, std = _mean_std(acc['loud_sum'], acc['loud_sq'], n)
+    vmean, vstd = _mean_std(acc['voiced_loud_sum'], acc['voiced_loud_sq'], acc['voiced'])
+    return {
+        'examples': acc['examples'],
+        'frames': n,
+        'hours': acc['examples'] * example_secs / 3600.0,
+        'loudness_db': {'mean': _finite(mean), 'std': _finite(std),
+                        'min': _finite(acc['loud_min']), 'max': _finite(acc['loud_max']),
+                        'voiced_mean': _finite(vmean), 'voiced_std': _finite(vstd)},
+        'f0_confidence': {'mean': _unfixed(acc['conf_sum']) / n if n else None,
+                          'voiced_fraction': acc['voiced'] / n if n else None,
+                          'voiced_threshold': VOICED_CONFIDENCE,
+                          'histogram': acc['conf_hist'],
+                          'histogram_edges': np.linspace(0, 1, CONFIDENCE_BINS + 1).round(3)
+                          .tolist()},
+        'f0_hz': {'min': _finite(acc['f0_min']), 'max': _finite(acc['f0_max']),
+                  'p01': f0_percentile(acc['f0_hist'], F0_RANGE_PERCENTILES[0]),
+                  'p99': f0_percentile(acc['f0_hist'], F0_RANGE_PERCENTILES[1]),
+                  'geometric_mean': (2.0 ** (_unfixed(acc['log2_f0_sum']) / acc['voiced'])
+                                     if acc['voiced'] else None),
+                  'of': f'frames with f0_confidence >= {VOICED_CONFIDENCE}'},
+    }
