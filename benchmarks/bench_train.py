@@ -30,7 +30,7 @@ def bench(config, batch_size: int, warmup: int, steps: int, dist=None) -> dict:
 
     from trainer.config import Config
     from trainer.data import synthetic_batch
-    from trainer.train import build_model, make_train_step
+    from trainer.trainer import build_model, make_train_step
 
     config = Config.from_dict({**config.to_dict(),
                                'train': {**config.to_dict()['train'], 'batch_size': batch_size}})

@@ -48,6 +48,15 @@ def make_strategy(name: str = 'default') -> tf.distribute.Strategy:
     raise ValueError(f'--strategy {name!r}: expected one of {", ".join(STRATEGIES)}')
 
 
+def strategy_name(strategy: tf.distribute.Strategy) -> str:
+    """The name :func:`make_strategy` knows a strategy by."""
+    if is_multi_worker(strategy):
+        return 'multi_worker'
+    if isinstance(strategy, tf.distribute.MirroredStrategy):
+        return 'mirrored'
+    return 'default'
+
+
 def is_multi_worker(strategy: tf.distribute.Strategy) -> bool:
     return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
 

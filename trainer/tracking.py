@@ -66,6 +66,8 @@ except ImportError:  # pragma: no cover - older/newer layouts
     MAX_PARAM_VAL_LENGTH, MAX_TAG_VAL_LENGTH = 6000, 8000
 
 RUN_END_STATES = ('FINISHED', 'FAILED', 'KILLED')
+PROBE_ENV = 'DDSP_TRACKING_PROBE_SECS'
+DEFAULT_PROBE_SECS = 60.0
 _TRUNCATION_MARK = '...[truncated]'
 _SQLITE_LOCKED_RETRIES = 8
 
@@ -261,7 +263,8 @@ class Tracker:
             ``MLFLOW_HTTP_REQUEST_TIMEOUT`` is set.
         http_max_retries: Retries per HTTP request before falling back, unless env
             ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` is set.
-        probe_interval_s: While in fallback, how often to check whether the server is back.
+        probe_interval_s: While in fallback, how often to check whether the server is back
+            (default: env ``DDSP_TRACKING_PROBE_SECS``, else 60 s).
         experiment_description: Description of a newly created experiment.
 
     Usable as a context manager: the run ends FINISHED, or FAILED if the block raised.
@@ -276,7 +279,7 @@ class Tracker:
         *,
         http_timeout_s: int = 10,
         http_max_retries: int = 2,
-        probe_interval_s: float = 60.0,
+        probe_interval_s: float | None = None,
         experiment_description: str | None = None,
     ) -> None:
         if not isinstance(experiment, str) or not experiment.strip():
@@ -291,6 +294,8 @@ class Tracker:
         http['MLFLOW_HTTP_REQUEST_MAX_RETRIES'] = str(int(http_max_retries))
         with _ENV_LOCK:
             self._http_env = {k: v for k, v in http.items() if k not in os.environ}
+        if probe_interval_s is None:
+            probe_interval_s = float(os.environ.get(PROBE_ENV, DEFAULT_PROBE_SECS))
         self._probe_interval_s = float(probe_interval_s)
         self._lock = threading.RLock()
         self._client = None          # primary MlflowClient, created lazily in start()

@@ -166,7 +166,8 @@ def train(config: Config, data, model_dir: str | os.PathLike, steps: int,
         model_dir: Where checkpoints, ``config.json`` and the run id live; resumes from the
             latest checkpoint there if any. Locked for the run's lifetime.
         steps: Total number of optimizer steps to reach (not additional steps).
-        strategy: ``'default'``, ``'mirrored'`` or ``'multi_worker'`` (TF_CONFIG).
+        strategy: ``'default'``, ``'mirrored'`` or ``'multi_worker'`` (TF_CONFIG), or a
+            strategy from :func:`trainer.strategy.make_strategy`.
         tracking_uri: MLflow tracking URI (None: MLFLOW_TRACKING_URI or MLflow's default).
         experiment: MLflow experiment name (None: ``'ddsp'``).
         run_name: MLflow run name for a new run (default: preset, dataset and a short id).
@@ -188,9 +189,12 @@ def train(config: Config, data, model_dir: str | os.PathLike, steps: int,
             nothing is left behind in a model directory this call created.
     """
     from trainer import data as data_lib
+    from trainer import strategy as strategy_lib
 
     if steps <= 0:
         raise ConfigError(f'--steps must be positive, got {steps}')
+    if isinstance(strategy, str):  # before TensorFlow runs anything (multi_worker needs that)
+        strategy = strategy_lib.make_strategy(strategy)
     source = data if isinstance(data, data_lib.DataSource) else data_lib.open_source(
         data, sample_rate=config.data.sample_rate)
     config = resolve_data(config, source.layout, source.where)
@@ -441,8 +445,13 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     runtime.import_tensorflow()
     from trainer.data import DataError, open_source
+    from trainer.strategy import make_strategy
 
     try:
+        try:
+            dist = make_strategy(args.strategy)  # before TensorFlow runs anything
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
         source = open_source(args.data, sample_rate=config.data.sample_rate)
         resolved = resolve_data(config, source.layout, source.where)
         window = resolved.data.example_secs
@@ -451,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f'ddsp-train: {config.preset} on {source.describe()}; training on {crops}; '
               f'{runtime.describe_devices()}, --strategy {args.strategy}', file=sys.stderr,
               flush=True)
-        result = train(config, source, args.model_dir, args.steps, strategy=args.strategy,
+        result = train(config, source, args.model_dir, args.steps, strategy=dist,
                        tracking_uri=args.tracking_uri, experiment=args.experiment,
                        run_name=args.run_name, track=not args.no_tracking,
                        progress=not args.no_progress)

@@ -176,14 +176,16 @@ class Trainer:
             (:func:`trainer.config.resolve_data`).
         source: the training data (:func:`trainer.data.open_source`).
         model_dir: checkpoints and ``config.json`` live here.
-        strategy: ``'default'``, ``'mirrored'`` or ``'multi_worker'`` (TF_CONFIG).
+        strategy: ``'default'``, ``'mirrored'`` or ``'multi_worker'`` (TF_CONFIG), or a
+            ``tf.distribute.Strategy`` made by :func:`trainer.strategy.make_strategy` (a
+            multi-worker strategy must be made before TensorFlow runs anything).
 
     Raises:
         ConfigError: an unresolved data layout, or a batch size the replicas cannot share.
     """
 
     def __init__(self, config: Config, source, model_dir: str | os.PathLike,
-                 strategy: str = 'default'):
+                 strategy='default'):
         from trainer import strategy as strategy_lib
 
         if not config.data.resolved:
@@ -192,8 +194,10 @@ class Trainer:
         self.config = config
         self.source = source
         self.model_dir = Path(model_dir)
-        self.strategy_name = strategy
-        self.dist = strategy_lib.make_strategy(strategy)
+        if isinstance(strategy, str):
+            self.strategy_name, self.dist = strategy, strategy_lib.make_strategy(strategy)
+        else:
+            self.strategy_name, self.dist = strategy_lib.strategy_name(strategy), strategy
         self.chief = strategy_lib.is_chief(self.dist)
         self.n_replicas = self.dist.num_replicas_in_sync
         self.multi_worker = strategy_lib.is_multi_worker(self.dist)

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from trainer.config import load_preset
+from ddsp_core import records
+from trainer.config import load_preset, resolve_data
+
+#: The layout of the synthetic datasets: 1 s records at 16 kHz / 250 fps, so the tiny preset
+#: trains on random 0.5 s crops of them.
+TINY_LAYOUT = records.Layout(16000, 250, 1.0)
+
+
+@pytest.fixture(scope='session')
+def tiny_layout():
+    return TINY_LAYOUT
 
 
 @pytest.fixture(scope='session')
@@ -14,23 +24,30 @@ def tiny_config():
 
 
 @pytest.fixture(scope='session')
-def tiny_dataset(tmp_path_factory, tiny_config):
-    """A prepared-dataset dir with 8 tiny-layout examples in 2 shards (+ manifest.json)."""
+def tiny_resolved(tiny_config):
+    """The tiny config with its data layout filled from TINY_LAYOUT."""
+    return resolve_data(tiny_config, TINY_LAYOUT, 'test layout')
+
+
+@pytest.fixture(scope='session')
+def tiny_dataset(tmp_path_factory):
+    """A prepared-dataset dir with 8 one-second examples in 2 shards (+ manifest.json)."""
     from trainer import testing
 
     directory = tmp_path_factory.mktemp('tiny_dataset')
-    testing.write_dataset(directory, tiny_config.data, n_examples=8, n_shards=2, seed=0)
+    testing.write_dataset(directory, TINY_LAYOUT, n_examples=8, n_shards=2, seed=0)
     return directory
 
 
 @pytest.fixture(scope='session')
 def one_batch_dataset(tmp_path_factory, tiny_config):
-    """Exactly one batch of examples (batch_size of the tiny preset), one shard."""
+    """Exactly one batch of 0.5 s examples (batch_size of the tiny preset), one shard: no crops,
+    so every step sees the same batch."""
     from trainer import testing
 
     directory = tmp_path_factory.mktemp('one_batch')
-    testing.write_dataset(directory, tiny_config.data, n_examples=tiny_config.train.batch_size,
-                          n_shards=1, seed=3)
+    testing.write_dataset(directory, records.Layout(16000, 250, 0.5),
+                          n_examples=tiny_config.train.batch_size, n_shards=1, seed=3)
     return directory
 
 
@@ -43,9 +60,12 @@ class RecordingTracker:
         self.status = None
         self.interrupt_at_step = interrupt_at_step
 
-    def start(self, params, tags, run_id=None, run_name=None):
-        self.params, self.tags = params, tags
+    def start(self, params, tags, run_id=None, run_name=None, description=None):
+        self.params, self.tags, self.run_name = params, tags, run_name
         return run_id or 'recorded-run'
+
+    def logged_through(self, key):
+        return max((s for s, m in self.metrics if key in m), default=0)
 
     def log_metrics(self, metrics, step):
         self.metrics.append((step, dict(metrics)))

@@ -109,6 +109,15 @@ class MlflowServer:
         raise RuntimeError(f'/health did not answer within {self.startup_timeout_s} s; '
                            f'log tail:\n{self._log_tail()}')
 
+    def restart(self) -> MlflowServer:
+        """Start again on the same port with the same store (after :meth:`kill` or
+        :meth:`stop`), as a server coming back after an outage."""
+        if self.port is None:
+            raise RuntimeError('server never started')
+        self.kill()
+        self._start_once(self.port)
+        return self
+
     def healthy(self) -> bool:
         """True if ``GET /health`` answers 200."""
         try:

@@ -19,7 +19,9 @@ try:
     from tests.trainer.mlflow_server import MlflowServer, free_port, mlflow_server
 except ModuleNotFoundError:  # pytest put tests/trainer itself on sys.path (no __init__.py files)
     from mlflow_server import MlflowServer, free_port, mlflow_server
+from tests.trainer.conftest import TINY_LAYOUT
 from trainer import artifacts
+from trainer.config import resolve_data
 from trainer.tracking import FALLBACK_TAG, FALLBACK_URI_TAG, PARAM_CHANGED_TAG_PREFIX, Tracker
 
 SR = 16000
@@ -389,7 +391,13 @@ def test_ddsp_train_run_on_the_server_holds_params_metrics_audio_plots_and_model
     run = client.get_run(result['run_id'])
     assert run.info.status == 'FINISHED' and run.info.run_name == 'server-run'
     assert client.get_experiment(run.info.experiment_id).name == experiment
-    assert run.data.params == config.flat()
+    resolved = resolve_data(config, TINY_LAYOUT, 'x')
+    assert run.data.params == resolved.flat()
+    assert run.data.params['data.sample_rate'] == '16000'  # filled from the manifest
+    assert run.data.tags['mlflow.source.name'] and run.data.tags['mlflow.user']  # MLflow's own
+    assert run.data.tags['mlflow.note.content']  # a description of the run
+    experiment_tags = client.get_experiment(run.info.experiment_id).tags
+    assert experiment_tags['mlflow.experimentKind'] == 'custom_model_development'
     manifest = json.loads((tiny_dataset / 'manifest.json').read_text())
     assert run.data.tags['ddsp.dataset_fingerprint'] == manifest['fingerprint']
     for key in ('spectral_loss', 'total_loss', 'grad_norm', 'learning_rate', 'steps_per_sec',
@@ -402,14 +410,14 @@ def test_ddsp_train_run_on_the_server_holds_params_metrics_audio_plots_and_model
     def listing(path):
         return {f.path for f in client.list_artifacts(run.info.run_id, path)}
 
-    for step in ('step_000002', 'step_000003'):  # every summary_every steps and at the end
-        assert listing(f'audio/{step}') == {f'audio/{step}/original.wav',
-                                            f'audio/{step}/resynthesis.wav'}
-        assert listing(f'plots/{step}') == {f'plots/{step}/spectrogram.png'}
-    wav = client.download_artifacts(run.info.run_id, 'audio/step_000003/resynthesis.wav',
+    # every summary_every steps and at the end, plus the latest at a path every run shares
+    for folder in ('summaries/step_000002', 'summaries/step_000003', 'summaries/latest'):
+        assert listing(folder) == {f'{folder}/original.wav', f'{folder}/resynthesis.wav',
+                                   f'{folder}/spectrogram.png'}
+    wav = client.download_artifacts(run.info.run_id, 'summaries/latest/resynthesis.wav',
                                     str(tmp_path / 'dl'))
     samples, sample_rate = sf.read(wav)
-    assert sample_rate == config.data.sample_rate and len(samples) == config.data.n_samples
+    assert sample_rate == 16000 and len(samples) == resolved.data.n_samples
     assert np.max(np.abs(samples)) > 0
     assert {'model/config.json', 'model/checkpoint', 'model/mlflow_run.json'} <= listing('model')
     assert 'dataset/manifest.json' in listing('dataset')

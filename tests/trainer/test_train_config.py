@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from trainer.config import Config, ConfigError, available_presets, load_preset
+from ddsp_core import records
+from trainer.config import Config, ConfigError, available_presets, load_preset, resolve_data
 
 
 def test_solo_instrument_preset_is_the_papers_model():
@@ -20,14 +21,48 @@ def test_solo_instrument_preset_is_the_papers_model():
     assert c.model.fft_sizes == (2048, 1024, 512, 256, 128, 64)
     assert (c.train.learning_rate, c.train.decay_rate, c.train.decay_steps) == (3e-4, 0.98, 10000)
     assert (c.train.grad_clip_norm, c.train.batch_size) == (3.0, 32)
-    assert (c.data.n_samples, c.data.n_frames) == (64000, 1000)
+    # The presets leave the data layout to the dataset: on a default (4 s) dataset,
+    # solo_instrument trains on whole 4 s examples.
+    assert (c.data.sample_rate, c.data.frame_rate, c.data.example_secs) == (None, None, None)
+    r = resolve_data(c, records.Layout(16000, 250, 4.0), 'ds')
+    assert (r.data.n_samples, r.data.n_frames, r.data.crops) == (64000, 1000, False)
 
 
 def test_presets_listed_and_tiny_is_small():
     assert {'solo_instrument', 'tiny'} <= set(available_presets())
     t = load_preset('tiny')
     assert t.model.rnn_channels <= 64 and t.model.n_harmonics <= 16
-    assert t.data.n_samples <= 32000 and t.data.n_samples % t.data.n_frames == 0
+    # tiny trains on 0.5 s crops of whatever the dataset holds, at the dataset's rates
+    r = resolve_data(t, records.Layout(16000, 250, 4.0), 'ds')
+    assert (r.data.n_samples, r.data.n_frames, r.data.record_frames) == (8000, 125, 1000)
+    assert r.data.crops
+    r32 = resolve_data(t, records.Layout(32000, 500, 2.0), 'ds')
+    assert (r32.data.sample_rate, r32.data.n_samples, r32.data.n_frames) == (32000, 16000, 250)
+
+
+def test_resolve_data_refuses_what_the_dataset_cannot_give():
+    t = load_preset('tiny')
+    layout = records.Layout(32000, 500, 2.0)
+    with pytest.raises(ConfigError, match=r'data.sample_rate = 16000 but the dataset ds has '
+                                          r'sample_rate 32000.*--sample_rate 16000'):
+        resolve_data(t.with_overrides(['data.sample_rate=16000']), layout, 'ds')
+    with pytest.raises(ConfigError, match='data.frame_rate = 250 .* frame_rate 500'):
+        resolve_data(t.with_overrides(['data.frame_rate=250']), layout, 'ds')
+    with pytest.raises(ConfigError, match=r'data.example_secs = 3 is longer than the 2 s '
+                                          r'examples of the dataset ds; use --set '
+                                          r'data.example_secs=2'):
+        resolve_data(t.with_overrides(['data.example_secs=3']), layout, 'ds')
+    with pytest.raises(ConfigError, match='0.501 is not a whole number of frames at the '
+                                          "dataset's 500 frames/s"):
+        resolve_data(t.with_overrides(['data.example_secs=0.501']), layout, 'ds')
+    # Asking for exactly what the data holds is fine.
+    ok = resolve_data(t.with_overrides(['data.sample_rate=32000', 'data.example_secs=2']),
+                      layout, 'ds')
+    assert not ok.data.crops and ok.data.n_samples == 64000
+    # An unresolved config cannot build a model.
+    with pytest.raises(ConfigError, match='not known yet'):
+        t.data.n_samples  # noqa: B018
+    assert load_preset('tiny').with_overrides(['data.sample_rate=none']).data.sample_rate is None
 
 
 def test_overrides_are_type_converted():

@@ -70,8 +70,10 @@ MIRRORED_SCRIPT = textwrap.dedent('''
 WORKER_SCRIPT = textwrap.dedent('''
     import json, sys
     import numpy as np
-    import trainer.train as T
-    from trainer.config import load_preset
+    import trainer.trainer as T
+    from trainer.config import load_preset, resolve_data
+    from trainer.data import make_dataset, open_source
+    from trainer.train import train
 
     built = {}
     build_model = T.build_model
@@ -86,14 +88,17 @@ WORKER_SCRIPT = textwrap.dedent('''
     data, model_dir = sys.argv[1], sys.argv[2]
     config = load_preset('tiny').with_overrides(['train.summary_every=0',
                                                  'train.checkpoint_every=2'])
-    r = T.train(config, data, model_dir, 3, strategy='multi_worker', track=False,
-                progress=False)
+    r = train(config, data, model_dir, 3, strategy='multi_worker', track=False,
+              progress=False)
     final = [np.asarray(v.numpy(), np.float64) for v in built['model'].trainable_variables]
-    # Which examples this worker reads: the first f0 of each, over a few global batches.
-    from trainer.data import make_dataset
+    # Which examples this worker reads: the first f0 of each (whole records, no crops), over a
+    # few global batches.
+    source = open_source(data)
+    whole = resolve_data(config.with_overrides(['data.example_secs=none']), source.layout,
+                         source.where).data
     seen = []
     batches = iter(built['dist'].experimental_distribute_dataset(
-        make_dataset(data, config.data, config.train.batch_size, seed=1)))
+        make_dataset(source, whole, config.train.batch_size, seed=1)))
     for _ in range(4):
         f0 = built['dist'].experimental_local_results(next(batches)['f0_hz'])[0]
         seen += [round(float(f), 3) for f in f0[:, 0].numpy()]
@@ -147,12 +152,9 @@ def test_mirrored_over_two_cpus_matches_single_device(tmp_path, tiny_dataset):
 
 
 def _read_examples(path):
-    from trainer.config import load_preset
-    from trainer.data import parse_example
+    from ddsp_core import records
 
-    layout = load_preset('tiny').data
-    return [{k: v.numpy() for k, v in parse_example(record, layout).items()}
-            for record in tf.data.TFRecordDataset(str(path))]
+    return [records.parse_example(record.numpy()) for record in tf.data.TFRecordDataset(str(path))]
 
 
 def _free_ports(n: int) -> list[int]:

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.trainer.conftest import RecordingTracker
+from ddsp_core import records
+from tests.trainer.conftest import TINY_LAYOUT, RecordingTracker
 from trainer import testing
 from trainer.config import ConfigError
 from trainer.train import TrainingInterrupted, main, train
@@ -117,11 +118,10 @@ def test_resume_is_exact_and_appends_to_the_same_mlflow_run(tmp_path, tiny_confi
     def listing(path=None):
         return {f.path for f in client.list_artifacts(run.info.run_id, path)}
 
-    assert {'audio', 'plots', 'model', 'dataset'} <= listing()
-    assert 'audio/step_000003/original.wav' in listing('audio/step_000003')
-    assert 'audio/step_000003/resynthesis.wav' in listing('audio/step_000003')
-    assert 'audio/step_000006/resynthesis.wav' in listing('audio/step_000006')
-    assert any(p.endswith('.png') for p in listing('plots/step_000006'))
+    assert {'summaries', 'model', 'dataset'} <= listing()
+    for folder in ('summaries/step_000003', 'summaries/step_000006', 'summaries/latest'):
+        assert listing(folder) == {f'{folder}/original.wav', f'{folder}/resynthesis.wav',
+                                   f'{folder}/spectrogram.png'}
     assert {'model/config.json', 'model/checkpoint', 'model/mlflow_run.json'} <= listing('model')
     assert 'dataset/manifest.json' in listing('dataset')
 
@@ -136,11 +136,11 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, tiny_config
 
     bad_dir = tmp_path / 'bad'
     bad_dir.mkdir()
-    example = testing.synth_example(config.data)
-    example['audio'][100] = np.nan
+    example = testing.synth_example(TINY_LAYOUT)
+    example['audio'][:] = np.nan
     with tf.io.TFRecordWriter(str(bad_dir / 'train-00000-of-00001.tfrecord')) as w:
         for _ in range(4):
-            w.write(testing.to_tf_example(example).SerializeToString())
+            w.write(records.serialize_example(example))
     code = main(['--preset', 'tiny', '--data', str(bad_dir), '--steps', '6', '--model_dir',
                  str(model_dir), '--no_tracking', '--no_progress',
                  '--set', 'train.summary_every=0', '--set', 'train.checkpoint_every=2',

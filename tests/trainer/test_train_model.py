@@ -22,10 +22,10 @@ def _features(config, batch=2):
     }
 
 
-def test_shapes_and_preprocessing(tiny_config):
-    d, m = tiny_config.data, tiny_config.model
+def test_shapes_and_preprocessing(tiny_resolved):
+    d, m = tiny_resolved.data, tiny_resolved.model
     model = Autoencoder(m, d)
-    out = model(_features(tiny_config))
+    out = model(_features(tiny_resolved))
     assert out['audio_synth'].shape == (2, d.n_samples)
     assert out['amps'].shape == (2, d.n_frames, 1)
     assert out['harmonic_distribution'].shape == (2, d.n_frames, m.n_harmonics)
@@ -40,9 +40,9 @@ def test_shapes_and_preprocessing(tiny_config):
     assert any('reverb' in n for n in names), names  # the reverb impulse response is learned
 
 
-def test_noise_is_a_function_of_the_seed(tiny_config):
-    model = Autoencoder(tiny_config.model, tiny_config.data)
-    f = _features(tiny_config)
+def test_noise_is_a_function_of_the_seed(tiny_resolved):
+    model = Autoencoder(tiny_resolved.model, tiny_resolved.data)
+    f = _features(tiny_resolved)
     a = model(f)['audio_synth'].numpy()
     b = model(f)['audio_synth'].numpy()
     f[NOISE_SEED_KEY] = tf.constant([1, 3], tf.int32)
@@ -51,25 +51,25 @@ def test_noise_is_a_function_of_the_seed(tiny_config):
     assert np.max(np.abs(a - c)) > 0
 
 
-def test_optional_mfcc_encoder(tiny_config):
-    config = tiny_config.with_overrides(['model.use_encoder=true'])
+def test_optional_mfcc_encoder(tiny_resolved):
+    config = tiny_resolved.with_overrides(['model.use_encoder=true'])
     model = Autoencoder(config.model, config.data)
     out = model(_features(config, batch=1))
     assert out['z'].shape == (1, config.data.n_frames, config.model.z_dims)
     assert out['audio_synth'].shape == (1, config.data.n_samples)
-    no_encoder = Autoencoder(tiny_config.model, tiny_config.data)
-    no_encoder(_features(tiny_config, batch=1))
+    no_encoder = Autoencoder(tiny_resolved.model, tiny_resolved.data)
+    no_encoder(_features(tiny_resolved, batch=1))
     assert model.count_params() > no_encoder.count_params()
 
 
-def test_frames_must_divide_samples(tiny_config):
+def test_frames_must_divide_samples(tiny_resolved):
     from trainer.config import ConfigError
 
     # A config error (a ValueError; exit code 2 from the CLI), raised before anything is built.
-    with pytest.raises(ConfigError, match='data.example_secs.*n_frames'):
-        tiny_config.with_overrides(['data.example_secs=0.501'])
+    with pytest.raises(ConfigError, match='data.example_secs.*whole number of frames'):
+        tiny_resolved.with_overrides(['data.example_secs=0.501'])
     with pytest.raises(ConfigError, match='model.mfcc_fft_size'):
-        tiny_config.with_overrides(['model.use_encoder=true', 'model.mfcc_fft_size=32',
+        tiny_resolved.with_overrides(['model.use_encoder=true', 'model.mfcc_fft_size=32',
                                     'data.frame_rate=100'])
 
 
@@ -214,8 +214,8 @@ def test_fast_gru_in_bfloat16_matches_float32_to_bfloat16_precision():
 
 @pytest.mark.parametrize('overrides', [
     [], ['model.mlp_layers=2'], ['model.rnn_type=keras_gru'], ['model.use_encoder=true']])
-def test_bfloat16_compute_keeps_synth_controls_and_audio_in_float32(tiny_config, overrides):
-    config = tiny_config.with_overrides(overrides)
+def test_bfloat16_compute_keeps_synth_controls_and_audio_in_float32(tiny_resolved, overrides):
+    config = tiny_resolved.with_overrides(overrides)
     model = Autoencoder(config.model, config.data, compute_dtype='bfloat16')
     out = model(model.dummy_features(2))
     assert model.decoder.out_stack.dense_layers[-1].compute_dtype == 'bfloat16'
@@ -229,7 +229,7 @@ def test_bfloat16_compute_keeps_synth_controls_and_audio_in_float32(tiny_config,
         Autoencoder(config.model, config.data, compute_dtype='float16')
 
 
-def test_whole_step_xla_computes_the_same_step(tiny_config):
+def test_whole_step_xla_computes_the_same_step(tiny_resolved):
     # train.jit_compile=true compiles forward and backward (with the hand-written GRU, MLP and
     # spectral-loss gradients nested inside) as one XLA computation: same loss and gradients.
     # (XLA draws the filtered noise from another stream; at initialisation the noise bands sit
@@ -237,17 +237,17 @@ def test_whole_step_xla_computes_the_same_step(tiny_config):
     import keras
 
     from trainer.data import synthetic_batch
-    from trainer.train import build_model, make_train_step
+    from trainer.trainer import build_model, make_train_step
 
     dist = tf.distribute.get_strategy()
-    batch = {k: tf.constant(v) for k, v in synthetic_batch(tiny_config.data, 2).items()}
+    batch = {k: tf.constant(v) for k, v in synthetic_batch(tiny_resolved.data, 2).items()}
     seed = tf.constant([3, 4], tf.int32)
     results = []
     for jit in (False, True):
         # The log-magnitude term is left out: on near-silent bins it amplifies float rounding
         # (XLA fuses and orders sums differently), which would hide a real mismatch.
-        config = tiny_config.with_overrides([f'train.jit_compile={str(jit).lower()}',
-                                             'model.mlp_layers=2', 'model.logmag_weight=0'])
+        config = tiny_resolved.with_overrides([f'train.jit_compile={str(jit).lower()}',
+                                               'model.mlp_layers=2', 'model.logmag_weight=0'])
         keras.utils.set_random_seed(0)
         model, optimizer, _ = build_model(config, dist)
 
