@@ -45,6 +45,7 @@ setup(
         "console_scripts": [
             "ddsp-prepare = pipelines.prepare_dataset:main",
             "ddsp-train = trainer.train:main",
+            "ddsp-sync = trainer.tracking_sync:main",
         ],
     },
 )

@@ -11,6 +11,7 @@ inherit) or when loading fails.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import sys
@@ -96,3 +97,16 @@ def describe_devices() -> str:
         except Exception:  # noqa: BLE001 - a description must never fail a run
             names.append(gpu.name)
     return f'{len(gpus)} GPU{"s" if len(gpus) > 1 else ""}: {", ".join(names)}'
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` that shows each option's default where there is one to show (not for
+    required options, flags that are off, empty lists or None)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ''
+        default = action.default
+        if ('%(default)' in text or default in (None, False, [], argparse.SUPPRESS)
+                or action.required or not action.option_strings):
+            return text
+        return text + ' (default: %(default)s)'

@@ -551,10 +551,12 @@ def _summary_lines(result: dict, output_dir: str) -> Iterable[str]:
 
 # ---- CLI ---------------------------------------------------------------------------------------
 def build_arg_parser() -> argparse.ArgumentParser:
+    from ddsp_core import runtime
+
     d = PrepareOptions()
     p = argparse.ArgumentParser(
         prog='ddsp-prepare', allow_abbrev=False,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=runtime.HelpFormatter,
         description='Turn recordings of one instrument into a training-ready dataset directory '
                     '(train-*.tfrecord, eval-*.tfrecord, manifest.json, files.jsonl, '
                     'dead_letters.jsonl).',

@@ -22,11 +22,10 @@ from pathlib import Path
 
 def _create_experiment(tracking_uri: str, name: str, artifact_dir: Path) -> None:
     """Creates the demo's experiment with its artifacts under --out (not ./mlruns)."""
-    from mlflow.tracking import MlflowClient
+    from trainer.tracking import ensure_experiment, make_client
 
-    client = MlflowClient(tracking_uri)
-    if client.get_experiment_by_name(name) is None:
-        client.create_experiment(name, artifact_location=artifact_dir.as_uri())
+    ensure_experiment(make_client(tracking_uri), name, artifact_dir.as_uri(),
+                      "make demo: the tiny DDSP model trained on generated audio")
 
 
 def main(argv=None) -> int:
@@ -46,11 +45,16 @@ def main(argv=None) -> int:
         logging.getLogger(noisy).setLevel(logging.ERROR)
     logging.getLogger().setLevel(logging.ERROR)
 
+    from ddsp_core import runtime
+
+    runtime.import_tensorflow()  # without TensorFlow's start-up noise
+    from trainer.tracking import quiet_mlflow_logging
+
+    quiet_mlflow_logging()
     out = Path(args.out).resolve()
     audio_dir, dataset_dir, model_dir = out / "audio", out / "dataset", out / "model"
     tracking_uri = args.tracking_uri or f"sqlite:///{out / 'mlflow.db'}"
     out.mkdir(parents=True, exist_ok=True)
-    example_secs = 1.0  # the tiny model trains on 1 s examples
 
     from tools.synth_audio import write_dataset_audio
 
@@ -62,9 +66,10 @@ def main(argv=None) -> int:
     print(f"[2/3] preparing the dataset with Beam (CREPE {args.crepe_capacity}) -> {dataset_dir}",
           flush=True)
     start = time.time()
+    # ddsp-prepare's defaults (4 s examples every 1 s); the tiny model trains on 0.5 s crops.
     manifest = prepare_dataset([str(audio_dir / "*.wav")], str(dataset_dir),
-                               crepe_capacity=args.crepe_capacity, example_secs=example_secs,
-                               hop_secs=0.2, eval_fraction=0.25)
+                               crepe_capacity=args.crepe_capacity, eval_fraction=0.25,
+                               overwrite=True)
     splits = {name: split["examples"] for name, split in manifest["splits"].items()}
     print(f"      done in {time.time() - start:.0f} s: {manifest['examples']} examples "
           f"{json.dumps(splits)}, {manifest['dead_letters']} dead letters", flush=True)
@@ -75,10 +80,10 @@ def main(argv=None) -> int:
     if args.tracking_uri is None:
         _create_experiment(tracking_uri, "ddsp-demo", out / "mlartifacts")
 
-    config = load_preset("tiny").with_overrides([f"data.example_secs={example_secs}"])
+    config = load_preset("tiny")
     print(f"[3/3] training the tiny model for {args.steps} steps -> {model_dir}", flush=True)
     result = train(config, str(dataset_dir), str(model_dir), steps=args.steps,
-                   tracking_uri=tracking_uri, experiment="ddsp-demo", run_name="demo")
+                   tracking_uri=tracking_uri, experiment="ddsp-demo")
     losses = ", ".join(f"{k} {v:.3f}" for k, v in sorted(result["losses"].items()))
     print(f"""
 Done.
@@ -89,7 +94,8 @@ Done.
 
 Open it with:
   .venv/bin/mlflow ui --backend-store-uri {tracking_uri}
-and browse to http://127.0.0.1:5000 (audio/ and plots/ artifacts hold the resynthesis).
+and browse to http://127.0.0.1:5000: the run's summaries/latest/ artifacts hold the original
+and resynthesised audio with their spectrograms (summaries/step_NNNNNN/ keep the history).
 """, flush=True)
     return 0
 

@@ -149,6 +149,17 @@ def is_store_unavailable(error: BaseException) -> bool:
     return isinstance(error, (ConnectionError, TimeoutError, OSError))
 
 
+def quiet_mlflow_logging(verbose: bool = False) -> None:
+    """Keep MLflow's informational start-up lines ("Creating initial MLflow database
+    tables...") out of a command's normal output. MLflow sets its loggers' levels when it is
+    imported, so it is imported here first."""
+    import mlflow  # noqa: F401 - configures its loggers on import
+
+    if not verbose:
+        for name in ('mlflow', 'alembic'):
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def resolve_tracking_uri(tracking_uri: str | None) -> str:
     """The tracking URI to use: the argument, else ``MLFLOW_TRACKING_URI``, else MLflow's own
     default (``sqlite:///<cwd>/mlflow.db``, the store ``mlflow ui`` opens when started in the

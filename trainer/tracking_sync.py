@@ -236,8 +236,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     import argparse
     import sys
 
+    from ddsp_core import runtime
+
     parser = argparse.ArgumentParser(
-        prog='ddsp-sync', formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        prog='ddsp-sync', formatter_class=runtime.HelpFormatter,
         description='Copy the MLflow records a training run kept in <model_dir>/mlruns while '
                     'its tracking server was unreachable to the server run (metrics, artifacts, '
                     'status; nothing is copied twice).')

@@ -380,8 +380,10 @@ def _tracker_attr(tracker, name: str, kind: type):
 
 # ---- CLI --------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
+    from ddsp_core import runtime
+
     p = argparse.ArgumentParser(
-        prog='ddsp-train', formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        prog='ddsp-train', formatter_class=runtime.HelpFormatter,
         description='Train the DDSP autoencoder on a prepared dataset (resumes from '
                     '--model_dir). The data layout comes from the dataset\'s manifest.json.',
         epilog='Exit codes: 0 done, 1 failed (e.g. the loss became NaN), 2 bad usage (bad '
@@ -446,6 +448,9 @@ def main(argv: list[str] | None = None) -> int:
     runtime.import_tensorflow()
     from trainer.data import DataError, open_source
     from trainer.strategy import make_strategy
+    from trainer.tracking import quiet_mlflow_logging
+
+    quiet_mlflow_logging(args.verbose)
 
     try:
         try:

@@ -199,12 +199,17 @@ def test_cli_usage_errors(tmp_path, tiny_dataset, capsys, monkeypatch):
     assert code == 130
 
 
-def test_python_dash_m_entry_point():
+def test_python_dash_m_entry_points_and_help_defaults():
     result = subprocess.run([sys.executable, '-m', 'trainer.train', '--help'],
                             capture_output=True, text=True, cwd=Path(__file__).parents[2],
                             timeout=120)
     assert result.returncode == 0
     assert '--model_dir' in result.stdout and '--strategy' in result.stdout
+    assert '(default: solo_instrument)' in result.stdout and '(default: ddsp)' in result.stdout
+    result = subprocess.run([sys.executable, '-m', 'trainer.tracking_sync', '--help'],
+                            capture_output=True, text=True, cwd=Path(__file__).parents[2],
+                            timeout=120)
+    assert result.returncode == 0 and 'ddsp-sync' in result.stdout
 
 
 @pytest.mark.slow
@@ -238,6 +243,10 @@ def test_sigint_saves_and_exits_130(tmp_path, tiny_dataset):
             proc.kill()
     assert proc.returncode == 130, err[-3000:]
     assert 'interrupted at step' in err
+    # A quiet start: one line on the data and devices, none of TensorFlow's C++ start-up lines.
+    assert 'training on random 0.5 s crops; CPU' in err
+    for noise in ('cuInit', 'oneDNN', 'absl::InitializeLog', 'cuda drivers'):
+        assert noise not in err, err[:3000]
     step = int(tf.train.latest_checkpoint(str(model_dir)).rsplit('-', 1)[1])
     assert step >= 5
     assert f'interrupted at step {step}' in err  # the interrupted step itself was saved
