@@ -22,7 +22,7 @@ import platform
 import statistics
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -36,7 +36,7 @@ N_HARMONICS = 100
 N_NOISE = 65
 # Reference implementation of DDSP, run from current TensorFlow on the 2-core development
 # machine (figures from the foundation issue), seconds per call.
-REFERENCE_S = {"forward": 0.455, "gradient": 1.18}
+REFERENCE_S = {'forward': 0.455, 'gradient': 1.18}
 
 
 class StraightforwardHarmonic(synths.Harmonic):
@@ -56,20 +56,20 @@ def make_inputs(batch: int):
     f0 = 220.0 * 2.0 ** (0.5 * np.sin(2 * np.pi * 2 * t))  # vibrato between ~155 and 311 Hz
     f0 = np.tile(f0[None, :, None], (batch, 1, 1)).astype(np.float32)
     return {
-        "amps": tf.constant(rng.normal(size=(batch, N_FRAMES, 1)).astype(np.float32)),
-        "harm_dist": tf.constant(rng.normal(size=(batch, N_FRAMES, N_HARMONICS))
+        'amps': tf.constant(rng.normal(size=(batch, N_FRAMES, 1)).astype(np.float32)),
+        'harm_dist': tf.constant(rng.normal(size=(batch, N_FRAMES, N_HARMONICS))
                                  .astype(np.float32)),
-        "noise_mags": tf.constant(rng.normal(size=(batch, N_FRAMES, N_NOISE)).astype(np.float32)),
-        "f0_hz": tf.constant(f0),
-        "target": tf.constant(rng.uniform(-0.5, 0.5, (batch, N_SAMPLES)).astype(np.float32)),
+        'noise_mags': tf.constant(rng.normal(size=(batch, N_FRAMES, N_NOISE)).astype(np.float32)),
+        'f0_hz': tf.constant(f0),
+        'target': tf.constant(rng.uniform(-0.5, 0.5, (batch, N_SAMPLES)).astype(np.float32)),
     }
 
 
 def build(harmonic_cls):
-    harmonic = harmonic_cls(n_samples=N_SAMPLES, sample_rate=SR, name="harmonic")
-    noise = synths.FilteredNoise(n_samples=N_SAMPLES, window_size=257, name="filtered_noise")
-    reverb = effects.Reverb(trainable=True, reverb_length=48000, name="reverb")
-    loss = losses.SpectralLoss(fft_sizes=(2048, 1024, 512, 256, 128, 64), loss_type="L1",
+    harmonic = harmonic_cls(n_samples=N_SAMPLES, sample_rate=SR, name='harmonic')
+    noise = synths.FilteredNoise(n_samples=N_SAMPLES, window_size=257, name='filtered_noise')
+    reverb = effects.Reverb(trainable=True, reverb_length=48000, name='reverb')
+    loss = losses.SpectralLoss(fft_sizes=(2048, 1024, 512, 256, 128, 64), loss_type='L1',
                                mag_weight=1.0, logmag_weight=1.0)
     return harmonic, noise, reverb, loss
 
@@ -89,27 +89,27 @@ def timed(fn, repeats: int):
 def run(harmonic_cls, inputs, repeats: int):
     harmonic, noise, reverb, loss = build(harmonic_cls)
     tf.random.set_seed(0)
-    controls = [tf.Variable(inputs[k]) for k in ("amps", "harm_dist", "noise_mags")]
+    controls = [tf.Variable(inputs[k]) for k in ('amps', 'harm_dist', 'noise_mags')]
 
     @tf.function
     def forward():
-        h = harmonic(controls[0], controls[1], inputs["f0_hz"])
+        h = harmonic(controls[0], controls[1], inputs['f0_hz'])
         return h, h + noise(controls[2])
 
     @tf.function
     def gradient():
         with tf.GradientTape() as tape:
-            audio = harmonic(controls[0], controls[1], inputs["f0_hz"]) + noise(controls[2])
+            audio = harmonic(controls[0], controls[1], inputs['f0_hz']) + noise(controls[2])
             audio = reverb(audio)
-            value = loss(inputs["target"], audio)
+            value = loss(inputs['target'], audio)
         variables = controls + list(reverb.trainable_variables)
         return value, tape.gradient(value, variables)
 
     fwd_s, fwd_all = timed(forward, repeats)
     grad_s, grad_all = timed(gradient, repeats)
     return {
-        "forward_s": fwd_s, "forward_all_s": fwd_all,
-        "gradient_s": grad_s, "gradient_all_s": grad_all,
+        'forward_s': fwd_s, 'forward_all_s': fwd_all,
+        'gradient_s': grad_s, 'gradient_all_s': grad_all,
     }
 
 
@@ -123,16 +123,16 @@ def harmonic_outputs(harmonic_cls, inputs):
     round-off rather than measuring the synthesis (both renderings give the same loss value).
     """
     harmonic, _, _, loss = build(harmonic_cls)
-    mag_loss = losses.SpectralLoss(fft_sizes=(2048, 1024, 512, 256, 128, 64), loss_type="L1",
+    mag_loss = losses.SpectralLoss(fft_sizes=(2048, 1024, 512, 256, 128, 64), loss_type='L1',
                                    mag_weight=1.0, logmag_weight=0.0)
-    controls = [tf.Variable(inputs[k]) for k in ("amps", "harm_dist")]
+    controls = [tf.Variable(inputs[k]) for k in ('amps', 'harm_dist')]
 
     @tf.function
     def step():
         with tf.GradientTape() as tape:
-            audio = harmonic(controls[0], controls[1], inputs["f0_hz"])
-            value = loss(inputs["target"], audio)
-            mag_value = mag_loss(inputs["target"], audio)
+            audio = harmonic(controls[0], controls[1], inputs['f0_hz'])
+            value = loss(inputs['target'], audio)
+            mag_value = mag_loss(inputs['target'], audio)
         return audio, value, tape.gradient(mag_value, controls)
 
     audio, value, grads = step()
@@ -142,9 +142,9 @@ def harmonic_outputs(harmonic_cls, inputs):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--out", help="also write the JSON here")
+    parser.add_argument('--repeats', type=int, default=7)
+    parser.add_argument('--batch', type=int, default=8)
+    parser.add_argument('--out', help='also write the JSON here')
     args = parser.parse_args(argv)
 
     inputs = make_inputs(args.batch)
@@ -154,38 +154,38 @@ def main(argv=None):
     audio_base, loss_base, grads_base = harmonic_outputs(StraightforwardHarmonic, inputs)
     peak = float(np.max(np.abs(audio_base)))
     result = {
-        "device": [d.name for d in tf.config.list_logical_devices()],
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
-        "tensorflow": tf.__version__,
-        "batch": args.batch, "n_samples": N_SAMPLES, "n_frames": N_FRAMES,
-        "repeats": args.repeats,
-        "ddsp_core": {k: v for k, v in ours.items() if not k.endswith("_all_s")},
-        "straightforward": {k: v for k, v in base.items() if not k.endswith("_all_s")},
-        "speedup_vs_straightforward": {
-            "forward": base["forward_s"] / ours["forward_s"],
-            "gradient": base["gradient_s"] / ours["gradient_s"],
+        'device': [d.name for d in tf.config.list_logical_devices()],
+        'machine': {'cpus': os.cpu_count(), 'platform': platform.platform()},
+        'tensorflow': tf.__version__,
+        'batch': args.batch, 'n_samples': N_SAMPLES, 'n_frames': N_FRAMES,
+        'repeats': args.repeats,
+        'ddsp_core': {k: v for k, v in ours.items() if not k.endswith('_all_s')},
+        'straightforward': {k: v for k, v in base.items() if not k.endswith('_all_s')},
+        'speedup_vs_straightforward': {
+            'forward': base['forward_s'] / ours['forward_s'],
+            'gradient': base['gradient_s'] / ours['gradient_s'],
         },
-        "speedup_vs_reference_figures": {
-            k: REFERENCE_S[k] / ours[f"{k}_s"] for k in REFERENCE_S
+        'speedup_vs_reference_figures': {
+            k: REFERENCE_S[k] / ours[f'{k}_s'] for k in REFERENCE_S
         },
-        "agreement": {
-            "harmonic_max_abs_diff": float(np.max(np.abs(audio - audio_base))),
-            "harmonic_peak_abs": peak,
-            "harmonic_loss_ours": loss_ours, "harmonic_loss_straightforward": loss_base,
-            "harmonic_mag_loss_grad_rel_diff_amps_dist": [
+        'agreement': {
+            'harmonic_max_abs_diff': float(np.max(np.abs(audio - audio_base))),
+            'harmonic_peak_abs': peak,
+            'harmonic_loss_ours': loss_ours, 'harmonic_loss_straightforward': loss_base,
+            'harmonic_mag_loss_grad_rel_diff_amps_dist': [
                 float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-12))
                 for a, b in zip(grads_ours, grads_base, strict=True)],
         },
-        "timings_all_s": {"ddsp_core": {k: v for k, v in ours.items() if k.endswith("_all_s")},
-                          "straightforward": {k: v for k, v in base.items()
-                                              if k.endswith("_all_s")}},
+        'timings_all_s': {'ddsp_core': {k: v for k, v in ours.items() if k.endswith('_all_s')},
+                          'straightforward': {k: v for k, v in base.items()
+                                              if k.endswith('_all_s')}},
     }
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
+        with open(args.out, 'w') as f:
+            f.write(text + '\n')
 
 
-if __name__ == "__main__":
+if __name__ == '__main__':
     main()

@@ -25,23 +25,23 @@ def _create_experiment(tracking_uri: str, name: str, artifact_dir: Path) -> None
     from trainer.tracking import ensure_experiment, make_client
 
     ensure_experiment(make_client(tracking_uri), name, artifact_dir.as_uri(),
-                      "make demo: the tiny DDSP model trained on generated audio")
+                      'make demo: the tiny DDSP model trained on generated audio')
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default="demo_out", help="output directory (default demo_out)")
-    parser.add_argument("--steps", type=int, default=300, help="training steps (default 300)")
-    parser.add_argument("--seconds", type=float, nargs="+", default=[12.0, 10.0, 8.0, 6.0],
-                        help="lengths of the generated recordings")
-    parser.add_argument("--crepe_capacity", default="tiny",
-                        help="CREPE model for f0 (tiny is fast; full is the default for real use)")
-    parser.add_argument("--tracking_uri", default=None,
-                        help="MLflow tracking URI (default: a SQLite store in --out)")
+    parser.add_argument('--out', default='demo_out', help='output directory (default demo_out)')
+    parser.add_argument('--steps', type=int, default=300, help='training steps (default 300)')
+    parser.add_argument('--seconds', type=float, nargs='+', default=[12.0, 10.0, 8.0, 6.0],
+                        help='lengths of the generated recordings')
+    parser.add_argument('--crepe_capacity', default='tiny',
+                        help='CREPE model for f0 (tiny is fast; full is the default for real use)')
+    parser.add_argument('--tracking_uri', default=None,
+                        help='MLflow tracking URI (default: a SQLite store in --out)')
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("apache_beam", "root", "mlflow"):
+    logging.basicConfig(level=logging.WARNING, format='%(levelname)s %(name)s: %(message)s')
+    for noisy in ('apache_beam', 'root', 'mlflow'):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     logging.getLogger().setLevel(logging.ERROR)
 
@@ -52,25 +52,25 @@ def main(argv=None) -> int:
 
     quiet_mlflow_logging()
     out = Path(args.out).resolve()
-    audio_dir, dataset_dir, model_dir = out / "audio", out / "dataset", out / "model"
+    audio_dir, dataset_dir, model_dir = out / 'audio', out / 'dataset', out / 'model'
     tracking_uri = args.tracking_uri or f"sqlite:///{out / 'mlflow.db'}"
     out.mkdir(parents=True, exist_ok=True)
 
     from tools.synth_audio import write_dataset_audio
 
-    print(f"[1/3] writing {len(args.seconds)} generated recordings to {audio_dir}", flush=True)
+    print(f'[1/3] writing {len(args.seconds)} generated recordings to {audio_dir}', flush=True)
     write_dataset_audio(str(audio_dir), args.seconds)
 
     from pipelines.prepare_dataset import prepare_dataset
 
-    print(f"[2/3] preparing the dataset with Beam (CREPE {args.crepe_capacity}) -> {dataset_dir}",
+    print(f'[2/3] preparing the dataset with Beam (CREPE {args.crepe_capacity}) -> {dataset_dir}',
           flush=True)
     start = time.time()
     # ddsp-prepare's defaults (4 s examples every 1 s); the tiny model trains on 0.5 s crops.
-    manifest = prepare_dataset([str(audio_dir / "*.wav")], str(dataset_dir),
+    manifest = prepare_dataset([str(audio_dir / '*.wav')], str(dataset_dir),
                                crepe_capacity=args.crepe_capacity, eval_fraction=0.25,
                                overwrite=True)
-    splits = {name: split["examples"] for name, split in manifest["splits"].items()}
+    splits = {name: split['examples'] for name, split in manifest['splits'].items()}
     print(f"      done in {time.time() - start:.0f} s: {manifest['examples']} examples "
           f"{json.dumps(splits)}, {manifest['dead_letters']} dead letters", flush=True)
 
@@ -78,13 +78,13 @@ def main(argv=None) -> int:
     from trainer.train import train
 
     if args.tracking_uri is None:
-        _create_experiment(tracking_uri, "ddsp-demo", out / "mlartifacts")
+        _create_experiment(tracking_uri, 'ddsp-demo', out / 'mlartifacts')
 
-    config = load_preset("tiny")
-    print(f"[3/3] training the tiny model for {args.steps} steps -> {model_dir}", flush=True)
+    config = load_preset('tiny')
+    print(f'[3/3] training the tiny model for {args.steps} steps -> {model_dir}', flush=True)
     result = train(config, str(dataset_dir), str(model_dir), steps=args.steps,
-                   tracking_uri=tracking_uri, experiment="ddsp-demo")
-    losses = ", ".join(f"{k} {v:.3f}" for k, v in sorted(result["losses"].items()))
+                   tracking_uri=tracking_uri, experiment='ddsp-demo')
+    losses = ', '.join(f'{k} {v:.3f}' for k, v in sorted(result['losses'].items()))
     print(f"""
 Done.
   dataset:     {dataset_dir}  (manifest.json, TFRecord shards, dead_letters.jsonl)
@@ -100,6 +100,6 @@ and resynthesised audio with their spectrograms (summaries/step_NNNNNN/ keep the
     return 0
 
 
-if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+if __name__ == '__main__':
+    os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
     sys.exit(main())

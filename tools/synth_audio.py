@@ -29,7 +29,7 @@ def render_melody(seconds: float, sample_rate: int = 16000, seed: int = 0,
                      dtype=np.float64)
     # Smooth note transitions (portamento) with a short moving average.
     kernel = np.hanning(int(0.03 * sample_rate)) + 1e-9
-    notes = np.convolve(notes, kernel / kernel.sum(), mode="same")
+    notes = np.convolve(notes, kernel / kernel.sum(), mode='same')
     note_phase = (np.arange(n) % note_len) / sample_rate
     vibrato = 0.25 * np.clip(note_phase / 0.2 - 0.5, 0.0, 1.0) * np.sin(2 * np.pi * 5.5 * t)
     f0 = 440.0 * 2.0 ** ((notes + vibrato - 69.0) / 12.0)
@@ -49,26 +49,26 @@ def render_melody(seconds: float, sample_rate: int = 16000, seed: int = 0,
 
 
 def write_dataset_audio(out_dir: str, durations_secs, sample_rate: int = 16000,
-                        prefix: str = "melody") -> list[str]:
+                        prefix: str = 'melody') -> list[str]:
     """Writes one wav per duration; returns the paths."""
     os.makedirs(out_dir, exist_ok=True)
     paths = []
     for i, secs in enumerate(durations_secs):
-        path = os.path.join(out_dir, f"{prefix}_{i:03d}.wav")
-        sf.write(path, render_melody(secs, sample_rate, seed=i), sample_rate, subtype="PCM_16")
+        path = os.path.join(out_dir, f'{prefix}_{i:03d}.wav')
+        sf.write(path, render_melody(secs, sample_rate, seed=i), sample_rate, subtype='PCM_16')
         paths.append(path)
     return paths
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--out_dir", required=True)
-    parser.add_argument("--seconds", type=float, nargs="+", default=[8.0, 8.0, 6.0])
-    parser.add_argument("--sample_rate", type=int, default=16000)
+    parser.add_argument('--out_dir', required=True)
+    parser.add_argument('--seconds', type=float, nargs='+', default=[8.0, 8.0, 6.0])
+    parser.add_argument('--sample_rate', type=int, default=16000)
     args = parser.parse_args(argv)
     for path in write_dataset_audio(args.out_dir, args.seconds, args.sample_rate):
         print(path)
 
 
-if __name__ == "__main__":
+if __name__ == '__main__':
     main()

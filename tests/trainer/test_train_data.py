@@ -157,7 +157,7 @@ def test_missing_feature_missing_files_and_missing_shards(tmp_path):
     path.parent.mkdir()
     with tf.io.TFRecordWriter(str(path)) as w:
         w.write(records.serialize_example({'audio': np.zeros(16000)}))
-    with pytest.raises(data_lib.DataError, match="lack feature.*f0_hz"):
+    with pytest.raises(data_lib.DataError, match='lack feature.*f0_hz'):
         data_lib.open_source(str(path))
     with pytest.raises(data_lib.DataError, match='no files match'):
         data_lib.open_source(str(tmp_path / 'nothing-*.tfrecord'))

@@ -16,7 +16,7 @@ import tensorflow as tf
 
 ROOT = Path(__file__).resolve().parents[2]
 
-MIRRORED_SCRIPT = textwrap.dedent('''
+MIRRORED_SCRIPT = textwrap.dedent("""
     import json, sys
     import tensorflow as tf
     cpu = tf.config.list_physical_devices('CPU')[0]
@@ -65,9 +65,9 @@ MIRRORED_SCRIPT = textwrap.dedent('''
                                 for v in strategy.experimental_local_results(var)]
     result['reduces_gradients'] = bool(opt.reduces_gradients)
     print('RESULT ' + json.dumps(result))
-''')
+""")
 
-WORKER_SCRIPT = textwrap.dedent('''
+WORKER_SCRIPT = textwrap.dedent("""
     import json, sys
     import numpy as np
     import trainer.trainer as T
@@ -106,7 +106,7 @@ WORKER_SCRIPT = textwrap.dedent('''
         'step': r['step'], 'losses': r['losses'], 'seen_f0': seen,
         'checksum': float(sum(np.sum(np.abs(w)) for w in final)),
         'moved': float(sum(np.sum(np.abs(w - i)) for w, i in zip(final, built['initial'])))}))
-''')
+""")
 
 
 def _env():
