@@ -52,6 +52,9 @@ FALLBACK_TAG = 'ddsp.fallback_for_run_id'
 FALLBACK_URI_TAG = 'ddsp.fallback_from_uri'
 #: Tag on the original run while (and after) part of it went to a fallback store.
 CONTINUED_IN_TAG = 'ddsp.continued_in_fallback'
+#: Tag on a fallback run closed because its records were copied to the recovered server mid-run
+#: (its status is then not the run's: copying it again must not change the server run's status).
+CLOSED_BY_RECOVERY_TAG = 'ddsp.fallback_closed_by_recovery'
 #: Prefix of tags recording a param whose value changed on resume (MLflow params are immutable).
 PARAM_CHANGED_TAG_PREFIX = 'ddsp.param_changed.'
 #: MLflow's experiment-kind tag: the UI opens model-training experiments on their runs table.
@@ -442,6 +445,8 @@ class Tracker:
         if existing is not None:
             fb_run_id = existing.info.run_id
             client.update_run(fb_run_id, status='RUNNING')
+            if CLOSED_BY_RECOVERY_TAG in existing.data.tags:
+                client.delete_tag(fb_run_id, CLOSED_BY_RECOVERY_TAG)
             client.log_batch(fb_run_id, tags=_run_tags(tags))
             log_params_once(client, fb_run_id, self._params, existing.data.params)
         else:
@@ -481,6 +486,9 @@ class Tracker:
                                self._fallback_run_id, self._tracking_uri, error)
             return False
         self._run_id = report.target_run_id
+        if end_status is None:  # the run goes on on the server: close the fallback run
+            self._fallback_client.set_tag(self._fallback_run_id, CLOSED_BY_RECOVERY_TAG, 'true')
+            self._fallback_client.set_terminated(self._fallback_run_id, 'FINISHED')
         logger.warning('MLflow tracking store %s is reachable again: %s; logging there again',
                        self._tracking_uri, report.describe())
         self.fallback_events.append(f'tracking server back: {report.describe()}')

@@ -4,7 +4,7 @@ When the tracking server is unreachable, :class:`trainer.tracking.Tracker` logs 
 in ``<model_dir>/mlruns``. This module copies such a fallback run to its run on the server, or to
 a new server run when the run was created while the server was down: params it lacks, every
 metric point at a step the server run does not have yet (so copying twice duplicates nothing),
-artifacts it lacks (or whose size differs), the user tags, and the final status. The tracker
+artifacts it lacks (or holds in an older version), the user tags, and the final status. The tracker
 does it as soon as the server answers again; :func:`sync_model_dir` (``ddsp-sync MODEL_DIR``,
 ``ddsp-train --sync_tracking``) does it for a model directory by hand.
 """
@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Optional
 
 from trainer.tracking import (
+    CLOSED_BY_RECOVERY_TAG,
     CONTINUED_IN_TAG,
     FALLBACK_TAG,
     FALLBACK_URI_TAG,
@@ -38,7 +39,8 @@ SYNCED_TO_TAG = 'ddsp.synced_to_run_id'
 SYNCED_FROM_TAG = 'ddsp.synced_from_fallback_run_id'
 RUN_FILENAME = 'mlflow_run.json'
 FALLBACK_DIRNAME = 'mlruns'
-_NOT_COPIED_TAGS = (FALLBACK_TAG, FALLBACK_URI_TAG, SYNCED_TO_TAG, 'mlflow.runName')
+_NOT_COPIED_TAGS = (FALLBACK_TAG, FALLBACK_URI_TAG, SYNCED_TO_TAG, CLOSED_BY_RECOVERY_TAG,
+                    'mlflow.runName')
 
 
 @dataclasses.dataclass
@@ -100,7 +102,9 @@ def copy_fallback_run(src, src_run_id: str, dst, dst_run_id: Optional[str], *,
         end_status: end the server run with this status.
         finalize_running: without ``end_status``: if the fallback run is still RUNNING (its
             process died), end the server run KILLED; else it gets the fallback run's final
-            status, or stays as it is while the fallback run is running.
+            status, or stays as it is while the fallback run is running. A fallback run that
+            was closed because logging went back to the server mid-run leaves the server run's
+            status alone.
 
     Returns:
         A :class:`SyncReport`.
@@ -136,9 +140,14 @@ def copy_fallback_run(src, src_run_id: str, dst, dst_run_id: Optional[str], *,
         dst.log_batch(dst_run_id, metrics=points)
     report.metric_points = len(points)
 
+    # Artifacts the server run lacks; one it has at the same path (the summaries at stable paths)
+    # is replaced only while the fallback run holds the newest records, i.e. unless the server
+    # run went on after it.
+    newest_here = CLOSED_BY_RECOVERY_TAG not in tags
     wanted = _walk_artifacts(src, src_run_id)
     present = _walk_artifacts(dst, dst_run_id) if wanted else {}
-    todo = sorted(p for p, size in wanted.items() if present.get(p) != size)
+    todo = sorted(p for p, size in wanted.items()
+                  if p not in present or (newest_here and present[p] != size))
     if todo:
         with tempfile.TemporaryDirectory(prefix='ddsp-sync-') as tmp:
             for path in todo:
@@ -156,7 +165,7 @@ def copy_fallback_run(src, src_run_id: str, dst, dst_run_id: Optional[str], *,
     dst.log_batch(dst_run_id, tags=user_tags)
 
     status = end_status
-    if status is None:
+    if status is None and CLOSED_BY_RECOVERY_TAG not in tags:  # else the server run went on
         if run.info.status in RUN_END_STATES:
             status = run.info.status
         elif finalize_running:

@@ -265,6 +265,13 @@ def test_server_killed_and_restarted_mid_run_ends_with_the_whole_history(tmp_pat
             [e.experiment_id for e in fallback.search_experiments()])
         outage = _steps(fallback, fb_run.info.run_id)
         assert outage and outage[0] > 20 and outage[-1] < steps - 50, outage
+        # Copying again (ddsp-sync) adds nothing and keeps the run's own final status.
+        from trainer.tracking_sync import sync_model_dir
+
+        (report,) = sync_model_dir(model_dir)
+        assert (report.metric_points, report.artifacts, report.status) == (0, 0, None)
+        assert client.get_run(rid).info.status == 'FINISHED'
+        assert _steps(client, rid) == list(range(1, steps + 1))
 
 
 @pytest.mark.slow
