@@ -1,8 +1,10 @@
 """Training throughput of the `solo_instrument` model on this machine (synthetic data).
 
 Runs the same model, optimizer and distributed train step as ``ddsp-train`` (default or mirrored),
-on an in-memory batch of 4 s harmonic tones, for each batch size: a few warm-up steps (tracing),
-then times N steps and reports the median seconds per step, steps/s and examples/s as JSON.
+on an in-memory batch of harmonic tones in the layout of a default ``ddsp-prepare`` dataset (4 s
+at 16 kHz, 250 frames/s; ``--set data.example_secs=...`` for shorter windows), for each batch
+size: a few warm-up steps (tracing), then times N steps and reports the median seconds per step,
+steps/s and examples/s as JSON.
 
     python benchmarks/bench_train.py                      # batch 8 and 32, 5 timed steps
     python benchmarks/bench_train.py --batch_sizes 8 --steps 10 --set train.jit_compile=true
@@ -83,14 +85,16 @@ def main(argv=None) -> int:
 
     import tensorflow as tf
 
-    from trainer.config import load_preset
+    from ddsp_core import records
+    from trainer.config import load_preset, resolve_data
     from trainer.strategy import make_strategy
 
     if args.cpu_replicas > 1:
         cpu = tf.config.list_physical_devices('CPU')[0]
         tf.config.set_logical_device_configuration(
             cpu, [tf.config.LogicalDeviceConfiguration()] * args.cpu_replicas)
-    config = load_preset(args.preset).with_overrides(args.overrides)
+    config = resolve_data(load_preset(args.preset).with_overrides(args.overrides),
+                          records.Layout(16000, 250, 4.0), 'a default ddsp-prepare layout')
     dist = make_strategy(args.strategy)
     results = [bench(config, b, args.warmup, args.steps, dist) for b in args.batch_sizes]
     text = json.dumps({
