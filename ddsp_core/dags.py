@@ -13,15 +13,24 @@ inputs, in one of three forms:
 - `module` is a `keras.layers.Layer` (or any callable), or a string naming one of the modules
   passed to the `DAGLayer` as keyword arguments (`DAGLayer(dag, harmonic=Harmonic())` lets a
   node say `('harmonic', [...])`).
-- Input keys are looked up in the outputs dict, which starts as a copy of the inputs and gains an
-  entry per node under the module's `name`. Nested keys use '/': `'harmonic/signal'` is
-  `outputs['harmonic']['signal']`. A single string is accepted as a one-key list.
+- Input keys are looked up in the outputs dict, which starts as the inputs (each at the top
+  level, and all of them again under `'inputs'`, so `'f0_hz'` and `'inputs/f0_hz'` are the same
+  tensor) and gains an entry per node under the module's `name`. Nested keys use '/':
+  `'harmonic/signal'` is `outputs['harmonic']['signal']`. A single string is accepted as a
+  one-key list.
+- How a module is called depends on what it is (duck typing, as the reference does): a
+  processor (it has `get_controls` and `get_signal`) is called with `return_outputs_dict=True`
+  and so stores `{'signal': ..., 'controls': {...}}` (keys `'harmonic/signal'`,
+  `'harmonic/controls/amplitudes'`); a loss (it has `get_losses_dict`) stores
+  `get_losses_dict(...)`, `{loss name: scalar}`; anything else is called plainly.
 - A node's result is stored under `outputs[module.name]`: a dict result as it is (so later nodes
   can reach inside it); with output keys, a tensor (one key) or a tuple/list (one key per item)
-  becomes `{output_key: value}`; otherwise the result itself.
+  becomes `{output_key: value}`; otherwise the result itself. The last node's stored result is
+  also `outputs['out']` (so `'out/signal'` is a processor DAG's final signal).
 
-The DAG is validated when the layer is built, so a malformed node, an unknown module name or
-two modules with the same name fail at construction with an error naming the node.
+The DAG is validated when the layer is built, so a malformed node, an unknown module name, two
+modules with the same name or a module named after a reserved key ('inputs', 'out') fail at
+construction with an error naming the node.
 """
 
 from __future__ import annotations
@@ -38,7 +47,23 @@ Module = Union[keras.layers.Layer, Callable, Text]
 DAGNode = Union[Tuple, List, Dict[Text, Any]]
 DAG = Sequence[DAGNode]
 
-__all__ = ["DAG", "DAGLayer", "DAGNode", "TensorDict", "format_keys", "parse_dag_node"]
+__all__ = ["DAG", "DAGLayer", "DAGNode", "RESERVED_KEYS", "TensorDict", "format_keys",
+           "is_loss", "is_processor", "parse_dag_node"]
+
+# Keys of the outputs dict that DAGLayer fills itself: the inputs, and the last node's outputs.
+INPUTS_KEY = "inputs"
+OUT_KEY = "out"
+RESERVED_KEYS = (INPUTS_KEY, OUT_KEY)
+
+
+def is_processor(module: Any) -> bool:
+    """Whether a DAG calls `module` as a processor (it has `get_controls` and `get_signal`)."""
+    return hasattr(module, "get_controls") and hasattr(module, "get_signal")
+
+
+def is_loss(module: Any) -> bool:
+    """Whether a DAG calls `module` as a loss (it has `get_losses_dict`)."""
+    return hasattr(module, "get_losses_dict")
 
 
 def format_keys(keys: Union[Text, Sequence[Text], None], what: Text, node_index: int) -> List[str]:
@@ -145,6 +170,10 @@ class DAGLayer(keras.layers.Layer):
             if not input_keys:
                 raise ValueError(f"DAG node {index} ({_module_name(module)!r}) has no input keys.")
             name = _module_name(module)
+            if name in RESERVED_KEYS:
+                raise ValueError(f"DAG node {index}: module name {name!r} is reserved (the "
+                                 f"outputs dict keeps the inputs under {INPUTS_KEY!r} and the "
+                                 f"last node's outputs under {OUT_KEY!r}); rename the module.")
             if name in names:
                 raise ValueError(f"DAG node {index}: module name {name!r} is already used by "
                                  f"node {names[name]}; outputs are stored by module name, so "
@@ -184,7 +213,12 @@ class DAGLayer(keras.layers.Layer):
         del inputs_shape
 
     def call_module(self, module: Any, *inputs, **kwargs):
-        """Calls one node's module; subclasses override this to change how modules are called."""
+        """Calls one node's module: a processor with `return_outputs_dict=True`, a loss through
+        `get_losses_dict`, anything else plainly (see the module docstring)."""
+        if is_processor(module):
+            return module(*inputs, return_outputs_dict=True, **kwargs)
+        if is_loss(module):
+            return module.get_losses_dict(*inputs, **kwargs)
         return module(*inputs, **kwargs)
 
     def run_dag(self, inputs: TensorDict, verbose: bool = False, **kwargs) -> TensorDict:
@@ -196,13 +230,15 @@ class DAGLayer(keras.layers.Layer):
           **kwargs: Passed to every module call.
 
         Returns:
-          A new dict: the inputs plus, for each node, `outputs[module name]` (see the module
-          docstring for how results are stored).
+          A new dict: the inputs (also under 'inputs'), for each node `outputs[module name]`
+          (see the module docstring for how results are stored), and the last node's entry
+          again under 'out'.
         """
         if not isinstance(inputs, dict):
             raise TypeError(f"{type(self).__name__} ({self.name!r}): inputs must be a dict of "
                             f"tensors keyed by name, got {type(inputs).__name__}.")
-        outputs = dict(inputs)
+        outputs = {INPUTS_KEY: inputs}
+        outputs.update(inputs)
         for index, (module, name, input_keys, output_keys) in enumerate(self._dag_nodes):
             if name in inputs:
                 raise ValueError(f"{type(self).__name__} ({self.name!r}): input key {name!r} "
@@ -219,6 +255,7 @@ class DAGLayer(keras.layers.Layer):
             if verbose:
                 print(f"DAG node {index} {name!r}: inputs {input_keys} -> "
                       f"{_shapes(outputs[name])}")
+        outputs[OUT_KEY] = outputs[name]
         return outputs
 
     def call(self, inputs: TensorDict, **kwargs) -> TensorDict:

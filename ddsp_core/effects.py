@@ -45,6 +45,28 @@ def _batch_column(x, name: Text, processor: Text) -> tf.Tensor:
                      f"{x.shape}.")
 
 
+def _audio_rate_control(control: tf.Tensor, n_samples: int) -> tf.Tensor:
+    """[batch, n_frames, 1] / [batch, n_frames] / scalar control -> broadcastable to
+    [batch, n_samples] (resampled linearly when 1 < n_frames != n_samples)."""
+    control = core.tf_float32(control)
+    rank = len(control.shape)
+    if rank == 3:
+        if control.shape[-1] != 1:
+            raise ValueError(f"a time-varying gain must be [batch, n_frames, 1], got "
+                             f"{control.shape}.")
+        control = control[..., 0]
+        rank = 2
+    if rank == 2:
+        n_frames = control.shape[1]
+        if n_frames is not None and n_frames not in (1, n_samples):
+            control = core.resample(control, n_samples)
+        return control
+    if rank <= 1:
+        return tf.reshape(control, [-1, 1]) if rank == 1 else control
+    raise ValueError(f"control must be a scalar, [batch, n_frames] or [batch, n_frames, 1], got "
+                     f"shape {control.shape}.")
+
+
 def _decaying_noise(shape, dtype=None):
     """Initial learned impulse response: quiet Gaussian noise decaying by ~43 dB over its length."""
     length = int(shape[-1])
@@ -369,8 +391,8 @@ class ModDelay(processors.Processor):
         """
         audio = _audio(audio, "ModDelay")
         n_samples = int(audio.shape[1])
-        gain = processors._match_time_axis(gain, n_samples)
-        phase = processors._match_time_axis(phase, n_samples)
+        gain = _audio_rate_control(gain, n_samples)
+        phase = _audio_rate_control(phase, n_samples)
         max_delay_ms = self.center_ms + self.depth_ms
         max_length = max(int(round(self.sample_rate * max_delay_ms / 1000.0)), 1)
         delay_ms = self.center_ms + self.depth_ms * (2.0 * phase - 1.0)

@@ -411,10 +411,12 @@ class PretrainedCREPEEmbeddingLoss(EmbeddingLoss):
 class LossGroup(dags.DAGLayer):
     """Runs a DAG of losses over a dict of tensors and returns the named losses.
 
-    Each node is `(loss, ['input_key', ...])` (see `ddsp_core.dags`): the loss is called on the
-    looked-up inputs, e.g. `(SpectralLoss(), ['audio', 'audio_synth'])`, and its result is
-    stored under its name. Losses can be layers or functions (`amp_loss`, `freq_loss`) and can
-    also be passed by keyword and named by string in the DAG.
+    Each node is `(loss, ['input_key', ...])` (see `ddsp_core.dags`): the loss's
+    `get_losses_dict` is called on the looked-up inputs, e.g.
+    `(SpectralLoss(), ['audio', 'audio_synth'])`, and the group returns all those dicts merged
+    (so a nested LossGroup contributes each of its losses). Losses can also be functions
+    (`amp_loss`, `freq_loss`: their scalar is stored under their name), and can be passed by
+    keyword and named by string in the DAG.
     """
 
     def __init__(self, dag: dags.DAG, **kwarg_losses):
@@ -429,7 +431,13 @@ class LossGroup(dags.DAGLayer):
         """Args: outputs: dict of (possibly nested) tensors the DAG's keys refer to.
         **kwargs: passed to every loss. Returns {loss name: float32 scalar}."""
         results = self.run_dag(outputs, **kwargs)
-        return {name: results[name] for name in self.module_names}
+        named = {}
+        for name in self.module_names:
+            # A loss layer (or a nested LossGroup) stores its get_losses_dict(); a plain
+            # function its scalar.
+            result = results[name]
+            named.update(result if isinstance(result, dict) else {name: result})
+        return named
 
     def get_losses_dict(self, outputs, **kwargs):
         """{loss name: float32 scalar} for every loss in the DAG (same as calling the group)."""

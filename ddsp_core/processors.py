@@ -3,11 +3,11 @@
 A `Processor` is called as `processor(*inputs)`: `get_controls(*inputs)` maps raw network outputs
 to synthesizer controls (e.g. `exp_sigmoid` on amplitudes) and returns them as a dict, and
 `get_signal(**controls)` renders audio from them. With `return_outputs_dict=True` the call returns
-`{'signal': audio, **controls}`.
+`{'signal': audio, 'controls': controls}`.
 
 A `ProcessorGroup` runs a DAG of processors (see `ddsp_core.dags`); each processor's outputs dict
 is stored under its name, so later nodes read `'<processor name>/signal'` or a control such as
-`'harmonic/amplitudes'`.
+`'harmonic/controls/amplitudes'`.
 """
 
 from __future__ import annotations
@@ -67,7 +67,8 @@ class Processor(keras.layers.Layer):
 
         Args:
           *args: Raw inputs of `get_controls`, positionally.
-          return_outputs_dict: Return `{'signal': signal, **controls}` instead of the signal.
+          return_outputs_dict: Return `{'signal': signal, 'controls': controls}` instead of the
+            signal.
           **kwargs: Raw inputs of `get_controls`, by name.
 
         Returns:
@@ -79,9 +80,7 @@ class Processor(keras.layers.Layer):
                             f"got {type(controls).__name__}.")
         signal = self.get_signal(**controls)
         if return_outputs_dict:
-            outputs = dict(controls)
-            outputs["signal"] = signal
-            return outputs
+            return {"signal": signal, "controls": controls}
         return signal
 
     def get_controls(self, *args: tf.Tensor, **kwargs: tf.Tensor) -> TensorDict:
@@ -107,10 +106,13 @@ class ProcessorGroup(dags.DAGLayer):
     ])
     audio = group({'amps': ..., 'harmonic_distribution': ..., 'f0_hz': ..., ...})
     ```
-    Processors are called with `return_outputs_dict=True`, so `outputs['<name>']` holds the
-    processor's controls and its 'signal'. The group is a Keras layer: it works eagerly, inside
-    `tf.function`, inside a `keras.Model`, and under `tf.distribute`, and its processors'
-    variables appear in its (and its model's) `trainable_variables`.
+    Processors are called with `return_outputs_dict=True`, so `outputs['<name>']` is
+    `{'signal': ..., 'controls': {...}}` ('harmonic/signal', 'harmonic/controls/f0_hz'), and
+    `outputs['out']` is the last node's. `group(inputs, return_outputs_dict=True)` returns
+    `{'signal': final signal, 'controls': outputs}`, like any processor. The group is a Keras
+    layer: it works eagerly, inside `tf.function`, inside a `keras.Model`, and under
+    `tf.distribute`, and its processors' variables appear in its (and its model's)
+    `trainable_variables`.
     """
 
     def __init__(self, dag: dags.DAG, **kwarg_processors):
@@ -125,10 +127,15 @@ class ProcessorGroup(dags.DAGLayer):
         kwarg_processors.setdefault("name", "processor_group")
         super().__init__(dag, **kwarg_processors)
 
-    def call_module(self, module: Any, *inputs, **kwargs):
-        if isinstance(module, Processor):
-            return module(*inputs, return_outputs_dict=True, **kwargs)
-        return module(*inputs, **kwargs)
+    @property
+    def processor_names(self):
+        """Names under which each node's outputs are stored, in node order."""
+        return self.module_names
+
+    @property
+    def processors(self):
+        """The DAG's processors (and other modules), in node order."""
+        return self.modules
 
     def call(self, inputs: TensorDict, return_outputs_dict: bool = False, **kwargs):
         """Runs the DAG.
@@ -136,37 +143,41 @@ class ProcessorGroup(dags.DAGLayer):
         Args:
           inputs: Dict of tensors (frame-rate controls [batch, n_frames, channels], audio
             [batch, n_samples], ...) read by the DAG's input keys.
-          return_outputs_dict: Return the whole outputs dict (inputs, every node's outputs, and
-            `'out': {'signal': signal}`) instead of the signal.
+          return_outputs_dict: Return `{'signal': signal, 'controls': outputs}`, where
+            `outputs` is the DAG's outputs dict (see `get_controls`), instead of the signal.
           **kwargs: Passed to every processor call.
 
         Returns:
-          The last node's signal, [batch, n_samples] for audio processors; or the outputs dict.
+          The last node's signal, [batch, n_samples] for audio processors; or the dict above.
         """
         outputs = self.get_controls(inputs, **kwargs)
         signal = self.get_signal(outputs)
-        return outputs if return_outputs_dict else signal
+        if return_outputs_dict:
+            return {"signal": signal, "controls": outputs}
+        return signal
 
     def get_controls(self, inputs: TensorDict, **kwargs) -> TensorDict:
-        """Runs the DAG and returns the outputs dict, with the final signal under 'out/signal'.
+        """Runs the DAG and returns its outputs dict: the inputs (also under 'inputs'), every
+        node's outputs under its name, and the last node's again under 'out' (so the final
+        signal is 'out/signal').
 
         Args:
           inputs: See `call`.
           **kwargs: Passed to every processor call.
         """
         outputs = self.run_dag(inputs, **kwargs)
-        last = outputs[self.module_names[-1]]
-        signal = last["signal"] if isinstance(last, dict) and "signal" in last else last
-        if isinstance(signal, dict):
+        last = outputs[dags.OUT_KEY]
+        if isinstance(last, dict) and "signal" not in last:
             raise ValueError(f"ProcessorGroup ({self.name!r}): the last node "
                              f"{self.module_names[-1]!r} returned a dict without a 'signal' key "
-                             f"(keys {sorted(signal)}); the last node must produce a signal.")
-        outputs["out"] = {"signal": signal}
+                             f"(keys {sorted(last)}); the last node must produce a signal.")
         return outputs
 
     def get_signal(self, outputs: TensorDict) -> tf.Tensor:
-        """The final signal of an outputs dict from `get_controls` ('out/signal')."""
-        return core.nested_lookup("out/signal", outputs)
+        """The final signal of an outputs dict from `get_controls` ('out/signal'; a last node
+        that is a plain layer returning a tensor gives that tensor)."""
+        last = outputs[dags.OUT_KEY]
+        return last["signal"] if isinstance(last, dict) else last
 
 
 class Add(Processor):
@@ -184,69 +195,118 @@ class Add(Processor):
         return core.tf_float32(signal_one) + core.tf_float32(signal_two)
 
 
-def _match_time_axis(control: tf.Tensor, n_samples: int) -> tf.Tensor:
-    """[batch, n_frames, 1] / [batch, n_frames] / scalar control -> broadcastable to
-    [batch, n_samples] (resampled linearly when 1 < n_frames != n_samples)."""
-    control = core.tf_float32(control)
-    rank = len(control.shape)
-    if rank == 3:
-        if control.shape[-1] != 1:
-            raise ValueError(f"a time-varying gain must be [batch, n_frames, 1], got "
-                             f"{control.shape}.")
-        control = control[..., 0]
-        rank = 2
-    if rank == 2:
-        n_frames = control.shape[1]
-        if n_frames is not None and n_frames not in (1, n_samples):
-            control = core.resample(control, n_samples)
-        return control
-    if rank <= 1:
-        return tf.reshape(control, [-1, 1]) if rank == 1 else control
-    raise ValueError(f"control must be a scalar, [batch, n_frames] or [batch, n_frames, 1], got "
-                     f"shape {control.shape}.")
+def _match_signals(signal_one: tf.Tensor, signal_two: tf.Tensor):
+    """Two float32 signals [batch, n_time] or [batch, n_time, channels] of one length and rank.
+
+    A [batch, n_time, 1] signal paired with a [batch, n_time] one loses its channel axis.
+    """
+    signal_one, signal_two = core.tf_float32(signal_one), core.tf_float32(signal_two)
+    for signal in (signal_one, signal_two):
+        if len(signal.shape) not in (2, 3):
+            raise ValueError(f"Mix: signals must be [batch, n_time] or [batch, n_time, channels], "
+                             f"got shape {signal.shape}.")
+    if len(signal_one.shape) != len(signal_two.shape):
+        three_d = signal_one if len(signal_one.shape) == 3 else signal_two
+        if three_d.shape[-1] != 1:
+            raise ValueError(f"Mix: cannot mix signals of shapes {signal_one.shape} and "
+                             f"{signal_two.shape}; give both the same rank.")
+        signal_one = signal_one[..., 0] if len(signal_one.shape) == 3 else signal_one
+        signal_two = signal_two[..., 0] if len(signal_two.shape) == 3 else signal_two
+    n_one, n_two = signal_one.shape[1], signal_two.shape[1]
+    if n_one is not None and n_two is not None and n_one != n_two:
+        raise ValueError(f"Mix: the two signals must have the same length, got {n_one} and "
+                         f"{n_two} time steps.")
+    return signal_one, signal_two
+
+
+def _mix_level_like(mix_level: tf.Tensor, signal: tf.Tensor) -> tf.Tensor:
+    """A mix level (scalar, [batch], [batch, n_frames] or [batch, n_frames, 1]) broadcastable to
+    `signal` ([batch, n_time] or [batch, n_time, channels]); resampled linearly to n_time when
+    1 < n_frames != n_time."""
+    level = core.tf_float32(mix_level)
+    rank = len(level.shape)
+    if rank == 0:
+        return level
+    if rank == 1:
+        level = level[:, tf.newaxis, tf.newaxis]
+    elif rank == 2:
+        level = level[..., tf.newaxis]
+    elif rank != 3:
+        raise ValueError(f"Mix: mix_level must be a scalar, [batch], [batch, n_frames] or "
+                         f"[batch, n_frames, 1], got shape {level.shape}.")
+    n_time, n_frames = signal.shape[1], level.shape[1]
+    if n_frames is not None and n_time is not None and n_frames not in (1, n_time):
+        level = core.resample(level, int(n_time), method="linear")
+    if len(signal.shape) == 2:
+        if level.shape[-1] != 1:
+            raise ValueError(f"Mix: a mix_level for [batch, n_time] signals must have one "
+                             f"channel, got shape {level.shape}.")
+        level = level[..., 0]
+    return level
 
 
 class Mix(Processor):
-    """Cross-fades two signals: mix_level * signal_one + (1 - mix_level) * signal_two."""
+    """Constant-power crossfade between two signals.
+
+    out = sqrt(m) * signal_one + sqrt(1 - m) * signal_two for a mix level m in [0, 1], so the
+    two gains' squares always sum to one: m = 1 is signal_one alone, m = 0 signal_two alone,
+    m = 0.5 both at -3 dB (uncorrelated signals keep their power through the fade).
+    """
 
     def __init__(self, name: Text = "mix"):
         super().__init__(name=name)
 
     def get_controls(self, signal_one: tf.Tensor, signal_two: tf.Tensor,
                      nn_out_mix_level: tf.Tensor) -> TensorDict:
-        """Maps the raw mix level through a sigmoid to [0, 1].
+        """Maps the raw mix level through a sigmoid to [0, 1] and to the signals' time steps.
 
         Args:
-          signal_one, signal_two: [batch, n_samples] signals.
-          nn_out_mix_level: [batch, n_frames, 1] raw mix level (any real value).
+          signal_one, signal_two: [batch, n_time] audio or [batch, n_time, channels] (e.g.
+            frame-rate controls), of the same length.
+          nn_out_mix_level: [batch, n_frames, 1] (or [batch, n_frames]) raw mix level, any real
+            value; frame rate or already n_time.
+
+        Returns:
+          {'signal_one', 'signal_two', 'mix_level': sigmoid(nn_out_mix_level) resampled
+          (linearly) to n_time, broadcastable to the signals}.
+
+        Raises:
+          ValueError: The signals differ in length.
         """
+        signal_one, signal_two = _match_signals(signal_one, signal_two)
+        mix_level = tf.nn.sigmoid(core.tf_float32(nn_out_mix_level))
         return {"signal_one": signal_one, "signal_two": signal_two,
-                "mix_level": tf.nn.sigmoid(core.tf_float32(nn_out_mix_level))}
+                "mix_level": _mix_level_like(mix_level, signal_one)}
 
     def get_signal(self, signal_one: tf.Tensor, signal_two: tf.Tensor,
                    mix_level: tf.Tensor) -> tf.Tensor:
         """Args:
-          signal_one, signal_two: [batch, n_samples].
-          mix_level: [batch, n_frames, 1] weight of signal_one in [0, 1]; resampled to audio rate
-            (linear) when n_frames != n_samples.
+          signal_one, signal_two: [batch, n_time] or [batch, n_time, channels].
+          mix_level: Weight of signal_one, in [0, 1] (values outside are clipped):
+            [batch, n_time(, 1)], or at a frame rate (resampled linearly to n_time), or a
+            scalar.
 
         Returns:
-          [batch, n_samples] mix.
+          The mix, shaped like the signals.
         """
-        signal_one = core.tf_float32(signal_one)
-        signal_two = core.tf_float32(signal_two)
-        mix_level = _match_time_axis(mix_level, int(signal_one.shape[1]))
-        return mix_level * signal_one + (1.0 - mix_level) * signal_two
+        signal_one, signal_two = _match_signals(signal_one, signal_two)
+        level = tf.clip_by_value(_mix_level_like(mix_level, signal_one), 0.0, 1.0)
+        # sqrt has an infinite slope at 0; the floor keeps gradients finite at m = 0 or 1.
+        gain_one = tf.sqrt(tf.maximum(level, 1e-12))
+        gain_two = tf.sqrt(tf.maximum(1.0 - level, 1e-12))
+        return gain_one * signal_one + gain_two * signal_two
 
 
 class Crop(Processor):
-    """Removes `frame_size` samples from the front, the back or both ends (half each)."""
+    """Removes the padding that centred framing adds: `2 * (frame_size // 2)` samples, from the
+    front, the back, or `frame_size // 2` from each end ('center')."""
 
     _LOCATIONS = ("front", "back", "center")
 
     def __init__(self, frame_size: int, crop_location: Text = "back", name: Text = "crop"):
         """Args:
-          frame_size: Samples to remove in total.
+          frame_size: Frame size whose centring padding to remove (`frame_size // 2` samples
+            each side, so an odd frame size removes frame_size - 1 samples in all).
           crop_location: 'front', 'back' or 'center' (frame_size // 2 from each end).
         """
         super().__init__(name=name)
@@ -263,12 +323,13 @@ class Crop(Processor):
         return {"audio": audio}
 
     def get_signal(self, audio: tf.Tensor) -> tf.Tensor:
-        """Returns [batch, n_samples - frame_size] ('center': minus 2 * (frame_size // 2))."""
+        """Returns [batch, n_samples - 2 * (frame_size // 2)]."""
         audio = core.tf_float32(audio)
-        if self.frame_size == 0:
+        half = self.frame_size // 2
+        if half == 0:
             return audio
         if self.crop_location == "front":
-            return audio[:, self.frame_size:]
+            return audio[:, 2 * half:]
         if self.crop_location == "back":
-            return audio[:, :-self.frame_size]
+            return audio[:, :-2 * half]
         return core.center_crop(audio, self.frame_size)

@@ -95,7 +95,7 @@ def test_filtered_noise_reverb_shapes_and_learned_magnitudes():
         out = reverb(audio, return_outputs_dict=True)
         loss = tf.reduce_mean(out["signal"] ** 2)
     assert out["signal"].shape == (2, 4000)
-    assert out["ir"].shape == (1, 2000)
+    assert out["controls"]["ir"].shape == (1, 2000)
     (grad,) = tape.gradient(loss, reverb.trainable_variables)
     assert float(tf.reduce_sum(tf.abs(grad))) > 0
 
@@ -105,7 +105,7 @@ def test_filtered_noise_reverb_shapes_and_learned_magnitudes():
     impulse = np.zeros([1, 4000], np.float32)
     impulse[0, 0] = 1.0
     out = fixed(impulse, tf.zeros([1, 50, 8]), return_outputs_dict=True)
-    ir = out["ir"].numpy()[0]
+    ir = out["controls"]["ir"].numpy()[0]
     assert np.std(ir) > 0
     np.testing.assert_allclose(out["signal"][0, 1:2000], ir[1:], atol=1e-5)
     assert abs(float(out["signal"][0, 0])) < 1e-6

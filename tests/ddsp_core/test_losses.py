@@ -215,3 +215,29 @@ def test_loss_group_returns_named_losses():
     single = spectral.get_losses_dict(_tone(0.5), _tone(0.3))
     assert list(single) == ['spectral_loss']
     assert float(single['spectral_loss']) == pytest.approx(float(result['spectral_loss']))
+
+
+def test_loss_group_stores_get_losses_dict_and_merges_nested_groups():
+    class TwoLosses(losses.Loss):
+        """A loss whose get_losses_dict gives two named terms."""
+
+        def call(self, target, value):
+            return losses.mean_difference(target, value)
+
+        def get_losses_dict(self, target, value):
+            return {'l1': self(target, value), 'l2': losses.mean_difference(target, value, 'L2')}
+
+    inner = losses.LossGroup([(TwoLosses(name='pair'), ['a', 'b'])], name='inner')
+    outer = losses.LossGroup([
+        (inner, ['inputs']),
+        (losses.SpectralLoss(fft_sizes=(64,)), ['audio', 'audio']),
+    ])
+    outputs = {'a': tf.constant([1.0, 2.0]), 'b': tf.constant([1.0, 4.0]), 'audio': _tone(0.5)}
+    result = outer(outputs)
+    assert list(result) == ['l1', 'l2', 'spectral_loss']
+    assert float(result['l1']) == pytest.approx(1.0)
+    assert float(result['l2']) == pytest.approx(2.0)
+    assert float(result['spectral_loss']) == pytest.approx(0.0, abs=1e-7)
+    # Inside the DAG a loss's entry is its losses dict.
+    dag_outputs = outer.run_dag(outputs)
+    assert set(dag_outputs['spectral_loss']) == {'spectral_loss'}

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ddsp_core import dags, effects, processors, synths
+from ddsp_core import core, dags, effects, processors, synths
 
 N = 4000
 F = 50
@@ -106,14 +106,61 @@ def test_processor_group_eager_equals_sum_of_processors_and_returns_controls():
     assert audio.shape == (B, N)
     np.testing.assert_allclose(audio, expected_sum(inputs), atol=1e-4)
 
-    outputs = group(inputs, return_outputs_dict=True)
-    np.testing.assert_allclose(outputs["out"]["signal"], audio, atol=1e-6)
-    assert set(outputs["harmonic"]) == {"amplitudes", "harmonic_distribution", "f0_hz",
-                                        "signal"}
-    np.testing.assert_allclose(np.sum(outputs["harmonic"]["harmonic_distribution"], -1), 1.0,
-                               rtol=1e-5)
-    assert "amps" in outputs  # inputs are kept
+    # Like a single processor: {'signal': final signal, 'controls': the DAG's outputs}.
+    result = group(inputs, return_outputs_dict=True)
+    assert set(result) == {"signal", "controls"}
+    np.testing.assert_allclose(result["signal"], audio, atol=1e-6)
+    outputs = result["controls"]
+    # Each node stores {'signal', 'controls'}; 'out' is the last node's entry.
+    assert set(outputs["harmonic"]) == {"signal", "controls"}
+    assert set(outputs["harmonic"]["controls"]) == {"amplitudes", "harmonic_distribution",
+                                                    "f0_hz"}
+    distribution = core.nested_lookup("harmonic/controls/harmonic_distribution", outputs)
+    np.testing.assert_allclose(np.sum(distribution, -1), 1.0, rtol=1e-5)
+    assert set(outputs["add"]["controls"]) == {"signal_one", "signal_two"}
+    assert outputs["out"] is outputs["add"]
+    np.testing.assert_allclose(core.nested_lookup("out/signal", outputs), audio, atol=1e-6)
+    # The inputs are kept at the top level and again under 'inputs'.
+    assert outputs["amps"] is outputs["inputs"]["amps"]
     np.testing.assert_allclose(group.get_signal(group.get_controls(inputs)), audio, atol=1e-6)
+
+
+def test_dag_nodes_read_nested_controls_and_reserved_names_are_refused():
+    class Identity(keras.layers.Layer):
+        def call(self, x):
+            return x
+
+    group = processors.ProcessorGroup([
+        (synths.Harmonic(n_samples=N), ["amps", "harmonic_distribution", "inputs/f0_hz"]),
+        (Identity(name="f0_copy"), ["harmonic/controls/f0_hz"], ["f0_hz"]),
+        (processors.Add(), ["harmonic/signal", "harmonic/signal"]),
+    ])
+    inputs = controls()
+    outputs = group.get_controls(inputs)
+    np.testing.assert_allclose(outputs["f0_copy"]["f0_hz"], inputs["f0_hz"])
+    np.testing.assert_allclose(outputs["out"]["signal"], 2.0 * outputs["harmonic"]["signal"],
+                               atol=1e-6)
+    # The flat form of the controls is not a key any more.
+    with pytest.raises(KeyError, match="harmonic/amplitudes"):
+        processors.ProcessorGroup([(processors.Add(), ["harmonic/amplitudes", "amps"])])(inputs)
+    for reserved in ("out", "inputs"):
+        with pytest.raises(ValueError, match=f"{reserved!r} is reserved"):
+            processors.ProcessorGroup([(synths.TensorToAudio(name=reserved), ["samples"])])
+
+
+def test_processor_group_nested_in_a_dag_stores_signal_and_controls():
+    inner = processors.ProcessorGroup(make_dag(), name="inner")
+    outer = processors.ProcessorGroup([
+        (inner, ["inputs"]),
+        (effects.Reverb(reverb_length=10, add_dry=False), ["inner/signal", "ir"]),
+    ])
+    inputs = controls()
+    inputs["ir"] = tf.zeros([B, 10])
+    outputs = outer.get_controls(inputs)
+    assert set(outputs["inner"]) == {"signal", "controls"}
+    np.testing.assert_allclose(outputs["inner"]["signal"], expected_sum(inputs), atol=1e-4)
+    assert "harmonic" in outputs["inner"]["controls"]
+    np.testing.assert_allclose(outputs["out"]["signal"], 0.0)
 
 
 def test_processor_group_with_harmonic_noise_add_in_tf_function():
@@ -205,18 +252,60 @@ def test_processor_return_outputs_dict_and_python_number_inputs():
     mix = processors.Mix()
     one, two = tf.ones([1, 100]), tf.zeros([1, 100])
     outputs = mix(one, two, 0.0, return_outputs_dict=True)  # sigmoid(0) = 0.5
-    np.testing.assert_allclose(outputs["mix_level"], 0.5)
-    np.testing.assert_allclose(outputs["signal"], 0.5 * np.ones([1, 100]), atol=1e-6)
+    assert set(outputs) == {"signal", "controls"}
+    assert set(outputs["controls"]) == {"signal_one", "signal_two", "mix_level"}
+    np.testing.assert_allclose(outputs["controls"]["mix_level"], 0.5)
+    np.testing.assert_allclose(outputs["signal"], np.sqrt(0.5) * np.ones([1, 100]), atol=1e-6)
+    # Keras's own `training` keyword (which a DAG may pass on) is not a control.
+    np.testing.assert_allclose(mix(one, two, 0.0, training=True), outputs["signal"])
+
+
+def test_mix_is_a_constant_power_crossfade():
+    raw = np.linspace(-6.0, 6.0, 50, dtype=np.float32)[None, :, None]
+    level = 1.0 / (1.0 + np.exp(-raw[0, :, 0]))
+    ones, zeros = tf.ones([1, 50]), tf.zeros([1, 50])
+    gain_one = processors.Mix()(ones, zeros, raw).numpy()[0]
+    gain_two = processors.Mix()(zeros, ones, raw).numpy()[0]
+    np.testing.assert_allclose(gain_one, np.sqrt(level), atol=1e-6)
+    np.testing.assert_allclose(gain_two, np.sqrt(1.0 - level), atol=1e-6)
+    np.testing.assert_allclose(gain_one**2 + gain_two**2, 1.0, atol=1e-5)  # power is kept
+    # Two uncorrelated noises keep their power through the middle of the fade (a linear
+    # fade would lose 3 dB there).
+    rng = np.random.default_rng(1)
+    a, b = (tf.constant(rng.normal(size=[1, 20000]), tf.float32) for _ in range(2))
+    middle = processors.Mix()(a, b, tf.zeros([1, 4, 1])).numpy()
+    assert np.mean(middle**2) == pytest.approx(1.0, rel=0.05)
 
 
 def test_mix_crossfades_with_a_frame_rate_level():
     one, two = tf.ones([1, 1000]), -tf.ones([1, 1000])
     level = tf.constant(np.linspace(-20.0, 20.0, 10, dtype=np.float32)[None, :, None])
-    out = processors.Mix()(one, two, level).numpy()[0]
+    out = processors.Mix()(one, two, level, return_outputs_dict=True)
+    assert out["controls"]["mix_level"].shape == (1, 1000)  # resampled to the signals
+    out = out["signal"].numpy()[0]
     assert out.shape == (1000,)
-    assert out[0] == pytest.approx(-1.0, abs=1e-6)  # all signal_two
-    assert out[-1] == pytest.approx(1.0, abs=1e-6)  # all signal_one
+    assert out[0] == pytest.approx(-1.0, abs=1e-4)  # all signal_two
+    assert out[-1] == pytest.approx(1.0, abs=1e-4)  # all signal_one
     assert np.all(np.diff(out) >= -1e-6)
+
+
+def test_mix_takes_signals_of_either_rank_and_checks_lengths():
+    x1 = np.full((2, 100, 3), 1.0, np.float32)
+    x2 = np.full((2, 100, 3), 2.0, np.float32)
+    level = np.zeros((2, 25, 1), np.float32)  # frame rate: resampled to 100 steps
+    out = processors.Mix()(x1, x2, level).numpy()
+    assert out.shape == (2, 100, 3)
+    np.testing.assert_allclose(out, 3.0 * np.sqrt(0.5), atol=1e-5)
+    mixed_ranks = processors.Mix()(tf.ones([2, 100]), tf.ones([2, 100, 1]), level)
+    assert mixed_ranks.shape == (2, 100)
+    with pytest.raises(ValueError, match="same length"):
+        processors.Mix()(tf.ones([2, 100]), tf.ones([2, 90]), level)
+    # Finite gradients even where the level saturates at 0 or 1.
+    raw = tf.constant([[[-200.0], [200.0]]])
+    with tf.GradientTape() as tape:
+        tape.watch(raw)
+        total = tf.reduce_sum(processors.Mix()(tf.ones([1, 2]), tf.ones([1, 2]), raw))
+    assert np.all(np.isfinite(tape.gradient(total, raw).numpy()))
 
 
 def test_add_sums_signals():
@@ -231,6 +320,9 @@ def test_crop_locations():
     np.testing.assert_array_equal(processors.Crop(4, "center")(audio)[0], np.arange(2, 18))
     with pytest.raises(ValueError, match="crop_location"):
         processors.Crop(4, "middle")
+    # The padding of centred framing is frame_size // 2 a side, so an odd size removes one less.
+    np.testing.assert_array_equal(processors.Crop(5)(audio)[0], np.arange(16))
+    np.testing.assert_array_equal(processors.Crop(5, "front")(audio)[0], np.arange(4, 20))
 
 
 def test_processors_accept_keyword_controls_and_work_in_functional_models():

@@ -73,8 +73,10 @@ def test_harmonic_default_scale_fn_is_exp_sigmoid():
     raw_amps = tf.random.normal([2, F, 1])
     outputs = synth(raw_amps, tf.random.normal([2, F, 4]), constant(220.0, batch=2),
                     return_outputs_dict=True)
-    np.testing.assert_allclose(outputs["amplitudes"], core.exp_sigmoid(raw_amps), rtol=1e-6)
-    np.testing.assert_allclose(np.sum(outputs["harmonic_distribution"], axis=-1), 1.0, rtol=1e-5)
+    controls = outputs["controls"]
+    np.testing.assert_allclose(controls["amplitudes"], core.exp_sigmoid(raw_amps), rtol=1e-6)
+    np.testing.assert_allclose(np.sum(controls["harmonic_distribution"], axis=-1), 1.0,
+                               rtol=1e-5)
     assert outputs["signal"].shape == (2, N)
 
 
@@ -125,7 +127,7 @@ def test_sinusoidal_renders_the_given_frequencies():
     amps = np.tile(np.array([1.0, 0.5, 1.0], np.float32), [1, F, 1])
     outputs = synth(tf.constant(amps), tf.constant(freqs), return_outputs_dict=True)
     # The 9 kHz sinusoid is above Nyquist and silenced.
-    np.testing.assert_allclose(outputs["amplitudes"].numpy()[0, 0], [1.0, 0.5, 0.0])
+    np.testing.assert_allclose(outputs["controls"]["amplitudes"].numpy()[0, 0], [1.0, 0.5, 0.0])
     spec = spectrum(outputs["signal"][0])
     assert abs(int(np.argmax(spec)) - bin_of(300)) <= 1
     peak_1200 = spec[bin_of(1200) - 2:bin_of(1200) + 3].max()
