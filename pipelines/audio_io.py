@@ -206,6 +206,8 @@ def scan_audio(path: str, min_secs: float = 0.0) -> AudioInfo:
     except FileNotFoundError as e:
         raise BadInputError(f'{path}: file not found ({e})') from e
     except PermissionError:
+        if not _is_local(path):
+            raise  # remote: may be transient (credentials being refreshed); the runner retries
         raise BadInputError(f'{path}: permission denied') from None
     except sf.SoundFileError as e:  # libsndfile could not open or decode it
         if declared and sample_rate and n:  # it failed part-way: the rest of the file is missing

@@ -1,5 +1,10 @@
 """Decoding, validation and streaming resampling of source files."""
 
+import builtins
+import io
+import os
+import struct
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -29,12 +34,12 @@ def test_scan_reports_length_rate_and_content_hash(tmp_path):
 @pytest.mark.parametrize('kind,needle', [
     ('garbage', 'unreadable or corrupt'),
     ('text', 'unreadable or corrupt'),
-    ('zero_bytes', 'unreadable or corrupt'),
-    ('empty', 'empty'),
+    ('zero_bytes', r': empty file \(0 bytes\)$'),
+    ('empty', r': no audio \(0 samples\)$'),
     ('short', 'too short'),
     ('nan', 'NaN'),
     ('silent', 'silent'),
-    ('missing', 'not found'),
+    ('missing', ': file not found$'),
 ])
 def test_scan_rejects_bad_files_with_a_reason(tmp_path, kind, needle):
     path = tmp_path / f'{kind}.wav'
@@ -97,8 +102,122 @@ def test_local_permission_error_is_bad_input_but_remote_io_errors_propagate(tmp_
         return ctx()
 
     monkeypatch.setattr(audio_io, 'open_sound_file', fail)
-    with pytest.raises(audio_io.BadInputError, match='a.wav: unreadable'):
+    with pytest.raises(audio_io.BadInputError, match=r'a\.wav: permission denied$'):
         audio_io.scan_audio(str(tmp_path / 'a.wav'), 0.0)
     # A transient error reading gs:// must reach the runner (which retries), not dead-letter.
     with pytest.raises(PermissionError):
         audio_io.scan_audio('gs://bucket/a.wav', 0.0)
+    with pytest.raises(ConnectionError):
+        monkeypatch.setattr(audio_io, 'open_sound_file', lambda p: (_ for _ in ()).throw(
+            ConnectionError('reset')))
+        audio_io.scan_audio('gs://bucket/a.wav', 0.0)
+
+
+# ---- why a local file cannot be read: the reasons the ledger and dead letters show ----------
+def test_zero_byte_file_is_an_empty_file(tmp_path):
+    path = tmp_path / 'z.wav'
+    path.write_bytes(b'')
+    with pytest.raises(BadInputError) as info:
+        audio_io.scan_audio(str(path))
+    assert str(info.value) == f'{path}: empty file (0 bytes)'
+
+
+def test_dangling_symlink_names_its_missing_target(tmp_path):
+    target = tmp_path / 'moved-away.wav'
+    link = tmp_path / 'link.wav'
+    os.symlink(str(target), str(link))
+    with pytest.raises(BadInputError) as info:
+        audio_io.scan_audio(str(link))
+    assert str(info.value) == f'{link}: missing target (dangling symlink to {target})'
+    # a symlink to a good file reads as the file
+    _write(target, sine(440, 1.0), 16000)
+    assert audio_io.scan_audio(str(link)).n_samples == 16000
+
+
+@pytest.mark.parametrize('subtype,bytes_per_sample', [('PCM_16', 2), ('FLOAT', 4), ('PCM_24', 3)])
+def test_truncated_wav_reports_header_and_decoded_seconds(tmp_path, subtype, bytes_per_sample):
+    path = tmp_path / 'cut.wav'
+    _write(path, sine(440, 4.0), 16000, subtype=subtype)
+    data = path.read_bytes()
+    header = len(data) - 4 * 16000 * bytes_per_sample  # 44 bytes, more with fact/PEAK chunks
+    assert 44 <= header < 200
+    path.write_bytes(data[:header + int(1.6 * 16000) * bytes_per_sample + 1])  # mid-sample
+    with pytest.raises(BadInputError) as info:
+        audio_io.scan_audio(str(path), min_secs=0.5)
+    assert str(info.value) == f'{path}: truncated: header 4.0 s, decoded 1.6 s'
+    with open(path, 'rb') as f:
+        assert audio_io.wav_declared_frames(f) == 4 * 16000
+
+
+def test_complete_wav_with_extra_chunks_is_not_truncated(tmp_path):
+    """A LIST chunk before the data (as many editors write) must be skipped, not misread."""
+    path = tmp_path / 'list.wav'
+    x = sine(440, 1.0)
+    pcm = (x * 32767).astype('<i2').tobytes()
+    fmt = struct.pack('<HHIIHH', 1, 1, 16000, 32000, 2, 16)
+    info = b'INFOISFT\x05\x00\x00\x00test\x00\x00'  # odd-sized sub-chunk, padded
+    body = (b'WAVE' + b'fmt ' + struct.pack('<I', len(fmt)) + fmt
+            + b'LIST' + struct.pack('<I', len(info)) + info
+            + b'data' + struct.pack('<I', len(pcm)) + pcm)
+    path.write_bytes(b'RIFF' + struct.pack('<I', len(body)) + body)
+    with open(path, 'rb') as f:
+        assert audio_io.wav_declared_frames(f) == 16000
+    assert audio_io.scan_audio(str(path)).n_samples == 16000
+    assert audio_io.wav_declared_frames(io.BytesIO(b'fLaC' + b'\x00' * 40)) is None
+
+
+def test_directory_is_reported_as_a_directory(tmp_path):
+    d = tmp_path / 'sub.wav'
+    d.mkdir()
+    with pytest.raises(BadInputError) as info:
+        audio_io.scan_audio(str(d))
+    assert str(info.value) == f'{d}: is a directory'
+
+
+def test_permission_denied_opening_the_file_is_named(tmp_path, monkeypatch):
+    """Tests run as root, whom chmod does not stop: the OS's refusal is simulated at open()."""
+    path = _write(tmp_path / 'locked.wav', sine(440, 1.0), 16000)
+    real_open = builtins.open
+
+    def guarded_open(file, *args, **kwargs):
+        if isinstance(file, (str, os.PathLike)) and os.fspath(file) == path:
+            raise PermissionError(13, 'Permission denied', path)
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, 'open', guarded_open)
+    with pytest.raises(BadInputError) as info:
+        audio_io.check_local_file(path)
+    assert str(info.value) == f'{path}: permission denied'
+    with pytest.raises(BadInputError) as info:
+        audio_io.scan_audio(path)
+    assert str(info.value) == f'{path}: permission denied'
+    monkeypatch.undo()
+    assert audio_io.check_local_file(path) == os.path.getsize(path)
+
+
+@pytest.mark.skipif(not hasattr(os, 'geteuid') or os.geteuid() == 0,
+                    reason='root reads files whatever their mode')
+def test_permission_denied_by_file_mode(tmp_path):
+    path = _write(tmp_path / 'locked.wav', sine(440, 1.0), 16000)
+    os.chmod(path, 0)
+    try:
+        with pytest.raises(BadInputError) as info:
+            audio_io.scan_audio(path)
+        assert str(info.value) == f'{path}: permission denied'
+    finally:
+        os.chmod(path, 0o644)
+
+
+def test_other_os_errors_name_the_file_and_the_error(tmp_path, monkeypatch):
+    path = _write(tmp_path / 'io.wav', sine(440, 1.0), 16000)
+    real_open = builtins.open
+
+    def failing_open(file, *args, **kwargs):
+        if isinstance(file, str) and file == path:
+            raise OSError(5, 'Input/output error')
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, 'open', failing_open)
+    with pytest.raises(BadInputError) as info:
+        audio_io.check_local_file(path)
+    assert str(info.value) == f'{path}: unreadable (Input/output error)'
