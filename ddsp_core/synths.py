@@ -241,14 +241,19 @@ class Sinusoidal(processors.Processor):
         """Args:
           amplitudes: [batch, n_frames, n_sinusoids] raw amplitudes.
           frequencies: [batch, n_frames, n_sinusoids] raw frequencies (Hz if freq_scale_fn is
-            None).
+            None), or whatever freq_scale_fn takes, e.g. [batch, n_frames, n_sinusoids, depth]
+            for `core.frequencies_sigmoid(..., depth=depth)`.
 
         Returns:
           {'amplitudes': [batch, n_frames, n_sinusoids] linear, zero at or above Nyquist,
            'frequencies': [batch, n_frames, n_sinusoids] Hz}.
         """
         amplitudes = _scale(self.amp_scale_fn, _frames(amplitudes, "amplitudes", self.name))
-        frequencies = _scale(self.freq_scale_fn, _frames(frequencies, "frequencies", self.name))
+        if self.freq_scale_fn is not None:
+            # The scale function may take [batch, n_frames, n_sinusoids, depth] (e.g.
+            # frequencies_sigmoid with depth > 1) and must return [batch, n_frames, n].
+            frequencies = self.freq_scale_fn(core.tf_float32(frequencies))
+        frequencies = _frames(frequencies, "frequencies", self.name)
         amplitudes = core.remove_above_nyquist(frequencies, amplitudes, self.sample_rate)
         return {"amplitudes": amplitudes, "frequencies": frequencies}
 

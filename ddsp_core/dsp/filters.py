@@ -61,22 +61,32 @@ def fft_convolve(audio: tf.Tensor, impulse_response: tf.Tensor, padding: Text = 
     Args:
       audio: [batch, audio_size].
       impulse_response: [batch, ir_size] or [batch, n_ir_frames, ir_size]; batch may be 1 to
-        share one response across the batch.
+        share one response across the batch, and an unbatched [ir_size] response is shared too.
       padding: 'same' or 'valid' (see `crop_and_compensate_delay`).
       delay_compensation: Samples removed from the front; -1 for `ir_size // 2`.
 
     Returns:
       [batch, audio_size] ('same') or [batch, audio_size + ir_size - 1] ('valid').
+
+    Raises:
+      ValueError: The response's batch is neither 1 nor the audio's, or the audio cannot be cut
+        into as many equal frames as there are responses.
     """
     audio = tf_float32(audio)
     impulse_response = tf_float32(impulse_response)
     if len(audio.shape) != 2:
         raise ValueError(f"fft_convolve: audio must be [batch, n_samples], got {audio.shape}.")
+    if len(impulse_response.shape) == 1:
+        impulse_response = impulse_response[tf.newaxis, :]
     if len(impulse_response.shape) == 2:
         impulse_response = impulse_response[:, tf.newaxis, :]
     if len(impulse_response.shape) != 3:
-        raise ValueError("fft_convolve: impulse_response must be [batch, ir_size] or "
+        raise ValueError("fft_convolve: impulse_response must be [ir_size], [batch, ir_size] or "
                          f"[batch, n_frames, ir_size], got {impulse_response.shape}.")
+    batch, ir_batch = audio.shape[0], impulse_response.shape[0]
+    if batch is not None and ir_batch is not None and ir_batch not in (1, batch):
+        raise ValueError(f"fft_convolve: the impulse response's batch ({ir_batch}) must be 1 or "
+                         f"the audio's ({batch}).")
     audio_size = int(audio.shape[1])
     n_ir_frames = int(impulse_response.shape[1])
     ir_size = int(impulse_response.shape[2])
@@ -113,20 +123,23 @@ def apply_window_to_impulse_response(impulse_response: tf.Tensor, window_size: i
       impulse_response: [..., ir_size] in zero-phase form (time 0 at index 0, negative times
         wrapped to the end), as returned by an inverse real FFT; if `causal`, already causal
         and centred (it is first shifted to zero-phase form).
-      window_size: Length of the Hann window and of the output; <= 0 or > ir_size means
-        ir_size.
-      causal: See above.
+      window_size: Length of the Hann window; <= 0 or >= ir_size means ir_size (no cropping).
+        A shorter window is rounded down to an odd length, so the cropped response is
+        symmetric about its centre sample (as in the reference, whose sizes these are).
 
     Returns:
-      [..., window_size] causal response, its zero-time sample at index window_size // 2.
+      [..., n] causal response, n = window_size (rounded down to odd when it crops) or
+      ir_size, its zero-time sample at index n // 2.
     """
     impulse_response = tf.math.real(tf.convert_to_tensor(impulse_response))
     impulse_response = tf_float32(impulse_response)
     if causal:
         impulse_response = tf.signal.ifftshift(impulse_response, axes=-1)
     ir_size = int(impulse_response.shape[-1])
-    if window_size <= 0 or window_size > ir_size:
+    if window_size <= 0 or window_size >= ir_size:
         window_size = ir_size
+    elif window_size % 2 == 0:
+        window_size -= 1
     centre = window_size // 2
     idx = (np.arange(window_size) - centre) % ir_size
     centred = tf.gather(impulse_response, idx, axis=-1)
@@ -139,11 +152,13 @@ def frequency_impulse_response(magnitudes: tf.Tensor, window_size: int = 0) -> t
     Args:
       magnitudes: [batch, n_frames, n_frequencies] linear gains from 0 Hz to Nyquist, evenly
         spaced; or [batch, n_frequencies].
-      window_size: Length of the Hann window (and the output); <= 0 means 2*(n_frequencies-1).
+      window_size: Length of the Hann window (and the output); <= 0 or >= 2*(n_frequencies-1)
+        means 2*(n_frequencies-1); a shorter even size is rounded down to odd (see
+        `apply_window_to_impulse_response`).
 
     Returns:
-      [batch, n_frames, window_size] (or [batch, window_size]) impulse responses, centred at
-      index window_size // 2.
+      [batch, n_frames, n] (or [batch, n]) impulse responses, n the window size above, centred
+      at index n // 2.
     """
     magnitudes = tf_float32(magnitudes)
     spectrum = tf.complex(magnitudes, tf.zeros_like(magnitudes))
@@ -160,17 +175,22 @@ def sinc(x, threshold=1e-20):
 
 
 def sinc_impulse_response(cutoff_frequency, window_size=512, sample_rate=None, high_pass=False):
-    """Hann-windowed sinc low-pass (or high-pass) impulse responses.
+    """Windowed-sinc low-pass (or high-pass) impulse responses (symmetric Hamming window).
 
     Args:
-      cutoff_frequency: [..., 1] cutoff, in Hz if `sample_rate` is given, otherwise as a
-        fraction of Nyquist in [0, 1].
-      window_size: Response length; rounded up to an odd number so the filter is symmetric.
+      cutoff_frequency: Cutoff in Hz if `sample_rate` is given, otherwise as a fraction of
+        Nyquist in [0, 1] (clipped to that range); [batch, n_frames, 1], [..., 1], or a
+        scalar.
+      window_size: Response length; rounded up to an odd number, 2 * (window_size // 2) + 1,
+        so the filter is symmetric.
       sample_rate: Hz, or None for normalised cutoffs.
-      high_pass: Return the complementary high-pass response.
+      high_pass: Return the complementary high-pass response (a unit impulse minus the
+        low-pass).
 
     Returns:
-      [..., window_size (odd)] responses centred at window_size // 2, unity gain in the pass band.
+      [..., 2 * (window_size // 2) + 1] responses (the cutoff's shape with its last axis
+      replaced; [n] for a scalar cutoff) centred at window_size // 2, unity gain in the pass
+      band. A cutoff of 0 gives a silent low-pass (an all-pass high-pass).
     """
     cutoff = tf_float32(cutoff_frequency)
     if sample_rate is not None:
@@ -179,7 +199,7 @@ def sinc_impulse_response(cutoff_frequency, window_size=512, sample_rate=None, h
     half = int(window_size) // 2
     n = tf.range(-half, half + 1, dtype=tf.float32)
     ir = cutoff * sinc(cutoff * n)
-    ir *= tf.signal.hann_window(2 * half + 1, periodic=False)
+    ir *= tf.signal.hamming_window(2 * half + 1, periodic=False)
     ir = ir / tf.maximum(tf.reduce_sum(ir, axis=-1, keepdims=True), 1e-12)
     if high_pass:
         delta = tf.one_hot(half, 2 * half + 1)
@@ -213,7 +233,15 @@ def sinc_filter(audio: tf.Tensor, cutoff_frequency: tf.Tensor, window_size: int 
     Args:
       audio: [batch, n_samples].
       cutoff_frequency: [batch, n_frames, 1] (or [batch, n_frames]) cutoff in Hz if
-        `sample_rate` is given, else normalised to Nyquist.
+        `sample_rate` is given, else normalised to Nyquist; a scalar is one fixed cutoff for
+        the whole batch.
+      window_size: Filter length (see `sinc_impulse_response`).
+      sample_rate: Hz, or None for normalised cutoffs.
+      padding: 'same' or 'valid'.
+      high_pass: High-pass instead of low-pass.
+
+    Returns:
+      Filtered audio, delay-compensated: [batch, n_samples] ('same').
     """
     cutoff_frequency = tf_float32(cutoff_frequency)
     if len(cutoff_frequency.shape) == 2:

@@ -151,18 +151,24 @@ def oscillator_bank(frequency_envelopes: tf.Tensor, amplitude_envelopes: tf.Tens
 
 def harmonic_oscillator_bank(frequency: tf.Tensor, amplitude_envelopes: tf.Tensor,
                              initial_phase: Optional[tf.Tensor] = None, sample_rate: int = 16000,
-                             use_angular_cumsum: bool = True) -> tf.Tensor:
+                             use_angular_cumsum: bool = True):
     """Renders harmonics of one audio-rate fundamental, accumulating a single phase.
+
+    For streaming: pass the returned final phase as the next block's `initial_phase` and the
+    blocks join without a discontinuity.
 
     Args:
       frequency: [batch, n_samples, 1] fundamental in Hz.
-      amplitude_envelopes: [batch, n_samples, n_harmonics] amplitude of each harmonic.
-      initial_phase: [batch, 1, 1] starting phase of the fundamental in radians, or None (0).
+      amplitude_envelopes: [batch, n_samples, n_harmonics] amplitude of each harmonic
+        (harmonics at or above Nyquist are silenced sample by sample).
+      initial_phase: [batch, 1, 1] phase of the fundamental before the first sample, in
+        radians, or None (0).
       sample_rate: Hz.
       use_angular_cumsum: Chunked float32 accumulation (True) or float64 running sum (False).
 
     Returns:
-      [batch, n_samples] audio.
+      (audio [batch, n_samples], final_phase [batch, 1, 1]): the fundamental's phase at the
+      last sample, wrapped to [0, 2*pi).
     """
     frequency = tf_float32(frequency)
     amplitude_envelopes = tf_float32(amplitude_envelopes)
@@ -174,7 +180,8 @@ def harmonic_oscillator_bank(frequency: tf.Tensor, amplitude_envelopes: tf.Tenso
     if initial_phase is not None:
         phase = wrap_phase(phase + tf_float32(initial_phase))
     harmonics = tf.linspace(1.0, float(n_harmonics), n_harmonics)
-    return tf.reduce_sum(amplitude_envelopes * tf.sin(phase * harmonics), axis=-1)
+    audio = tf.reduce_sum(amplitude_envelopes * tf.sin(phase * harmonics), axis=-1)
+    return audio, phase[:, -1:, :1]
 
 
 def _fast_harmonic_synthesis(f0_hz: tf.Tensor, harmonic_amplitudes: tf.Tensor, n_samples: int,
@@ -375,43 +382,52 @@ def wavetable_synthesis(frequencies: tf.Tensor, amplitudes: tf.Tensor, wavetable
 
 def sinusoidal_to_harmonic(sin_amps, sin_freqs, f0_hz, harmonic_width=0.1, n_harmonics=100,
                            sample_rate=16000, normalize=False):
-    """Projects free sinusoids onto a harmonic series of `f0_hz`.
+    """Projects free sinusoids onto the harmonic series of `f0_hz`.
 
-    Each sinusoid contributes to harmonic k with a Gaussian weight on its distance from k*f0,
-    measured in harmonics (width `harmonic_width`).
+    Sinusoid j contributes to harmonic k with weight exp(-(|f_j - k * f0| / f0 / width)^2), a
+    Gaussian in the distance from the harmonic measured in multiples of f0.
 
     Args:
-      sin_amps: [batch, time, n_sinusoids] amplitudes.
+      sin_amps: [batch, time, n_sinusoids] linear amplitudes.
       sin_freqs: [batch, time, n_sinusoids] Hz.
       f0_hz: [batch, time, 1] Hz.
-      harmonic_width: Standard deviation of the weighting, in harmonic numbers.
+      harmonic_width: Width of the weighting, in multiples of f0.
       n_harmonics: Number of harmonics.
-      sample_rate: Hz (harmonics above Nyquist are zeroed).
-      normalize: Return (amplitude [B, T, 1], distribution [B, T, n_harmonics]) if True, else
-        the harmonic amplitudes [B, T, n_harmonics].
+      sample_rate: Hz (harmonics at or above Nyquist get no amplitude).
+      normalize: Cap each harmonic's total weight over the sinusoids at 1 (weights summing to
+        more are divided by their sum), so max(harmonic amplitude) <= max(sinusoid amplitude).
+
+    Returns:
+      (harm_amp [batch, time, 1], harm_dist [batch, time, n_harmonics]): the total amplitude
+      and the distribution over harmonics (summing to 1 where harm_amp > 0).
     """
     sin_amps = tf_float32(sin_amps)
     sin_freqs = tf_float32(sin_freqs)
     f0_hz = tf_float32(f0_hz)
     harmonic_freqs = get_harmonic_frequencies(f0_hz, n_harmonics)  # [B, T, H]
-    ratio = safe_divide(sin_freqs[..., tf.newaxis, :], f0_hz[..., tf.newaxis])  # [B, T, 1, S]
-    harmonic_numbers = tf.linspace(1.0, float(n_harmonics), n_harmonics)[:, tf.newaxis]
-    weights = tf.exp(-0.5 * ((ratio - harmonic_numbers) / harmonic_width) ** 2)  # [B, T, H, S]
-    harm_amps = tf.reduce_sum(weights * sin_amps[..., tf.newaxis, :], axis=-1)
-    harm_amps = remove_above_nyquist(harmonic_freqs, harm_amps, sample_rate)
+    distance = safe_divide(sin_freqs[..., tf.newaxis, :] - harmonic_freqs[..., tf.newaxis],
+                           f0_hz[..., tf.newaxis])  # [B, T, H, S], in multiples of f0
+    weights = tf.exp(-(tf.abs(distance) / harmonic_width) ** 2)
     if normalize:
-        amplitude = tf.reduce_sum(harm_amps, axis=-1, keepdims=True)
-        return amplitude, safe_divide(harm_amps, amplitude)
-    return harm_amps
+        total = tf.reduce_sum(weights, axis=-1, keepdims=True)
+        weights = tf.where(total > 1.0, safe_divide(weights, total), weights)
+    harm_amps = tf.reduce_sum(weights * sin_amps[..., tf.newaxis, :], axis=-1)  # [B, T, H]
+    harm_amps = remove_above_nyquist(harmonic_freqs, harm_amps, sample_rate)
+    harm_amp = tf.reduce_sum(harm_amps, axis=-1, keepdims=True)
+    return harm_amp, safe_divide(harm_amps, harm_amp)
 
 
 def harmonic_to_sinusoidal(harm_amp, harm_dist, f0_hz, sample_rate=16000):
     """Harmonic controls to the equivalent sinusoid amplitudes and frequencies.
 
+    Harmonics at or above Nyquist are dropped and the distribution is renormalised over the
+    others, as a harmonic synthesizer with `normalize_below_nyquist` renders them.
+
     Args:
-      harm_amp: [batch, time, 1] overall amplitude.
+      harm_amp: [batch, time, 1] overall amplitude (or a scalar).
       harm_dist: [batch, time, n_harmonics] distribution.
       f0_hz: [batch, time, 1] Hz.
+      sample_rate: Hz.
 
     Returns:
       (sin_amps, sin_freqs), each [batch, time, n_harmonics]; amplitudes above Nyquist are 0.
@@ -419,5 +435,5 @@ def harmonic_to_sinusoidal(harm_amp, harm_dist, f0_hz, sample_rate=16000):
     harm_dist = tf_float32(harm_dist)
     n_harmonics = int(harm_dist.shape[-1])
     sin_freqs = get_harmonic_frequencies(f0_hz, n_harmonics)
-    sin_amps = remove_above_nyquist(sin_freqs, tf_float32(harm_amp) * harm_dist, sample_rate)
-    return sin_amps, sin_freqs
+    harm_dist = normalize_harmonics(harm_dist, f0_hz, sample_rate)
+    return tf_float32(harm_amp) * harm_dist, sin_freqs

@@ -62,7 +62,8 @@ def _nearest(x: tf.Tensor, n_timesteps: int, add_endpoint: bool) -> tf.Tensor:
 
 
 def _cubic(x: tf.Tensor, n_timesteps: int, add_endpoint: bool) -> tf.Tensor:
-    """Catmull-Rom (Keys a=-0.5) cubic interpolation with edge clamping."""
+    """Keys cubic convolution (a = -0.75, as `tf.compat.v1.image.resize` bicubic) with edge
+    clamping; exact weights (the legacy resize looks them up in a 1024-step table)."""
     n_in = tf.shape(x)[1]
     pos = _source_positions(n_in, n_timesteps, add_endpoint)
     i1 = tf.cast(tf.floor(pos), tf.int32)
@@ -72,7 +73,7 @@ def _cubic(x: tf.Tensor, n_timesteps: int, add_endpoint: bool) -> tf.Tensor:
         return tf.gather(x, tf.clip_by_value(i1 + offset, 0, n_in - 1), axis=1)
 
     p0, p1, p2, p3 = take(-1), take(0), take(1), take(2)
-    a = -0.5
+    a = -0.75  # the kernel of the (legacy) image resize the reference uses
     w0 = a * s**3 - 2 * a * s**2 + a * s
     w1 = (a + 2) * s**3 - (a + 3) * s**2 + 1
     w2 = -(a + 2) * s**3 + (2 * a + 3) * s**2 - a * s

@@ -163,19 +163,50 @@ def hz_to_midi(frequencies: Number) -> Number:
     return tf.where(frequencies <= 0.0, tf.zeros_like(notes), notes)
 
 
+def _float_tensor(x) -> tf.Tensor:
+    """A tensor of `x` that keeps a floating dtype (float64 stays float64); other dtypes and
+    Python numbers become float32."""
+    if isinstance(x, tf.Tensor | tf.Variable):
+        x = tf.convert_to_tensor(x)
+    elif isinstance(x, np.ndarray | np.floating) and x.dtype.kind == "f":
+        x = tf.convert_to_tensor(x)
+    else:
+        x = tf.convert_to_tensor(x, tf.float32)
+    return x if x.dtype.is_floating else tf.cast(x, tf.float32)
+
+
 def unit_to_midi(unit: Number, midi_min: Number = 20.0, midi_max: Number = 90.0,
                  clip: bool = False) -> Number:
-    """Maps [0, 1] linearly onto [midi_min, midi_max]."""
-    unit = tf_float32(unit)
+    """Maps [0, 1] linearly onto [midi_min, midi_max].
+
+    Args:
+      unit: Values in [0, 1] (values outside extrapolate unless `clip`), any shape. A float64
+        input gives a float64 result (as the reference, which computes in the input's dtype);
+        anything else float32.
+      midi_min, midi_max: MIDI notes that 0 and 1 map to (numbers or tensors).
+      clip: Clip `unit` to [0, 1] first.
+    """
+    unit = _float_tensor(unit)
     if clip:
         unit = tf.clip_by_value(unit, 0.0, 1.0)
+    midi_min = tf.cast(midi_min, unit.dtype)
+    midi_max = tf.cast(midi_max, unit.dtype)
     return midi_min + (midi_max - midi_min) * unit
 
 
 def midi_to_unit(midi: Number, midi_min: Number = 20.0, midi_max: Number = 90.0,
                  clip: bool = False) -> Number:
-    """Maps [midi_min, midi_max] linearly onto [0, 1]."""
-    unit = (tf_float32(midi) - midi_min) / (midi_max - midi_min)
+    """Maps [midi_min, midi_max] linearly onto [0, 1] (float64 in, float64 out; else float32).
+
+    Args:
+      midi: MIDI notes, any shape.
+      midi_min, midi_max: Notes that map to 0 and 1.
+      clip: Clip the result to [0, 1].
+    """
+    midi = _float_tensor(midi)
+    midi_min = tf.cast(midi_min, midi.dtype)
+    midi_max = tf.cast(midi_max, midi.dtype)
+    unit = (midi - midi_min) / (midi_max - midi_min)
     if clip:
         unit = tf.clip_by_value(unit, 0.0, 1.0)
     return unit
@@ -194,13 +225,13 @@ def hz_to_unit(hz: Number, hz_min: Number, hz_max: Number, clip: bool = False) -
 
 
 def hz_to_bark(hz):
-    """Hz to the Bark scale (Traunmüller-style asinh approximation)."""
-    return 6.0 * tf.asinh(tf_float32(hz) / 600.0)
+    """Hz to the Bark scale, Traunmüller (1990): 26.81 / (1 + 1960 / hz) - 0.53."""
+    return 26.81 / (1.0 + 1960.0 / tf_float32(hz)) - 0.53
 
 
 def bark_to_hz(bark):
-    """Bark to Hz (inverse of `hz_to_bark`)."""
-    return 600.0 * tf.sinh(tf_float32(bark) / 6.0)
+    """Bark to Hz (inverse of `hz_to_bark`): 1960 / (26.81 / (bark + 0.53) - 1)."""
+    return 1960.0 / (26.81 / (tf_float32(bark) + 0.53) - 1.0)
 
 
 def hz_to_mel(hz):
@@ -284,5 +315,6 @@ def frequencies_sigmoid(freqs: tf.Tensor, depth: int = 1, hz_min: float = 0.0,
     depth = int(freqs.shape[-1])
     weights = 0.5 ** tf.range(depth, dtype=tf.float32)
     weights /= tf.reduce_sum(weights)
-    unit = tf.reduce_sum(tf.nn.sigmoid(freqs) * weights, axis=-1)
+    # The weights sum to one; the clip keeps float rounding from stepping past hz_max.
+    unit = tf.clip_by_value(tf.reduce_sum(tf.nn.sigmoid(freqs) * weights, axis=-1), 0.0, 1.0)
     return hz_min + (hz_max - hz_min) * unit

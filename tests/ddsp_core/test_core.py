@@ -33,6 +33,25 @@ def test_unit_conversions_are_inverse():
     assert float(core.hz_to_erb(1000.0)) == pytest.approx(132.7)
 
 
+def test_bark_scale_is_traunmuller():
+    # 26.81 / (1 + 1960 / f) - 0.53: 1 kHz is 8.53 Bark, 1960 Hz is 12.875.
+    assert float(core.hz_to_bark(1000.0)) == pytest.approx(26.81 / 2.96 - 0.53, rel=1e-6)
+    assert float(core.hz_to_bark(1960.0)) == pytest.approx(12.875, rel=1e-6)
+    assert float(core.bark_to_hz(12.875)) == pytest.approx(1960.0, rel=1e-5)
+
+
+def test_unit_midi_maps_keep_float64_precision():
+    unit = np.linspace(-1.0, 2.0, 1001)  # float64, past both ends (no clipping)
+    midi = core.unit_to_midi(unit, midi_min=20.0, midi_max=90.0)
+    assert midi.dtype == tf.float64
+    np.testing.assert_allclose(midi.numpy(), 20.0 + 70.0 * unit, rtol=0, atol=1e-12)
+    back = core.midi_to_unit(midi, midi_min=20.0, midi_max=90.0)
+    np.testing.assert_allclose(back.numpy(), unit, rtol=0, atol=1e-12)
+    # float32 (and Python numbers) stay float32; clipping still applies.
+    assert core.unit_to_midi(np.float32(0.5)).dtype == tf.float32
+    assert float(core.unit_to_midi(-0.5, clip=True)) == pytest.approx(20.0)
+
+
 def test_db_conversions():
     assert float(core.amplitude_to_db(0.1)) == pytest.approx(-20.0, abs=1e-4)
     assert float(core.power_to_db(0.1)) == pytest.approx(-10.0, abs=1e-4)
@@ -107,6 +126,17 @@ def test_linear_resample_places_frames_on_hops():
     np.testing.assert_allclose(cubic[::2], [0.0, 1.0, 3.0], atol=1e-6)
     with pytest.raises(ValueError, match="method"):
         core.resample(frames, 6, method="sinc")
+
+
+@pytest.mark.parametrize("add_endpoint", [True, False])
+def test_cubic_resample_uses_the_image_resize_kernel(add_endpoint):
+    # Between frames the cubic kernel shows: TensorFlow's legacy bicubic resize (the
+    # reference's) uses a = -0.75, and tabulates its weights in 1/1024 steps (hence 3e-3).
+    frames = np.random.default_rng(0).normal(size=(2, 7, 3)).astype(np.float32)
+    ours = core.resample(frames, 50, method="cubic", add_endpoint=add_endpoint).numpy()
+    image = tf.compat.v1.image.resize(frames[:, :, None, :], [50, 1], method="bicubic",
+                                      align_corners=not add_endpoint)[:, :, 0, :].numpy()
+    np.testing.assert_allclose(ours, image, atol=3e-3)
 
 
 def _overlap_add_windows(frames, n_timesteps):
@@ -259,10 +289,25 @@ def test_normalize_harmonics_removes_above_nyquist():
 def test_harmonic_oscillator_bank():
     freq = tf.fill([1, SR // 2, 1], 500.0)
     amps = tf.tile(tf.constant([[[1.0, 0.0, 0.5]]]), [1, SR // 2, 1])
-    audio = core.harmonic_oscillator_bank(freq, amps, sample_rate=SR).numpy()[0]
+    audio, final_phase = core.harmonic_oscillator_bank(freq, amps, sample_rate=SR)
+    audio = audio.numpy()[0]
     assert peak_hz(audio) == pytest.approx(500.0, abs=2.0)
     assert band_energy(audio, 1450, 1550) > 0.1 * band_energy(audio, 450, 550)
     assert band_energy(audio, 950, 1050) < 1e-4 * band_energy(audio, 450, 550)
+    # 8000 samples of 500 Hz are 250 whole periods: the phase ends back at 0 (mod 2 pi).
+    assert final_phase.shape == (1, 1, 1)
+    assert np.cos(float(final_phase[0, 0, 0])) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_harmonic_oscillator_bank_streams_blocks_with_the_final_phase():
+    freq = tf.constant(np.linspace(200.0, 900.0, 4000, dtype=np.float32)[None, :, None])
+    amps = tf.tile(tf.constant([[[1.0, 0.5, 0.25]]]), [1, 4000, 1])
+    whole, _ = core.harmonic_oscillator_bank(freq, amps, use_angular_cumsum=False)
+    first, phase = core.harmonic_oscillator_bank(freq[:, :1500], amps[:, :1500],
+                                                 use_angular_cumsum=False)
+    second, _ = core.harmonic_oscillator_bank(freq[:, 1500:], amps[:, 1500:],
+                                              initial_phase=phase, use_angular_cumsum=False)
+    np.testing.assert_allclose(tf.concat([first, second], axis=1), whole, atol=2e-4)
 
 
 def test_wavetable_synthesis_and_lookup():
@@ -290,6 +335,32 @@ def test_sinusoidal_harmonic_round_trip():
     np.testing.assert_allclose(amp.numpy(), 1.0, atol=1e-4)
 
 
+def test_harmonic_to_sinusoidal_renormalises_below_nyquist():
+    f0 = tf.constant([[[100.0], [3000.0], [5000.0]]])  # 3rd harmonic (9 kHz), 2nd (10 kHz) out
+    dist = tf.fill([1, 3, 3], 1.0 / 3.0)
+    sin_amps, sin_freqs = core.harmonic_to_sinusoidal(tf.fill([1, 3, 1], 6.0), dist, f0)
+    np.testing.assert_allclose(sin_amps.numpy()[0], [[2.0, 2.0, 2.0], [3.0, 3.0, 0.0],
+                                                     [6.0, 0.0, 0.0]], atol=1e-5)
+    np.testing.assert_allclose(sin_freqs.numpy()[0, 1], [3000.0, 6000.0, 9000.0])
+
+
+def test_sinusoidal_to_harmonic_weights_and_normalize():
+    f0 = tf.fill([1, 1, 1], 100.0)
+    # A sinusoid 5 Hz (0.05 f0) above harmonic 2: weight exp(-(0.05 / 0.1) ** 2) there.
+    amp, dist = core.sinusoidal_to_harmonic(tf.ones([1, 1, 1]), tf.fill([1, 1, 1], 205.0), f0,
+                                            n_harmonics=4)
+    weight = np.exp(-0.25)
+    assert float(amp[0, 0, 0]) == pytest.approx(weight, rel=1e-5)
+    np.testing.assert_allclose(dist.numpy()[0, 0], [0.0, 1.0, 0.0, 0.0], atol=1e-6)
+    # Two sinusoids on one harmonic: their weights sum to 2, normalize caps that at 1.
+    two = tf.fill([1, 1, 2], 200.0)
+    amp, _ = core.sinusoidal_to_harmonic(tf.ones([1, 1, 2]), two, f0, n_harmonics=4)
+    capped, _ = core.sinusoidal_to_harmonic(tf.ones([1, 1, 2]), two, f0, n_harmonics=4,
+                                            normalize=True)
+    assert float(amp[0, 0, 0]) == pytest.approx(2.0, rel=1e-5)
+    assert float(capped[0, 0, 0]) == pytest.approx(1.0, rel=1e-5)
+
+
 # ---------------------------------------------------------------- filters
 
 
@@ -310,6 +381,21 @@ def test_fft_convolve_matches_numpy_convolution():
     np.testing.assert_allclose(centred, full[:, 15:315], atol=1e-4)
     with pytest.raises(ValueError, match="padding"):
         core.fft_convolve(audio, ir, padding="full")
+
+
+def test_fft_convolve_batches_of_impulse_responses():
+    audio = np.random.randn(3, 200).astype(np.float32)
+    ir = np.random.randn(17).astype(np.float32)
+    expected = np.stack([np.convolve(a, ir)[:200] for a in audio])
+    # One response shared by the batch: unbatched [ir_size], or a batch of one.
+    for shared in (ir, ir[None], ir[None, None]):
+        out = core.fft_convolve(audio, shared, delay_compensation=0).numpy()
+        np.testing.assert_allclose(out, expected, atol=1e-4)
+    # Otherwise the batches must match.
+    with pytest.raises(ValueError, match=r"batch \(2\) must be 1 or the audio's \(3\)"):
+        core.fft_convolve(audio, np.stack([ir, ir]))
+    with pytest.raises(ValueError, match="batch"):
+        core.fft_convolve(audio[:1], np.stack([ir, ir]))
 
 
 def test_time_varying_fft_convolve_uses_each_frames_response():
@@ -334,6 +420,20 @@ def test_frequency_impulse_response_realises_the_magnitudes():
     assert np.all(response[freqs > 5500] < 0.05)
 
 
+@pytest.mark.parametrize("window_size, n_out", [(22, 21), (64, 63), (65, 65), (0, 128),
+                                                (128, 128), (500, 128)])
+def test_frequency_impulse_response_sizes_are_odd_when_windowed(window_size, n_out):
+    mags = np.random.uniform(size=(2, 65)).astype(np.float32)  # 128-sample responses
+    ir = core.frequency_impulse_response(mags, window_size=window_size).numpy()
+    assert ir.shape == (2, n_out)
+    if n_out < 128:
+        # Cropped to an odd length: symmetric about its centre sample (linear phase).
+        np.testing.assert_allclose(ir, ir[:, ::-1], atol=1e-6)
+    # Flat magnitudes give a unit impulse at the centre, n // 2.
+    flat = core.frequency_impulse_response(np.ones((1, 65), np.float32), window_size).numpy()
+    assert np.argmax(np.abs(flat[0])) == n_out // 2
+
+
 def test_frequency_filter_shapes_white_noise():
     noise = np.random.uniform(-1, 1, (1, SR)).astype(np.float32)
     mags = np.zeros((1, 100, 33), np.float32)
@@ -353,7 +453,24 @@ def test_sinc_filter_low_and_high_pass():
     assert band_energy(high, 3000, 8000) > 100 * band_energy(high, 0, 1000)
     ir = core.sinc_impulse_response(tf.constant([[0.5]]), window_size=64).numpy()
     assert ir.shape == (1, 65) and float(ir.sum()) == pytest.approx(1.0, abs=1e-5)
+    np.testing.assert_allclose(ir, ir[:, ::-1], atol=1e-7)  # symmetric: linear phase
     assert float(core.sinc(0.0)) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("high_pass, window_size", [(False, 256), (True, 257)])
+def test_sinc_filter_with_one_fixed_cutoff(high_pass, window_size):
+    noise = np.random.uniform(-1, 1, (2, 4000)).astype(np.float32)
+    ir = core.sinc_impulse_response(0.25, window_size=window_size, high_pass=high_pass)
+    assert ir.shape == (257,)  # a scalar cutoff gives one unbatched response
+    out = core.sinc_filter(noise, 0.25, window_size=window_size, high_pass=high_pass).numpy()
+    framed = core.sinc_filter(noise, np.full((2, 1, 1), 0.25, np.float32),
+                              window_size=window_size, high_pass=high_pass).numpy()
+    assert out.shape == (2, 4000)
+    np.testing.assert_allclose(out, framed, atol=1e-5)
+    # Cutoff at a quarter of Nyquist, 2 kHz at 16 kHz.
+    stop = (3000, 8000) if not high_pass else (0, 1000)
+    passed = (0, 1500) if not high_pass else (3000, 8000)
+    assert band_energy(out[0], *passed) > 100 * band_energy(out[0], *stop)
 
 
 def test_variable_length_delay():

@@ -144,6 +144,21 @@ def test_sinusoidal_default_frequency_scaling_maps_to_hz():
     np.testing.assert_allclose(controls["frequencies"], 4000.0, rtol=1e-5)
 
 
+def test_sinusoidal_takes_what_its_frequency_scale_fn_takes():
+    depth = 4
+
+    def freq_scale_fn(x):
+        return core.frequencies_sigmoid(x, depth=depth, hz_min=0.0, hz_max=8000.0)
+
+    synth = synths.Sinusoidal(n_samples=N, freq_scale_fn=freq_scale_fn)
+    raw = tf.tile(tf.linspace(-50.0, 50.0, 6)[None, None, :, None], [2, F, 1, depth])
+    controls = synth.get_controls(tf.zeros([2, F, 6]), raw)  # [batch, frames, 6, depth]
+    freqs = controls["frequencies"].numpy()
+    assert freqs.shape == (2, F, 6)
+    assert np.all((freqs >= 0.0) & (freqs <= 8000.0))
+    assert synth(tf.zeros([2, F, 6]), raw).shape == (2, N)
+
+
 def test_tensor_to_audio_passes_samples_through():
     samples = tf.random.normal([2, 1000, 1])
     audio = synths.TensorToAudio()(samples)
