@@ -7,7 +7,8 @@ numbers are the ones `crepe.predict` gives, while the framing is ours, so that f
 with the other frame-rate features (loudness) of the same audio:
 
 - `crepe_frames(audio, frame_rate, padding)` -> normalised frames [n_frames, 1024], with
-  `n_frames == spectral_ops.get_framed_lengths(len(audio), 1024, 16000 // frame_rate, padding)[0]`.
+  `n_frames == get_framed_lengths(len(audio), 1024, 16000 // frame_rate, padding)[0]`
+  (`ddsp_core.dsp.framing`, also `spectral_ops.get_framed_lengths`).
 - `load_crepe_model(model_capacity)` -> crepe's Keras model (cached per process).
 - `load_crepe_forward(model_capacity)` -> `CrepeForward`, the same network from those weights,
   ~2x faster on CPU (used for inference here; equal to the Keras model up to float round-off).
@@ -25,6 +26,8 @@ import threading
 from typing import Iterator
 
 import numpy as np
+
+from ddsp_core.dsp.framing import check_padding, frame_hop, get_framed_lengths
 
 CREPE_SAMPLE_RATE = 16000
 CREPE_FRAME_SIZE = 1024
@@ -190,15 +193,8 @@ def load_crepe_forward(model_capacity: str = 'full') -> CrepeForward:
 
 
 def _hop_size(frame_rate) -> int:
-    numeric = (int, np.integer, float, np.floating)
-    if isinstance(frame_rate, bool) or not isinstance(frame_rate, numeric) or frame_rate <= 0:
-        raise ValueError(f'frame_rate must be a positive number of frames per second, '
-                         f'got {frame_rate!r}.')
-    if CREPE_SAMPLE_RATE % frame_rate != 0:
-        raise ValueError(f'frame_rate={frame_rate} does not divide the CREPE sample rate '
-                         f'{CREPE_SAMPLE_RATE} Hz; use a frame rate with an integer hop in samples '
-                         f'(e.g. 50, 100, 250, 500).')
-    return int(CREPE_SAMPLE_RATE // frame_rate)
+    """CREPE's hop at `frame_rate`: 16000 // frame_rate samples (rounded down, as loudness)."""
+    return frame_hop(CREPE_SAMPLE_RATE, frame_rate, 'crepe_frames')
 
 
 def _as_mono(audio, name: str = 'audio') -> np.ndarray:
@@ -213,8 +209,7 @@ def _as_mono(audio, name: str = 'audio') -> np.ndarray:
 
 def _padded_audio(audio: np.ndarray, hop: int, padding: str) -> tuple[np.ndarray, int]:
     """Pads 1-D float32 audio for framing; returns (padded audio, n_frames)."""
-    from ddsp_core.spectral_ops import get_framed_lengths
-
+    check_padding(padding, 'crepe_frames')
     n_frames, padded_length = get_framed_lengths(len(audio), CREPE_FRAME_SIZE, hop, padding)
     if padding == 'center':
         before = CREPE_FRAME_SIZE // 2
@@ -255,7 +250,8 @@ def crepe_frames(audio: np.ndarray, frame_rate: int, padding: str = 'center') ->
 
     Args:
       audio: float 16 kHz audio [n_samples] (or [1, n_samples]).
-      frame_rate: Frames per second; must divide 16000 (hop = 16000 // frame_rate samples).
+      frame_rate: Frames per second; hop = 16000 // frame_rate samples (rounded down when it
+        does not divide 16000, as `spectral_ops.compute_loudness` does at its sample rate).
       padding: 'center', 'same' or 'valid' (see `spectral_ops.get_framed_lengths`).
 
     Returns:
@@ -322,7 +318,7 @@ def predict_f0(audio, frame_rate, viterbi=True, padding='center', model_capacity
 
     Args:
       audio: float 16 kHz audio [n_samples] (or [1, n_samples]).
-      frame_rate: Frames per second; must divide 16000.
+      frame_rate: Frames per second (hop = 16000 // frame_rate samples).
       viterbi: Viterbi-smoothed decoding (see `activations_to_f0`).
       padding: 'center', 'same' or 'valid' (see `crepe_frames`).
       model_capacity: CREPE size, 'tiny' ... 'full' (weights must be installed).

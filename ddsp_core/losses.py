@@ -70,7 +70,8 @@ def amp_loss(amp, amp_target, loss_type='L1', weights=None, log=False, amin=1e-0
       amp, amp_target: Amplitudes, float tensors of the same shape, e.g. [batch, n_frames, n].
       loss_type: 'L1', 'L2' or 'COSINE' (see `mean_difference`).
       weights: Optional weights broadcastable to the amplitudes.
-      log: Compare natural logs of the amplitudes, floored at `amin`.
+      log: Compare base-10 logs of the amplitudes, floored at `amin` (a factor of 10 is a
+        difference of 1).
       amin: Smallest amplitude in log mode.
 
     Returns:
@@ -78,8 +79,8 @@ def amp_loss(amp, amp_target, loss_type='L1', weights=None, log=False, amin=1e-0
     """
     amp, amp_target = core.tf_float32(amp), core.tf_float32(amp_target)
     if log:
-        amp = tf.math.log(tf.maximum(amp, amin))
-        amp_target = tf.math.log(tf.maximum(amp_target, amin))
+        amp = core.log10(tf.maximum(amp, amin))
+        amp_target = core.log10(tf.maximum(amp_target, amin))
     return mean_difference(amp_target, amp, loss_type, weights=weights)
 
 
@@ -230,7 +231,8 @@ def _mag_logmag_terms(target_stft, stft, mag_weight, logmag_weight):
 
 @tf.function(jit_compile=True)
 def _mag_logmag_stft_gradients(target_stft, stft, mag_weight, logmag_weight, upstream, fft_size):
-    """Gradients of :func:`_mag_logmag_terms` w.r.t. both STFTs, pre-scaled for the rfft adjoint.
+    """Gradients of :func:`_mag_logmag_terms` w.r.t. both STFTs, pre-scaled for the rfft adjoint
+    (`fft_size` is the FFT length, `spectral_ops.fft_length` of the frame size).
 
     Same conventions as TensorFlow's autodiff of the generic path: d|x|/dx = sign(x) with
     sign(0) = 0, no gradient through safe_log's floor, d|S|/dS = S / |S| and 0 at S = 0. Each
@@ -296,11 +298,12 @@ def _l1_mag_logmag_loss(target_audio, audio, fft_sizes, mag_weight, logmag_weigh
             grads = [tf.zeros_like(target_audio), tf.zeros_like(audio)]
             for size, target_stft, stft in stfts:
                 hop = spectral_ops._hop_from_overlap(size, _OVERLAP, 'SpectralLoss')
+                n_fft = spectral_ops.fft_length(size)  # frames are zero-padded to n_fft
                 window = tf.signal.hann_window(size, periodic=True)
                 bins_grads = _mag_logmag_stft_gradients(target_stft, stft, mag_weight,
-                                                        logmag_weight, upstream, size)
+                                                        logmag_weight, upstream, n_fft)
                 for i, bins_grad in enumerate(bins_grads):
-                    frames_grad = tf.signal.irfft(bins_grad, [size]) * window
+                    frames_grad = tf.signal.irfft(bins_grad, [n_fft])[..., :size] * window
                     # Adjoint of framing the end-padded signal: overlap-add, then crop the pad.
                     grads[i] += tf.signal.overlap_and_add(frames_grad, hop)[:, :n_samples]
             return grads[0], grads[1]

@@ -12,21 +12,22 @@ Framing of frame-rate features (`get_framed_lengths`, `pad`) follows three modes
 - 'same': pad at the end only; `n_frames = ceil(n_samples / hop_size)`; frame i starts at sample
   `i * hop_size`.
 - 'valid': no padding; `n_frames = 1 + (n_samples - frame_size) // hop_size`.
+
+The hop of a frame rate is `sample_rate // frame_rate` samples, rounded down when the rate does
+not divide the sample rate (44.1 kHz at 250 frames/s: 176 samples), as in the reference.
 """
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import tensorflow as tf
 
-from ddsp_core import core
+from ddsp_core import core, f0
+from ddsp_core.dsp.framing import PADDING_MODES, check_padding, frame_hop, get_framed_lengths
 from ddsp_core.f0 import CREPE_FRAME_SIZE, CREPE_SAMPLE_RATE
 
 F0_RANGE = 127.0  # MIDI.
 DB_RANGE = core.DB_RANGE  # dB (80.0).
-PADDING_MODES = ('center', 'same', 'valid')
 # A-weighting is floored at this many dB (it is -inf at 0 Hz).
 A_WEIGHTING_MIN_DB = -80.0
 
@@ -34,7 +35,8 @@ __all__ = [
     'CREPE_FRAME_SIZE', 'CREPE_SAMPLE_RATE', 'DB_RANGE', 'F0_RANGE', 'PADDING_MODES',
     'a_weighting', 'compute_f0', 'compute_logmag', 'compute_logmel', 'compute_loudness',
     'compute_mag', 'compute_mel', 'compute_mfcc', 'compute_power', 'compute_rms_energy',
-    'get_framed_lengths', 'pad', 'pad_or_trim_to_expected_length', 'safe_log', 'stft', 'stft_np',
+    'fft_length', 'get_framed_lengths', 'pad', 'pad_or_trim_to_expected_length', 'safe_log',
+    'stft', 'stft_np',
 ]
 
 safe_log = core.safe_log
@@ -61,37 +63,56 @@ def _check_audio_rank(audio, fn: str):
                          f'{audio.shape}.')
 
 
+def _drop_channel(audio, fn: str):
+    """[batch, n_samples, 1] -> [batch, n_samples] (tensor or ndarray); others unchanged."""
+    if len(audio.shape) == 3:
+        if audio.shape[-1] != 1:
+            raise ValueError(f'{fn}: 3-D audio must be [batch, n_samples, 1], got shape '
+                             f'{audio.shape}.')
+        return audio[..., 0]
+    return audio
+
+
+def fft_length(frame_size) -> int:
+    """FFT length of an STFT frame: the smallest power of two >= frame_size (as
+    `tf.signal.stft` with `fft_length=None`); frames are zero-padded to it."""
+    return 1 << (int(frame_size) - 1).bit_length()
+
+
 def stft(audio, frame_size=2048, overlap=0.75, pad_end=True):
     """Short-time Fourier transform with a periodic Hann window (`tf.signal.stft`).
 
     Args:
-      audio: float [batch, n_samples] or [n_samples].
-      frame_size: Window and FFT length in samples.
-      overlap: Fraction of a frame shared with the next; hop = frame_size * (1 - overlap).
+      audio: float [batch, n_samples], [batch, n_samples, 1] or [n_samples].
+      frame_size: Window length in samples; each windowed frame is zero-padded to
+        `fft_length(frame_size)` (the next power of two) for the FFT.
+      overlap: Fraction of a frame shared with the next; hop = round(frame_size * (1 - overlap)).
       pad_end: Zero-pad the end so that every sample is in a frame
         (n_frames = ceil(n_samples / hop)); otherwise
         n_frames = 1 + (n_samples - frame_size) // hop.
 
     Returns:
-      complex64 [batch, n_frames, frame_size // 2 + 1] (no batch axis for 1-D audio).
+      complex64 [batch, n_frames, fft_length(frame_size) // 2 + 1] (no batch axis for 1-D
+      audio).
     """
-    audio = core.tf_float32(audio)
+    audio = _drop_channel(core.tf_float32(audio), 'stft')
     _check_audio_rank(audio, 'stft')
     hop = _hop_from_overlap(frame_size, overlap, 'stft')
     return tf.signal.stft(audio, frame_length=int(frame_size), frame_step=hop,
-                          fft_length=int(frame_size), pad_end=pad_end)
+                          fft_length=fft_length(frame_size), pad_end=pad_end)
 
 
 def stft_np(audio, frame_size=2048, overlap=0.75, pad_end=True):
-    """Numpy version of `stft` (same framing, window and output layout).
+    """Numpy version of `stft` (same framing, window, FFT length and output layout).
 
     Args:
-      audio: float [batch, n_samples] or [n_samples].
+      audio: float [batch, n_samples], [batch, n_samples, 1] or [n_samples].
 
     Returns:
-      complex64 [batch, n_frames, frame_size // 2 + 1] (no batch axis for 1-D audio).
+      complex64 [batch, n_frames, fft_length(frame_size) // 2 + 1] (no batch axis for 1-D
+      audio).
     """
-    audio = np.asarray(audio, dtype=np.float32)
+    audio = _drop_channel(np.asarray(audio, dtype=np.float32), 'stft_np')
     if audio.ndim not in (1, 2):
         raise ValueError(f'stft_np: audio must be [batch, n_samples] or [n_samples], got shape '
                          f'{audio.shape}.')
@@ -99,6 +120,7 @@ def stft_np(audio, frame_size=2048, overlap=0.75, pad_end=True):
     audio = audio[np.newaxis] if is_1d else audio
     hop = _hop_from_overlap(frame_size, overlap, 'stft_np')
     frame_size = int(frame_size)
+    n_fft = fft_length(frame_size)
     n = audio.shape[-1]
     if pad_end:
         n_frames = -(-n // hop)
@@ -110,20 +132,22 @@ def stft_np(audio, frame_size=2048, overlap=0.75, pad_end=True):
     if n_frames > 0:
         frames = np.lib.stride_tricks.sliding_window_view(audio, frame_size, axis=-1)[:, ::hop]
         frames = frames[:, :n_frames]
-        s = np.fft.rfft(frames * window.astype(np.float32), axis=-1).astype(np.complex64)
+        s = np.fft.rfft(frames * window.astype(np.float32), n=n_fft,
+                        axis=-1).astype(np.complex64)
     else:
-        s = np.zeros((audio.shape[0], 0, frame_size // 2 + 1), np.complex64)
+        s = np.zeros((audio.shape[0], 0, n_fft // 2 + 1), np.complex64)
     return s[0] if is_1d else s
 
 
 def compute_mag(audio, size=2048, overlap=0.75, pad_end=True):
-    """Magnitude spectrogram |STFT|: float32 [batch, n_frames, size // 2 + 1] (see `stft`)."""
+    """Magnitude spectrogram |STFT|: float32 [batch, n_frames, fft_length(size) // 2 + 1]
+    (see `stft`)."""
     return tf.abs(stft(audio, frame_size=size, overlap=overlap, pad_end=pad_end))
 
 
 def compute_logmag(audio, size=2048, overlap=0.75, pad_end=True):
     """Natural log of the magnitude spectrogram (`safe_log`, floor 1e-5):
-    float32 [batch, n_frames, size // 2 + 1]."""
+    float32 [batch, n_frames, fft_length(size) // 2 + 1]."""
     return safe_log(compute_mag(audio, size, overlap, pad_end))
 
 
@@ -144,7 +168,7 @@ def compute_mel(audio, lo_hz=0.0, hi_hz=8000.0, bins=64, fft_size=2048, overlap=
                          f'lo_hz={lo_hz}, hi_hz={hi_hz}, sample_rate={sample_rate}.')
     mag = compute_mag(audio, fft_size, overlap, pad_end)
     weights = tf.signal.linear_to_mel_weight_matrix(
-        num_mel_bins=int(bins), num_spectrogram_bins=int(fft_size) // 2 + 1,
+        num_mel_bins=int(bins), num_spectrogram_bins=fft_length(fft_size) // 2 + 1,
         sample_rate=sample_rate, lower_edge_hertz=float(lo_hz), upper_edge_hertz=float(hi_hz))
     return tf.tensordot(mag, weights, 1)
 
@@ -175,49 +199,6 @@ def compute_mfcc(audio, lo_hz=20.0, hi_hz=8000.0, fft_size=1024, mel_bins=128, m
 # ------------------------------------------------------------------------------------------------
 # Framing.
 # ------------------------------------------------------------------------------------------------
-def _check_padding(padding, fn: str):
-    if padding not in PADDING_MODES:
-        raise ValueError(f'{fn}: padding must be one of {PADDING_MODES}, got {padding!r}.')
-
-
-def get_framed_lengths(input_length, frame_size, hop_size, padding='center'):
-    """Number of frames, and the padded length, of framing a signal (see the module docstring).
-
-    Args:
-      input_length: Number of samples of the signal.
-      frame_size: Samples per frame.
-      hop_size: Samples between frame starts.
-      padding: 'center' (padded_length = input_length + frame_size), 'same'
-        (n_frames = ceil(input_length / hop_size), padded_length =
-        (n_frames - 1) * hop_size + frame_size) or 'valid' (padded_length = input_length).
-
-    Returns:
-      (n_frames, padded_length), both ints.
-    """
-    _check_padding(padding, 'get_framed_lengths')
-    input_length, frame_size, hop_size = int(input_length), int(frame_size), int(hop_size)
-    if frame_size < 1 or hop_size < 1:
-        raise ValueError(f'get_framed_lengths: frame_size and hop_size must be positive, got '
-                         f'frame_size={frame_size}, hop_size={hop_size}.')
-    if input_length < 0:
-        raise ValueError(f'get_framed_lengths: input_length must be >= 0, got {input_length}.')
-
-    def n_frames_of(length):
-        return (length - frame_size) // hop_size + 1
-
-    if padding == 'valid':
-        if input_length < frame_size:
-            raise ValueError(f"get_framed_lengths: with padding='valid' the input "
-                             f"({input_length} samples) must be at least one frame "
-                             f"({frame_size} samples) long.")
-        return n_frames_of(input_length), input_length
-    if padding == 'center':
-        padded_length = input_length + frame_size
-        return n_frames_of(padded_length), padded_length
-    n_frames = int(math.ceil(input_length / hop_size))
-    return n_frames, (n_frames - 1) * hop_size + frame_size
-
-
 def pad(x, frame_size, hop_size, padding='center', axis=1, mode='CONSTANT', constant_values=0):
     """Pads a signal for framing (see `get_framed_lengths`).
 
@@ -227,15 +208,17 @@ def pad(x, frame_size, hop_size, padding='center', axis=1, mode='CONSTANT', cons
       hop_size: Samples between frames (<= frame_size).
       padding: 'center' (frame_size // 2 on both sides), 'same' (at the end, to
         `get_framed_lengths(...)[1]`) or 'valid' (unchanged).
-      axis: Time axis.
+      axis: Time axis (ignored for 1-D `x`, which is padded on axis 0).
       mode, constant_values: Passed to `tf.pad`.
 
     Returns:
       float32 tensor, `x` padded on `axis`.
     """
-    _check_padding(padding, 'pad')
+    check_padding(padding, 'pad')
     x = core.tf_float32(x)
     rank = x.shape.rank
+    if rank <= 1:
+        axis = 0  # a 1-D signal is padded on its only axis, whatever `axis` says.
     if not -rank <= axis < rank:
         raise ValueError(f'pad: axis {axis} is out of range for a tensor of shape {x.shape}.')
     if hop_size > frame_size:
@@ -257,7 +240,7 @@ def pad(x, frame_size, hop_size, padding='center', axis=1, mode='CONSTANT', cons
 
 def _pad_np(x: np.ndarray, frame_size, hop_size, padding) -> np.ndarray:
     """Numpy version of `pad` on the last axis (zeros)."""
-    _check_padding(padding, 'pad')
+    check_padding(padding, 'pad')
     if padding == 'valid':
         return x
     if padding == 'center':
@@ -266,16 +249,6 @@ def _pad_np(x: np.ndarray, frame_size, hop_size, padding) -> np.ndarray:
         _, padded_length = get_framed_lengths(x.shape[-1], frame_size, hop_size, padding)
         before, after = 0, padded_length - x.shape[-1]
     return np.pad(x, [(0, 0)] * (x.ndim - 1) + [(before, after)])
-
-
-def _frame_hop(sample_rate, frame_rate, fn: str) -> int:
-    if frame_rate <= 0 or sample_rate <= 0:
-        raise ValueError(f'{fn}: sample_rate and frame_rate must be positive, got '
-                         f'sample_rate={sample_rate}, frame_rate={frame_rate}.')
-    if sample_rate % frame_rate != 0:
-        raise ValueError(f'{fn}: frame_rate={frame_rate} must divide sample_rate={sample_rate} '
-                         f'(an integer hop of samples per frame).')
-    return int(sample_rate // frame_rate)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -288,14 +261,15 @@ def compute_rms_energy(audio, sample_rate=16000, frame_rate=250, frame_size=512,
     Args:
       audio: float [batch, n_samples] or [n_samples] at `sample_rate` Hz.
       sample_rate: Hz.
-      frame_rate: Frames per second (must divide sample_rate; hop = sample_rate // frame_rate).
+      frame_rate: Frames per second; hop = sample_rate // frame_rate samples (rounded down when
+        it does not divide: 176 at 44.1 kHz and 250 frames/s).
       frame_size: Samples per frame.
       padding: 'center', 'same' or 'valid' (see `get_framed_lengths`).
 
     Returns:
       float32 [batch, n_frames] (no batch axis for 1-D audio); a full-scale sine gives 1/sqrt(2).
     """
-    hop = _frame_hop(sample_rate, frame_rate, 'compute_rms_energy')
+    hop = frame_hop(sample_rate, frame_rate, 'compute_rms_energy')
     audio = core.tf_float32(audio)
     _check_audio_rank(audio, 'compute_rms_energy')
     is_1d = audio.shape.rank == 1
@@ -349,8 +323,9 @@ def compute_loudness(audio, sample_rate=16000, frame_rate=250, n_fft=512, range_
     Args:
       audio: float [batch, n_samples] or [n_samples] at `sample_rate` Hz.
       sample_rate: Hz.
-      frame_rate: Frames per second (must divide sample_rate).
-      n_fft: Window and FFT size in samples (>= the hop).
+      frame_rate: Frames per second; hop = sample_rate // frame_rate samples (rounded down when
+        it does not divide: 176 at 44.1 kHz and 250 frames/s).
+      n_fft: Window size in samples (>= the hop); the FFT is `fft_length(n_fft)`.
       range_db: Dynamic range; values are floored at -range_db.
       ref_db: dB that maps to 0 dB.
       use_tf: TensorFlow ops (differentiable; returns a tensor) or numpy (returns an ndarray);
@@ -362,12 +337,13 @@ def compute_loudness(audio, sample_rate=16000, frame_rate=250, n_fft=512, range_
     Returns:
       float32 [batch, n_frames] in dB (no batch axis for 1-D audio).
     """
-    hop = _frame_hop(sample_rate, frame_rate, 'compute_loudness')
+    hop = frame_hop(sample_rate, frame_rate, 'compute_loudness')
     if hop > n_fft:
         raise ValueError(f'compute_loudness: n_fft={n_fft} must be at least the hop of {hop} '
                          f'samples (sample_rate / frame_rate).')
     overlap = 1.0 - hop / n_fft
-    weighting = 10.0 ** (a_weighting(np.fft.rfftfreq(int(n_fft), 1.0 / sample_rate)) / 10.0)
+    weighting = 10.0 ** (a_weighting(np.fft.rfftfreq(fft_length(n_fft), 1.0 / sample_rate))
+                         / 10.0)
     weighting = weighting.astype(np.float32)
     if use_tf:
         audio = core.tf_float32(audio)
@@ -398,7 +374,7 @@ def compute_f0(audio, frame_rate, viterbi=True, padding='center', model_capacity
 
     Args:
       audio: float 16 kHz audio [n_samples] or [batch, n_samples] (numpy or tensor).
-      frame_rate: Frames per second (must divide 16000).
+      frame_rate: Frames per second; hop = 16000 // frame_rate samples (rounded down).
       viterbi: Viterbi-smoothed decoding.
       padding: 'center', 'same' or 'valid' (frame count as `compute_loudness` with the same
         padding: 1001 frames for 64000 samples at 250 frames/s with 'center').
@@ -407,8 +383,6 @@ def compute_f0(audio, frame_rate, viterbi=True, padding='center', model_capacity
     Returns:
       (f0_hz, f0_confidence): float32 numpy [n_frames] each ([batch, n_frames] for 2-D audio).
     """
-    from ddsp_core import f0
-
     audio = np.asarray(audio, dtype=np.float32)
     if audio.ndim == 1:
         return f0.predict_f0(audio, frame_rate, viterbi=viterbi, padding=padding,
@@ -419,7 +393,8 @@ def compute_f0(audio, frame_rate, viterbi=True, padding='center', model_capacity
     results = [f0.predict_f0(a, frame_rate, viterbi=viterbi, padding=padding,
                              model_capacity=model_capacity) for a in audio]
     n_frames = get_framed_lengths(audio.shape[1], CREPE_FRAME_SIZE,
-                                  CREPE_SAMPLE_RATE // frame_rate, padding)[0]
+                                  frame_hop(CREPE_SAMPLE_RATE, frame_rate, 'compute_f0'),
+                                  padding)[0]
     if not results:
         empty = np.zeros((0, n_frames), np.float32)
         return empty, empty.copy()

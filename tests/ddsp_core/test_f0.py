@@ -26,7 +26,9 @@ def test_predict_f0_tiny_finds_330_hz(tone330):
 
 
 @pytest.mark.parametrize('padding', ['center', 'same', 'valid'])
-@pytest.mark.parametrize('n_samples,frame_rate', [(16000, 250), (5003, 100), (64000, 250)])
+# 300 frames/s does not divide 16 kHz: the hop rounds down to 53 samples, as for loudness.
+@pytest.mark.parametrize('n_samples,frame_rate', [(16000, 250), (5003, 100), (64000, 250),
+                                                  (5003, 300)])
 def test_crepe_frames_count_matches_framed_lengths(padding, n_samples, frame_rate):
     audio = np.random.randn(n_samples).astype(np.float32)
     frames = f0.crepe_frames(audio, frame_rate, padding=padding)
@@ -95,8 +97,11 @@ def test_bad_inputs_raise_clear_errors():
         f0.load_crepe_model('huge')
     with pytest.raises(ValueError, match="'huge'"):
         f0.predict_f0(np.zeros(2000, np.float32), 250, model_capacity='huge')
-    with pytest.raises(ValueError, match='frame_rate=300 does not divide'):
-        f0.crepe_frames(np.zeros(2000, np.float32), 300)
+    for frame_rate in (0, -250, 'fast', True):
+        with pytest.raises(ValueError, match='frame_rate must be a positive number'):
+            f0.crepe_frames(np.zeros(2000, np.float32), frame_rate)
+    with pytest.raises(ValueError, match='frame_rate=20000 is above sample_rate=16000'):
+        f0.crepe_frames(np.zeros(2000, np.float32), 20000)
     with pytest.raises(ValueError, match='padding'):
         f0.crepe_frames(np.zeros(2000, np.float32), 250, padding='full')
     with pytest.raises(ValueError, match='1-D'):

@@ -82,8 +82,81 @@ def test_framing_errors():
         spectral_ops.pad(tf.ones([1, 100]), 16, 4, padding='full')
     with pytest.raises(ValueError, match='at least one frame'):
         spectral_ops.get_framed_lengths(10, 16, 4, 'valid')
-    with pytest.raises(ValueError, match='frame_rate=300'):
-        spectral_ops.compute_loudness(np.zeros(1000, np.float32), frame_rate=300)
+    with pytest.raises(ValueError, match='frame_rate must be a positive number'):
+        spectral_ops.compute_loudness(np.zeros(1000, np.float32), frame_rate=0)
+    with pytest.raises(ValueError, match='sample_rate must be a positive number'):
+        spectral_ops.compute_rms_energy(np.zeros(1000, np.float32), sample_rate=-16000)
+    with pytest.raises(ValueError, match='is above sample_rate'):
+        spectral_ops.compute_rms_energy(np.zeros(1000, np.float32), frame_rate=32000)
+
+
+@pytest.mark.parametrize('seconds', [0.21, 0.4, 1.0])
+@pytest.mark.parametrize('padding', ['center', 'same', 'valid'])
+def test_frame_rates_that_do_not_divide_the_sample_rate(seconds, padding):
+    # 44.1 kHz at 250 frames/s: the hop rounds down to 176 samples (250.57 frames/s).
+    sample_rate = 44100
+    # 12 whole periods per 512-sample frame, so every full frame has RMS 1/sqrt(2).
+    audio = sine(sample_rate * 12 / 512, seconds=seconds, sample_rate=sample_rate,
+                 amplitude=1.0)
+    n_frames = spectral_ops.get_framed_lengths(len(audio), 512, 176, padding)[0]
+    rms = spectral_ops.compute_rms_energy(audio, sample_rate, 250, 512, padding=padding).numpy()
+    power = spectral_ops.compute_power(audio, sample_rate, 250, 512, padding=padding).numpy()
+    l_tf = spectral_ops.compute_loudness(audio, sample_rate, 250, 512, padding=padding).numpy()
+    l_np = spectral_ops.compute_loudness(audio, sample_rate, 250, 512, padding=padding,
+                                         use_tf=False)
+    assert rms.shape == power.shape == l_tf.shape == l_np.shape == (n_frames,)
+    interior = slice(3, -3) if padding == 'center' else slice(0, -3)
+    np.testing.assert_allclose(rms[interior], 1.0 / np.sqrt(2.0), rtol=1e-4)
+    np.testing.assert_allclose(l_tf, l_np, atol=1e-3)
+    # Frame i starts at sample 176 * i ('valid'): its RMS is that slice's.
+    if padding == 'valid':
+        i = n_frames - 1
+        want = np.sqrt(np.mean(audio[176 * i:176 * i + 512].astype(np.float64) ** 2))
+        assert rms[i] == pytest.approx(want, rel=1e-4)
+    # 1 s, centred: 1 + 44100 // 176 = 251 frames.
+    if seconds == 1.0 and padding == 'center':
+        assert n_frames == 251
+
+
+def test_frame_hop_rounds_down():
+    # 44.1 kHz at 240 frames/s is 183.75 samples a frame: the hop is 183, not 184.
+    audio = np.ones(44100, np.float32)
+    for padding in ('center', 'same', 'valid'):
+        n_frames = spectral_ops.get_framed_lengths(44100, 512, 183, padding)[0]
+        assert n_frames != spectral_ops.get_framed_lengths(44100, 512, 184, padding)[0]
+        assert spectral_ops.compute_rms_energy(audio, 44100, 240, padding=padding).shape == (
+            n_frames,)
+
+
+def test_dividing_frame_rates_keep_their_hop():
+    # Where the frame rate divides the sample rate nothing changes: 16 kHz / 250 is a hop of 64.
+    audio = np.random.default_rng(0).normal(size=4000).astype(np.float32)
+    rms = spectral_ops.compute_rms_energy(audio, 16000, 250, 512, padding='valid').numpy()
+    frames = np.lib.stride_tricks.sliding_window_view(audio, 512)[::64]
+    np.testing.assert_allclose(rms, np.sqrt(np.mean(frames.astype(np.float64) ** 2, axis=1)),
+                               rtol=1e-5)
+    assert spectral_ops.compute_loudness(audio, 24000, 250, 512).shape == (1 + 4000 // 96,)
+
+
+def test_stft_of_sizes_that_are_not_powers_of_two():
+    audio = np.random.default_rng(2).normal(size=(2, 5000)).astype(np.float32)
+    # Frames are windowed at their size and zero-padded to the next power of two for the FFT.
+    assert spectral_ops.fft_length(1000) == 1024 and spectral_ops.fft_length(1024) == 1024
+    s_tf = spectral_ops.stft(audio, frame_size=1000, overlap=0.75).numpy()
+    s_np = spectral_ops.stft_np(audio, frame_size=1000, overlap=0.75)
+    assert s_tf.shape == s_np.shape == (2, 20, 513)
+    np.testing.assert_allclose(s_np, s_tf, atol=2e-3)
+    window = np.hanning(1001)[:1000]  # periodic Hann
+    frame = np.pad(audio[1, 250:1250] * window, (0, 24))
+    np.testing.assert_allclose(s_tf[1, 1], np.fft.rfft(frame), atol=2e-3)
+    assert spectral_ops.compute_mel(audio, fft_size=1000, bins=40).shape == (2, 20, 40)
+    # [batch, n_samples, 1] audio is accepted and gives the same spectrogram.
+    np.testing.assert_allclose(spectral_ops.stft(audio[..., None], 1000).numpy(), s_tf)
+
+
+def test_pad_one_dimensional_signal():
+    padded = spectral_ops.pad(np.ones(10, np.float32), 4, 2, padding='center', axis=1)
+    np.testing.assert_array_equal(padded.numpy(), np.pad(np.ones(10), 2))
 
 
 def test_loudness_is_in_db_and_frames_reconcile():
