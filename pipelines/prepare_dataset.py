@@ -485,7 +485,8 @@ def prepare_dataset(input_patterns: Sequence[str] | str, output_dir: str,
     if '://' not in output_dir:
         output_dir = os.path.abspath(output_dir)
         os.makedirs(output_dir, exist_ok=True)
-    existing = check_output_dir(output_dir, overwrite)
+    dry_run = beam_options.view_as(TestOptions).dry_run  # the job is built, nothing written
+    existing = [] if dry_run else check_output_dir(output_dir, overwrite)
     manifest_path = FileSystems.join(output_dir, MANIFEST)
     if existing and FileSystems.exists(manifest_path):
         FileSystems.delete([manifest_path])  # the directory is not a valid dataset until done

@@ -11,9 +11,11 @@ from apache_beam.ml.inference.base import RunInference
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that
 
-from pipelines import features
-from pipelines.crepe_inference import CrepeModelHandler, chunk_frame_count, decode_chunk
-from pipelines.features import PrepareOptions
+from ddsp_core import records
+from ddsp_core.f0 import activations_to_f0
+from pipelines import chunking
+from pipelines.crepe_inference import CrepeModelHandler, chunk_frame_count
+from pipelines.options import PrepareOptions
 from pipelines.prepare_dataset import DecodeFile, MakeExamples
 
 OPTS = PrepareOptions(crepe_capacity='tiny', drop_silence_db=None, inference_batch_size=128,
@@ -30,7 +32,7 @@ def _glide(seconds, sr=16000):
 
 
 def _chunk(audio, opts, key='k'):
-    spec = features.plan_chunks(len(audio), dataclasses.replace(opts, chunk_secs=100.0))[0]
+    spec = chunking.plan_chunks(len(audio), dataclasses.replace(opts, chunk_secs=100.0))[0]
     padded = np.zeros((spec.seg_end - spec.seg_first) * opts.hop_16k, np.float32)
     padded[:len(audio)] = audio
     return {'path': key, 'spec': spec, 'audio': padded, 'audio_16k': None}, padded
@@ -52,7 +54,7 @@ def test_run_inference_equals_crepe_predict():
         assert sorted(k for k, _ in results) == sorted({k for k, _ in expected})
         for key, activations in results:
             for viterbi in (True, False):
-                f0, conf = decode_chunk(activations, viterbi)
+                f0, conf = activations_to_f0(activations, viterbi)
                 want_f0, want_conf = expected[key, viterbi]
                 assert f0.shape == want_f0.shape
                 np.testing.assert_allclose(conf, want_conf, atol=1e-4)
@@ -69,7 +71,7 @@ def test_run_inference_equals_crepe_predict():
         alone = handler.run_inference([chunk], model)[0].inference
         assert result.inference.shape == alone.shape == (chunk_frame_count(chunk), 360)
         np.testing.assert_allclose(result.inference, alone, atol=1e-6)
-        f0, conf = decode_chunk(result.inference, True)
+        f0, conf = activations_to_f0(result.inference, True)
         np.testing.assert_allclose(f0, expected[chunk['path'], True][0], rtol=1e-3)
     with test_pipeline.TestPipeline(runner='DirectRunner',
                                     options=beam.options.pipeline_options.PipelineOptions(
@@ -85,14 +87,15 @@ def _run_chain(path, opts):
     model = handler.load_model()
     make = MakeExamples(opts)
     make.setup()
-    examples = {}
+    examples = []
     for chunk in DecodeFile(opts).process((path, 'x.wav')):
         (result,) = handler.run_inference([chunk], model)
         for out in make.process(result):
-            if out.tag in features.SPLITS:
-                ex = features.parse_example(out.value)
-                examples[len(examples)] = ex
-    return [examples[i] for i in sorted(examples)]
+            if out.tag == 'records':
+                split, (sort_key, data) = out.value
+                assert split in records.SPLITS and sort_key[:2] == ('x.wav', path)
+                examples.append((sort_key, records.parse_example(data)))
+    return [ex for _, ex in sorted(examples, key=lambda item: item[0])]
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 
 from pipelines import prepare_dataset as prep
-from pipelines.features import PrepareOptions
+from pipelines.options import PrepareOptions
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Exactly what a user adds for Dataflow, plus --dry_run/--no_auth to stay offline.
@@ -43,10 +43,27 @@ def test_dataflow_job_contains_every_step_and_stages_the_package(tmp_path):
     result = pipeline.run()
     job = result.job
     top = {t.unique_name for t in job.proto_pipeline.components.transforms.values()}
-    for step in ('Decode', 'Spread', 'CREPE', 'Examples', 'Writetrain', 'Writeeval', 'WriteDL',
-                 'Stats', 'Manifest'):
+    for step in ('Decode', 'Spread', 'CREPE', 'Examples', 'AssignShard', 'GroupShards',
+                 'WriteShards', 'EmptySplits', 'SilentDL', 'Stats', 'Manifest'):
         assert step in top, step
     staged = str(job.proto_pipeline.components.environments)
     assert 'workflow.tar.gz' in staged  # --setup_file ships this package to the workers
     assert options.view_as(beam.options.pipeline_options.StandardOptions).runner == \
         'DataflowRunner'
+
+
+@pytest.mark.slow
+def test_dry_run_neither_lists_nor_touches_the_output_dir(tmp_path):
+    """Building the job reads nothing from --output_dir (offline, gs:// cannot be listed) and
+    leaves a dataset already there as it is."""
+    out = tmp_path / 'out'
+    out.mkdir()
+    (out / 'manifest.json').write_text('{}')
+    (out / 'train-00000-of-00001.tfrecord').write_bytes(b'')
+    inputs = tmp_path / 'in'
+    inputs.mkdir()
+    result = prep.prepare_dataset(_inputs(inputs), str(out), crepe_capacity='tiny',
+                                  pipeline_args=DATAFLOW_ARGS + OFFLINE)
+    assert result is None
+    assert sorted(os.listdir(out)) == ['manifest.json', 'train-00000-of-00001.tfrecord']
+    assert (out / 'manifest.json').read_text() == '{}'
