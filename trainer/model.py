@@ -209,7 +209,7 @@ class Autoencoder(keras.Model):
         if NOISE_SEED_KEY not in outputs:
             outputs[NOISE_SEED_KEY] = tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int32)
         group_out = self.processor_group(outputs, return_outputs_dict=True)
-        outputs['audio_synth'] = group_out['out']['signal']
+        outputs['audio_synth'] = group_out['signal']
         return outputs
 
     def losses_dict(self, outputs: dict) -> dict[str, tf.Tensor]:
