@@ -9,43 +9,43 @@ that pip checks it is present.
 from setuptools import find_packages, setup
 
 setup(
-    name="ddsp-platform",
-    version="0.1.0",
+    name='ddsp-platform',
+    version='0.1.0',
     description=(
-        "Differentiable Digital Signal Processing on TensorFlow 2 / Keras 3, with Beam "
-        "dataset pipelines and a tf.distribute trainer tracked in MLflow."
+        'Differentiable Digital Signal Processing on TensorFlow 2 / Keras 3, with Beam '
+        'dataset pipelines and a tf.distribute trainer tracked in MLflow.'
     ),
-    long_description=open("README.md", encoding="utf-8").read(),
-    long_description_content_type="text/markdown",
-    python_requires=">=3.11",
-    packages=find_packages(include=["ddsp_core", "ddsp_core.*", "pipelines", "pipelines.*",
-                                    "trainer", "trainer.*"]),
-    package_data={"trainer": ["presets/*.yaml"]},
+    long_description=open('README.md', encoding='utf-8').read(),
+    long_description_content_type='text/markdown',
+    python_requires='>=3.11',
+    packages=find_packages(include=['ddsp_core', 'ddsp_core.*', 'pipelines', 'pipelines.*',
+                                    'trainer', 'trainer.*']),
+    package_data={'trainer': ['presets/*.yaml']},
     install_requires=[
-        "tensorflow>=2.21,<2.22",
-        "keras>=3.10,<4",
-        "numpy>=1.26,<2.5",
-        "scipy>=1.13,<2",
-        "apache-beam>=2.70,<3",
-        "crcmod>=1.7,<2",  # fast CRC32C for Beam's TFRecord sink
-        "tfds-nightly>=4.9.9.dev0",
-        "mlflow>=3.15,<3.18",
-        "crepe==0.0.16",
-        "soundfile>=0.12,<0.15",
-        "soxr>=0.5,<2",
-        "pyyaml>=6,<7",
-        "tqdm>=4.66,<5",
-        "matplotlib>=3.8,<4",
+        'tensorflow>=2.21,<2.22',
+        'keras>=3.10,<4',
+        'numpy>=1.26,<2.5',
+        'scipy>=1.13,<2',
+        'apache-beam>=2.70,<3',
+        'crcmod>=1.7,<2',  # fast CRC32C for Beam's TFRecord sink
+        'tfds-nightly>=4.9.9.dev0',
+        'mlflow>=3.15,<3.18',
+        'crepe==0.0.16',
+        'soundfile>=0.12,<0.15',
+        'soxr>=0.5,<2',
+        'pyyaml>=6,<7',
+        'tqdm>=4.66,<5',
+        'matplotlib>=3.8,<4',
     ],
     extras_require={
-        "test": ["pytest>=8,<10", "ruff>=0.6", "apache-beam[gcp]>=2.70,<3"],
-        "gcp": ["apache-beam[gcp]>=2.70,<3"],
+        'test': ['pytest>=8,<10', 'ruff>=0.6', 'apache-beam[gcp]>=2.70,<3'],
+        'gcp': ['apache-beam[gcp]>=2.70,<3'],
     },
     entry_points={
-        "console_scripts": [
-            "ddsp-prepare = pipelines.prepare_dataset:main",
-            "ddsp-train = trainer.train:main",
-            "ddsp-sync = trainer.tracking_sync:main",
+        'console_scripts': [
+            'ddsp-prepare = pipelines.prepare_dataset:main',
+            'ddsp-train = trainer.train:main',
+            'ddsp-sync = trainer.tracking_sync:main',
         ],
     },
 )

@@ -8,18 +8,18 @@ package is cheap.
 
 import importlib
 
-__version__ = "0.1.0"
+__version__ = '0.1.0'
 
-_SUBMODULES = ("core", "dags", "effects", "f0", "losses", "processors", "spectral_ops", "synths")
+_SUBMODULES = ('core', 'dags', 'effects', 'f0', 'losses', 'processors', 'spectral_ops', 'synths')
 __all__ = list(_SUBMODULES)
 
 
 def __getattr__(name):
     if name in _SUBMODULES:
-        module = importlib.import_module(f"{__name__}.{name}")
+        module = importlib.import_module(f'{__name__}.{name}')
         globals()[name] = module
         return module
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
 
 
 def __dir__():

@@ -47,23 +47,23 @@ Module = Union[keras.layers.Layer, Callable, Text]
 DAGNode = Union[Tuple, List, Dict[Text, Any]]
 DAG = Sequence[DAGNode]
 
-__all__ = ["DAG", "DAGLayer", "DAGNode", "RESERVED_KEYS", "TensorDict", "format_keys",
-           "is_loss", "is_processor", "parse_dag_node"]
+__all__ = ['DAG', 'DAGLayer', 'DAGNode', 'RESERVED_KEYS', 'TensorDict', 'format_keys',
+           'is_loss', 'is_processor', 'parse_dag_node']
 
 # Keys of the outputs dict that DAGLayer fills itself: the inputs, and the last node's outputs.
-INPUTS_KEY = "inputs"
-OUT_KEY = "out"
+INPUTS_KEY = 'inputs'
+OUT_KEY = 'out'
 RESERVED_KEYS = (INPUTS_KEY, OUT_KEY)
 
 
 def is_processor(module: Any) -> bool:
     """Whether a DAG calls `module` as a processor (it has `get_controls` and `get_signal`)."""
-    return hasattr(module, "get_controls") and hasattr(module, "get_signal")
+    return hasattr(module, 'get_controls') and hasattr(module, 'get_signal')
 
 
 def is_loss(module: Any) -> bool:
     """Whether a DAG calls `module` as a loss (it has `get_losses_dict`)."""
-    return hasattr(module, "get_losses_dict")
+    return hasattr(module, 'get_losses_dict')
 
 
 def format_keys(keys: Union[Text, Sequence[Text], None], what: Text, node_index: int) -> List[str]:
@@ -79,12 +79,12 @@ def format_keys(keys: Union[Text, Sequence[Text], None], what: Text, node_index:
     if isinstance(keys, str):
         return [keys]
     if not isinstance(keys, (list, tuple)):
-        raise TypeError(f"DAG node {node_index}: {what} must be a list of string keys, got "
-                        f"{type(keys).__name__} {keys!r}.")
+        raise TypeError(f'DAG node {node_index}: {what} must be a list of string keys, got '
+                        f'{type(keys).__name__} {keys!r}.')
     for key in keys:
         if not isinstance(key, str) or not key:
-            raise TypeError(f"DAG node {node_index}: every key in {what} must be a non-empty "
-                            f"string, got {key!r} in {list(keys)!r}.")
+            raise TypeError(f'DAG node {node_index}: every key in {what} must be a non-empty '
+                            f'string, got {key!r} in {list(keys)!r}.')
     return list(keys)
 
 
@@ -101,11 +101,11 @@ def parse_dag_node(node: DAGNode, node_index: int = 0) -> Tuple[Module, List[str
       when not given).
     """
     if isinstance(node, dict):
-        unknown = set(node) - {"module", "inputs", "outputs"}
-        if unknown or "module" not in node or "inputs" not in node:
+        unknown = set(node) - {'module', 'inputs', 'outputs'}
+        if unknown or 'module' not in node or 'inputs' not in node:
             raise ValueError(f"DAG node {node_index}: a dict node needs keys 'module' and "
                              f"'inputs' (and optionally 'outputs'), got keys {sorted(node)}.")
-        module, inputs, outputs = node["module"], node["inputs"], node.get("outputs")
+        module, inputs, outputs = node['module'], node['inputs'], node.get('outputs')
     elif isinstance(node, (list, tuple)) and len(node) in (2, 3):
         module, inputs = node[0], node[1]
         outputs = node[2] if len(node) == 3 else None
@@ -113,16 +113,16 @@ def parse_dag_node(node: DAGNode, node_index: int = 0) -> Tuple[Module, List[str
         raise ValueError(f"DAG node {node_index}: expected (module, [input keys]) or "
                          f"(module, [input keys], [output keys]) or a dict with 'module' and "
                          f"'inputs', got {node!r}.")
-    return (module, format_keys(inputs, "inputs", node_index),
-            format_keys(outputs, "outputs", node_index))
+    return (module, format_keys(inputs, 'inputs', node_index),
+            format_keys(outputs, 'outputs', node_index))
 
 
 def _module_name(module: Any) -> str:
     """Name under which a module's outputs are stored."""
-    name = getattr(module, "name", None)
+    name = getattr(module, 'name', None)
     if isinstance(name, str) and name:
         return name
-    return getattr(module, "__name__", type(module).__name__)
+    return getattr(module, '__name__', type(module).__name__)
 
 
 class DAGLayer(keras.layers.Layer):
@@ -140,18 +140,18 @@ class DAGLayer(keras.layers.Layer):
           **kwarg_modules: Modules that nodes may name by string. Keys that are not modules
             (`name`, `trainable`, `dtype`) are passed to `keras.layers.Layer`.
         """
-        layer_kwargs = {k: kwarg_modules.pop(k) for k in ("name", "trainable", "dtype")
+        layer_kwargs = {k: kwarg_modules.pop(k) for k in ('name', 'trainable', 'dtype')
                         if k in kwarg_modules}
         super().__init__(**layer_kwargs)
         if isinstance(dag, (str, bytes, dict)) or not isinstance(dag, (list, tuple)):
-            raise TypeError(f"{type(self).__name__}: dag must be a list of nodes, got "
-                            f"{type(dag).__name__}.")
+            raise TypeError(f'{type(self).__name__}: dag must be a list of nodes, got '
+                            f'{type(dag).__name__}.')
         if not dag:
-            raise ValueError(f"{type(self).__name__}: dag is empty; give at least one node.")
+            raise ValueError(f'{type(self).__name__}: dag is empty; give at least one node.')
         for key, module in kwarg_modules.items():
             if not callable(module):
-                raise TypeError(f"{type(self).__name__}: keyword module {key!r} must be a Keras "
-                                f"layer or callable, got {type(module).__name__}.")
+                raise TypeError(f'{type(self).__name__}: keyword module {key!r} must be a Keras '
+                                f'layer or callable, got {type(module).__name__}.')
 
         nodes = []
         names = {}
@@ -159,25 +159,25 @@ class DAGLayer(keras.layers.Layer):
             module, input_keys, output_keys = parse_dag_node(node, index)
             if isinstance(module, str):
                 if module not in kwarg_modules:
-                    raise ValueError(f"DAG node {index}: module {module!r} is a string but no "
-                                     f"module of that name was passed as a keyword argument "
-                                     f"(got {sorted(kwarg_modules)}).")
+                    raise ValueError(f'DAG node {index}: module {module!r} is a string but no '
+                                     f'module of that name was passed as a keyword argument '
+                                     f'(got {sorted(kwarg_modules)}).')
                 module = kwarg_modules[module]
             if not callable(module):
-                raise TypeError(f"DAG node {index}: module must be a Keras layer, a callable or "
-                                f"the name of a keyword module, got {type(module).__name__} "
-                                f"{module!r}.")
+                raise TypeError(f'DAG node {index}: module must be a Keras layer, a callable or '
+                                f'the name of a keyword module, got {type(module).__name__} '
+                                f'{module!r}.')
             if not input_keys:
-                raise ValueError(f"DAG node {index} ({_module_name(module)!r}) has no input keys.")
+                raise ValueError(f'DAG node {index} ({_module_name(module)!r}) has no input keys.')
             name = _module_name(module)
             if name in RESERVED_KEYS:
                 raise ValueError(f"DAG node {index}: module name {name!r} is reserved (the "
                                  f"outputs dict keeps the inputs under {INPUTS_KEY!r} and the "
                                  f"last node's outputs under {OUT_KEY!r}); rename the module.")
             if name in names:
-                raise ValueError(f"DAG node {index}: module name {name!r} is already used by "
-                                 f"node {names[name]}; outputs are stored by module name, so "
-                                 f"give each module a distinct `name`.")
+                raise ValueError(f'DAG node {index}: module name {name!r} is already used by '
+                                 f'node {names[name]}; outputs are stored by module name, so '
+                                 f'give each module a distinct `name`.')
             names[name] = index
             nodes.append((module, name, input_keys, output_keys))
 
@@ -235,8 +235,8 @@ class DAGLayer(keras.layers.Layer):
           again under 'out'.
         """
         if not isinstance(inputs, dict):
-            raise TypeError(f"{type(self).__name__} ({self.name!r}): inputs must be a dict of "
-                            f"tensors keyed by name, got {type(inputs).__name__}.")
+            raise TypeError(f'{type(self).__name__} ({self.name!r}): inputs must be a dict of '
+                            f'tensors keyed by name, got {type(inputs).__name__}.')
         outputs = {INPUTS_KEY: inputs}
         outputs.update(inputs)
         for index, (module, name, input_keys, output_keys) in enumerate(self._dag_nodes):
@@ -248,13 +248,13 @@ class DAGLayer(keras.layers.Layer):
                 try:
                     values.append(core.nested_lookup(key, outputs))
                 except KeyError as error:
-                    raise KeyError(f"{type(self).__name__} ({self.name!r}), DAG node {index} "
-                                   f"({name!r}): {error.args[0]}") from None
+                    raise KeyError(f'{type(self).__name__} ({self.name!r}), DAG node {index} '
+                                   f'({name!r}): {error.args[0]}') from None
             result = self.call_module(module, *values, **kwargs)
             outputs[name] = _store_result(result, output_keys, name, index)
             if verbose:
-                print(f"DAG node {index} {name!r}: inputs {input_keys} -> "
-                      f"{_shapes(outputs[name])}")
+                print(f'DAG node {index} {name!r}: inputs {input_keys} -> '
+                      f'{_shapes(outputs[name])}')
         outputs[OUT_KEY] = outputs[name]
         return outputs
 
@@ -286,13 +286,13 @@ def _store_result(result: Any, output_keys: List[str], name: str, index: int) ->
         return result
     if isinstance(result, (list, tuple)):
         if len(result) != len(output_keys):
-            raise ValueError(f"DAG node {index} ({name!r}): the module returned {len(result)} "
-                             f"values but {len(output_keys)} output keys were given "
-                             f"({output_keys}).")
+            raise ValueError(f'DAG node {index} ({name!r}): the module returned {len(result)} '
+                             f'values but {len(output_keys)} output keys were given '
+                             f'({output_keys}).')
         return dict(zip(output_keys, result, strict=True))
     if len(output_keys) != 1:
-        raise ValueError(f"DAG node {index} ({name!r}): the module returned one value but "
-                         f"{len(output_keys)} output keys were given ({output_keys}).")
+        raise ValueError(f'DAG node {index} ({name!r}): the module returned one value but '
+                         f'{len(output_keys)} output keys were given ({output_keys}).')
     return {output_keys[0]: result}
 
 
@@ -301,4 +301,4 @@ def _shapes(value: Any) -> Any:
         return {k: _shapes(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_shapes(v) for v in value]
-    return tuple(value.shape) if hasattr(value, "shape") else type(value).__name__
+    return tuple(value.shape) if hasattr(value, 'shape') else type(value).__name__

@@ -18,14 +18,14 @@ from ddsp_core import core, processors, synths
 
 TensorDict = processors.TensorDict
 
-__all__ = ["ExpDecayReverb", "FIRFilter", "FilteredNoiseReverb", "ModDelay", "Reverb"]
+__all__ = ['ExpDecayReverb', 'FIRFilter', 'FilteredNoiseReverb', 'ModDelay', 'Reverb']
 
 
 def _audio(audio, processor: Text) -> tf.Tensor:
     audio = core.tf_float32(audio)
     if len(audio.shape) != 2:
-        raise ValueError(f"{processor}: audio must be [batch, n_samples], got shape "
-                         f"{audio.shape}.")
+        raise ValueError(f'{processor}: audio must be [batch, n_samples], got shape '
+                         f'{audio.shape}.')
     return audio
 
 
@@ -41,8 +41,8 @@ def _batch_column(x, name: Text, processor: Text) -> tf.Tensor:
         return x
     if rank == 3 and x.shape[1] == 1 and x.shape[2] == 1:
         return x[:, :, 0]
-    raise ValueError(f"{processor}: {name} must be one value per example ([batch, 1]), got shape "
-                     f"{x.shape}.")
+    raise ValueError(f'{processor}: {name} must be one value per example ([batch, 1]), got shape '
+                     f'{x.shape}.')
 
 
 def _audio_rate_control(control: tf.Tensor, n_samples: int) -> tf.Tensor:
@@ -52,8 +52,8 @@ def _audio_rate_control(control: tf.Tensor, n_samples: int) -> tf.Tensor:
     rank = len(control.shape)
     if rank == 3:
         if control.shape[-1] != 1:
-            raise ValueError(f"a time-varying gain must be [batch, n_frames, 1], got "
-                             f"{control.shape}.")
+            raise ValueError(f'a time-varying gain must be [batch, n_frames, 1], got '
+                             f'{control.shape}.')
         control = control[..., 0]
         rank = 2
     if rank == 2:
@@ -63,8 +63,8 @@ def _audio_rate_control(control: tf.Tensor, n_samples: int) -> tf.Tensor:
         return control
     if rank <= 1:
         return tf.reshape(control, [-1, 1]) if rank == 1 else control
-    raise ValueError(f"control must be a scalar, [batch, n_frames] or [batch, n_frames, 1], got "
-                     f"shape {control.shape}.")
+    raise ValueError(f'control must be a scalar, [batch, n_frames] or [batch, n_frames, 1], got '
+                     f'shape {control.shape}.')
 
 
 def _decaying_noise(shape, dtype=None):
@@ -85,7 +85,7 @@ class Reverb(processors.Processor):
     _LEARNS_IR = True
 
     def __init__(self, trainable: bool = False, reverb_length: int = 48000, add_dry: bool = True,
-                 name: Text = "reverb"):
+                 name: Text = 'reverb'):
         """Args:
           trainable: Learn the IR as a variable of `reverb_length` samples (initialised as quiet
             decaying noise) instead of taking it as an input.
@@ -94,13 +94,13 @@ class Reverb(processors.Processor):
         """
         super().__init__(name=name, trainable=trainable)
         if int(reverb_length) < 2:
-            raise ValueError(f"{type(self).__name__}: reverb_length must be >= 2 samples, got "
-                             f"{reverb_length}.")
+            raise ValueError(f'{type(self).__name__}: reverb_length must be >= 2 samples, got '
+                             f'{reverb_length}.')
         self._reverb_length = int(reverb_length)
         self._add_dry = bool(add_dry)
         if self.trainable and self._LEARNS_IR:
-            self._ir = self.add_weight(name="ir", shape=[self._reverb_length],
-                                       initializer=_decaying_noise, dtype="float32",
+            self._ir = self.add_weight(name='ir', shape=[self._reverb_length],
+                                       initializer=_decaying_noise, dtype='float32',
                                        trainable=True)
 
     @property
@@ -123,12 +123,12 @@ class Reverb(processors.Processor):
         elif len(ir.shape) == 3 and ir.shape[-1] == 1:
             ir = ir[..., 0]
         if len(ir.shape) != 2:
-            raise ValueError(f"{type(self).__name__}: ir must be [batch, ir_size] (or [ir_size]), "
-                             f"got shape {ir.shape}.")
+            raise ValueError(f'{type(self).__name__}: ir must be [batch, ir_size] (or [ir_size]), '
+                             f'got shape {ir.shape}.')
         ir_batch, audio_batch = ir.shape[0], audio.shape[0]
         if ir_batch not in (1, None) and audio_batch is not None and ir_batch != audio_batch:
-            raise ValueError(f"{type(self).__name__}: ir batch ({ir_batch}) must be 1 or match "
-                             f"the audio batch ({audio_batch}).")
+            raise ValueError(f'{type(self).__name__}: ir batch ({ir_batch}) must be 1 or match '
+                             f'the audio batch ({audio_batch}).')
         return ir
 
     def get_controls(self, audio: tf.Tensor, ir: Optional[tf.Tensor] = None) -> TensorDict:
@@ -142,13 +142,13 @@ class Reverb(processors.Processor):
         """
         if self.trainable:
             if ir is not None:
-                raise ValueError(f"{type(self).__name__} ({self.name!r}) is trainable and uses "
-                                 f"its learned impulse response; do not pass `ir`.")
+                raise ValueError(f'{type(self).__name__} ({self.name!r}) is trainable and uses '
+                                 f'its learned impulse response; do not pass `ir`.')
             ir = tf.convert_to_tensor(self._ir)[tf.newaxis, :]
         elif ir is None:
-            raise ValueError(f"{type(self).__name__} ({self.name!r}) is not trainable, so it "
-                             f"needs an impulse response: call it with (audio, ir).")
-        return {"audio": audio, "ir": ir}
+            raise ValueError(f'{type(self).__name__} ({self.name!r}) is not trainable, so it '
+                             f'needs an impulse response: call it with (audio, ir).')
+        return {'audio': audio, 'ir': ir}
 
     def get_signal(self, audio: tf.Tensor, ir: tf.Tensor) -> tf.Tensor:
         """Convolves the audio with the IR (first sample zeroed).
@@ -163,7 +163,7 @@ class Reverb(processors.Processor):
         """
         audio = _audio(audio, type(self).__name__)
         ir = self._mask_dry_ir(self._match_dimensions(audio, ir))
-        wet = core.fft_convolve(audio, ir, padding="same", delay_compensation=0)
+        wet = core.fft_convolve(audio, ir, padding='same', delay_compensation=0)
         return wet + audio if self._add_dry else wet
 
 
@@ -179,7 +179,7 @@ class ExpDecayReverb(Reverb):
 
     def __init__(self, trainable: bool = False, reverb_length: int = 48000,
                  scale_fn: Optional[Callable] = core.exp_sigmoid, add_dry: bool = True,
-                 name: Text = "exp_decay_reverb"):
+                 name: Text = 'exp_decay_reverb'):
         """Args:
           trainable: Learn `gain` and `decay` as variables (initial raw values 2.0 and 4.0).
           reverb_length: IR length in samples.
@@ -190,9 +190,9 @@ class ExpDecayReverb(Reverb):
                          name=name)
         self._scale_fn = scale_fn
         if self.trainable:
-            self._gain = self.add_weight(name="gain", shape=[1], dtype="float32",
+            self._gain = self.add_weight(name='gain', shape=[1], dtype='float32',
                                          initializer=lambda shape, dtype=None: tf.fill(shape, 2.0))
-            self._decay = self.add_weight(name="decay", shape=[1], dtype="float32",
+            self._decay = self.add_weight(name='decay', shape=[1], dtype='float32',
                                           initializer=lambda shape, dtype=None: tf.fill(shape, 4.0))
 
     def _get_ir(self, gain: tf.Tensor, decay: tf.Tensor) -> tf.Tensor:
@@ -216,16 +216,16 @@ class ExpDecayReverb(Reverb):
         name = type(self).__name__
         if self.trainable:
             if gain is not None or decay is not None:
-                raise ValueError(f"{name} ({self.name!r}) is trainable and uses its learned gain "
-                                 f"and decay; do not pass them.")
+                raise ValueError(f'{name} ({self.name!r}) is trainable and uses its learned gain '
+                                 f'and decay; do not pass them.')
             gain = tf.convert_to_tensor(self._gain)[tf.newaxis, :]
             decay = tf.convert_to_tensor(self._decay)[tf.newaxis, :]
         elif gain is None or decay is None:
-            raise ValueError(f"{name} ({self.name!r}) is not trainable, so it needs `gain` and "
-                             f"`decay`: call it with (audio, gain, decay).")
-        gain = _batch_column(gain, "gain", name)
-        decay = _batch_column(decay, "decay", name)
-        return {"audio": audio, "ir": self._get_ir(gain, decay)}
+            raise ValueError(f'{name} ({self.name!r}) is not trainable, so it needs `gain` and '
+                             f'`decay`: call it with (audio, gain, decay).')
+        gain = _batch_column(gain, 'gain', name)
+        decay = _batch_column(decay, 'decay', name)
+        return {'audio': audio, 'ir': self._get_ir(gain, decay)}
 
 
 class FilteredNoiseReverb(Reverb):
@@ -237,7 +237,7 @@ class FilteredNoiseReverb(Reverb):
     def __init__(self, trainable: bool = False, reverb_length: int = 48000,
                  window_size: int = 257, n_frames: int = 1000, n_filter_banks: int = 16,
                  scale_fn: Optional[Callable] = core.exp_sigmoid, initial_bias: float = -3.0,
-                 add_dry: bool = True, name: Text = "filtered_noise_reverb"):
+                 add_dry: bool = True, name: Text = 'filtered_noise_reverb'):
         """Args:
           trainable: Learn the [n_frames, n_filter_banks] magnitudes as a variable.
           reverb_length: IR length in samples; must split into n_frames equal frames.
@@ -253,17 +253,17 @@ class FilteredNoiseReverb(Reverb):
         n_frames = int(n_frames)
         frame_size = int(np.ceil(self._reverb_length / max(n_frames, 1)))
         if n_frames < 1 or int(np.ceil(self._reverb_length / frame_size)) != n_frames:
-            raise ValueError(f"FilteredNoiseReverb: reverb_length ({reverb_length}) cannot be "
-                             f"split into n_frames ({n_frames}) equal frames; choose n_frames "
-                             f"dividing reverb_length.")
+            raise ValueError(f'FilteredNoiseReverb: reverb_length ({reverb_length}) cannot be '
+                             f'split into n_frames ({n_frames}) equal frames; choose n_frames '
+                             f'dividing reverb_length.')
         self._n_frames = n_frames
         self._n_filter_banks = int(n_filter_banks)
         self._synth = synths.FilteredNoise(n_samples=self._reverb_length, window_size=window_size,
                                            scale_fn=scale_fn, initial_bias=initial_bias,
-                                           name=f"{name}_noise")
+                                           name=f'{name}_noise')
         if self.trainable:
             self._magnitudes = self.add_weight(
-                name="magnitudes", shape=[n_frames, self._n_filter_banks], dtype="float32",
+                name='magnitudes', shape=[n_frames, self._n_filter_banks], dtype='float32',
                 initializer=lambda shape, dtype=None: 0.5 * tf.random.normal(shape))
 
     def get_controls(self, audio: tf.Tensor, magnitudes: Optional[tf.Tensor] = None) -> TensorDict:
@@ -278,20 +278,20 @@ class FilteredNoiseReverb(Reverb):
         name = type(self).__name__
         if self.trainable:
             if magnitudes is not None:
-                raise ValueError(f"{name} ({self.name!r}) is trainable and uses its learned "
-                                 f"magnitudes; do not pass them.")
+                raise ValueError(f'{name} ({self.name!r}) is trainable and uses its learned '
+                                 f'magnitudes; do not pass them.')
             magnitudes = tf.convert_to_tensor(self._magnitudes)[tf.newaxis]
         elif magnitudes is None:
-            raise ValueError(f"{name} ({self.name!r}) is not trainable, so it needs "
-                             f"`magnitudes`: call it with (audio, magnitudes).")
-        return {"audio": audio, "ir": self._synth(magnitudes)}
+            raise ValueError(f'{name} ({self.name!r}) is not trainable, so it needs '
+                             f'`magnitudes`: call it with (audio, magnitudes).')
+        return {'audio': audio, 'ir': self._synth(magnitudes)}
 
 
 class FIRFilter(processors.Processor):
     """Time-varying linear-phase FIR filter given by frame-wise magnitude responses."""
 
     def __init__(self, window_size: int = 257, scale_fn: Optional[Callable] = core.exp_sigmoid,
-                 name: Text = "fir_filter"):
+                 name: Text = 'fir_filter'):
         """Args:
           window_size: Filter length in samples (frequency resolution vs. time resolution).
           scale_fn: Applied to the raw magnitudes (None: use as is).
@@ -312,7 +312,7 @@ class FIRFilter(processors.Processor):
         magnitudes = core.tf_float32(magnitudes)
         if self.scale_fn is not None:
             magnitudes = self.scale_fn(magnitudes)
-        return {"audio": audio, "magnitudes": magnitudes}
+        return {'audio': audio, 'magnitudes': magnitudes}
 
     def get_signal(self, audio: tf.Tensor, magnitudes: tf.Tensor) -> tf.Tensor:
         """Args:
@@ -322,11 +322,11 @@ class FIRFilter(processors.Processor):
         Returns:
           [batch, n_samples] filtered audio (delay-compensated, zero-phase).
         """
-        audio = _audio(audio, "FIRFilter")
+        audio = _audio(audio, 'FIRFilter')
         magnitudes = core.tf_float32(magnitudes)
         if len(magnitudes.shape) != 3:
-            raise ValueError(f"FIRFilter: magnitudes must be [batch, n_frames, n_filter_banks], "
-                             f"got shape {magnitudes.shape}.")
+            raise ValueError(f'FIRFilter: magnitudes must be [batch, n_frames, n_filter_banks], '
+                             f'got shape {magnitudes.shape}.')
         return core.frequency_filter(audio, magnitudes, window_size=self.window_size)
 
 
@@ -342,7 +342,7 @@ class ModDelay(processors.Processor):
     def __init__(self, center_ms: float = 15.0, depth_ms: float = 10.0, sample_rate: int = 16000,
                  gain_scale_fn: Optional[Callable] = core.exp_sigmoid,
                  phase_scale_fn: Optional[Callable] = tf.nn.sigmoid, add_dry: bool = True,
-                 name: Text = "mod_delay"):
+                 name: Text = 'mod_delay'):
         """Args:
           center_ms: Delay at phase 0.5, in milliseconds.
           depth_ms: Largest deviation from the centre delay, in milliseconds.
@@ -353,8 +353,8 @@ class ModDelay(processors.Processor):
         """
         super().__init__(name=name)
         if center_ms < 0 or depth_ms < 0 or center_ms + depth_ms <= 0:
-            raise ValueError(f"ModDelay: center_ms and depth_ms must be >= 0 with a positive sum, "
-                             f"got center_ms={center_ms}, depth_ms={depth_ms}.")
+            raise ValueError(f'ModDelay: center_ms and depth_ms must be >= 0 with a positive sum, '
+                             f'got center_ms={center_ms}, depth_ms={depth_ms}.')
         self.center_ms = float(center_ms)
         self.depth_ms = float(depth_ms)
         self.sample_rate = int(sample_rate)
@@ -377,7 +377,7 @@ class ModDelay(processors.Processor):
             gain = self.gain_scale_fn(gain)
         if self.phase_scale_fn is not None:
             phase = self.phase_scale_fn(phase)
-        return {"audio": audio, "gain": gain, "phase": phase}
+        return {'audio': audio, 'gain': gain, 'phase': phase}
 
     def get_signal(self, audio: tf.Tensor, gain: tf.Tensor, phase: tf.Tensor) -> tf.Tensor:
         """Args:
@@ -389,7 +389,7 @@ class ModDelay(processors.Processor):
         Returns:
           [batch, n_samples] delayed audio times gain (+ dry when add_dry).
         """
-        audio = _audio(audio, "ModDelay")
+        audio = _audio(audio, 'ModDelay')
         n_samples = int(audio.shape[1])
         gain = _audio_rate_control(gain, n_samples)
         phase = _audio_rate_control(phase, n_samples)

@@ -21,7 +21,7 @@ from ddsp_core import core, dags
 
 TensorDict = Dict[Text, Any]
 
-__all__ = ["Add", "Crop", "Mix", "Processor", "ProcessorGroup", "TensorDict"]
+__all__ = ['Add', 'Crop', 'Mix', 'Processor', 'ProcessorGroup', 'TensorDict']
 
 
 def _numbers_to_tensors(value: Any) -> Any:
@@ -52,7 +52,7 @@ class Processor(keras.layers.Layer):
 
     def __call__(self, *args, **kwargs):
         args = tuple(_numbers_to_tensors(a) for a in args)
-        kwargs = {k: v if k == "return_outputs_dict" else _numbers_to_tensors(v)
+        kwargs = {k: v if k == 'return_outputs_dict' else _numbers_to_tensors(v)
                   for k, v in kwargs.items()}
         return super().__call__(*args, **kwargs)
 
@@ -76,11 +76,11 @@ class Processor(keras.layers.Layer):
         """
         controls = self.get_controls(*args, **kwargs)
         if not isinstance(controls, dict):
-            raise TypeError(f"{type(self).__name__}.get_controls must return a dict of controls, "
-                            f"got {type(controls).__name__}.")
+            raise TypeError(f'{type(self).__name__}.get_controls must return a dict of controls, '
+                            f'got {type(controls).__name__}.')
         signal = self.get_signal(**controls)
         if return_outputs_dict:
-            return {"signal": signal, "controls": controls}
+            return {'signal': signal, 'controls': controls}
         return signal
 
     def get_controls(self, *args: tf.Tensor, **kwargs: tf.Tensor) -> TensorDict:
@@ -124,7 +124,7 @@ class ProcessorGroup(dags.DAGLayer):
           **kwarg_processors: Processors that nodes may name by string; `name` sets the
             group's layer name (default 'processor_group').
         """
-        kwarg_processors.setdefault("name", "processor_group")
+        kwarg_processors.setdefault('name', 'processor_group')
         super().__init__(dag, **kwarg_processors)
 
     @property
@@ -153,7 +153,7 @@ class ProcessorGroup(dags.DAGLayer):
         outputs = self.get_controls(inputs, **kwargs)
         signal = self.get_signal(outputs)
         if return_outputs_dict:
-            return {"signal": signal, "controls": outputs}
+            return {'signal': signal, 'controls': outputs}
         return signal
 
     def get_controls(self, inputs: TensorDict, **kwargs) -> TensorDict:
@@ -167,7 +167,7 @@ class ProcessorGroup(dags.DAGLayer):
         """
         outputs = self.run_dag(inputs, **kwargs)
         last = outputs[dags.OUT_KEY]
-        if isinstance(last, dict) and "signal" not in last:
+        if isinstance(last, dict) and 'signal' not in last:
             raise ValueError(f"ProcessorGroup ({self.name!r}): the last node "
                              f"{self.module_names[-1]!r} returned a dict without a 'signal' key "
                              f"(keys {sorted(last)}); the last node must produce a signal.")
@@ -177,18 +177,18 @@ class ProcessorGroup(dags.DAGLayer):
         """The final signal of an outputs dict from `get_controls` ('out/signal'; a last node
         that is a plain layer returning a tensor gives that tensor)."""
         last = outputs[dags.OUT_KEY]
-        return last["signal"] if isinstance(last, dict) else last
+        return last['signal'] if isinstance(last, dict) else last
 
 
 class Add(Processor):
     """Sums two signals of the same shape."""
 
-    def __init__(self, name: Text = "add"):
+    def __init__(self, name: Text = 'add'):
         super().__init__(name=name)
 
     def get_controls(self, signal_one: tf.Tensor, signal_two: tf.Tensor) -> TensorDict:
         """Args: signal_one, signal_two: [batch, n_samples] (or any equal shapes)."""
-        return {"signal_one": signal_one, "signal_two": signal_two}
+        return {'signal_one': signal_one, 'signal_two': signal_two}
 
     def get_signal(self, signal_one: tf.Tensor, signal_two: tf.Tensor) -> tf.Tensor:
         """Returns signal_one + signal_two."""
@@ -203,19 +203,19 @@ def _match_signals(signal_one: tf.Tensor, signal_two: tf.Tensor):
     signal_one, signal_two = core.tf_float32(signal_one), core.tf_float32(signal_two)
     for signal in (signal_one, signal_two):
         if len(signal.shape) not in (2, 3):
-            raise ValueError(f"Mix: signals must be [batch, n_time] or [batch, n_time, channels], "
-                             f"got shape {signal.shape}.")
+            raise ValueError(f'Mix: signals must be [batch, n_time] or [batch, n_time, channels], '
+                             f'got shape {signal.shape}.')
     if len(signal_one.shape) != len(signal_two.shape):
         three_d = signal_one if len(signal_one.shape) == 3 else signal_two
         if three_d.shape[-1] != 1:
-            raise ValueError(f"Mix: cannot mix signals of shapes {signal_one.shape} and "
-                             f"{signal_two.shape}; give both the same rank.")
+            raise ValueError(f'Mix: cannot mix signals of shapes {signal_one.shape} and '
+                             f'{signal_two.shape}; give both the same rank.')
         signal_one = signal_one[..., 0] if len(signal_one.shape) == 3 else signal_one
         signal_two = signal_two[..., 0] if len(signal_two.shape) == 3 else signal_two
     n_one, n_two = signal_one.shape[1], signal_two.shape[1]
     if n_one is not None and n_two is not None and n_one != n_two:
-        raise ValueError(f"Mix: the two signals must have the same length, got {n_one} and "
-                         f"{n_two} time steps.")
+        raise ValueError(f'Mix: the two signals must have the same length, got {n_one} and '
+                         f'{n_two} time steps.')
     return signal_one, signal_two
 
 
@@ -232,15 +232,15 @@ def _mix_level_like(mix_level: tf.Tensor, signal: tf.Tensor) -> tf.Tensor:
     elif rank == 2:
         level = level[..., tf.newaxis]
     elif rank != 3:
-        raise ValueError(f"Mix: mix_level must be a scalar, [batch], [batch, n_frames] or "
-                         f"[batch, n_frames, 1], got shape {level.shape}.")
+        raise ValueError(f'Mix: mix_level must be a scalar, [batch], [batch, n_frames] or '
+                         f'[batch, n_frames, 1], got shape {level.shape}.')
     n_time, n_frames = signal.shape[1], level.shape[1]
     if n_frames is not None and n_time is not None and n_frames not in (1, n_time):
-        level = core.resample(level, int(n_time), method="linear")
+        level = core.resample(level, int(n_time), method='linear')
     if len(signal.shape) == 2:
         if level.shape[-1] != 1:
-            raise ValueError(f"Mix: a mix_level for [batch, n_time] signals must have one "
-                             f"channel, got shape {level.shape}.")
+            raise ValueError(f'Mix: a mix_level for [batch, n_time] signals must have one '
+                             f'channel, got shape {level.shape}.')
         level = level[..., 0]
     return level
 
@@ -253,7 +253,7 @@ class Mix(Processor):
     m = 0.5 both at -3 dB (uncorrelated signals keep their power through the fade).
     """
 
-    def __init__(self, name: Text = "mix"):
+    def __init__(self, name: Text = 'mix'):
         super().__init__(name=name)
 
     def get_controls(self, signal_one: tf.Tensor, signal_two: tf.Tensor,
@@ -275,8 +275,8 @@ class Mix(Processor):
         """
         signal_one, signal_two = _match_signals(signal_one, signal_two)
         mix_level = tf.nn.sigmoid(core.tf_float32(nn_out_mix_level))
-        return {"signal_one": signal_one, "signal_two": signal_two,
-                "mix_level": _mix_level_like(mix_level, signal_one)}
+        return {'signal_one': signal_one, 'signal_two': signal_two,
+                'mix_level': _mix_level_like(mix_level, signal_one)}
 
     def get_signal(self, signal_one: tf.Tensor, signal_two: tf.Tensor,
                    mix_level: tf.Tensor) -> tf.Tensor:
@@ -301,9 +301,9 @@ class Crop(Processor):
     """Removes the padding that centred framing adds: `2 * (frame_size // 2)` samples, from the
     front, the back, or `frame_size // 2` from each end ('center')."""
 
-    _LOCATIONS = ("front", "back", "center")
+    _LOCATIONS = ('front', 'back', 'center')
 
-    def __init__(self, frame_size: int, crop_location: Text = "back", name: Text = "crop"):
+    def __init__(self, frame_size: int, crop_location: Text = 'back', name: Text = 'crop'):
         """Args:
           frame_size: Frame size whose centring padding to remove (`frame_size // 2` samples
             each side, so an odd frame size removes frame_size - 1 samples in all).
@@ -311,16 +311,16 @@ class Crop(Processor):
         """
         super().__init__(name=name)
         if crop_location not in self._LOCATIONS:
-            raise ValueError(f"Crop: crop_location must be one of {self._LOCATIONS}, got "
-                             f"{crop_location!r}.")
+            raise ValueError(f'Crop: crop_location must be one of {self._LOCATIONS}, got '
+                             f'{crop_location!r}.')
         if int(frame_size) < 0:
-            raise ValueError(f"Crop: frame_size must be >= 0, got {frame_size}.")
+            raise ValueError(f'Crop: frame_size must be >= 0, got {frame_size}.')
         self.frame_size = int(frame_size)
         self.crop_location = crop_location
 
     def get_controls(self, audio: tf.Tensor) -> TensorDict:
         """Args: audio: [batch, n_samples]."""
-        return {"audio": audio}
+        return {'audio': audio}
 
     def get_signal(self, audio: tf.Tensor) -> tf.Tensor:
         """Returns [batch, n_samples - 2 * (frame_size // 2)]."""
@@ -328,8 +328,8 @@ class Crop(Processor):
         half = self.frame_size // 2
         if half == 0:
             return audio
-        if self.crop_location == "front":
+        if self.crop_location == 'front':
             return audio[:, 2 * half:]
-        if self.crop_location == "back":
+        if self.crop_location == 'back':
             return audio[:, :-2 * half]
         return core.center_crop(audio, self.frame_size)

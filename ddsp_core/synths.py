@@ -14,7 +14,7 @@ from ddsp_core import core, processors
 
 TensorDict = processors.TensorDict
 
-__all__ = ["FilteredNoise", "Harmonic", "Sinusoidal", "TensorToAudio", "Wavetable"]
+__all__ = ['FilteredNoise', 'Harmonic', 'Sinusoidal', 'TensorToAudio', 'Wavetable']
 
 
 def _frames(x, name: Text, processor: Text) -> tf.Tensor:
@@ -23,8 +23,8 @@ def _frames(x, name: Text, processor: Text) -> tf.Tensor:
     if len(x.shape) == 2:
         x = x[..., tf.newaxis]
     if len(x.shape) != 3:
-        raise ValueError(f"{processor}: {name} must be [batch, n_frames, channels] (or "
-                         f"[batch, n_frames]), got shape {x.shape}.")
+        raise ValueError(f'{processor}: {name} must be [batch, n_frames, channels] (or '
+                         f'[batch, n_frames]), got shape {x.shape}.')
     return x
 
 
@@ -35,20 +35,20 @@ def _scale(scale_fn: Optional[Callable], x: tf.Tensor) -> tf.Tensor:
 class TensorToAudio(processors.Processor):
     """Passes a tensor of samples through as audio (e.g. a network that outputs waveforms)."""
 
-    def __init__(self, name: Text = "tensor_to_audio"):
+    def __init__(self, name: Text = 'tensor_to_audio'):
         super().__init__(name=name)
 
     def get_controls(self, samples: tf.Tensor) -> TensorDict:
         """Args: samples: [batch, n_samples] or [batch, n_samples, 1] audio."""
-        return {"samples": samples}
+        return {'samples': samples}
 
     def get_signal(self, samples: tf.Tensor) -> tf.Tensor:
         """Returns [batch, n_samples] float32 audio (a trailing channel of 1 is removed)."""
         samples = core.tf_float32(samples)
         if len(samples.shape) == 3:
             if samples.shape[-1] != 1:
-                raise ValueError(f"TensorToAudio: samples must be [batch, n_samples] or "
-                                 f"[batch, n_samples, 1], got shape {samples.shape}.")
+                raise ValueError(f'TensorToAudio: samples must be [batch, n_samples] or '
+                                 f'[batch, n_samples, 1], got shape {samples.shape}.')
             samples = samples[..., 0]
         return samples
 
@@ -58,8 +58,8 @@ class Harmonic(processors.Processor):
 
     def __init__(self, n_samples: int = 64000, sample_rate: int = 16000,
                  scale_fn: Optional[Callable] = core.exp_sigmoid,
-                 normalize_below_nyquist: bool = True, amp_resample_method: Text = "window",
-                 use_angular_cumsum: bool = False, name: Text = "harmonic"):
+                 normalize_below_nyquist: bool = True, amp_resample_method: Text = 'window',
+                 use_angular_cumsum: bool = False, name: Text = 'harmonic'):
         """Args:
           n_samples: Output length in samples.
           sample_rate: Hz.
@@ -92,15 +92,15 @@ class Harmonic(processors.Processor):
           n_harmonics] summing to 1 (over harmonics below Nyquist), 'f0_hz': [batch, n_frames,
           1]}.
         """
-        amplitudes = _scale(self.scale_fn, _frames(amplitudes, "amplitudes", self.name))
+        amplitudes = _scale(self.scale_fn, _frames(amplitudes, 'amplitudes', self.name))
         harmonic_distribution = _scale(
-            self.scale_fn, _frames(harmonic_distribution, "harmonic_distribution", self.name))
-        f0_hz = _frames(f0_hz, "f0_hz", self.name)
+            self.scale_fn, _frames(harmonic_distribution, 'harmonic_distribution', self.name))
+        f0_hz = _frames(f0_hz, 'f0_hz', self.name)
         sample_rate = self.sample_rate if self.normalize_below_nyquist else None
         harmonic_distribution = core.normalize_harmonics(harmonic_distribution, f0_hz,
                                                          sample_rate)
-        return {"amplitudes": amplitudes, "harmonic_distribution": harmonic_distribution,
-                "f0_hz": f0_hz}
+        return {'amplitudes': amplitudes, 'harmonic_distribution': harmonic_distribution,
+                'f0_hz': f0_hz}
 
     def get_signal(self, amplitudes: tf.Tensor, harmonic_distribution: tf.Tensor,
                    f0_hz: tf.Tensor) -> tf.Tensor:
@@ -115,9 +115,9 @@ class Harmonic(processors.Processor):
           [batch, n_samples] audio.
         """
         return core.harmonic_synthesis(
-            frequencies=_frames(f0_hz, "f0_hz", self.name),
-            amplitudes=_frames(amplitudes, "amplitudes", self.name),
-            harmonic_distribution=_frames(harmonic_distribution, "harmonic_distribution",
+            frequencies=_frames(f0_hz, 'f0_hz', self.name),
+            amplitudes=_frames(amplitudes, 'amplitudes', self.name),
+            harmonic_distribution=_frames(harmonic_distribution, 'harmonic_distribution',
                                           self.name),
             n_samples=self.n_samples, sample_rate=self.sample_rate,
             amp_resample_method=self.amp_resample_method,
@@ -129,7 +129,7 @@ class FilteredNoise(processors.Processor):
 
     def __init__(self, n_samples: int = 64000, window_size: int = 257,
                  scale_fn: Optional[Callable] = core.exp_sigmoid, initial_bias: float = -5.0,
-                 name: Text = "filtered_noise"):
+                 name: Text = 'filtered_noise'):
         """Args:
           n_samples: Output length; must split into n_frames equal frames.
           window_size: Length of each frame's FIR filter (samples).
@@ -150,8 +150,8 @@ class FilteredNoise(processors.Processor):
         Returns:
           {'magnitudes': scale_fn(magnitudes + initial_bias)}, same shape (linear gains).
         """
-        magnitudes = _frames(magnitudes, "magnitudes", self.name)
-        return {"magnitudes": _scale(self.scale_fn, magnitudes + self.initial_bias)}
+        magnitudes = _frames(magnitudes, 'magnitudes', self.name)
+        return {'magnitudes': _scale(self.scale_fn, magnitudes + self.initial_bias)}
 
     def get_signal(self, magnitudes: tf.Tensor) -> tf.Tensor:
         """Filters uniform noise in [-1, 1].
@@ -162,7 +162,7 @@ class FilteredNoise(processors.Processor):
         Returns:
           [batch, n_samples] audio.
         """
-        magnitudes = _frames(magnitudes, "magnitudes", self.name)
+        magnitudes = _frames(magnitudes, 'magnitudes', self.name)
         batch = tf.shape(magnitudes)[0]
         noise = tf.random.uniform([batch, self.n_samples], minval=-1.0, maxval=1.0)
         noise = tf.ensure_shape(noise, [magnitudes.shape[0], self.n_samples])
@@ -173,7 +173,7 @@ class Wavetable(processors.Processor):
     """Synthesizer that reads one (possibly time-varying) wavetable at the given pitch."""
 
     def __init__(self, n_samples: int = 64000, sample_rate: int = 16000,
-                 scale_fn: Optional[Callable] = core.exp_sigmoid, name: Text = "wavetable"):
+                 scale_fn: Optional[Callable] = core.exp_sigmoid, name: Text = 'wavetable'):
         """Args:
           n_samples: Output length in samples.
           sample_rate: Hz.
@@ -194,9 +194,9 @@ class Wavetable(processors.Processor):
         Returns:
           {'amplitudes': scaled, 'wavetables': as given (float32), 'f0_hz': [batch, n_frames, 1]}.
         """
-        amplitudes = _scale(self.scale_fn, _frames(amplitudes, "amplitudes", self.name))
-        return {"amplitudes": amplitudes, "wavetables": core.tf_float32(wavetables),
-                "f0_hz": _frames(f0_hz, "f0_hz", self.name)}
+        amplitudes = _scale(self.scale_fn, _frames(amplitudes, 'amplitudes', self.name))
+        return {'amplitudes': amplitudes, 'wavetables': core.tf_float32(wavetables),
+                'f0_hz': _frames(f0_hz, 'f0_hz', self.name)}
 
     def get_signal(self, amplitudes: tf.Tensor, wavetables: tf.Tensor,
                    f0_hz: tf.Tensor) -> tf.Tensor:
@@ -209,8 +209,8 @@ class Wavetable(processors.Processor):
           [batch, n_samples] audio.
         """
         return core.wavetable_synthesis(
-            frequencies=_frames(f0_hz, "f0_hz", self.name),
-            amplitudes=_frames(amplitudes, "amplitudes", self.name),
+            frequencies=_frames(f0_hz, 'f0_hz', self.name),
+            amplitudes=_frames(amplitudes, 'amplitudes', self.name),
             wavetables=wavetables, n_samples=self.n_samples, sample_rate=self.sample_rate)
 
 
@@ -219,9 +219,9 @@ class Sinusoidal(processors.Processor):
 
     def __init__(self, n_samples: int = 64000, sample_rate: int = 16000,
                  amp_scale_fn: Optional[Callable] = core.exp_sigmoid,
-                 amp_resample_method: Text = "window",
+                 amp_resample_method: Text = 'window',
                  freq_scale_fn: Optional[Callable] = core.frequencies_sigmoid,
-                 name: Text = "sinusoidal"):
+                 name: Text = 'sinusoidal'):
         """Args:
           n_samples: Output length in samples.
           sample_rate: Hz.
@@ -248,14 +248,14 @@ class Sinusoidal(processors.Processor):
           {'amplitudes': [batch, n_frames, n_sinusoids] linear, zero at or above Nyquist,
            'frequencies': [batch, n_frames, n_sinusoids] Hz}.
         """
-        amplitudes = _scale(self.amp_scale_fn, _frames(amplitudes, "amplitudes", self.name))
+        amplitudes = _scale(self.amp_scale_fn, _frames(amplitudes, 'amplitudes', self.name))
         if self.freq_scale_fn is not None:
             # The scale function may take [batch, n_frames, n_sinusoids, depth] (e.g.
             # frequencies_sigmoid with depth > 1) and must return [batch, n_frames, n].
             frequencies = self.freq_scale_fn(core.tf_float32(frequencies))
-        frequencies = _frames(frequencies, "frequencies", self.name)
+        frequencies = _frames(frequencies, 'frequencies', self.name)
         amplitudes = core.remove_above_nyquist(frequencies, amplitudes, self.sample_rate)
-        return {"amplitudes": amplitudes, "frequencies": frequencies}
+        return {'amplitudes': amplitudes, 'frequencies': frequencies}
 
     def get_signal(self, amplitudes: tf.Tensor, frequencies: tf.Tensor) -> tf.Tensor:
         """Args:
@@ -265,10 +265,10 @@ class Sinusoidal(processors.Processor):
         Returns:
           [batch, n_samples] audio.
         """
-        amplitudes = _frames(amplitudes, "amplitudes", self.name)
-        frequencies = _frames(frequencies, "frequencies", self.name)
+        amplitudes = _frames(amplitudes, 'amplitudes', self.name)
+        frequencies = _frames(frequencies, 'frequencies', self.name)
         amplitude_envelopes = core.resample(amplitudes, self.n_samples,
                                             method=self.amp_resample_method)
-        frequency_envelopes = core.resample(frequencies, self.n_samples, method="linear")
+        frequency_envelopes = core.resample(frequencies, self.n_samples, method='linear')
         return core.oscillator_bank(frequency_envelopes, amplitude_envelopes,
                                     sample_rate=self.sample_rate)

@@ -204,7 +204,7 @@ class Config:
             hop = self.data.hop_samples
             _require(hop <= self.model.mfcc_fft_size, 'model.mfcc_fft_size',
                      self.model.mfcc_fft_size, f'must be >= the hop of {hop} samples per frame '
-                     '(data.sample_rate / data.frame_rate) for the encoder\'s MFCCs')
+                     "(data.sample_rate / data.frame_rate) for the encoder's MFCCs")
 
     # ---- conversions -------------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -451,7 +451,7 @@ def resolve_data(config: Config, layout, source: str) -> Config:
                                   f'{mine})',
                     'record_secs': 'use data.example_secs to train on shorter crops'}[key]
             raise ConfigError(f'data.{key} = {mine:g} but the dataset {source} has {key} '
-                              f'{value:g}; drop the setting to use the dataset\'s value, or '
+                              f"{value:g}; drop the setting to use the dataset's value, or "
                               f'{what}')
     window = d.example_secs if d.example_secs is not None else layout.example_secs
     if window > layout.example_secs + 1e-9:
@@ -462,7 +462,7 @@ def resolve_data(config: Config, layout, source: str) -> Config:
     frames = window * layout.frame_rate
     if abs(frames - round(frames)) > 1e-6:
         raise ConfigError(f'data.example_secs = {window:g} is not a whole number of frames at '
-                          f'the dataset\'s {layout.frame_rate} frames/s; use a multiple of '
+                          f"the dataset's {layout.frame_rate} frames/s; use a multiple of "
                           f'{1 / layout.frame_rate:g} s')
     data = dataclasses.replace(d, sample_rate=layout.sample_rate, frame_rate=layout.frame_rate,
                                record_secs=layout.example_secs, example_secs=window)

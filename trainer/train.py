@@ -385,7 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog='ddsp-train', formatter_class=runtime.HelpFormatter,
         description='Train the DDSP autoencoder on a prepared dataset (resumes from '
-                    '--model_dir). The data layout comes from the dataset\'s manifest.json.',
+                    "--model_dir). The data layout comes from the dataset's manifest.json.",
         epilog='Exit codes: 0 done, 1 failed (e.g. the loss became NaN), 2 bad usage (bad '
                'option, config, data, or a --model_dir in use), 130 interrupted (a '
                'checkpoint was saved). See docs/training.md.')
@@ -403,7 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                              'multi_worker'),
                    help='one device, all local GPUs, or a TF_CONFIG cluster')
     p.add_argument('--tracking_uri', default=None,
-                   help='MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else MLflow\'s '
+                   help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else MLflow's "
                         'local store ./mlflow.db + ./mlruns, which `mlflow ui` opens)')
     p.add_argument('--experiment', default='ddsp', help='MLflow experiment')
     p.add_argument('--run_name', default=None,

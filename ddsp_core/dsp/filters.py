@@ -38,9 +38,9 @@ def crop_and_compensate_delay(audio: tf.Tensor, audio_size: int, ir_size: int, p
         zero-phase filter centred in its window, `ir_size // 2` (the layout produced by
         `frequency_impulse_response` and `sinc_impulse_response`).
     """
-    if padding == "valid":
+    if padding == 'valid':
         crop_size = ir_size + audio_size - 1
-    elif padding == "same":
+    elif padding == 'same':
         crop_size = audio_size
     else:
         raise ValueError(f"padding must be 'same' or 'valid', got {padding!r}.")
@@ -51,7 +51,7 @@ def crop_and_compensate_delay(audio: tf.Tensor, audio_size: int, ir_size: int, p
     return audio[:, start:start + crop_size]
 
 
-def fft_convolve(audio: tf.Tensor, impulse_response: tf.Tensor, padding: Text = "same",
+def fft_convolve(audio: tf.Tensor, impulse_response: tf.Tensor, padding: Text = 'same',
                  delay_compensation: int = -1) -> tf.Tensor:
     """Convolves audio with one or a sequence of impulse responses, via the FFT.
 
@@ -75,14 +75,14 @@ def fft_convolve(audio: tf.Tensor, impulse_response: tf.Tensor, padding: Text = 
     audio = tf_float32(audio)
     impulse_response = tf_float32(impulse_response)
     if len(audio.shape) != 2:
-        raise ValueError(f"fft_convolve: audio must be [batch, n_samples], got {audio.shape}.")
+        raise ValueError(f'fft_convolve: audio must be [batch, n_samples], got {audio.shape}.')
     if len(impulse_response.shape) == 1:
         impulse_response = impulse_response[tf.newaxis, :]
     if len(impulse_response.shape) == 2:
         impulse_response = impulse_response[:, tf.newaxis, :]
     if len(impulse_response.shape) != 3:
-        raise ValueError("fft_convolve: impulse_response must be [ir_size], [batch, ir_size] or "
-                         f"[batch, n_frames, ir_size], got {impulse_response.shape}.")
+        raise ValueError('fft_convolve: impulse_response must be [ir_size], [batch, ir_size] or '
+                         f'[batch, n_frames, ir_size], got {impulse_response.shape}.')
     batch, ir_batch = audio.shape[0], impulse_response.shape[0]
     if batch is not None and ir_batch is not None and ir_batch not in (1, batch):
         raise ValueError(f"fft_convolve: the impulse response's batch ({ir_batch}) must be 1 or "
@@ -94,8 +94,8 @@ def fft_convolve(audio: tf.Tensor, impulse_response: tf.Tensor, padding: Text = 
     frame_size = int(np.ceil(audio_size / n_ir_frames))
     n_audio_frames = int(np.ceil(audio_size / frame_size))
     if n_audio_frames != n_ir_frames:
-        raise ValueError(f"fft_convolve: {audio_size} samples cannot be split into {n_ir_frames} "
-                         f"equal frames to match the impulse responses.")
+        raise ValueError(f'fft_convolve: {audio_size} samples cannot be split into {n_ir_frames} '
+                         f'equal frames to match the impulse responses.')
     frames = tf.signal.frame(audio, frame_size, frame_size, pad_end=True)  # [B, F, frame]
     fft_size = get_fft_size(frame_size, ir_size, power_of_2=True)
     audio_fft = tf.signal.rfft(frames, [fft_size])
@@ -208,7 +208,7 @@ def sinc_impulse_response(cutoff_frequency, window_size=512, sample_rate=None, h
 
 
 def frequency_filter(audio: tf.Tensor, magnitudes: tf.Tensor, window_size: int = 0,
-                     padding: Text = "same") -> tf.Tensor:
+                     padding: Text = 'same') -> tf.Tensor:
     """Time-varying linear-phase filter given by frame-wise magnitude responses.
 
     Args:
@@ -226,7 +226,7 @@ def frequency_filter(audio: tf.Tensor, magnitudes: tf.Tensor, window_size: int =
 
 
 def sinc_filter(audio: tf.Tensor, cutoff_frequency: tf.Tensor, window_size: int = 512,
-                sample_rate: Optional[int] = None, padding: Text = "same",
+                sample_rate: Optional[int] = None, padding: Text = 'same',
                 high_pass: bool = False) -> tf.Tensor:
     """Time-varying windowed-sinc low/high-pass filter.
 

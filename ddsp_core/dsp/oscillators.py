@@ -201,7 +201,7 @@ def _fast_harmonic_synthesis(f0_hz: tf.Tensor, harmonic_amplitudes: tf.Tensor, n
     n_frames = int(harmonic_amplitudes.shape[1])
     n_harmonics = int(harmonic_amplitudes.shape[-1])
     hop = n_samples // n_frames
-    f0_audio = resampling.resample(f0_hz, n_samples, method="linear")  # [B, T, 1]
+    f0_audio = resampling.resample(f0_hz, n_samples, method='linear')  # [B, T, 1]
     phase = _phase(f0_audio, sample_rate, use_angular_cumsum)
     harmonics = tf.linspace(1.0, float(n_harmonics), n_harmonics)
     # Interval m runs from frame m to frame m+1 (the last frame is held for the final interval).
@@ -216,7 +216,7 @@ def _fast_harmonic_synthesis(f0_hz: tf.Tensor, harmonic_amplitudes: tf.Tensor, n
     n_sometimes = tf.reduce_sum(
         tf.cast(tf.minimum(f0_hz, f0_next) * harmonics < nyquist, tf.int32), axis=-1)
 
-    if amp_resample_method == "window":
+    if amp_resample_method == 'window':
         w_start, w_end = resampling.window_weights(hop)
     else:  # linear
         w_end = tf.range(hop, dtype=tf.float32) / float(hop)
@@ -257,7 +257,7 @@ def harmonic_synthesis(frequencies: tf.Tensor, amplitudes: tf.Tensor,
                        harmonic_shifts: Optional[tf.Tensor] = None,
                        harmonic_distribution: Optional[tf.Tensor] = None,
                        n_samples: int = 64000, sample_rate: int = 16000,
-                       amp_resample_method: Text = "window",
+                       amp_resample_method: Text = 'window',
                        use_angular_cumsum: bool = False) -> tf.Tensor:
     """Renders harmonic audio from frame-rate controls.
 
@@ -288,7 +288,7 @@ def harmonic_synthesis(frequencies: tf.Tensor, amplitudes: tf.Tensor,
         harmonic_amplitudes = amplitudes * tf.ones([1, 1, n_harmonics])
 
     n_frames = int(harmonic_amplitudes.shape[1])
-    fast = (harmonic_shifts is None and amp_resample_method in ("window", "linear")
+    fast = (harmonic_shifts is None and amp_resample_method in ('window', 'linear')
             and n_frames < n_samples and n_samples % n_frames == 0)
     if fast:
         return _fast_harmonic_synthesis(frequencies, harmonic_amplitudes, n_samples,
@@ -345,7 +345,7 @@ def harmonic_distribution_to_wavetable(harmonic_distribution, n_wavetable=2048):
     harmonic_distribution = tf_float32(harmonic_distribution)
     n_harmonics = int(harmonic_distribution.shape[-1])
     if 2 * (n_harmonics + 1) > n_wavetable + 2:
-        raise ValueError(f"{n_harmonics} harmonics do not fit in a wavetable of {n_wavetable}.")
+        raise ValueError(f'{n_harmonics} harmonics do not fit in a wavetable of {n_wavetable}.')
     # Sine k has spectrum -i * n/2 at bin k: build the half spectrum and invert.
     zeros = tf.zeros_like(harmonic_distribution[..., :1])
     n_pad = n_wavetable // 2 + 1 - n_harmonics - 1
@@ -373,7 +373,7 @@ def wavetable_synthesis(frequencies: tf.Tensor, amplitudes: tf.Tensor, wavetable
     if len(wavetables.shape) == 3 and wavetables.shape[1] > 1:
         wavetables = resampling.resample(wavetables, n_samples)
     frequency_envelope = resampling.resample(frequencies, n_samples)  # [B, T, 1]
-    amplitude_envelope = resampling.resample(amplitudes, n_samples, method="window")[..., 0]
+    amplitude_envelope = resampling.resample(amplitudes, n_samples, method='window')[..., 0]
     phase_velocity = frequency_envelope / float(sample_rate)  # cycles per sample
     phase = tf.cast(tf.math.floormod(tf.cumsum(tf.cast(phase_velocity, tf.float64), axis=1),
                                      1.0), tf.float32)

@@ -28,7 +28,7 @@ def _as_3d(inputs: tf.Tensor):
 
         return x, restore
     raise ValueError(
-        f"resample: inputs must have rank 1-4 with time on axis 1, got {inputs.shape}.")
+        f'resample: inputs must have rank 1-4 with time on axis 1, got {inputs.shape}.')
 
 
 def _source_positions(n_in, n_out: int, add_endpoint: bool) -> tf.Tensor:
@@ -81,7 +81,7 @@ def _cubic(x: tf.Tensor, n_timesteps: int, add_endpoint: bool) -> tf.Tensor:
     return w0 * p0 + w1 * p1 + w2 * p2 + w3 * p3
 
 
-def resample(inputs: tf.Tensor, n_timesteps: int, method: Text = "linear",
+def resample(inputs: tf.Tensor, n_timesteps: int, method: Text = 'linear',
              add_endpoint: bool = True) -> tf.Tensor:
     """Interpolates a signal along its time axis (axis 1, or axis 0 for 1-D input).
 
@@ -100,13 +100,13 @@ def resample(inputs: tf.Tensor, n_timesteps: int, method: Text = "linear",
     """
     inputs = tf_float32(inputs)
     x, restore = _as_3d(inputs)
-    if method == "linear":
+    if method == 'linear':
         y = _linear(x, n_timesteps, add_endpoint)
-    elif method == "nearest":
+    elif method == 'nearest':
         y = _nearest(x, n_timesteps, add_endpoint)
-    elif method == "cubic":
+    elif method == 'cubic':
         y = _cubic(x, n_timesteps, add_endpoint)
-    elif method == "window":
+    elif method == 'window':
         y = upsample_with_windows(x, n_timesteps, add_endpoint)
     else:
         raise ValueError(f"resample: method must be 'nearest', 'linear', 'cubic' or 'window', "
@@ -119,13 +119,13 @@ def window_upsampling_plan(n_frames: int, n_timesteps: int, add_endpoint: bool =
     n_points = n_frames + 1 if add_endpoint else n_frames
     n_intervals = n_points - 1
     if n_intervals < 1 or n_points >= n_timesteps:
-        raise ValueError(f"upsample_with_windows: cannot upsample {n_frames} frames to "
-                         f"{n_timesteps} samples; the output must be longer than the input.")
+        raise ValueError(f'upsample_with_windows: cannot upsample {n_frames} frames to '
+                         f'{n_timesteps} samples; the output must be longer than the input.')
     if n_timesteps % n_intervals:
-        extra = "" if add_endpoint else " - 1"
-        raise ValueError(f"upsample_with_windows: n_timesteps ({n_timesteps}) must be divisible "
-                         f"by the number of input frames{extra} ({n_intervals}), "
-                         f"add_endpoint={add_endpoint}.")
+        extra = '' if add_endpoint else ' - 1'
+        raise ValueError(f'upsample_with_windows: n_timesteps ({n_timesteps}) must be divisible '
+                         f'by the number of input frames{extra} ({n_intervals}), '
+                         f'add_endpoint={add_endpoint}.')
     return n_timesteps // n_intervals, n_intervals
 
 
@@ -156,8 +156,8 @@ def upsample_with_windows(inputs: tf.Tensor, n_timesteps: int,
     """
     inputs = tf_float32(inputs)
     if len(inputs.shape) != 3:
-        raise ValueError(f"upsample_with_windows: inputs must be [batch, n_frames, channels], "
-                         f"got shape {inputs.shape}.")
+        raise ValueError(f'upsample_with_windows: inputs must be [batch, n_frames, channels], '
+                         f'got shape {inputs.shape}.')
     n_frames = int(inputs.shape[1])
     hop, n_intervals = window_upsampling_plan(n_frames, n_timesteps, add_endpoint)
     if add_endpoint:

@@ -44,7 +44,7 @@ def diff(x, axis=-1):
     x = tf.convert_to_tensor(x)
     rank = len(x.shape)
     if not -rank <= axis < rank:
-        raise ValueError(f"diff: axis {axis} is out of range for a tensor of rank {rank}.")
+        raise ValueError(f'diff: axis {axis} is out of range for a tensor of rank {rank}.')
     axis = axis % rank
     front = [slice(None)] * rank
     back = [slice(None)] * rank
@@ -168,7 +168,7 @@ def _float_tensor(x) -> tf.Tensor:
     Python numbers become float32."""
     if isinstance(x, tf.Tensor | tf.Variable):
         x = tf.convert_to_tensor(x)
-    elif isinstance(x, np.ndarray | np.floating) and x.dtype.kind == "f":
+    elif isinstance(x, np.ndarray | np.floating) and x.dtype.kind == 'f':
         x = tf.convert_to_tensor(x)
     else:
         x = tf.convert_to_tensor(x, tf.float32)
@@ -270,11 +270,11 @@ def _split_depth(freqs: tf.Tensor, depth: int) -> tf.Tensor:
     if len(freqs.shape) == 4:
         return freqs
     if len(freqs.shape) != 3:
-        raise ValueError(f"frequencies must be [batch, time, n*depth] or [batch, time, n, depth], "
-                         f"got shape {freqs.shape}.")
+        raise ValueError(f'frequencies must be [batch, time, n*depth] or [batch, time, n, depth], '
+                         f'got shape {freqs.shape}.')
     n_total = int(freqs.shape[-1])
     if n_total % depth:
-        raise ValueError(f"the last axis ({n_total}) is not divisible by depth={depth}.")
+        raise ValueError(f'the last axis ({n_total}) is not divisible by depth={depth}.')
     shape = tf.concat([tf.shape(freqs)[:2], [n_total // depth, depth]], axis=0)
     return tf.reshape(freqs, shape)
 

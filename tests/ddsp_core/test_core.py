@@ -96,7 +96,7 @@ def test_frequencies_softmax_and_sigmoid_ranges():
     assert np.all((hz.numpy() >= 20.0 - 1e-3) & (hz.numpy() <= 8000.0 + 1e-2))
     hz = core.frequencies_sigmoid(tf.fill([1, 2, 2], 100.0), depth=2, hz_max=8000.0)
     np.testing.assert_allclose(hz, 8000.0, rtol=1e-4)
-    with pytest.raises(ValueError, match="divisible"):
+    with pytest.raises(ValueError, match='divisible'):
         core.frequencies_softmax(tf.zeros([1, 2, 5]), depth=2)
 
 
@@ -104,11 +104,11 @@ def test_diff_pad_and_nested():
     x = tf.constant([[1.0, 4.0, 9.0]])
     np.testing.assert_array_equal(core.diff(x, axis=-1), [[3.0, 5.0]])
     assert core.pad_axis(x, (2, 1), axis=1).shape == (1, 6)
-    d = {"a": {"b": 1, "c": {"d": 2}}, "e": 3}
-    assert core.nested_keys(d) == ["a/b", "a/c/d", "e"]
-    assert core.nested_lookup("a/c/d", d) == 2
-    with pytest.raises(KeyError, match="a/x"):
-        core.nested_lookup("a/x", d)
+    d = {'a': {'b': 1, 'c': {'d': 2}}, 'e': 3}
+    assert core.nested_keys(d) == ['a/b', 'a/c/d', 'e']
+    assert core.nested_lookup('a/c/d', d) == 2
+    with pytest.raises(KeyError, match='a/x'):
+        core.nested_lookup('a/x', d)
 
 
 # ---------------------------------------------------------------- resampling
@@ -120,21 +120,21 @@ def test_linear_resample_places_frames_on_hops():
     np.testing.assert_allclose(up, [0.0, 0.5, 1.0, 2.0, 3.0, 3.0])
     up = core.resample(frames, 5, add_endpoint=False).numpy()[0]  # ends on the last frame
     np.testing.assert_allclose(up, [0.0, 0.5, 1.0, 2.0, 3.0])
-    near = core.resample(frames, 6, method="nearest").numpy()[0]
+    near = core.resample(frames, 6, method='nearest').numpy()[0]
     np.testing.assert_allclose(near, [0.0, 0.0, 1.0, 1.0, 3.0, 3.0])
-    cubic = core.resample(frames, 6, method="cubic").numpy()[0]
+    cubic = core.resample(frames, 6, method='cubic').numpy()[0]
     np.testing.assert_allclose(cubic[::2], [0.0, 1.0, 3.0], atol=1e-6)
-    with pytest.raises(ValueError, match="method"):
-        core.resample(frames, 6, method="sinc")
+    with pytest.raises(ValueError, match='method'):
+        core.resample(frames, 6, method='sinc')
 
 
-@pytest.mark.parametrize("add_endpoint", [True, False])
+@pytest.mark.parametrize('add_endpoint', [True, False])
 def test_cubic_resample_uses_the_image_resize_kernel(add_endpoint):
     # Between frames the cubic kernel shows: TensorFlow's legacy bicubic resize (the
     # reference's) uses a = -0.75, and tabulates its weights in 1/1024 steps (hence 3e-3).
     frames = np.random.default_rng(0).normal(size=(2, 7, 3)).astype(np.float32)
-    ours = core.resample(frames, 50, method="cubic", add_endpoint=add_endpoint).numpy()
-    image = tf.compat.v1.image.resize(frames[:, :, None, :], [50, 1], method="bicubic",
+    ours = core.resample(frames, 50, method='cubic', add_endpoint=add_endpoint).numpy()
+    image = tf.compat.v1.image.resize(frames[:, :, None, :], [50, 1], method='bicubic',
                                       align_corners=not add_endpoint)[:, :, 0, :].numpy()
     np.testing.assert_allclose(ours, image, atol=3e-3)
 
@@ -155,8 +155,8 @@ def test_upsample_with_windows_matches_overlap_add():
     frames = np.random.rand(2, 10, 3).astype(np.float32)
     up = core.upsample_with_windows(frames, 80).numpy()
     np.testing.assert_allclose(up, _overlap_add_windows(frames, 80), atol=1e-6)
-    assert core.resample(frames, 80, method="window").shape == (2, 80, 3)
-    with pytest.raises(ValueError, match="divisible"):
+    assert core.resample(frames, 80, method='window').shape == (2, 80, 3)
+    with pytest.raises(ValueError, match='divisible'):
         core.upsample_with_windows(frames, 81)
 
 
@@ -219,7 +219,7 @@ def _assert_close_but_at_nyquist_crossings(actual, desired, amplitude):
     """Equal to float tolerance, except that a sample whose harmonic sits within rounding of
     Nyquist may be kept by one rendering and dropped by the other (one harmonic's amplitude)."""
     diff = np.abs(actual - desired)
-    assert np.mean(diff > 2e-4) < 2e-3, f"{np.sum(diff > 2e-4)} samples differ"
+    assert np.mean(diff > 2e-4) < 2e-3, f'{np.sum(diff > 2e-4)} samples differ'
     assert diff.max() <= amplitude
 
 
@@ -229,7 +229,7 @@ def test_harmonic_synthesis_with_harmonics_crossing_nyquist():
     f0 = np.linspace(700.0, 1100.0, n_frames, dtype=np.float32)[None, :, None]
     amps = np.random.uniform(0.05, 0.1, (1, n_frames, n_harm)).astype(np.float32)
     ones = np.ones((1, n_frames, 1), np.float32)
-    for method in ("window", "linear"):
+    for method in ('window', 'linear'):
         fast = core.harmonic_synthesis(f0, ones, harmonic_distribution=amps,
                                        n_samples=n_samples, amp_resample_method=method).numpy()
         straightforward = core.oscillator_bank(
@@ -373,14 +373,14 @@ def test_fft_convolve_matches_numpy_convolution():
     audio = np.random.randn(2, 300).astype(np.float32)
     ir = np.random.randn(2, 31).astype(np.float32)
     full = np.stack([np.convolve(a, h) for a, h in zip(audio, ir, strict=True)])
-    valid = core.fft_convolve(audio, ir, padding="valid", delay_compensation=0).numpy()
+    valid = core.fft_convolve(audio, ir, padding='valid', delay_compensation=0).numpy()
     np.testing.assert_allclose(valid, full, atol=1e-4)
-    same = core.fft_convolve(audio, ir, padding="same", delay_compensation=0).numpy()
+    same = core.fft_convolve(audio, ir, padding='same', delay_compensation=0).numpy()
     np.testing.assert_allclose(same, full[:, :300], atol=1e-4)
-    centred = core.fft_convolve(audio, ir, padding="same").numpy()  # drops ir_size // 2
+    centred = core.fft_convolve(audio, ir, padding='same').numpy()  # drops ir_size // 2
     np.testing.assert_allclose(centred, full[:, 15:315], atol=1e-4)
-    with pytest.raises(ValueError, match="padding"):
-        core.fft_convolve(audio, ir, padding="full")
+    with pytest.raises(ValueError, match='padding'):
+        core.fft_convolve(audio, ir, padding='full')
 
 
 def test_fft_convolve_batches_of_impulse_responses():
@@ -394,7 +394,7 @@ def test_fft_convolve_batches_of_impulse_responses():
     # Otherwise the batches must match.
     with pytest.raises(ValueError, match=r"batch \(2\) must be 1 or the audio's \(3\)"):
         core.fft_convolve(audio, np.stack([ir, ir]))
-    with pytest.raises(ValueError, match="batch"):
+    with pytest.raises(ValueError, match='batch'):
         core.fft_convolve(audio[:1], np.stack([ir, ir]))
 
 
@@ -420,7 +420,7 @@ def test_frequency_impulse_response_realises_the_magnitudes():
     assert np.all(response[freqs > 5500] < 0.05)
 
 
-@pytest.mark.parametrize("window_size, n_out", [(22, 21), (64, 63), (65, 65), (0, 128),
+@pytest.mark.parametrize('window_size, n_out', [(22, 21), (64, 63), (65, 65), (0, 128),
                                                 (128, 128), (500, 128)])
 def test_frequency_impulse_response_sizes_are_odd_when_windowed(window_size, n_out):
     mags = np.random.uniform(size=(2, 65)).astype(np.float32)  # 128-sample responses
@@ -457,7 +457,7 @@ def test_sinc_filter_low_and_high_pass():
     assert float(core.sinc(0.0)) == pytest.approx(1.0)
 
 
-@pytest.mark.parametrize("high_pass, window_size", [(False, 256), (True, 257)])
+@pytest.mark.parametrize('high_pass, window_size', [(False, 256), (True, 257)])
 def test_sinc_filter_with_one_fixed_cutoff(high_pass, window_size):
     noise = np.random.uniform(-1, 1, (2, 4000)).astype(np.float32)
     ir = core.sinc_impulse_response(0.25, window_size=window_size, high_pass=high_pass)

@@ -29,11 +29,11 @@ def test_reverb_with_given_ir_is_dry_plus_numpy_convolution():
 
 def test_reverb_argument_errors():
     audio = tf.zeros([1, 100])
-    with pytest.raises(ValueError, match="needs an impulse response"):
+    with pytest.raises(ValueError, match='needs an impulse response'):
         effects.Reverb()(audio)
-    with pytest.raises(ValueError, match="do not pass `ir`"):
+    with pytest.raises(ValueError, match='do not pass `ir`'):
         effects.Reverb(trainable=True, reverb_length=50)(audio, tf.zeros([1, 50]))
-    with pytest.raises(ValueError, match="ir batch"):
+    with pytest.raises(ValueError, match='ir batch'):
         effects.Reverb()(tf.zeros([2, 100]), tf.zeros([3, 50]))
 
 
@@ -61,7 +61,7 @@ def test_exp_decay_reverb_decays_at_the_set_rate():
     reverb = effects.ExpDecayReverb(reverb_length=length, scale_fn=None, add_dry=False)
     for decay in (0.0, 1.5):
         ir = reverb.get_controls(tf.zeros([1, 100]), tf.constant([[1.0]]),
-                                 tf.constant([[decay]]))["ir"].numpy()[0]
+                                 tf.constant([[decay]]))['ir'].numpy()[0]
         assert ir.shape == (length,)
         n_blocks = 40
         energy = np.mean(ir.reshape(n_blocks, -1) ** 2, axis=1)
@@ -76,13 +76,13 @@ def test_exp_decay_reverb_decays_at_the_set_rate():
 def test_trainable_exp_decay_reverb_learns_gain_and_decay():
     reverb = effects.ExpDecayReverb(trainable=True, reverb_length=2000)
     names = sorted(v.name for v in reverb.trainable_variables)
-    assert names == ["decay", "gain"]
+    assert names == ['decay', 'gain']
     audio = tf.random.normal([1, 4000])
     with tf.GradientTape() as tape:
         loss = tf.reduce_mean(reverb(audio) ** 2)
     grads = tape.gradient(loss, reverb.trainable_variables)
     assert all(g is not None and float(tf.abs(g[0])) > 0 for g in grads)
-    with pytest.raises(ValueError, match="needs `gain` and `decay`"):
+    with pytest.raises(ValueError, match='needs `gain` and `decay`'):
         effects.ExpDecayReverb()(audio)
 
 
@@ -93,9 +93,9 @@ def test_filtered_noise_reverb_shapes_and_learned_magnitudes():
     audio = tf.random.normal([2, 4000])
     with tf.GradientTape() as tape:
         out = reverb(audio, return_outputs_dict=True)
-        loss = tf.reduce_mean(out["signal"] ** 2)
-    assert out["signal"].shape == (2, 4000)
-    assert out["controls"]["ir"].shape == (1, 2000)
+        loss = tf.reduce_mean(out['signal'] ** 2)
+    assert out['signal'].shape == (2, 4000)
+    assert out['controls']['ir'].shape == (1, 2000)
     (grad,) = tape.gradient(loss, reverb.trainable_variables)
     assert float(tf.reduce_sum(tf.abs(grad))) > 0
 
@@ -105,11 +105,11 @@ def test_filtered_noise_reverb_shapes_and_learned_magnitudes():
     impulse = np.zeros([1, 4000], np.float32)
     impulse[0, 0] = 1.0
     out = fixed(impulse, tf.zeros([1, 50, 8]), return_outputs_dict=True)
-    ir = out["controls"]["ir"].numpy()[0]
+    ir = out['controls']['ir'].numpy()[0]
     assert np.std(ir) > 0
-    np.testing.assert_allclose(out["signal"][0, 1:2000], ir[1:], atol=1e-5)
-    assert abs(float(out["signal"][0, 0])) < 1e-6
-    with pytest.raises(ValueError, match="n_frames"):
+    np.testing.assert_allclose(out['signal'][0, 1:2000], ir[1:], atol=1e-5)
+    assert abs(float(out['signal'][0, 0])) < 1e-6
+    with pytest.raises(ValueError, match='n_frames'):
         effects.FilteredNoiseReverb(reverb_length=1000, n_frames=3000)
 
 
@@ -147,7 +147,7 @@ def test_fir_filter_is_time_varying_and_scales_magnitudes():
     assert _band_gain(noise[0, 8400:], second, 5500, 7900) > 100 * _band_gain(
         noise[0, 8400:], second, 100, 1800)
     controls = effects.FIRFilter().get_controls(noise, tf.zeros([1, 10, 65]))
-    np.testing.assert_allclose(controls["magnitudes"], 2.0 * 0.5 ** np.log(10.0) + 1e-7,
+    np.testing.assert_allclose(controls['magnitudes'], 2.0 * 0.5 ** np.log(10.0) + 1e-7,
                                rtol=1e-5)  # exp_sigmoid(0)
 
 

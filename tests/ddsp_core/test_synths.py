@@ -47,7 +47,7 @@ def test_harmonic_peaks_at_f0_and_integer_multiples():
 def test_harmonic_removes_harmonics_above_nyquist():
     synth = synths.Harmonic(n_samples=N, sample_rate=SR, scale_fn=None)
     controls = synth.get_controls(constant(1.0), constant(1.0, channels=10), constant(3000.0))
-    dist = controls["harmonic_distribution"].numpy()[0, 0]
+    dist = controls['harmonic_distribution'].numpy()[0, 0]
     # 3000 and 6000 Hz are below 8 kHz; 9000 Hz and up are removed, the rest sums to one.
     np.testing.assert_allclose(dist, [0.5, 0.5] + [0.0] * 8, atol=1e-6)
     audio = synth(constant(1.0), constant(1.0, channels=10), constant(3000.0))
@@ -64,7 +64,7 @@ def test_harmonic_removes_harmonics_above_nyquist():
 def test_harmonic_without_nyquist_normalisation_keeps_all_harmonics_in_the_sum():
     synth = synths.Harmonic(n_samples=N, scale_fn=None, normalize_below_nyquist=False)
     controls = synth.get_controls(constant(1.0), constant(1.0, channels=10), constant(3000.0))
-    np.testing.assert_allclose(controls["harmonic_distribution"].numpy()[0, 0], [0.1] * 10,
+    np.testing.assert_allclose(controls['harmonic_distribution'].numpy()[0, 0], [0.1] * 10,
                                atol=1e-6)
 
 
@@ -73,11 +73,11 @@ def test_harmonic_default_scale_fn_is_exp_sigmoid():
     raw_amps = tf.random.normal([2, F, 1])
     outputs = synth(raw_amps, tf.random.normal([2, F, 4]), constant(220.0, batch=2),
                     return_outputs_dict=True)
-    controls = outputs["controls"]
-    np.testing.assert_allclose(controls["amplitudes"], core.exp_sigmoid(raw_amps), rtol=1e-6)
-    np.testing.assert_allclose(np.sum(controls["harmonic_distribution"], axis=-1), 1.0,
+    controls = outputs['controls']
+    np.testing.assert_allclose(controls['amplitudes'], core.exp_sigmoid(raw_amps), rtol=1e-6)
+    np.testing.assert_allclose(np.sum(controls['harmonic_distribution'], axis=-1), 1.0,
                                rtol=1e-5)
-    assert outputs["signal"].shape == (2, N)
+    assert outputs['signal'].shape == (2, N)
 
 
 def test_filtered_noise_follows_a_lowpass_magnitude():
@@ -106,7 +106,7 @@ def test_filtered_noise_default_controls_add_bias_then_scale():
     synth = synths.FilteredNoise(n_samples=N)
     raw = tf.random.normal([2, F, 8])
     controls = synth.get_controls(raw)
-    np.testing.assert_allclose(controls["magnitudes"], core.exp_sigmoid(raw - 5.0), rtol=1e-6)
+    np.testing.assert_allclose(controls['magnitudes'], core.exp_sigmoid(raw - 5.0), rtol=1e-6)
 
 
 def test_wavetable_with_a_sine_table_peaks_at_f0():
@@ -127,8 +127,8 @@ def test_sinusoidal_renders_the_given_frequencies():
     amps = np.tile(np.array([1.0, 0.5, 1.0], np.float32), [1, F, 1])
     outputs = synth(tf.constant(amps), tf.constant(freqs), return_outputs_dict=True)
     # The 9 kHz sinusoid is above Nyquist and silenced.
-    np.testing.assert_allclose(outputs["controls"]["amplitudes"].numpy()[0, 0], [1.0, 0.5, 0.0])
-    spec = spectrum(outputs["signal"][0])
+    np.testing.assert_allclose(outputs['controls']['amplitudes'].numpy()[0, 0], [1.0, 0.5, 0.0])
+    spec = spectrum(outputs['signal'][0])
     assert abs(int(np.argmax(spec)) - bin_of(300)) <= 1
     peak_1200 = spec[bin_of(1200) - 2:bin_of(1200) + 3].max()
     np.testing.assert_allclose(peak_1200 / spec.max(), 0.5, rtol=0.05)
@@ -141,7 +141,7 @@ def test_sinusoidal_default_frequency_scaling_maps_to_hz():
     synth = synths.Sinusoidal(n_samples=N)
     controls = synth.get_controls(tf.zeros([1, F, 2]), tf.zeros([1, F, 2]))
     # frequencies_sigmoid(0) is the middle of [0, 8000] Hz.
-    np.testing.assert_allclose(controls["frequencies"], 4000.0, rtol=1e-5)
+    np.testing.assert_allclose(controls['frequencies'], 4000.0, rtol=1e-5)
 
 
 def test_sinusoidal_takes_what_its_frequency_scale_fn_takes():
@@ -153,7 +153,7 @@ def test_sinusoidal_takes_what_its_frequency_scale_fn_takes():
     synth = synths.Sinusoidal(n_samples=N, freq_scale_fn=freq_scale_fn)
     raw = tf.tile(tf.linspace(-50.0, 50.0, 6)[None, None, :, None], [2, F, 1, depth])
     controls = synth.get_controls(tf.zeros([2, F, 6]), raw)  # [batch, frames, 6, depth]
-    freqs = controls["frequencies"].numpy()
+    freqs = controls['frequencies'].numpy()
     assert freqs.shape == (2, F, 6)
     assert np.all((freqs >= 0.0) & (freqs <= 8000.0))
     assert synth(tf.zeros([2, F, 6]), raw).shape == (2, N)
@@ -164,11 +164,11 @@ def test_tensor_to_audio_passes_samples_through():
     audio = synths.TensorToAudio()(samples)
     assert audio.shape == (2, 1000)
     np.testing.assert_array_equal(audio, samples[..., 0])
-    with pytest.raises(ValueError, match="samples"):
+    with pytest.raises(ValueError, match='samples'):
         synths.TensorToAudio()(tf.zeros([2, 1000, 3]))
 
 
 def test_bad_control_shape_names_the_argument():
     synth = synths.Harmonic(n_samples=N)
-    with pytest.raises(ValueError, match="f0_hz"):
+    with pytest.raises(ValueError, match='f0_hz'):
         synth(constant(1.0), constant(1.0, channels=3), tf.zeros([1, F, 1, 1]))

@@ -1,0 +1,146 @@
+"""A trained model, loaded from its model directory (or an MLflow run), for evaluation,
+transfer and export.
+
+A model directory holds everything needed (see :mod:`trainer.trainer`): ``config.json`` (the
+resolved config, rates included), the checkpoints and ``dataset_manifest.json``. The model can be
+rebuilt for windows of any whole number of frames (its weights do not depend on the window), so
+a model trained on 0.5 s crops resynthesises whole 4 s records.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from trainer.config import CONFIG_FILENAME, Config, ConfigError
+from trainer.trainer import MANIFEST_COPY
+
+RUNS_PREFIX = 'runs:/'
+
+
+class ModelDirError(ValueError):
+    """A model directory (or run) without what is needed; the message names it."""
+
+
+def _local_model_dir(model: str, tracking_uri: Optional[str]) -> Path:
+    """A local directory holding the model: ``model`` itself, or the ``model/`` artifacts of
+    an MLflow run (``runs:/RUN_ID`` or ``runs:/RUN_ID/model``) downloaded to a temp dir."""
+    if not str(model).startswith(RUNS_PREFIX):
+        path = Path(model)
+        if not path.is_dir():
+            raise ModelDirError(f'--model {model}: no such directory')
+        return path
+    import mlflow
+
+    rest = str(model)[len(RUNS_PREFIX):].strip('/')
+    run_id, _, sub = rest.partition('/')
+    uri = f'{RUNS_PREFIX}{run_id}/{sub or "model"}'
+    target = tempfile.mkdtemp(prefix='ddsp-model-')
+    try:
+        local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=target,
+                                                    tracking_uri=tracking_uri)
+    except Exception as e:  # noqa: BLE001 - MLflow raises several kinds
+        raise ModelDirError(f'--model {model}: cannot download {uri} ({e})') from e
+    return Path(local)
+
+
+@dataclasses.dataclass
+class TrainedModel:
+    """A restored autoencoder.
+
+    Attributes:
+        model: the ``trainer.model.Autoencoder`` (variables restored).
+        config: its config, with ``data.example_secs`` the window it was built for.
+        step: the checkpoint's training step.
+        model_dir: where it was loaded from.
+        manifest: the training dataset's manifest (dict), or None.
+        run_info: ``mlflow_run.json`` (run id, tracking URI), or {}.
+    """
+
+    model: object
+    config: Config
+    step: int
+    model_dir: Path
+    manifest: Optional[dict]
+    run_info: dict
+
+    @classmethod
+    def load(cls, model: str | os.PathLike, example_secs: Optional[float] = None,
+             tracking_uri: Optional[str] = None) -> TrainedModel:
+        """Restore the latest checkpoint of a model directory or an MLflow run's model.
+
+        Args:
+            model: a model directory, or ``runs:/RUN_ID`` (its ``model/`` artifacts).
+            example_secs: build the model for windows of this length (default: the training
+                window); a whole number of frames.
+            tracking_uri: for ``runs:/`` (default: MLflow's).
+
+        Raises:
+            ModelDirError: no config or no checkpoint there.
+            ConfigError: ``example_secs`` is not a whole number of frames.
+        """
+        import tensorflow as tf
+
+        from trainer.model import Autoencoder
+
+        local = _local_model_dir(str(model), tracking_uri)
+        if not (local / CONFIG_FILENAME).exists():
+            raise ModelDirError(f'{model}: no {CONFIG_FILENAME} (not a ddsp-train model '
+                                'directory)')
+        config = Config.load(local / CONFIG_FILENAME)
+        if not config.data.resolved:
+            raise ModelDirError(f'{model}: its {CONFIG_FILENAME} has no data layout')
+        latest = tf.train.latest_checkpoint(str(local))
+        if latest is None:
+            raise ModelDirError(f'{model}: no checkpoint (train it first with ddsp-train)')
+        if example_secs is not None:
+            data = dataclasses.replace(config.data, example_secs=None, record_secs=None)
+            frames = example_secs * config.data.frame_rate
+            if abs(frames - round(frames)) > 1e-6 or example_secs <= 0:
+                raise ConfigError(f'example_secs = {example_secs:g} is not a whole number of '
+                                  f'frames at {config.data.frame_rate} frames/s')
+            data = dataclasses.replace(data, record_secs=example_secs, example_secs=example_secs)
+            config = dataclasses.replace(config, data=data)
+        net = Autoencoder(config.model, config.data, compute_dtype=config.train.compute_dtype)
+        net(net.dummy_features(1))
+        tf.train.Checkpoint(model=net).restore(latest).expect_partial()
+        manifest = None
+        if (local / MANIFEST_COPY).exists():
+            manifest = json.loads((local / MANIFEST_COPY).read_text())
+        run_info = {}
+        if (local / 'mlflow_run.json').exists():
+            run_info = json.loads((local / 'mlflow_run.json').read_text())
+        return cls(net, config, int(latest.rsplit('-', 1)[-1]), local, manifest, run_info)
+
+    @property
+    def sample_rate(self) -> int:
+        return self.config.data.sample_rate
+
+    @property
+    def frame_rate(self) -> int:
+        return self.config.data.frame_rate
+
+    def __call__(self, features: dict, seed: int = 0) -> dict:
+        """Run the model on a batch of features (numpy or tensors: ``audio`` [batch, n_samples]
+        (only used by an encoder), ``f0_hz``, ``loudness_db`` [batch, n_frames]); the noise is
+        seeded by ``seed``. Returns the model's outputs (``audio_synth`` [batch, n_samples]...)."""
+        import tensorflow as tf
+
+        from trainer.model import NOISE_SEED_KEY
+
+        batch = {k: tf.convert_to_tensor(v, tf.float32) for k, v in features.items()}
+        if 'audio' not in batch:
+            first = batch['f0_hz']
+            batch['audio'] = tf.zeros([first.shape[0], self.config.data.n_samples])
+        batch[NOISE_SEED_KEY] = tf.constant([self.config.train.seed, seed], tf.int32)
+        return self.model(batch, training=False)
+
+    def resynthesize(self, features: dict, seed: int = 0) -> np.ndarray:
+        """The model's audio for a batch of features, float32 [batch, n_samples]."""
+        return np.asarray(self(features, seed)['audio_synth'])
