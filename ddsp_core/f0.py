@@ -115,7 +115,8 @@ class CrepeForward:
     Keras model's up to float round-off. Two changes make it ~2x faster on CPU: the first
     convolution (kernel 512, stride 4, one input channel), which TensorFlow's convolution runs at a
     fraction of the machine's speed, is one matmul over strided windows of the frame; the others
-    run as 1-D convolutions. Frames are processed `max_batch` at a time to bound memory.
+    run as 1-D convolutions. Frames are processed `max_batch` at a time (or `batch_size`, per
+    call) to bound memory.
 
     Call with normalised frames float32 [n, 1024] (from `crepe_frames`) -> activations float32
     [n, 360].
@@ -169,12 +170,16 @@ class CrepeForward:
         y = tf.reshape(y, [tf.shape(y)[0], -1])  # time-major then channels, as crepe flattens
         return tf.sigmoid(tf.matmul(y, self._dense[0]) + self._dense[1])
 
-    def __call__(self, frames) -> np.ndarray:
+    def __call__(self, frames, batch_size: int | None = None) -> np.ndarray:
+        """Activations of frames [n, 1024], computed `batch_size` (default `max_batch`) frames
+        per model call."""
         frames = np.asarray(frames, np.float32)
         if frames.ndim != 2 or frames.shape[1] != CREPE_FRAME_SIZE:
             raise ValueError(f'frames must be [n, {CREPE_FRAME_SIZE}], got {frames.shape}')
-        out = [self._fn(frames[i:i + self.max_batch]).numpy()
-               for i in range(0, frames.shape[0], self.max_batch)]
+        step = int(batch_size or self.max_batch)
+        if step < 1:
+            raise ValueError(f'batch_size must be >= 1, got {batch_size}')
+        out = [self._fn(frames[i:i + step]).numpy() for i in range(0, frames.shape[0], step)]
         if not out:
             return np.zeros((0, CREPE_N_BINS), np.float32)
         return np.concatenate(out).astype(np.float32, copy=False)

@@ -91,13 +91,9 @@ class CrepeModelHandler(ModelHandler[dict, PredictionResult, Any]):
         return model
 
     def activations(self, model, frames: np.ndarray) -> np.ndarray:
-        """CREPE activations of normalised frames [n, 1024] -> float32 [n, 360]."""
-        out = []
-        for i in range(0, frames.shape[0], self.inference_batch_size):
-            out.append(np.asarray(model(frames[i:i + self.inference_batch_size])))
-        if not out:
-            return np.zeros((0, 360), np.float32)
-        return np.concatenate(out).astype(np.float32, copy=False)
+        """CREPE activations of normalised frames [n, 1024] -> float32 [n, 360], in model calls
+        of ``inference_batch_size`` frames."""
+        return model(frames, batch_size=self.inference_batch_size)
 
     def run_inference(self, batch: Sequence[dict], model: Any,
                       inference_args: Optional[dict[str, Any]] = None

@@ -137,3 +137,20 @@ def test_crepe_forward_equals_the_keras_model():
     assert forward(np.zeros([0, 1024], np.float32)).shape == (0, 360)
     with pytest.raises(ValueError, match=r'\[n, 1024\]'):
         forward(np.zeros([3, 512], np.float32))
+
+
+def test_crepe_forward_calls_the_model_batch_size_frames_at_a_time(monkeypatch):
+    forward = f0.CrepeForward(f0.load_crepe_model('tiny'))
+    rng = np.random.default_rng(0)
+    frames = rng.standard_normal((300, 1024)).astype(np.float32)
+    sizes = []
+    real = forward._fn
+    monkeypatch.setattr(forward, '_fn', lambda x: sizes.append(int(x.shape[0])) or real(x))
+    default = forward(frames)
+    assert sizes == [128, 128, 44]  # max_batch
+    sizes.clear()
+    chosen = forward(frames, batch_size=250)
+    assert sizes == [250, 50]
+    np.testing.assert_allclose(chosen, default, atol=1e-5)
+    with pytest.raises(ValueError, match='batch_size'):
+        forward(frames, batch_size=-1)
