@@ -1,10 +1,12 @@
 """CREPE pitch tracking as a Beam RunInference model handler.
 
 The handler's examples are *chunks* (dicts made by :mod:`pipelines.prepare_dataset`) holding a
-segment of 16 kHz audio; it frames each chunk (``ddsp_core.f0.crepe_frames``), concatenates the
-frames of every chunk in the batch, runs the model in batches of ``inference_batch_size`` frames
-(so the tail of one chunk shares a model call with the head of the next, across files), and
-splits the activations back per chunk. Decoding to f0 (``ddsp_core.f0.activations_to_f0``,
+segment of 16 kHz audio; it frames each chunk (``ddsp_core.f0.crepe_frames``) and runs the model
+on each chunk's frames in calls of ``inference_batch_size`` frames. A Beam batch holds several
+chunks (of several files), but a model call never mixes chunks: a chunk's calls, hence its
+activations to the last bit, are then the same whatever it is batched with (TensorFlow's kernels
+round differently for other call shapes, e.g. a call of one frame), which keeps the shards
+byte-identical across runs. Decoding to f0 (``ddsp_core.f0.activations_to_f0``,
 Viterbi or local average) is then done per chunk by :func:`pipelines.examples.chunk_features`.
 
 The model is loaded once per worker process (``ddsp_core.f0.load_crepe_forward``: CREPE's network
@@ -59,7 +61,8 @@ class CrepeModelHandler(ModelHandler[dict, PredictionResult, Any]):
                  intra_op_threads: Optional[int] = None):
         super().__init__(large_model=share_across_processes)
         # BatchElements measures batches in frames (element_size_fn), so chunks of several
-        # files share a batch until it holds MODEL_BATCHES_PER_BEAM_BATCH model calls' worth.
+        # files share a Beam batch until it holds MODEL_BATCHES_PER_BEAM_BATCH model calls'
+        # worth (each chunk still gets its own model calls).
         self._batching_kwargs = {
             'min_batch_size': 1,
             'max_batch_size': inference_batch_size * MODEL_BATCHES_PER_BEAM_BATCH,
@@ -102,12 +105,11 @@ class CrepeModelHandler(ModelHandler[dict, PredictionResult, Any]):
 
         if not batch:
             return []
-        frames = [crepe_frames(crepe_audio(c), self.frame_rate, padding='center') for c in batch]
-        lengths = [f.shape[0] for f in frames]
-        acts = self.activations(model, np.concatenate(frames))
-        bounds = np.cumsum([0] + lengths)
-        return [PredictionResult(chunk, acts[bounds[i]:bounds[i + 1]], self.model_capacity)
-                for i, chunk in enumerate(batch)]
+        # One chunk's frames per model call (see the module docstring): deterministic bits.
+        return [PredictionResult(chunk, self.activations(
+                    model, crepe_frames(crepe_audio(chunk), self.frame_rate, padding='center')),
+                    self.model_capacity)
+                for chunk in batch]
 
     def get_num_bytes(self, batch: Sequence[dict]) -> int:
         return int(sum(crepe_audio(c).nbytes for c in batch))

@@ -214,7 +214,8 @@ def _empty_split_shard(split, split_counts):
 
 class WriteShard(beam.DoFn):
     """((split, index, n_shards), records) -> one TFRecord file with the records sorted by key,
-    written under a temporary name and renamed (a retried bundle rewrites it whole).
+    written under a temporary name and renamed (a retried bundle rewrites it whole). ``None``
+    items are placeholders that make every shard index appear (empty shards are written too).
     Yields ``(split, file name, n_records)``."""
 
     def __init__(self, output_dir: str):
@@ -224,7 +225,7 @@ class WriteShard(beam.DoFn):
         from apache_beam.io.tfrecordio import _TFRecordUtil
 
         (split, index, n_shards), items = element
-        items = sorted(items, key=lambda kv: kv[0])
+        items = sorted((kv for kv in items if kv is not None), key=lambda kv: kv[0])
         name = records.shard_name(split, index, n_shards)
         final = FileSystems.join(self.output_dir, name)
         tmp = FileSystems.join(self.output_dir, f'.tmp-{name}')
@@ -347,7 +348,13 @@ def build_pipeline(pipeline: beam.Pipeline, entries: Sequence[InputEntry], outpu
              | 'Splits' >> beam.Create(list(records.SPLITS))
              | 'EmptySplits' >> beam.FlatMap(_empty_split_shard,
                                              beam.pvalue.AsDict(split_counts)))
-    grouped = keyed | 'GroupShards' >> beam.GroupByKey()
+    # One placeholder per shard index, so that a shard no record hashes to is still written
+    # (empty): '-of-0000N' promises N files.
+    every_shard = shard_counts | 'EveryShard' >> beam.FlatMapTuple(
+        lambda split, n: [((split, i, n), None) for i in range(n)])
+    grouped = ((keyed, every_shard)
+               | 'WithEveryShard' >> beam.Flatten()
+               | 'GroupShards' >> beam.GroupByKey())
     written = ((grouped, empty)
                | 'AllShards' >> beam.Flatten()
                | 'WriteShards' >> beam.ParDo(WriteShard(output_dir)))

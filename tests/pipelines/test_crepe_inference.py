@@ -62,15 +62,14 @@ def test_run_inference_equals_crepe_predict():
 
     handler = CrepeModelHandler('tiny', 250, inference_batch_size=128)
     assert handler.batch_elements_kwargs()['max_batch_size'] >= 128
-    # Several chunks in one batch (frames concatenated across chunks, model calls straddling
-    # chunk boundaries, results split back per chunk) give each chunk its own activations.
+    # Several chunks in one batch give each chunk its own activations, the same bits as alone.
     model = handler.load_model()
     together = handler.run_inference(chunks, model)
     assert [r.example['path'] for r in together] == ['c0', 'c1', 'c2']
     for result, chunk in zip(together, chunks, strict=True):
         alone = handler.run_inference([chunk], model)[0].inference
         assert result.inference.shape == alone.shape == (chunk_frame_count(chunk), 360)
-        np.testing.assert_allclose(result.inference, alone, atol=1e-6)
+        np.testing.assert_array_equal(result.inference, alone)
         f0, conf = activations_to_f0(result.inference, True)
         np.testing.assert_allclose(f0, expected[chunk['path'], True][0], rtol=1e-3)
     with test_pipeline.TestPipeline(runner='DirectRunner',
@@ -151,3 +150,28 @@ def test_local_workers_share_the_cores_between_them(monkeypatch):
     # In-process runners and remote runners keep TensorFlow's own default.
     assert local_worker_threads(_pipeline_options(['--runner=DirectRunner'])) is None
     assert local_worker_threads(_pipeline_options(['--runner=DataflowRunner'])) is None
+
+
+def _synthetic_chunk(n_frames, seed):
+    """A chunk of n_frames + 1 CREPE frames (what the handler reads: spec and audio)."""
+    spec = chunking.ChunkSpec(0, 1, 0, n_frames, 0, n_frames, (0,))
+    audio = 0.3 * np.random.default_rng(seed).standard_normal(n_frames * 64)
+    return {'path': f's{seed}', 'spec': spec, 'audio': audio.astype(np.float32),
+            'audio_16k': None}
+
+
+def test_activations_do_not_depend_on_the_other_chunks_in_the_batch():
+    """Byte-identical datasets across runs need a chunk's activations to be the same bits
+    whichever chunks RunInference batches it with. (Concatenating the frames of several chunks
+    into model calls broke this: a chunk whose last frame fell alone into a 1-frame call got
+    different float round-off.)"""
+    handler = CrepeModelHandler('tiny', 250, inference_batch_size=512)
+    model = handler.load_model()
+    a = _synthetic_chunk(300, 0)  # 301 frames
+    alone = handler.run_inference([a], model)[0].inference
+    for n_other in (211, 212, 213, 723, 100, 511, 1023):
+        other = _synthetic_chunk(n_other, n_other)
+        before = handler.run_inference([other, a], model)[1].inference
+        after = handler.run_inference([a, other], model)[0].inference
+        np.testing.assert_array_equal(before, alone, err_msg=f'after {n_other + 1} frames')
+        np.testing.assert_array_equal(after, alone, err_msg=f'before {n_other + 1} frames')

@@ -1,6 +1,7 @@
 """ddsp-prepare end to end: real DirectRunner, real TFRecords on disk, tiny CREPE."""
 
 import glob
+import hashlib
 import json
 import os
 
@@ -9,20 +10,25 @@ import pytest
 import soundfile as sf
 import tensorflow as tf
 
-from pipelines import features
+from ddsp_core import records
+from pipelines.inputs import assign_split, expand_inputs
+from pipelines.options import OptionError
 from pipelines.prepare_dataset import prepare_dataset
 from tests.signals import sine
 
 PITCHES = {'a220.wav': 220.0, 'b330.flac': 330.0, 'c440.ogg': 440.0, 'd550.wav': 550.0}
 SECONDS = {'a220.wav': 4.5, 'b330.flac': 1.5, 'c440.ogg': 2.0, 'd550.wav': 1.0}
-BAD = {'garbage.wav': 'unreadable or corrupt', 'empty.wav': 'empty',
-       'short.wav': 'too short', 'nan.wav': 'NaN', 'zeros.wav': 'silent',
-       'whisper.wav': 'windows are silent'}
+# Each rejected input and (part of) the reason the dead letters and the ledger give for it.
+BAD = {'garbage.wav': 'unreadable or corrupt', 'empty.wav': 'no audio (0 samples)',
+       'short.wav': 'too short', 'nan.wav': 'NaN', 'zeros.wav': 'silent (all 32000 samples',
+       'whisper.wav': 'windows are silent',
+       'zero_bytes.wav': 'zero_bytes.wav: empty file (0 bytes)',
+       'truncated.wav': 'truncated.wav: truncated: header 4.0 s, decoded 1.6 s',
+       'dangling.wav': 'dangling.wav: missing target (dangling symlink to '}
+SUBDIR = 'sub'
 KW = dict(crepe_capacity='tiny', chunk_secs=1.0, eval_fraction=0.4, inference_batch_size=256)
-SPEC = {'audio': tf.io.FixedLenFeature([64000], tf.float32),
-        'f0_hz': tf.io.FixedLenFeature([1000], tf.float32),
-        'f0_confidence': tf.io.FixedLenFeature([1000], tf.float32),
-        'loudness_db': tf.io.FixedLenFeature([1000], tf.float32)}
+TWO_WORKERS = ['--direct_num_workers=2']  # the multi-process default, with 2 processes
+LAYOUT = records.Layout(16000, 250, 4.0)
 
 
 def _write_inputs(d):
@@ -43,12 +49,37 @@ def _write_inputs(d):
     sf.write(os.path.join(d, 'zeros.wav'), np.zeros(32000, np.float32), 16000)
     sf.write(os.path.join(d, 'whisper.wav'), sine(440, 2.0, amplitude=1e-6), 16000,
              subtype='FLOAT')
+    open(os.path.join(d, 'zero_bytes.wav'), 'wb').close()
+    truncated = os.path.join(d, 'truncated.wav')
+    sf.write(truncated, sine(440, 4.0), 16000, subtype='PCM_16')
+    with open(truncated, 'rb') as f:
+        data = f.read()
+    with open(truncated, 'wb') as f:
+        f.write(data[:44 + int(1.6 * 16000) * 2])
+    os.symlink(os.path.join(d, 'moved-away.wav'), os.path.join(d, 'dangling.wav'))
+    os.makedirs(os.path.join(d, SUBDIR))
+    sf.write(os.path.join(d, SUBDIR, 'not_matched.wav'), sine(440, 1.0), 16000)
 
 
-def _read_split(out, split):
-    files = sorted(glob.glob(os.path.join(out, f'{split}-*.tfrecord')))
-    ds = tf.data.TFRecordDataset(files).map(lambda s: tf.io.parse_single_example(s, SPEC))
+def _shards(out, split):
+    return sorted(glob.glob(os.path.join(out, f'{split}-*-of-*.tfrecord')))
+
+
+def _read_split(out, split, layout=LAYOUT, with_audio_16k=False):
+    spec = records.tf_feature_spec(layout, with_audio_16k)
+    ds = tf.data.TFRecordDataset(_shards(out, split)).map(
+        lambda s: tf.io.parse_single_example(s, spec))
     return [{k: v.numpy() for k, v in ex.items()} for ex in ds]
+
+
+def _sha256(path):
+    with open(path, 'rb') as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def _ledger(out):
+    with open(os.path.join(out, records.LEDGER)) as f:
+        return [json.loads(line) for line in f]
 
 
 def _pitch_of(example):
@@ -63,25 +94,23 @@ def _pitch_of(example):
 
 @pytest.fixture(scope='module')
 def runs(tmp_path_factory):
+    """Two prepares of the same inputs and options, each with two worker processes."""
     root = tmp_path_factory.mktemp('prepare')
     src = str(root / 'in')
     _write_inputs(src)
-    one = prepare_dataset(os.path.join(src, '*'), str(root / 'out1'),
-                          pipeline_args=['--runner=DirectRunner',
-                                         '--direct_running_mode=in_memory'], **KW)
-    two = prepare_dataset([os.path.join(src, '*.wav'), os.path.join(src, '*.flac,') +
-                           os.path.join(src, '*.ogg')], str(root / 'out2'),
-                          pipeline_args=['--direct_num_workers=2'], **KW)  # 2 processes
+    pattern = os.path.join(src, '*')
+    one = prepare_dataset(pattern, str(root / 'out1'), pipeline_args=TWO_WORKERS, **KW)
+    two = prepare_dataset(pattern, str(root / 'out2'), pipeline_args=TWO_WORKERS, **KW)
     return src, str(root / 'out1'), one, str(root / 'out2'), two
 
 
 @pytest.mark.slow
 def test_examples_have_the_documented_schema_and_known_pitch(runs):
     src, out, manifest, _, _ = runs
-    expected_split = {n: features.assign_split(n, KW['eval_fraction']) for n in PITCHES}
+    expected_split = {n: assign_split(n, KW['eval_fraction']) for n in PITCHES}
     assert set(expected_split.values()) == {'train', 'eval'}  # both splits are exercised
     seen = {}
-    for split in features.SPLITS:
+    for split in records.SPLITS:
         examples = _read_split(out, split)
         assert len(examples) == manifest['splits'][split]['examples'] > 0
         for ex in examples:
@@ -100,52 +129,175 @@ def test_examples_have_the_documented_schema_and_known_pitch(runs):
     b = [ex for ex in _read_split(out, expected_split['b330.flac'])
          if abs(_pitch_of(ex)[0] - 330) < 5][0]
     assert np.abs(b['audio'][:23000]).max() > 0.3 and np.abs(b['audio'][25000:]).max() == 0
+    # the manifest describes the records, and ddsp_core.records reads it back
+    m = records.read_manifest(out)
+    assert m.layout == LAYOUT
+    assert manifest['features'] == {k: [n] for k, n in LAYOUT.feature_lengths().items()}
+    for split in records.SPLITS:
+        assert m.shards(split) == _shards(out, split)
+        assert manifest['splits'][split]['shards'] == [os.path.basename(p)
+                                                       for p in _shards(out, split)]
+    assert not glob.glob(os.path.join(out, '.tmp-*'))  # temporary shard names are gone
 
 
 @pytest.mark.slow
 def test_manifest_reconciles_and_dead_letters_every_bad_file(runs):
     src, out, manifest, _, _ = runs
     files = manifest['files']
-    assert files == {'in': 10, 'written': 4, 'partially_written': 0, 'dead_lettered': 6,
-                     'reconciled': True}
-    letters = [json.loads(line) for line in open(os.path.join(out, 'dead_letters.jsonl'))]
-    assert manifest['dead_letters'] == len(letters) == 6
+    n_bad = len(BAD)
+    assert files == {'matched': 4 + n_bad + 1, 'in': 4 + n_bad, 'skipped_directories': 1,
+                     'written': 4, 'partially_written': 0, 'dead_lettered': n_bad,
+                     'reconciled': True, 'ledger': records.LEDGER}
+    letters = [json.loads(line) for line in open(os.path.join(out, records.DEAD_LETTERS))]
+    assert manifest['dead_letters'] == len(letters) == n_bad
     by_name = {os.path.basename(d['path']): d for d in letters}
     assert set(by_name) == set(BAD)
     for name, needle in BAD.items():
         assert needle in by_name[name]['reason'], by_name[name]
+        assert by_name[name]['stage'] == ('windows' if name == 'whisper.wav' else 'decode')
+    # dead letters are written in a stable order
+    assert letters == sorted(letters, key=lambda d: (d['path'], d['stage'], d['reason']))
     train = manifest['splits']['train']
     assert manifest['mean_loudness_db'] == pytest.approx(train['loudness_db']['mean'])
     lo, hi = manifest['f0_range_hz']
     train_pitches = [p for n, p in PITCHES.items()
-                     if features.assign_split(n, KW['eval_fraction']) == 'train']
+                     if assign_split(n, KW['eval_fraction']) == 'train']
     assert lo == pytest.approx(min(train_pitches), rel=0.012)  # 20-cent histogram bins
     assert hi == pytest.approx(max(train_pitches), rel=0.012)
     assert manifest['examples'] == 5 and manifest['hours'] == pytest.approx(5 * 4 / 3600)
-    assert manifest['splits']['train']['source_hours'] == pytest.approx(6.0 / 3600, rel=1e-3)
-    assert manifest['features'] == {k: list(v.shape) for k, v in SPEC.items()}
+    train_secs = sum(SECONDS[n] for n in PITCHES if assign_split(n, KW['eval_fraction'])
+                     == 'train')
+    assert manifest['splits']['train']['source_hours'] == pytest.approx(train_secs / 3600,
+                                                                        rel=1e-3)
     assert manifest['options']['crepe_capacity'] == 'tiny'
     assert manifest['windows_dropped_silent'] == 1  # whisper.wav's only window
 
 
-def _audio_then_f0(example):
-    return example['audio'].tobytes(), example['f0_hz'].round(2).tobytes()
+@pytest.mark.slow
+def test_ledger_names_every_entry_the_pattern_matched(runs):
+    src, out, manifest, _, _ = runs
+    ledger = _ledger(out)
+    matched = expand_inputs([os.path.join(src, '*')])
+    assert [line['path'] for line in ledger] == [e.path for e in matched]
+    assert sorted(os.path.basename(line['path']) for line in ledger) == sorted(os.listdir(src))
+    by_name = {os.path.basename(line['path']): line for line in ledger}
+    for name in PITCHES:
+        line = by_name[name]
+        assert line['outcome'] == 'written' and line['reasons'] == []
+        assert line['examples'] == (2 if name == 'a220.wav' else 1)
+        assert line['source_seconds'] == pytest.approx(SECONDS[name], abs=1e-3)
+        assert line['split'] == assign_split(name, KW['eval_fraction'])
+        assert len(line['sha256']) == 64
+    for name, needle in BAD.items():
+        line = by_name[name]
+        assert line['outcome'] == 'dead_lettered' and line['examples'] == 0, line
+        assert len(line['reasons']) == 1 and needle in line['reasons'][0], line
+    sub = by_name[SUBDIR]
+    assert sub['outcome'] == 'skipped' and sub['reasons'] == ['skipped: directory']
+    assert sub['split'] is None
+    assert sum(line['examples'] for line in ledger) == manifest['examples']
+    split_files = {s: sum(1 for line in ledger if line['split'] == s and line['examples'])
+                   for s in records.SPLITS}
+    assert split_files == {s: manifest['splits'][s]['files'] for s in records.SPLITS}
 
 
 @pytest.mark.slow
-def test_split_and_content_identical_across_runs_and_workers(runs):
+def test_two_runs_write_byte_identical_datasets(runs):
     _, out1, m1, out2, m2 = runs
+    names = sorted(os.listdir(out1))
+    assert names == sorted(os.listdir(out2))
+    shards = [n for n in names if n.endswith('.tfrecord')]
+    assert len(shards) >= 2
+    for name in shards + [records.LEDGER, records.DEAD_LETTERS, records.MANIFEST]:
+        assert _sha256(os.path.join(out1, name)) == _sha256(os.path.join(out2, name)), name
     assert m1['fingerprint'] == m2['fingerprint']
-    for split in features.SPLITS:
-        a = sorted(ex['audio'].tobytes() for ex in _read_split(out1, split))
-        b = sorted(ex['audio'].tobytes() for ex in _read_split(out2, split))
-        assert a == b
-        assert m1['splits'][split]['examples'] == m2['splits'][split]['examples']
-        # The features of each example agree too (one process vs two worker processes).
-        e1, e2 = (sorted(_read_split(out, split), key=_audio_then_f0) for out in (out1, out2))
-        assert len(e1) == len(e2) > 0
-        for x, y in zip(e1, e2, strict=True):
-            np.testing.assert_allclose(x['f0_hz'], y['f0_hz'], rtol=1e-4, atol=1e-3)
-            np.testing.assert_allclose(x['f0_confidence'], y['f0_confidence'], atol=1e-4)
-            np.testing.assert_allclose(x['loudness_db'], y['loudness_db'], atol=1e-3)
-    assert m2['files'] == m1['files']
+    # the fingerprint is the digest of the records in the shards
+    digests = {}
+    for split in records.SPLITS:
+        blobs = [r.numpy() for r in tf.data.TFRecordDataset(_shards(out1, split))]
+        digests[split] = records.combine_digests(records.record_digest(b) for b in blobs)
+    assert records.fingerprint(LAYOUT, digests) == m1['fingerprint']
+
+
+# ---- a dataset whose eval split gets no file, in the reference layout; overwriting it -------
+@pytest.fixture(scope='module')
+def one_split(tmp_path_factory):
+    root = tmp_path_factory.mktemp('one_split')
+    src = root / 'in'
+    src.mkdir()
+    sf.write(str(src / 'tone.wav'), sine(440, 5.0, 16000, 0.4), 16000)  # 2 windows
+    out = str(root / 'out')
+    kw = dict(KW, eval_fraction=0.0, reference_layout=True,
+              pipeline_args=['--runner=DirectRunner', '--direct_running_mode=in_memory'])
+    first = prepare_dataset(str(src / '*.wav'), out, num_shards=3, **kw)
+    first_files = {n: _sha256(os.path.join(out, n)) for n in os.listdir(out)}
+    with pytest.raises(OptionError) as refused:
+        prepare_dataset(str(src / '*.wav'), out, num_shards=1, **kw)
+    after_refusal = {n: _sha256(os.path.join(out, n)) for n in os.listdir(out)}
+    second = prepare_dataset(str(src / '*.wav'), out, num_shards=1, overwrite=True, **kw)
+    return {'out': out, 'first': first, 'first_files': first_files, 'refused': refused.value,
+            'after_refusal': after_refusal, 'second': second}
+
+
+@pytest.mark.slow
+def test_split_without_files_gets_one_empty_shard(one_split):
+    first = one_split['first']
+    assert first['splits']['eval']['examples'] == 0 and first['splits']['eval']['files'] == 0
+    assert first['splits']['eval']['shards'] == ['eval-00000-of-00001.tfrecord']
+    assert first['splits']['train']['examples'] == first['examples'] == 2
+    # num_shards=3: every shard is written, also those no record hashed to
+    assert first['splits']['train']['shards'] == [records.shard_name('train', i, 3)
+                                                  for i in range(3)]
+    assert sorted(one_split['first_files']) == sorted(
+        ['eval-00000-of-00001.tfrecord', 'train-00000-of-00003.tfrecord',
+         'train-00001-of-00003.tfrecord', 'train-00002-of-00003.tfrecord',
+         records.MANIFEST, records.LEDGER, records.DEAD_LETTERS])
+    out = one_split['out']
+    m = records.read_manifest(out)
+    assert m.split_examples('eval') == 0
+    assert records.summary_of_split(m, 'eval') == 'empty (0 examples)'
+    second = one_split['second']
+    assert _read_split(out, 'eval', m.layout) == []
+    assert os.path.getsize(os.path.join(out, 'eval-00000-of-00001.tfrecord')) == 0
+    assert second['splits']['eval']['examples'] == 0
+
+
+@pytest.mark.slow
+def test_reference_layout_at_16k_writes_audio_16k_equal_to_audio(one_split):
+    out = one_split['out']
+    m = records.read_manifest(out)
+    assert m.layout == records.Layout(16000, 250, 4.0, audio_16k=True)
+    assert m.data['features']['audio_16k'] == [64000]
+    examples = _read_split(out, 'train', m.layout, with_audio_16k=True)
+    assert len(examples) == 2
+    for ex in examples:
+        assert ex['audio_16k'].shape == (64000,)
+        np.testing.assert_array_equal(ex['audio_16k'], ex['audio'])
+        assert np.abs(ex['audio']).max() == pytest.approx(0.4, abs=0.05)
+    # the records' own lengths give the same layout (as a reader without the manifest sees)
+    blob = next(iter(tf.data.TFRecordDataset(_shards(out, 'train')))).numpy()
+    lengths = {k: v.size for k, v in records.parse_example(blob).items()}
+    assert records.Layout.from_lengths(lengths) == m.layout
+
+
+@pytest.mark.slow
+def test_existing_dataset_is_kept_unless_overwrite(one_split):
+    refused = one_split['refused']
+    message = str(refused)
+    assert one_split['out'] in message and '--overwrite' in message
+    assert 'already holds a dataset' in message and records.MANIFEST in message
+    assert one_split['after_refusal'] == one_split['first_files']  # nothing was touched
+
+
+@pytest.mark.slow
+def test_overwrite_with_fewer_shards_leaves_no_stale_shard(one_split):
+    out, first, second = one_split['out'], one_split['first'], one_split['second']
+    assert sorted(os.listdir(out)) == sorted(
+        ['eval-00000-of-00001.tfrecord', 'train-00000-of-00001.tfrecord', records.MANIFEST,
+         records.LEDGER, records.DEAD_LETTERS])
+    assert second['splits']['train']['shards'] == ['train-00000-of-00001.tfrecord']
+    assert second['examples'] == 2 and len(_read_split(out, 'train', records.read_manifest(
+        out).layout)) == 2
+    # the same records, sharded differently: the same fingerprint
+    assert second['fingerprint'] == first['fingerprint']
+    assert second['files']['reconciled'] is True
