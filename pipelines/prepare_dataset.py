@@ -603,7 +603,10 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument('--min_secs', type=float, default=d.min_secs,
                    help='files shorter than this are dead-lettered (s)')
     p.add_argument('--num_shards', type=int, default=d.num_shards,
-                   help='TFRecord shards per split (0: about 128 MB of records per shard)')
+                   # %(default)s spelled out: runtime.HelpFormatter takes a default of 0 for
+                   # False (0 == False) and would leave it out
+                   help='TFRecord shards per split; 0: about 128 MB of records per shard '
+                        '(default: %(default)s)')
     p.add_argument('--reference_layout', action='store_true', default=d.reference_layout,
                    help='also write audio_16k at 16 kHz, as the reference ddsp library\'s '
                         'TFRecordProvider requires (doubles the audio on disk)')

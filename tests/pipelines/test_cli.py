@@ -1,6 +1,9 @@
-"""ddsp-prepare command line: help, usage errors (exit 2) naming the option or pattern."""
+"""ddsp-prepare command line: help, usage errors (exit 2) naming the option or pattern, a quiet
+real run with a summary."""
 
+import json
 import os
+import re
 import subprocess
 import sys
 
@@ -16,9 +19,35 @@ def test_help_shows_options_and_dataflow_usage(capsys):
     out = capsys.readouterr().out
     for flag in ('--input', '--output_dir', '--sample_rate', '--frame_rate', '--crepe_capacity',
                  '--viterbi', '--inference_batch_size', '--chunk_secs', '--example_secs',
-                 '--hop_secs', '--eval_fraction', '--drop_silence_db', 'DataflowRunner',
-                 '--temp_location', '--setup_file'):
+                 '--hop_secs', '--eval_fraction', '--drop_silence_db', '--min_secs',
+                 '--num_shards', '--reference_layout', '--overwrite', '--verbose',
+                 'DataflowRunner', '--temp_location', '--setup_file'):
         assert flag in out, flag
+
+
+def _help_of(out, flag):
+    """The help text of one option, joined onto one line."""
+    m = re.search(rf'^  {re.escape(flag)}\b(.*?)(?=^  -)', out, re.S | re.M)
+    assert m, flag
+    return ' '.join(m.group(1).split())
+
+
+def test_help_shows_the_defaults(capsys):
+    assert prep.main(['--help']) == 0
+    out = capsys.readouterr().out
+    d = prep.PrepareOptions()
+    for flag, default in (('--sample_rate', d.sample_rate), ('--frame_rate', d.frame_rate),
+                          ('--example_secs', d.example_secs), ('--hop_secs', d.hop_secs),
+                          ('--chunk_secs', d.chunk_secs), ('--eval_fraction', d.eval_fraction),
+                          ('--crepe_capacity', d.crepe_capacity),
+                          ('--inference_batch_size', d.inference_batch_size),
+                          ('--drop_silence_db', d.drop_silence_db),
+                          ('--min_secs', d.min_secs), ('--num_shards', d.num_shards),
+                          ('--viterbi', d.viterbi)):
+        assert f'(default: {default})' in _help_of(out, flag), flag
+    # flags that are off and required options show no default
+    assert 'default' not in _help_of(out, '--overwrite')
+    assert 'default' not in _help_of(out, '--output_dir')
 
 
 def test_module_entry_point_runs():
@@ -26,6 +55,7 @@ def test_module_entry_point_runs():
     proc = subprocess.run([sys.executable, '-m', 'pipelines.prepare_dataset', '--help'],
                           cwd=root, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and 'ddsp-prepare' in proc.stdout
+    assert '(default: 16000)' in proc.stdout and '--drop_silence_db' in proc.stdout
 
 
 def test_missing_required_flags_is_usage_error(capsys):
@@ -54,22 +84,39 @@ def test_bad_options_exit_2_and_name_the_option(tmp_path, wav, capsys, extra, ne
     assert needle in capsys.readouterr().err
 
 
+@pytest.mark.parametrize('value', ['loud', '70 dB', ''])
+def test_drop_silence_db_that_is_no_number_exits_2_saying_what_it_must_be(tmp_path, wav, capsys,
+                                                                         value):
+    code = prep.main(['--input', wav, '--output_dir', str(tmp_path / 'out'),
+                      '--drop_silence_db', value])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert '--drop_silence_db' in err and repr(value) in err
+    assert 'dB' in err and '"none"' in err
+    assert not (tmp_path / 'out').exists()  # nothing was started
+
+
+def test_drop_silence_db_none_keeps_every_window():
+    args, _ = prep.build_arg_parser().parse_known_args(
+        ['--input', 'x', '--output_dir', 'y', '--drop_silence_db', 'none'])
+    assert args.drop_silence_db is None
+
+
+def test_existing_dataset_exits_2_unless_overwrite(tmp_path, wav, capsys):
+    out = tmp_path / 'out'
+    out.mkdir()
+    (out / 'manifest.json').write_text(json.dumps({'schema_version': 2}))
+    assert prep.main(['--input', wav, '--output_dir', str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f'--output_dir {out} already holds a dataset (manifest.json)' in err
+    assert '--overwrite' in err
+    assert json.loads((out / 'manifest.json').read_text()) == {'schema_version': 2}
+
+
 def test_pattern_matching_nothing_exits_2_and_names_it(tmp_path, capsys):
     pattern = str(tmp_path / 'nothing' / '*.wav')
     assert prep.main(['--input', pattern, '--output_dir', str(tmp_path / 'out')]) == 2
     assert pattern in capsys.readouterr().err
-
-
-def test_expand_inputs_dedupes_and_keys_relative_to_pattern(tmp_path):
-    for name in ('x/a.wav', 'x/sub/b.wav', 'x/c.flac'):
-        p = tmp_path / name
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_bytes(b'x')
-    base = str(tmp_path / 'x')
-    files = prep.expand_inputs([f'{base}/*.wav,{base}/*.flac', f'{base}/a.wav',
-                                f'{base}/sub/*.wav'])
-    assert [k for _, k in files] == ['a.wav', 'c.flac', 'b.wav']
-    assert len({p for p, _ in files}) == 3
 
 
 def test_dead_letter_records_name_the_file_and_reason():
@@ -92,3 +139,29 @@ def test_silent_file_becomes_a_dead_letter_only_without_examples():
     assert list(prep._silent_file_letter(('/a.wav', (2, 1)), opts)) == []
     (letter,) = prep._silent_file_letter(('/b.wav', (0, 3)), opts)
     assert letter['path'] == '/b.wav' and 'all 3 windows are silent' in letter['reason']
+
+
+# ---- a real run (the shared ``cli_run`` fixture: python -m pipelines.prepare_dataset) ---------
+TF_STARTUP_NOISE = ('cuInit', 'oneDNN', 'absl::InitializeLog', 'cuda drivers', 'cpu_feature_guard',
+                    'I0000', 'E0000', 'W0000', 'TF_ENABLE_ONEDNN_OPTS')
+
+
+@pytest.mark.slow
+def test_real_run_is_quiet_and_prints_a_summary(cli_run):
+    assert cli_run.returncode == 0, cli_run.stderr[-3000:]
+    err = cli_run.stderr
+    for needle in TF_STARTUP_NOISE:
+        assert needle not in err, (needle, err)
+    assert 'apache_beam' not in err  # Beam's own notes only with --verbose
+    lines = err.splitlines()
+    assert lines[0].startswith('ddsp-prepare: 1 pattern(s) -> ' + cli_run.output_dir)
+    assert 'CREPE tiny' in lines[0]
+    assert re.search(r'^ddsp-prepare: 2 examples \(0\.002 h\) from 2/2 files in [\d.]+ s -> ',
+                     err, re.M), err
+    assert re.search(r'^  train: 1 examples, 1 files, 1 shard$', err, re.M), err
+    assert re.search(r'^  eval: 1 examples, 1 files, 1 shard$', err, re.M), err
+    with open(os.path.join(cli_run.output_dir, 'manifest.json')) as f:
+        manifest = json.load(f)
+    assert {s: manifest['splits'][s]['examples'] for s in ('train', 'eval')} == \
+        {'train': 1, 'eval': 1}
+    assert cli_run.stdout == ''  # everything goes to stderr
