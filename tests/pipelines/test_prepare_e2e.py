@@ -99,10 +99,11 @@ def runs(tmp_path_factory):
     src = str(root / 'in')
     _write_inputs(src)
     pattern = os.path.join(src, '*')
-    # three shards per split, so that which shard each record goes to matters
-    one = prepare_dataset(pattern, str(root / 'out1'), pipeline_args=TWO_WORKERS, num_shards=3,
+    # four shards per split, so that which shard each record goes to matters (the 5 records
+    # land in 4 of the 8 shards; the others are written empty)
+    one = prepare_dataset(pattern, str(root / 'out1'), pipeline_args=TWO_WORKERS, num_shards=4,
                           **KW)
-    two = prepare_dataset(pattern, str(root / 'out2'), pipeline_args=TWO_WORKERS, num_shards=3,
+    two = prepare_dataset(pattern, str(root / 'out2'), pipeline_args=TWO_WORKERS, num_shards=4,
                           **KW)
     return src, str(root / 'out1'), one, str(root / 'out2'), two
 
@@ -210,9 +211,10 @@ def test_two_runs_write_byte_identical_datasets(runs):
     names = sorted(os.listdir(out1))
     assert names == sorted(os.listdir(out2))
     shards = [n for n in names if n.endswith('.tfrecord')]
-    assert len(shards) == 6
-    # records are spread over the shards (more than one shard holds some)
-    assert sum(os.path.getsize(os.path.join(out1, n)) > 0 for n in shards) >= 3
+    assert len(shards) == 8
+    # records are spread over several shards of each split
+    for split in records.SPLITS:
+        assert sum(os.path.getsize(p) > 0 for p in _shards(out1, split)) == 2
     for name in shards + [records.LEDGER, records.DEAD_LETTERS, records.MANIFEST]:
         assert _sha256(os.path.join(out1, name)) == _sha256(os.path.join(out2, name)), name
     assert m1['fingerprint'] == m2['fingerprint']
