@@ -160,6 +160,7 @@ def _synthetic_chunk(n_frames, seed):
             'audio_16k': None}
 
 
+@pytest.mark.slow
 def test_activations_do_not_depend_on_the_other_chunks_in_the_batch():
     """Byte-identical datasets across runs need a chunk's activations to be the same bits
     whichever chunks RunInference batches it with. (Concatenating the frames of several chunks
