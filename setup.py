@@ -46,6 +46,7 @@ setup(
             'ddsp-prepare = pipelines.prepare_dataset:main',
             'ddsp-train = trainer.train:main',
             'ddsp-sync = trainer.tracking_sync:main',
+            'ddsp-eval = pipelines.evaluate:main',
         ],
     },
 )

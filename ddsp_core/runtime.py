@@ -106,7 +106,8 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     def _get_help_string(self, action):
         text = action.help or ''
         default = action.default
-        if ('%(default)' in text or default in (None, False, [], argparse.SUPPRESS)
-                or action.required or not action.option_strings):
+        unset = default is None or default is False or default is argparse.SUPPRESS or (
+            isinstance(default, (list, tuple)) and not default)
+        if '%(default)' in text or unset or action.required or not action.option_strings:
             return text
         return text + ' (default: %(default)s)'

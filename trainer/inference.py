@@ -50,6 +50,60 @@ def _local_model_dir(model: str, tracking_uri: Optional[str]) -> Path:
     return Path(local)
 
 
+def _named_in_checkpoint(checkpoint: str, key: str) -> set[str]:
+    """Names of the children of the checkpoint's root object ``key`` (empty if it has none):
+    read from the object graph, since a variable's tensor is stored under its shortest path
+    (often the optimizer's), not under every path that reaches it."""
+    import tensorflow as tf
+    from tensorflow.core.protobuf import trackable_object_graph_pb2
+
+    graph = trackable_object_graph_pb2.TrackableObjectGraph()
+    graph.ParseFromString(tf.train.load_checkpoint(checkpoint).get_tensor(
+        '_CHECKPOINTABLE_OBJECT_GRAPH'))
+    for child in graph.nodes[0].children:
+        if child.local_name == key:
+            return {c.local_name for c in graph.nodes[child.node_id].children}
+    return set()
+
+
+def restore_weights(net, checkpoint: str, config: Config, where: str) -> None:
+    """Restore every variable of ``net`` from a training checkpoint.
+
+    Checkpoints hold the variables by name (``weights``); those written before that have them
+    only through the optimizer, which is then rebuilt to restore them.
+
+    Raises:
+        ModelDirError: the checkpoint lacks some of the model's variables.
+    """
+    import tensorflow as tf
+
+    from trainer.trainer import WEIGHTS_KEY, build_model, named_weights
+
+    weights = named_weights(net)
+    saved = _named_in_checkpoint(checkpoint, WEIGHTS_KEY)
+    if saved:
+        missing = sorted(set(weights) - saved)
+        if missing:
+            raise ModelDirError(f'{where}: the checkpoint {checkpoint} lacks '
+                                f'{len(missing)} of the model\'s variables, e.g. {missing[0]} '
+                                '(was it trained with another model config?)')
+        tf.train.Checkpoint(**{WEIGHTS_KEY: weights}).restore(checkpoint).expect_partial()
+        return
+    # An older checkpoint: rebuild the training model and optimizer, restore them, copy over.
+    trained, optimizer, _ = build_model(config)
+    status = tf.train.Checkpoint(model=trained, optimizer=optimizer).restore(checkpoint)
+    status.expect_partial()
+    try:
+        status.assert_existing_objects_matched()
+    except AssertionError as e:
+        raise ModelDirError(f'{where}: cannot restore {checkpoint} ({e})') from None
+    values = {v.path: v for v in trained.weights}
+    for variable in net.weights:
+        if variable.path not in values:
+            raise ModelDirError(f'{where}: the checkpoint {checkpoint} has no {variable.path}')
+        variable.assign(values[variable.path])
+
+
 @dataclasses.dataclass
 class TrainedModel:
     """A restored autoencoder.
@@ -109,7 +163,7 @@ class TrainedModel:
             config = dataclasses.replace(config, data=data)
         net = Autoencoder(config.model, config.data, compute_dtype=config.train.compute_dtype)
         net(net.dummy_features(1))
-        tf.train.Checkpoint(model=net).restore(latest).expect_partial()
+        restore_weights(net, latest, config, str(model))
         manifest = None
         if (local / MANIFEST_COPY).exists():
             manifest = json.loads((local / MANIFEST_COPY).read_text())

@@ -22,6 +22,21 @@ from trainer.config import Config, ConfigError
 logger = logging.getLogger(__name__)
 
 MANIFEST_COPY = 'dataset_manifest.json'
+#: Checkpoint key of the model's variables by name. Keras 3 keeps layers held in Python lists
+#: out of TensorFlow's object graph (so ``model`` alone does not reach the MLP stacks'
+#: weights); naming every variable makes a checkpoint restorable without the optimizer.
+WEIGHTS_KEY = 'weights'
+
+
+def named_weights(model) -> dict:
+    """The model's variables keyed by their path ('/' replaced by '.'), for checkpoints."""
+    out = {}
+    for variable in model.weights:
+        key = variable.path.replace('/', '.')
+        if key in out:
+            raise ValueError(f'two model variables are named {variable.path!r}')
+        out[key] = variable
+    return out
 
 
 class TrainingDivergedError(RuntimeError):
@@ -277,7 +292,8 @@ class Trainer:
             self.build()
         latest = self.latest_checkpoint()
         self.open_data(int(latest.rsplit('-', 1)[-1]) if latest else 0)
-        items = {'model': self.model, 'optimizer': self.optimizer}
+        items = {'model': self.model, 'optimizer': self.optimizer,
+                 WEIGHTS_KEY: named_weights(self.model)}
         if self.saves_iterator:
             items['data_iterator'] = self.iterator
         self.checkpoint = tf.train.Checkpoint(**items)
