@@ -47,6 +47,8 @@ setup(
             'ddsp-train = trainer.train:main',
             'ddsp-sync = trainer.tracking_sync:main',
             'ddsp-eval = pipelines.evaluate:main',
+            'ddsp-transfer = trainer.transfer:main',
+            'ddsp-export = trainer.export:main',
         ],
     },
 )
