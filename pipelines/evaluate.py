@@ -154,7 +154,7 @@ def build_arg_parser() -> argparse.ArgumentParser:
                '--project ... --region ... --temp_location gs://...) it runs on Beam. Any '
                'other option is passed to Beam. Exit codes: 0 done, 1 failed, 2 bad usage.')
     p.add_argument('--model', required=True,
-                   help='a ddsp-train --model_dir, or runs:/RUN_ID (its model/ artifacts)')
+                   help='a ddsp-train --model_dir, or runs:/RUN_ID (its checkpoints/ artifacts)')
     p.add_argument('--data', required=True,
                    help='a prepared-dataset directory (its --split), or TFRecord glob(s)')
     p.add_argument('--split', default='eval', choices=('train', 'eval'),

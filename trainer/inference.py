@@ -29,8 +29,9 @@ class ModelDirError(ValueError):
 
 
 def _local_model_dir(model: str, tracking_uri: Optional[str]) -> Path:
-    """A local directory holding the model: ``model`` itself, or the ``model/`` artifacts of
-    an MLflow run (``runs:/RUN_ID`` or ``runs:/RUN_ID/model``) downloaded to a temp dir."""
+    """A local directory holding the model: ``model`` itself, or the model directory an MLflow
+    run logged (its ``checkpoints/`` artifacts; ``runs:/RUN_ID`` or ``runs:/RUN_ID/PATH``)
+    downloaded to a temp dir."""
     if not str(model).startswith(RUNS_PREFIX):
         path = Path(model)
         if not path.is_dir():
@@ -40,7 +41,7 @@ def _local_model_dir(model: str, tracking_uri: Optional[str]) -> Path:
 
     rest = str(model)[len(RUNS_PREFIX):].strip('/')
     run_id, _, sub = rest.partition('/')
-    uri = f'{RUNS_PREFIX}{run_id}/{sub or "model"}'
+    uri = f'{RUNS_PREFIX}{run_id}/{sub or "checkpoints"}'
     target = tempfile.mkdtemp(prefix='ddsp-model-')
     try:
         local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=target,
@@ -130,7 +131,7 @@ class TrainedModel:
         """Restore the latest checkpoint of a model directory or an MLflow run's model.
 
         Args:
-            model: a model directory, or ``runs:/RUN_ID`` (its ``model/`` artifacts).
+            model: a model directory, or ``runs:/RUN_ID`` (its ``checkpoints/`` artifacts).
             example_secs: build the model for windows of this length (default: the training
                 window); a whole number of frames.
             tracking_uri: for ``runs:/`` (default: MLflow's).

@@ -51,6 +51,8 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 #: shares (so MLflow's compare view lines runs up).
 SUMMARY_HISTORY_DIR = 'summaries/step_{step:06d}'
 SUMMARY_LATEST_DIR = 'summaries/latest'
+#: Artifact folder of the model directory (checkpoints, config.json, dataset manifest).
+CHECKPOINTS_ARTIFACT = 'checkpoints'
 
 __all__ = ['NullTracker', 'TrainingDivergedError', 'TrainingInterrupted', 'build_model',
            'main', 'make_train_step', 'train']
@@ -107,15 +109,15 @@ def _read_run_info(model_dir: Path) -> dict:
 
 
 def _log_model_dir(tracker, model_dir: Path) -> None:
-    """Log the model dir's files as artifacts under ``model/`` (not the fallback MLflow store
-    or the lock)."""
+    """Log the model dir's files as artifacts under ``checkpoints/`` (not the fallback MLflow
+    store or the lock); the name ``model`` is left to the MLflow Model of ``ddsp-export``."""
     for entry in sorted(model_dir.iterdir()):
         if entry.name == FALLBACK_DIRNAME or entry.name.startswith('.'):
             continue
         if entry.is_dir():
-            tracker.log_dir(str(entry), f'model/{entry.name}')
+            tracker.log_dir(str(entry), f'{CHECKPOINTS_ARTIFACT}/{entry.name}')
         else:
-            tracker.log_file(str(entry), 'model')
+            tracker.log_file(str(entry), CHECKPOINTS_ARTIFACT)
 
 
 class _StopRequest:

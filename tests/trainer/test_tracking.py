@@ -419,7 +419,9 @@ def test_ddsp_train_run_on_the_server_holds_params_metrics_audio_plots_and_model
     samples, sample_rate = sf.read(wav)
     assert sample_rate == 16000 and len(samples) == resolved.data.n_samples
     assert np.max(np.abs(samples)) > 0
-    assert {'model/config.json', 'model/checkpoint', 'model/mlflow_run.json'} <= listing('model')
+    assert {'checkpoints/config.json', 'checkpoints/checkpoint', 'checkpoints/mlflow_run.json',
+            'checkpoints/dataset_manifest.json'} <= listing('checkpoints')
     assert 'dataset/manifest.json' in listing('dataset')
-    saved = client.download_artifacts(run.info.run_id, 'model/config.json', str(tmp_path / 'dl'))
+    saved = client.download_artifacts(run.info.run_id, 'checkpoints/config.json',
+                                      str(tmp_path / 'dl'))
     assert json.loads(open(saved).read())['model']['n_harmonics'] == config.model.n_harmonics

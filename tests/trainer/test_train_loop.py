@@ -118,11 +118,12 @@ def test_resume_is_exact_and_appends_to_the_same_mlflow_run(tmp_path, tiny_confi
     def listing(path=None):
         return {f.path for f in client.list_artifacts(run.info.run_id, path)}
 
-    assert {'summaries', 'model', 'dataset'} <= listing()
+    assert {'summaries', 'checkpoints', 'dataset'} <= listing()
     for folder in ('summaries/step_000003', 'summaries/step_000006', 'summaries/latest'):
         assert listing(folder) == {f'{folder}/original.wav', f'{folder}/resynthesis.wav',
                                    f'{folder}/spectrogram.png'}
-    assert {'model/config.json', 'model/checkpoint', 'model/mlflow_run.json'} <= listing('model')
+    assert {'checkpoints/config.json', 'checkpoints/checkpoint', 'checkpoints/mlflow_run.json',
+            'checkpoints/dataset_manifest.json'} <= listing('checkpoints')
     assert 'dataset/manifest.json' in listing('dataset')
 
 
