@@ -57,6 +57,9 @@ CONTINUED_IN_TAG = 'ddsp.continued_in_fallback'
 CLOSED_BY_RECOVERY_TAG = 'ddsp.fallback_closed_by_recovery'
 #: Prefix of tags recording a param whose value changed on resume (MLflow params are immutable).
 PARAM_CHANGED_TAG_PREFIX = 'ddsp.param_changed.'
+#: Params a resumed run is expected to change (``--steps`` grows): recorded as a
+#: ``ddsp.param_changed.*`` tag without a warning.
+EXPECTED_TO_CHANGE = frozenset({'run.steps'})
 #: MLflow's experiment-kind tag: the UI opens model-training experiments on their runs table.
 EXPERIMENT_KIND_TAG = 'mlflow.experimentKind'
 EXPERIMENT_KIND = 'custom_model_development'
@@ -252,6 +255,8 @@ def log_params_once(client, run_id: str, params: Mapping[str, str],
     new = [Param(k, v) for k, v in params.items() if k not in existing]
     changed = {k: v for k, v in params.items() if k in existing and existing[k] != v}
     for key, value in changed.items():
+        if key in EXPECTED_TO_CHANGE:
+            continue
         logger.warning('Run %s: param %r was %r and is now %r; MLflow params cannot change, '
                        'recording the new value as tag %s%s', run_id, key, existing[key],
                        value, PARAM_CHANGED_TAG_PREFIX, key)
@@ -727,6 +732,33 @@ class Tracker:
         path = f'{artifact_dir or f"plots/step_{step:06d}"}/{filename}'
         self._call(lambda client, run_id: client.log_figure(run_id, figure, path),
                    f'log_spectrogram_comparison {filename}')
+
+    def log_dataset(self, name: str, uri: str, digest: str, context: str = 'training',
+                    schema: Mapping[str, Any] | None = None,
+                    profile: Mapping[str, Any] | None = None) -> None:
+        """Record the data as an MLflow dataset input of the run (MLflow's Datasets).
+
+        Args:
+            name: the dataset's name (e.g. its directory's name).
+            uri: where it is (local path or ``gs://...``).
+            digest: its content fingerprint.
+            context: how the run used it (``training``, ``evaluation``).
+            schema: feature name -> shape.
+            profile: counts worth showing (examples, hours...).
+        """
+        import json
+
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+        scheme = uri.split('://', 1)[0] if '://' in uri else 'local'
+        entity = Dataset(name=name, digest=str(digest)[:36], source_type=scheme,
+                         source=json.dumps({'uri': uri}),
+                         schema=json.dumps(dict(schema)) if schema else None,
+                         profile=json.dumps(dict(profile)) if profile else None)
+        entry = DatasetInput(entity, tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)])
+        self._call(lambda client, run_id: client.log_inputs(run_id, datasets=[entry]),
+                   f'log_dataset {name}')
 
     def log_dict(self, payload: Mapping[str, Any], artifact_file: str) -> None:
         """Log a JSON (or YAML, by extension) artifact."""

@@ -58,6 +58,11 @@ __all__ = ['NullTracker', 'TrainingDivergedError', 'TrainingInterrupted', 'build
            'main', 'make_train_step', 'train']
 
 
+class EarlyStop(Exception):
+    """Raised by an ``on_log`` callback to end training at the current step (a pruned sweep
+    trial): the checkpoint is saved and the run ends FINISHED."""
+
+
 class TrainingInterrupted(KeyboardInterrupt):
     """Training was interrupted (Ctrl-C / SIGINT / SIGTERM); a checkpoint was saved."""
 
@@ -146,6 +151,35 @@ class _StopRequest:
             signal.signal(signum, handler)
 
 
+def logged_metrics(values: dict[str, float]) -> dict[str, float]:
+    """The step's metrics under the names logged to MLflow: the loss terms only when there are
+    several (with one, it is ``total_loss``), and the gradient norm as ``grad_norm_preclip`` (it
+    is measured before clipping to ``train.grad_clip_norm``)."""
+    terms = {k: v for k, v in values.items() if k not in ('total_loss', 'grad_norm')}
+    out = dict(terms) if len(terms) > 1 else {}
+    out['total_loss'] = values['total_loss']
+    out['grad_norm_preclip'] = values['grad_norm']
+    return out
+
+
+def _log_dataset_input(tracker, source) -> None:
+    """The training data as the run's MLflow dataset input (name, fingerprint, size)."""
+    log = getattr(tracker, 'log_dataset', None)
+    if not callable(log):
+        return
+    if source.manifest is not None:
+        uri, name = source.manifest.directory, Path(source.manifest.directory).name
+        split = source.split or 'train'
+        profile = {'split': split, 'examples': source.manifest.split_examples(split),
+                   'hours': source.manifest.statistic('splits', split, 'hours'),
+                   'layout': source.layout.describe()}
+    else:
+        uri, name = str(source.spec), Path(str(source.spec).split(',')[0]).name or 'data'
+        profile = {'files': len(source.files), 'layout': source.layout.describe()}
+    log(name, uri, source.fingerprint, context='training',
+        schema={k: [n] for k, n in source.layout.feature_lengths().items()}, profile=profile)
+
+
 def _default_run_name(config: Config, source) -> str:
     if source.manifest is not None:
         name = Path(source.manifest.directory).name
@@ -157,7 +191,9 @@ def _default_run_name(config: Config, source) -> str:
 def train(config: Config, data, model_dir: str | os.PathLike, steps: int,
           strategy: str = 'default', tracking_uri: str | None = None,
           experiment: str | None = None, run_name: str | None = None, tracker=None,
-          track: bool = True, progress: bool = True) -> dict:
+          track: bool = True, progress: bool = True, eval_data=None, eval_every: int = 0,
+          eval_batches: int = 8, on_log=None, tags: dict | None = None,
+          parent_run_id: str | None = None) -> dict:
     """Train (or resume training) the autoencoder until the global step reaches ``steps``.
 
     Args:
@@ -177,10 +213,18 @@ def train(config: Config, data, model_dir: str | os.PathLike, steps: int,
             of creating one.
         track: False: log nothing to MLflow.
         progress: Show a tqdm progress bar.
+        eval_data: Data spec (or DataSource) of held-out examples; with ``eval_every``, their
+            mean spectral loss is logged as ``eval_loss`` every ``eval_every`` steps and at the
+            end (whole records cropped at their start, up to ``eval_batches`` batches).
+        on_log: Called as ``on_log(step, metrics)`` after each metric log; raising
+            :class:`EarlyStop` ends the run there (checkpoint saved, run FINISHED) - how a
+            sweep prunes a trial.
+        tags: Extra MLflow tags of the run.
+        parent_run_id: Make the run a child of this MLflow run (``mlflow.parentRunId``).
 
     Returns:
         ``{'step', 'losses' (final loss terms and 'total_loss'), 'run_id', 'model_dir',
-        'steps_per_sec', 'resumed_from', 'tracking_events'}``.
+        'steps_per_sec', 'resumed_from', 'tracking_events', 'stopped_early'}``.
 
     Raises:
         TrainingDivergedError: the loss became NaN/inf (nothing saved after the last good step).
@@ -208,9 +252,21 @@ def train(config: Config, data, model_dir: str | os.PathLike, steps: int,
     if trainer.chief:
         model_dir.mkdir(parents=True, exist_ok=True)
         lock = ModelDirLock(model_dir).acquire()
+    eval_source = None
+    if eval_data is not None and eval_every:
+        eval_source = eval_data if isinstance(eval_data, data_lib.DataSource) else \
+            data_lib.open_source(eval_data, split='eval', sample_rate=config.data.sample_rate)
+        if (eval_source.layout.sample_rate, eval_source.layout.frame_rate) != (
+                source.layout.sample_rate, source.layout.frame_rate) or \
+                eval_source.layout.n_frames < config.data.n_frames:
+            raise data_lib.DataError(
+                f'eval data {eval_source.where} ({eval_source.layout.describe()}) does not '
+                f'match the training data ({source.layout.describe()})')
     try:
         return _run(trainer, steps, tracking_uri=tracking_uri, experiment=experiment,
-                    run_name=run_name, tracker=tracker, track=track, progress=progress)
+                    run_name=run_name, tracker=tracker, track=track, progress=progress,
+                    eval_source=eval_source, eval_every=eval_every, eval_batches=eval_batches,
+                    on_log=on_log, extra_tags=tags or {}, parent_run_id=parent_run_id)
     except (ConfigError, data_lib.DataError):
         if created and trainer.latest_checkpoint() is None:
             shutil.rmtree(model_dir, ignore_errors=True)  # leave no half-made model dir
@@ -221,7 +277,8 @@ def train(config: Config, data, model_dir: str | os.PathLike, steps: int,
 
 
 def _run(trainer: Trainer, steps: int, *, tracking_uri, experiment, run_name, tracker, track,
-         progress) -> dict:
+         progress, eval_source=None, eval_every=0, eval_batches=8, on_log=None,
+         extra_tags=None, parent_run_id=None) -> dict:
     from tqdm.auto import tqdm
 
     from trainer import artifacts
@@ -249,7 +306,10 @@ def _run(trainer: Trainer, steps: int, *, tracking_uri, experiment, run_name, tr
         'ddsp.preset': config.preset,
         'ddsp.strategy': trainer.strategy_name,
         'ddsp.device': artifacts.device_description(),
+        **(extra_tags or {}),
     }
+    if parent_run_id:
+        tags['mlflow.parentRunId'] = parent_run_id
     run_id = None
     logged_through = 0
     if trainer.chief:
@@ -258,7 +318,8 @@ def _run(trainer: Trainer, steps: int, *, tracking_uri, experiment, run_name, tr
                        f'{config.data.example_secs:g} s. summaries/latest/ holds the original '
                        'and resynthesised audio of the newest summary step, with their '
                        'spectrograms.')
-        run_id = tracker.start(config.flat(), tags, run_id=previous,
+        params = {**config.flat(), 'run.steps': str(steps)}
+        run_id = tracker.start(params, tags, run_id=previous,
                                run_name=run_name if previous else (
                                    run_name or _default_run_name(config, source)),
                                description=description)
@@ -270,6 +331,7 @@ def _run(trainer: Trainer, steps: int, *, tracking_uri, experiment, run_name, tr
                  or tracking_uri or os.environ.get('MLFLOW_TRACKING_URI'),
                  'experiment': experiment or 'ddsp'}) + '\n')
         config.save(model_dir)
+        _log_dataset_input(tracker, source)
         if source.manifest is not None:
             (model_dir / MANIFEST_COPY).write_text(
                 json.dumps(source.manifest.data, indent=2, sort_keys=True) + '\n')
@@ -296,16 +358,21 @@ def _run(trainer: Trainer, steps: int, *, tracking_uri, experiment, run_name, tr
         if step <= max(logged_through, last_logged['step']):
             return  # the run's history already holds this step (a replay after a crash)
         last_logged['step'] = step
-        metrics = dict(values)
+        metrics = logged_metrics(values)
         metrics['learning_rate'] = trainer.learning_rate(step)
         metrics['steps_per_sec'] = rate
         metrics['examples_per_sec'] = rate * tc.batch_size
+        if eval_source is not None and eval_every and (step % eval_every == 0 or step == steps):
+            metrics['eval_loss'] = trainer.eval_loss(eval_source, eval_batches)
         tracker.log_metrics(metrics, step=step)
         bar.set_postfix(loss=f'{values["total_loss"]:.4f}', steps_per_sec=f'{rate:.2f}')
+        if on_log is not None:
+            on_log(step, metrics)
 
     # ---- loop ---------------------------------------------------------------------------------
     last: dict[str, float] = {}
     status = 'FAILED'
+    stopped_early = None
     bar = tqdm(total=steps, initial=start_step, disable=not (progress and trainer.chief),
                unit='step', dynamic_ncols=True)
     loop_start, loop_steps = time.perf_counter(), 0
@@ -320,7 +387,11 @@ def _run(trainer: Trainer, steps: int, *, tracking_uri, experiment, run_name, tr
                     loop_steps += 1
                     bar.update(1)
                     if (tc.log_every and step % tc.log_every == 0) or step == steps:
-                        log_step(step, values)
+                        try:
+                            log_step(step, values)
+                        except EarlyStop as e:
+                            stopped_early = str(e) or f'stopped at step {step}'
+                            break
                     if tc.checkpoint_every > 0 and step % tc.checkpoint_every == 0:
                         trainer.save()
                     if tc.summary_every > 0 and step % tc.summary_every == 0:
@@ -371,6 +442,7 @@ def _run(trainer: Trainer, steps: int, *, tracking_uri, experiment, run_name, tr
         'steps_per_sec': loop_steps / total_elapsed if total_elapsed > 0 else float('nan'),
         'resumed_from': start_step,
         'tracking_events': list(_tracker_attr(tracker, 'fallback_events', list) or []),
+        'stopped_early': stopped_early,
     }
 
 

@@ -376,3 +376,27 @@ class Trainer:
 
         return self._resynthesize(features, tf.constant([self.config.train.seed, 0],
                                                         tf.int32)).numpy()
+
+    def eval_loss(self, source, max_batches: int = 8) -> float:
+        """Mean total loss over held-out examples (their start windows, up to ``max_batches``
+        batches of ``train.batch_size``; the noise seeded by 0), without updating anything."""
+        import tensorflow as tf
+
+        from trainer import data as data_lib
+        from trainer.model import NOISE_SEED_KEY
+
+        dataset = data_lib.make_dataset(source, self.config.data, self.config.train.batch_size,
+                                        seed=0, shuffle=False, repeat=False,
+                                        drop_remainder=False, crop_mode='start')
+        total, weight = 0.0, 0
+        for batch in dataset.take(max_batches):
+            features = dict(batch)
+            features[NOISE_SEED_KEY] = tf.constant([self.config.train.seed, 0], tf.int32)
+            outputs = self.model(features, training=False)
+            loss = float(tf.add_n(list(self.model.losses_dict(outputs).values())))
+            n = int(batch['audio'].shape[0])
+            total += loss * n
+            weight += n
+        if not weight:
+            raise ValueError(f'{source.where}: no held-out example to evaluate')
+        return total / weight

@@ -392,7 +392,7 @@ def test_ddsp_train_run_on_the_server_holds_params_metrics_audio_plots_and_model
     assert run.info.status == 'FINISHED' and run.info.run_name == 'server-run'
     assert client.get_experiment(run.info.experiment_id).name == experiment
     resolved = resolve_data(config, TINY_LAYOUT, 'x')
-    assert run.data.params == resolved.flat()
+    assert run.data.params == {**resolved.flat(), 'run.steps': '3'}
     assert run.data.params['data.sample_rate'] == '16000'  # filled from the manifest
     assert run.data.tags['mlflow.source.name'] and run.data.tags['mlflow.user']  # MLflow's own
     assert run.data.tags['mlflow.note.content']  # a description of the run
@@ -400,7 +400,14 @@ def test_ddsp_train_run_on_the_server_holds_params_metrics_audio_plots_and_model
     assert experiment_tags['mlflow.experimentKind'] == 'custom_model_development'
     manifest = json.loads((tiny_dataset / 'manifest.json').read_text())
     assert run.data.tags['ddsp.dataset_fingerprint'] == manifest['fingerprint']
-    for key in ('spectral_loss', 'total_loss', 'grad_norm', 'learning_rate', 'steps_per_sec',
+    # One loss term: it is total_loss (no duplicate spectral_loss); the norm says pre-clip.
+    assert 'spectral_loss' not in run.data.metrics and 'grad_norm' not in run.data.metrics
+    assert run.data.params['run.steps'] == '3'
+    (dataset_input,) = run.inputs.dataset_inputs
+    assert dataset_input.dataset.digest == manifest['fingerprint'][:36]
+    assert dataset_input.dataset.name == tiny_dataset.name
+    assert {t.key: t.value for t in dataset_input.tags}['mlflow.data.context'] == 'training'
+    for key in ('total_loss', 'grad_norm_preclip', 'learning_rate', 'steps_per_sec',
                 'examples_per_sec'):
         history = client.get_metric_history(run.info.run_id, key)
         assert [m.step for m in sorted(history, key=lambda m: m.step)] == [1, 2, 3], key

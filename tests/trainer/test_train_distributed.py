@@ -36,7 +36,7 @@ MIRRORED_SCRIPT = textwrap.dedent("""
         r = train(config, data, f'{out}/{strategy}', 3, strategy=strategy, tracker=tracker,
                   progress=False)
         result[strategy] = {'losses': tracker.losses(), 'step': r['step'],
-                            'grad_norms': [m['grad_norm'] for _, m in tracker.metrics],
+                            'grad_norms': [m['grad_norm_preclip'] for _, m in tracker.metrics],
                             'replicas': len(tf.config.list_logical_devices('CPU')),
                             'logged': sorted({c[0] for c in tracker.calls})}
 

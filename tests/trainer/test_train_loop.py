@@ -47,7 +47,7 @@ def test_tiny_overfits_one_batch(tmp_path, tiny_config, one_batch_dataset, compu
     # Per-step metrics: loss terms, total, learning rate, throughput.
     step, metrics = tracker.metrics[0]
     assert step == 1
-    assert {'spectral_loss', 'total_loss', 'learning_rate', 'steps_per_sec',
+    assert {'total_loss', 'grad_norm_preclip', 'learning_rate', 'steps_per_sec',
             'examples_per_sec'} <= set(metrics)
     assert metrics['learning_rate'] == pytest.approx(config.train.learning_rate)
     assert tracker.status == 'FINISHED'
@@ -251,3 +251,30 @@ def test_sigint_saves_and_exits_130(tmp_path, tiny_dataset):
     step = int(tf.train.latest_checkpoint(str(model_dir)).rsplit('-', 1)[1])
     assert step >= 5
     assert f'interrupted at step {step}' in err  # the interrupted step itself was saved
+
+
+def test_eval_loss_and_early_stop_from_a_callback(tmp_path, tiny_config, tiny_dataset):
+    from trainer.train import EarlyStop
+
+    testing.write_dataset(tmp_path / 'data', TINY_LAYOUT, n_examples=4, n_shards=1, seed=1)
+    testing.write_dataset(tmp_path / 'data', TINY_LAYOUT, n_examples=3, n_shards=1, seed=2,
+                          split='eval')
+    seen = []
+
+    def on_log(step, metrics):
+        seen.append((step, metrics.get('eval_loss')))
+        if step >= 4:
+            raise EarlyStop('pruned at step 4')
+
+    tracker = RecordingTracker()
+    config = tiny_config.with_overrides(['train.log_every=1', 'train.checkpoint_every=0'])
+    result = train(config, str(tmp_path / 'data'), tmp_path / 'm', 50, tracker=tracker,
+                   progress=False, eval_data=str(tmp_path / 'data'), eval_every=2,
+                   on_log=on_log)
+    assert result['step'] == 4 and result['stopped_early'] == 'pruned at step 4'
+    assert tracker.status == 'FINISHED'
+    assert tf.train.latest_checkpoint(str(tmp_path / 'm')).endswith('ckpt-4')
+    assert [s for s, _ in seen] == [1, 2, 3, 4]
+    evals = dict(seen)
+    assert evals[1] is None and evals[3] is None  # every eval_every steps only
+    assert np.isfinite(evals[2]) and np.isfinite(evals[4]) and evals[2] != evals[4]
