@@ -36,6 +36,7 @@ setup(
         'pyyaml>=6,<7',
         'tqdm>=4.66,<5',
         'matplotlib>=3.8,<4',
+        'optuna>=4.2,<6',
     ],
     extras_require={
         'test': ['pytest>=8,<10', 'ruff>=0.6', 'apache-beam[gcp]>=2.70,<3'],
@@ -49,6 +50,8 @@ setup(
             'ddsp-eval = pipelines.evaluate:main',
             'ddsp-transfer = trainer.transfer:main',
             'ddsp-export = trainer.export:main',
+            'ddsp-sweep = pipelines.sweep:main',
+            'ddsp-compare = trainer.compare:main',
         ],
     },
 )

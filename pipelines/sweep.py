@@ -1,0 +1,444 @@
+"""``ddsp-sweep``: hyperparameter sweeps whose trials are elements of a Beam pipeline.
+
+Locally the DirectRunner runs one trial per worker process (``parallel`` of them, the cores
+split between them); on Dataflow, GPU workers by pipeline options, exactly as ``ddsp-prepare``
+takes them. Each trial is :func:`trainer.sweep.run_trial` (the code ``ddsp-train`` runs) in a
+DoFn::
+
+    plan (grid points / seeded random points / tpe asks, minus finished trials)
+      --Reshuffle--> RunTrial (train, report to Optuna, record in MLflow) --> outcomes
+    then: the parent run's summary (best trial, trials.csv, parallel coordinates, loss curves,
+          hyperparameter importance).
+
+Optuna's study (sampler, pruner, the trials' states) lives in its storage (SQLite in the sweep's
+output directory by default, or any SQLAlchemy URL, e.g. a Cloud SQL database when the trials
+run on Dataflow); MLflow holds one parent run per sweep and one child run per trial.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import logging
+import math
+import os
+import sys
+import time
+from typing import Optional, Sequence
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+log = logging.getLogger('ddsp-sweep')
+
+
+class RunTrial(beam.DoFn):
+    """An element of the plan -> :class:`trainer.sweep.TrialOutcome` (as a dict)."""
+
+    def __init__(self, spec, parent_run_id: Optional[str], threads: Optional[int] = None):
+        self.spec = spec
+        self.parent_run_id = parent_run_id
+        self.threads = threads
+
+    def setup(self):
+        from ddsp_core import runtime
+
+        tf = runtime.import_tensorflow()
+        if self.threads:
+            try:
+                tf.config.threading.set_intra_op_parallelism_threads(self.threads)
+                tf.config.threading.set_inter_op_parallelism_threads(self.threads)
+            except RuntimeError:  # TensorFlow already running in this worker
+                pass
+
+    def process(self, element):
+        from trainer.sweep import run_trial
+
+        outcome = run_trial(self.spec, element, self.parent_run_id)
+        yield outcome.to_dict()
+
+
+def plan(spec, study, fingerprint: str) -> list[dict]:
+    """The elements still to run: grid or seeded random points without a finished trial, or
+    for tpe the interrupted trials plus as many new asks as the budget leaves."""
+    from trainer import sweep as S
+
+    if spec.algorithm in ('grid', 'random'):
+        points = S.grid_points(spec) if spec.algorithm == 'grid' else S.random_points(spec)
+        todo, seen = [], set()
+        for params in points:
+            digest = S.trial_hash(spec, params, fingerprint)
+            if digest in seen or S.finished(study, digest) is not None:
+                continue
+            seen.add(digest)
+            todo.append({'mode': 'point', 'params': params})
+        return todo
+    trials = study.get_trials(deepcopy=False)
+    done = [t for t in trials if t.state.name in ('COMPLETE', 'PRUNED', 'FAIL')]
+    stale = [t for t in trials if t.state.name == 'RUNNING']
+    todo = [{'mode': 'resume', 'number': t.number} for t in stale]
+    todo += [{'mode': 'ask'} for _ in range(max(0, spec.trials - len(done) - len(stale)))]
+    return todo
+
+
+def ensure_parent_run(spec, client, experiment_id: str, metric: str, fingerprint: str) -> str:
+    """The sweep's parent run (one per sweep id; found again by a re-run)."""
+    from mlflow.entities import Param, RunTag
+
+    from trainer import sweep as S
+
+    found = client.search_runs(
+        [experiment_id], filter_string=f"tags.`{S.TAG_SWEEP_ID}` = '{spec.sweep_id}' and "
+                                       f"tags.`{S.TAG_KIND}` = 'sweep'", max_results=1)
+    if found:
+        run_id = found[0].info.run_id
+        client.update_run(run_id, status='RUNNING')
+        return run_id
+    n_trials = 'every grid point as' if spec.algorithm == 'grid' else f'{spec.trials}'
+    description = (f'Sweep {spec.name}: {spec.algorithm} search over '
+                   f'{", ".join(p.key for p in spec.space)} ({n_trials} trials of '
+                   f'{spec.steps} steps), optimising {metric} ({spec.direction}). '
+                   'The child runs are the trials; sweep/ holds trials.csv, the parallel '
+                   'coordinates, the loss curves and the importances.')
+    run = client.create_run(experiment_id, run_name=f'sweep-{spec.name}', tags={
+        S.TAG_SWEEP: spec.name, S.TAG_SWEEP_ID: spec.sweep_id, S.TAG_KIND: 'sweep',
+        'mlflow.note.content': description, 'ddsp.dataset_fingerprint': fingerprint})
+    params = {'sweep.algorithm': spec.algorithm, 'sweep.metric': metric,
+              'sweep.direction': spec.direction, 'sweep.trials': spec.trials,
+              'sweep.steps': spec.steps, 'sweep.preset': spec.preset,
+              'sweep.pruner': spec.pruner, 'sweep.report_every': spec.report_every,
+              'sweep.seed': spec.seed, 'sweep.data': spec.data,
+              'sweep.overrides': json.dumps(list(spec.overrides))}
+    params.update({f'space.{p.key}': json.dumps({p.kind: list(p.values)}) for p in spec.space})
+    client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()],
+                     tags=[RunTag('ddsp.sweep.spec', json.dumps(spec.to_dict(),
+                                                                default=str)[:7900])])
+    return run.info.run_id
+
+
+def local_parallelism(spec, pipeline_args: Sequence[str]) -> tuple[list[str], Optional[int]]:
+    """Pipeline args with the local default (multi-process DirectRunner, one worker per
+    parallel trial) and the TensorFlow threads per worker (cores / workers)."""
+    options = PipelineOptions(list(pipeline_args))
+    if options.view_as(StandardOptions).runner is not None:
+        return list(pipeline_args), None
+    cores = os.cpu_count() or 1
+    args = list(pipeline_args) + ['--runner=DirectRunner',
+                                  '--direct_running_mode=multi_processing',
+                                  f'--direct_num_workers={spec.parallel}']
+    return args, max(1, cores // spec.parallel)
+
+
+def run_sweep(spec, pipeline_args: Sequence[str] = (), summarize_now: bool = True) -> dict:
+    """Run (or continue) a sweep. Returns its summary (:func:`summarize`)."""
+    from pipelines.prepare_dataset import _is_local_runner, loopback_only_servers
+    from trainer import sweep as S
+    from trainer.data import open_source
+    from trainer.tracking import ensure_experiment, make_client, resolve_tracking_uri
+
+    source = open_source(spec.data, split='train')
+    has_eval = bool(source.manifest and (source.manifest.split_examples('eval') or 0) > 0)
+    metric = S.metric_of(spec, has_eval)
+    if '://' not in spec.out:
+        os.makedirs(spec.out, exist_ok=True)
+    study = S.open_study(spec)
+    client = make_client(resolve_tracking_uri(spec.tracking_uri))
+    experiment_id = ensure_experiment(
+        client, spec.experiment_name,
+        description=f'ddsp-sweep {spec.name}: a parent run per sweep, a child run per trial.')
+    parent = ensure_parent_run(spec, client, experiment_id, metric, source.fingerprint)
+    todo = plan(spec, study, source.fingerprint)
+    print(f'ddsp-sweep: {spec.name}: {len(todo)} trial(s) to run ({spec.algorithm}, '
+          f'{spec.parallel} at a time), optimising {metric}; parent run {parent}',
+          file=sys.stderr, flush=True)
+    started = time.time()
+    if todo:
+        args, threads = local_parallelism(spec, pipeline_args)
+        options = PipelineOptions(args)
+        pipeline = beam.Pipeline(options=options)
+        _ = (pipeline
+             | 'Plan' >> beam.Create(todo)
+             | 'Spread' >> beam.Reshuffle()
+             | 'Trial' >> beam.ParDo(RunTrial(spec, parent, threads)))
+        import contextlib
+
+        with loopback_only_servers() if _is_local_runner(options) else \
+                contextlib.nullcontext():
+            state = pipeline.run().wait_until_finish()
+        if str(state) not in ('DONE', 'PipelineState.DONE'):
+            raise RuntimeError(f'sweep pipeline finished in state {state}')
+    elapsed = time.time() - started
+    summary = summarize(spec, client, parent, metric) if summarize_now else {}
+    summary.update({'parent_run_id': parent, 'ran': len(todo), 'wall_secs': elapsed})
+    return summary
+
+
+# ---- the summary ----------------------------------------------------------------------------
+def _rows(study) -> list[dict]:
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        rows.append({'trial': t.number, 'state': t.state.name, 'value': t.value,
+                     'step': max(t.intermediate_values) if t.intermediate_values else None,
+                     'digest': t.user_attrs.get('digest'), 'run_id': t.user_attrs.get('run_id'),
+                     'error': t.user_attrs.get('error'), **{f'param.{k}': v for k, v in
+                                                            t.params.items()}})
+    return rows
+
+
+def _csv(rows: list[dict]) -> str:
+    keys = []
+    for row in rows:
+        keys.extend(k for k in row if k not in keys)
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=keys)
+    writer.writeheader()
+    for row in rows:
+        writer.writerow(row)
+    return out.getvalue()
+
+
+def _parallel_coordinates(spec, rows: list[dict], metric: str):
+    """A matplotlib Figure: one axis per hyperparameter and the metric, a line per complete
+    trial coloured by the metric (log axes for log-scale distributions)."""
+    import numpy as np
+    from matplotlib import cm
+    from matplotlib.figure import Figure
+
+    done = [r for r in rows if r['state'] == 'COMPLETE' and r['value'] is not None]
+    keys = [p.key for p in spec.space]
+    figure = Figure(figsize=(2.2 * (len(keys) + 1) + 2, 5), layout='constrained')
+    ax = figure.subplots()
+    if not done:
+        ax.text(0.5, 0.5, 'no complete trial', ha='center', va='center')
+        return figure
+    columns = []
+    for p in spec.space:
+        values = [r.get(f'param.{p.key}') for r in done]
+        if p.kind == 'choice':
+            labels = [str(v) for v in p.values]
+            columns.append(([labels.index(str(v)) / max(1, len(labels) - 1) for v in values],
+                            labels))
+        else:
+            lo, hi = p.values
+            f = (lambda x: math.log(x)) if p.kind in ('loguniform', 'int_log') else float
+            columns.append(([(f(v) - f(lo)) / (f(hi) - f(lo)) for v in values],
+                            [f'{lo:g}', f'{hi:g}']))
+    scores = np.array([r['value'] for r in done], float)
+    lo, hi = float(scores.min()), float(scores.max())
+    norm = (scores - lo) / (hi - lo) if hi > lo else np.zeros_like(scores)
+    columns.append((list(norm), [f'{lo:.4g}', f'{hi:.4g}']))
+    colours = cm.viridis_r(norm) if spec.direction == 'minimize' else cm.viridis(norm)
+    xs = np.arange(len(columns))
+    for i in range(len(done)):
+        ax.plot(xs, [c[0][i] for c in columns], color=colours[i], alpha=0.8, linewidth=1.5)
+    for x, (_, labels) in zip(xs, columns, strict=True):
+        ax.axvline(x, color='grey', linewidth=0.8)
+        ax.text(x, -0.06, labels[0], ha='center', va='top', fontsize=8)
+        ax.text(x, 1.06, labels[-1], ha='center', va='bottom', fontsize=8)
+    ax.set_xticks(xs, keys + [metric], rotation=15)
+    ax.set_yticks([])
+    ax.set_ylim(-0.15, 1.15)
+    ax.set_title(f'Sweep {spec.name}: {len(done)} complete trials ({metric}, {spec.direction})')
+    return figure
+
+
+def _loss_curves(client, rows: list[dict], key: str = 'total_loss'):
+    """Overlaid metric histories of the trials' runs (one bulk request per page of runs)."""
+    from matplotlib.figure import Figure
+
+    from trainer.compare import metric_histories
+
+    runs = [r for r in rows if r.get('run_id')]
+    figure = Figure(figsize=(10, 5), layout='constrained')
+    ax = figure.subplots()
+    histories = metric_histories(client, [r['run_id'] for r in runs], key)
+    for row in runs:
+        points = histories.get(row['run_id'], [])
+        if points:
+            steps, values = zip(*points, strict=True)
+            ax.plot(steps, values, label=f'trial {row["trial"]} ({row["state"].lower()})')
+    ax.set_xlabel('step')
+    ax.set_ylabel(key)
+    ax.set_yscale('log')
+    if runs:
+        ax.legend(fontsize=8, ncol=2)
+    ax.set_title(f'{key} of every trial')
+    return figure
+
+
+def _importance(study) -> dict:
+    import optuna
+
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == 'COMPLETE']
+    if len(complete) < 2 or not complete[0].params:
+        return {}
+    try:
+        return optuna.importance.get_param_importances(
+            study, evaluator=optuna.importance.PedAnovaImportanceEvaluator())
+    except Exception as e:  # noqa: BLE001 - too few distinct trials for an importance
+        log.info('no hyperparameter importance: %s', e)
+        return {}
+
+
+def summarize(spec, client, parent_run_id: str, metric: str) -> dict:
+    """Log the sweep's summary to its parent run and end it; return the summary."""
+    from trainer import sweep as S
+
+    study = S.open_study(spec)
+    rows = _rows(study)
+    complete = [r for r in rows if r['state'] == 'COMPLETE' and r['value'] is not None]
+    best = None
+    if complete:
+        best = (min if spec.direction == 'minimize' else max)(complete,
+                                                              key=lambda r: r['value'])
+    importance = _importance(study)
+    client.log_text(parent_run_id, _csv(rows), 'sweep/trials.csv')
+    client.log_figure(parent_run_id, _parallel_coordinates(spec, rows, metric),
+                      'sweep/parallel_coordinates.png')
+    client.log_figure(parent_run_id, _loss_curves(client, rows), 'sweep/loss_curves.png')
+    client.log_dict(parent_run_id, importance, 'sweep/importance.json')
+    counts = {s: sum(r['state'] == s for r in rows) for s in ('COMPLETE', 'PRUNED', 'FAIL')}
+    summary = {'trials': len(rows), **{k.lower(): v for k, v in counts.items()},
+               'metric': metric, 'best': best, 'importance': importance}
+    if best is not None:
+        client.set_tag(parent_run_id, 'ddsp.sweep.best_trial', str(best['trial']))
+        client.set_tag(parent_run_id, 'ddsp.sweep.best_run_id', str(best['run_id']))
+        client.set_tag(parent_run_id, 'ddsp.sweep.best_overrides', json.dumps(
+            {k[len('param.'):]: v for k, v in best.items() if k.startswith('param.')}))
+        client.log_metric(parent_run_id, f'best_{metric}', float(best['value']),
+                          step=len(rows))
+    client.log_dict(parent_run_id, {k: v for k, v in summary.items()}, 'sweep/summary.json')
+    failed_out = counts['FAIL'] > spec.max_failures
+    client.set_terminated(parent_run_id, 'FAILED' if failed_out else 'FINISHED')
+    summary['rows'] = rows
+    return summary
+
+
+def format_summary(summary: dict, tracking_uri: str) -> str:
+    lines = [f'{"trial":>5} {"state":<9} {"value":>10} {"step":>6}  params']
+    for row in summary['rows']:
+        params = ', '.join(f'{k[6:]}={v}' for k, v in row.items() if k.startswith('param.'))
+        value = f'{row["value"]:.5g}' if row['value'] is not None else '-'
+        lines.append(f'{row["trial"]:>5} {row["state"]:<9} {value:>10} '
+                     f'{row["step"] if row["step"] is not None else "-":>6}  {params}'
+                     + (f'  [{row["error"][:80]}]' if row.get('error') else ''))
+    best = summary.get('best')
+    if best:
+        lines.append(f'best: trial {best["trial"]} ({summary["metric"]} {best["value"]:.5g}), '
+                     f'run {best["run_id"]}')
+    lines.append(f'parent run {summary["parent_run_id"]} at {tracking_uri}')
+    return '\n'.join(lines)
+
+
+# ---- CLI --------------------------------------------------------------------------------------
+def build_arg_parser() -> argparse.ArgumentParser:
+    from ddsp_core import runtime
+
+    p = argparse.ArgumentParser(
+        prog='ddsp-sweep', allow_abbrev=False, formatter_class=runtime.HelpFormatter,
+        description='Run a hyperparameter sweep of the DDSP trainer (grid, seeded random or '
+                    'Optuna TPE; median or successive-halving pruning) as a Beam pipeline, '
+                    'tracked as an MLflow parent run with a child run per trial. Running it '
+                    'again continues it: finished trials are skipped, interrupted ones '
+                    'resumed.',
+        epilog='Locally the trials run on the DirectRunner, --parallel worker processes. Any '
+               'other option is passed to Beam (e.g. --runner DataflowRunner --project ... '
+               'with GPU workers; give --storage a database all workers reach). See '
+               'docs/sweeps.md. Exit codes: 0 done, 1 failed, 2 bad usage.')
+    p.add_argument('spec', nargs='?', help='the sweep YAML file (flags below override it)')
+    p.add_argument('--name', help='sweep name (required without a spec file)')
+    p.add_argument('--data', help='prepared dataset')
+    p.add_argument('--preset', help='base preset (default tiny)')
+    p.add_argument('--set', dest='overrides', action='append', default=None,
+                   metavar='KEY=VALUE', help='base config override (repeatable)')
+    p.add_argument('--steps', type=int, help='steps per trial')
+    p.add_argument('--space', action='append', default=None, metavar='KEY=JSON',
+                   help='a searched key, e.g. \'train.learning_rate={"loguniform": [1e-4, '
+                        '1e-2]}\' or \'model.rnn_channels=[16, 32]\' (repeatable)')
+    p.add_argument('--algorithm', choices=('grid', 'random', 'tpe'), help='default random')
+    p.add_argument('--trials', type=int, help='number of trials (random, tpe)')
+    p.add_argument('--parallel', type=int, help='trials at once (default 2)')
+    p.add_argument('--metric', help='metric to optimise (default eval_loss with an eval split)')
+    p.add_argument('--direction', choices=('minimize', 'maximize'))
+    p.add_argument('--pruner', choices=('none', 'median', 'successive_halving'))
+    p.add_argument('--report_every', type=int, help='steps between metric reports')
+    p.add_argument('--seed', type=int)
+    p.add_argument('--max_failures', type=int, help='stop after this many failed trials')
+    p.add_argument('--storage', help='Optuna storage URL (default sqlite in the output dir)')
+    p.add_argument('--output_dir', help='where the trials train (default sweeps/NAME)')
+    p.add_argument('--experiment', help='MLflow experiment (default ddsp-sweep-NAME)')
+    p.add_argument('--tracking_uri', help='MLflow tracking URI')
+    p.add_argument('--verbose', action='store_true', help="TensorFlow's and Beam's own logs")
+    return p
+
+
+def spec_from_args(args):
+    from trainer import sweep as S
+
+    flags = {'name': args.name, 'data': args.data, 'preset': args.preset,
+             'steps': args.steps, 'algorithm': args.algorithm, 'trials': args.trials,
+             'parallel': args.parallel, 'metric': args.metric, 'direction': args.direction,
+             'pruner': args.pruner, 'report_every': args.report_every, 'seed': args.seed,
+             'max_failures': args.max_failures, 'storage': args.storage,
+             'output_dir': args.output_dir, 'experiment': args.experiment,
+             'tracking_uri': args.tracking_uri}
+    if args.overrides is not None:
+        flags['set'] = args.overrides
+    if args.space is not None:
+        space = {}
+        for item in args.space:
+            key, sep, raw = item.partition('=')
+            if not sep:
+                raise S.SweepError(f'--space {item!r}: expected KEY=JSON')
+            try:
+                space[key.strip()] = json.loads(raw)
+            except json.JSONDecodeError as e:
+                raise S.SweepError(f'--space {item!r}: not JSON ({e})') from None
+        flags['space'] = space
+    if args.spec:
+        return S.load_spec(args.spec, flags)
+    return S.parse_spec({k: v for k, v in flags.items() if v is not None}, 'flags')
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    from ddsp_core import runtime
+
+    parser = build_arg_parser()
+    try:
+        args, beam_args = parser.parse_known_args(argv)
+    except SystemExit as e:
+        return int(e.code or 0)
+    runtime.set_verbose(args.verbose)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format='%(levelname)s %(name)s: %(message)s')
+    if not args.verbose:
+        logging.getLogger('apache_beam').setLevel(logging.ERROR)
+    runtime.import_tensorflow()
+    from trainer.config import ConfigError
+    from trainer.data import DataError
+    from trainer.sweep import SweepError
+    from trainer.tracking import quiet_mlflow_logging, resolve_tracking_uri
+
+    quiet_mlflow_logging(args.verbose)
+    try:
+        spec = spec_from_args(args)
+        summary = run_sweep(spec, beam_args)
+    except (SweepError, ConfigError, DataError) as e:
+        print(f'ddsp-sweep: error: {e}', file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print('ddsp-sweep: interrupted; run the same command again to continue',
+              file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - report any failure with exit code 1
+        log.exception('sweep failed')
+        print(f'ddsp-sweep: failed: {type(e).__name__}: {e}', file=sys.stderr)
+        return 1
+    print(format_summary(summary, resolve_tracking_uri(spec.tracking_uri)))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
