@@ -757,8 +757,25 @@ class Tracker:
                          schema=json.dumps(dict(schema)) if schema else None,
                          profile=json.dumps(dict(profile)) if profile else None)
         entry = DatasetInput(entity, tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)])
-        self._call(lambda client, run_id: client.log_inputs(run_id, datasets=[entry]),
-                   f'log_dataset {name}')
+
+        def op(client, run_id):
+            for attempt in range(3):
+                try:
+                    return client.log_inputs(run_id, datasets=[entry])
+                except Exception as error:
+                    # Runs logging the same new dataset at once race to create its row (the
+                    # store answers with a UNIQUE-constraint error); once it exists, log again.
+                    if attempt == 2 or 'UNIQUE' not in str(error).upper():
+                        raise
+                    time.sleep(0.2 * (attempt + 1))
+
+        try:
+            self._call(op, f'log_dataset {name}')
+        except Exception as error:  # noqa: BLE001 - a missing dataset input must not stop training
+            if is_store_unavailable(error):
+                raise
+            logger.warning('could not record the dataset %s as an MLflow input: %s', name,
+                           str(error).splitlines()[0][:300])
 
     def log_dict(self, payload: Mapping[str, Any], artifact_file: str) -> None:
         """Log a JSON (or YAML, by extension) artifact."""

@@ -1,0 +1,195 @@
+"""ddsp-sweep and ddsp-compare against a real `mlflow server` (SQLite backend): trials on two
+DirectRunner workers, a failing trial, idempotent re-runs, TPE, pruning, the listening report."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from ddsp_core import records
+from tests.trainer.mlflow_server import MlflowServer
+from trainer import sweep as S
+from trainer import testing
+
+LAYOUT = records.Layout(16000, 250, 1.0)
+
+
+@pytest.fixture(scope='module')
+def server(tmp_path_factory):
+    with MlflowServer(tmp_path_factory.mktemp('sweep-server')) as s:
+        yield s
+
+
+@pytest.fixture(scope='module')
+def dataset(tmp_path_factory):
+    d = tmp_path_factory.mktemp('sweep-data')
+    testing.write_dataset(d, LAYOUT, n_examples=8, n_shards=2, seed=0)
+    testing.write_dataset(d, LAYOUT, n_examples=4, n_shards=1, seed=9, split='eval')
+    return d
+
+
+def _spec(tmp_path, server, dataset, **kw):
+    d = {'name': kw.pop('name', 'grid'), 'preset': 'tiny', 'data': str(dataset), 'steps': 20,
+         'space': {'train.learning_rate': [0.003], 'data.example_secs': [0.2, 0.4, 0.5, 5.0]},
+         'algorithm': 'grid', 'parallel': 2, 'report_every': 10,
+         'output_dir': str(tmp_path / 'out'), 'tracking_uri': server.uri,
+         'set': ['train.summary_every=100']}
+    d.update(kw)
+    return S.parse_spec(d)
+
+
+def _runs(client, spec):
+    experiment = client.get_experiment_by_name(spec.experiment_name)
+    return client.search_runs([experiment.experiment_id]) if experiment else []
+
+
+@pytest.fixture(scope='module')
+def grid_sweep(tmp_path_factory, server, dataset):
+    from pipelines.sweep import run_sweep
+
+    tmp = tmp_path_factory.mktemp('grid')
+    spec = _spec(tmp, server, dataset)
+    summary = run_sweep(spec)
+    return spec, summary
+
+
+@pytest.mark.slow
+def test_grid_sweep_one_parent_four_children_and_a_failing_trial(grid_sweep, server):
+    spec, summary = grid_sweep
+    client = MlflowClient(server.uri)
+    runs = _runs(client, spec)
+    parents = [r for r in runs if r.data.tags.get(S.TAG_KIND) == 'sweep']
+    children = [r for r in runs if r.data.tags.get('mlflow.parentRunId')]
+    assert len(parents) == 1 and len(children) == 4 and len(runs) == 5
+    parent = parents[0]
+    assert all(c.data.tags['mlflow.parentRunId'] == parent.info.run_id for c in children)
+    assert parent.data.params['sweep.algorithm'] == 'grid'
+    assert parent.data.params['sweep.metric'] == 'eval_loss'  # the dataset has an eval split
+    by_window = {c.data.params['data.example_secs']: c for c in children}
+    assert set(by_window) == {'0.2', '0.4', '0.5', '5.0'}
+    failed = by_window['5.0']
+    assert failed.info.status == 'FAILED'
+    assert failed.data.tags[S.TAG_STATE] == 'FAIL'
+    assert 'longer than the 1 s examples' in failed.data.tags[S.TAG_ERROR]
+    for secs in ('0.2', '0.4', '0.5'):
+        child = by_window[secs]
+        assert child.info.status == 'FINISHED' and child.data.tags[S.TAG_STATE] == 'COMPLETE'
+        assert child.data.params['train.learning_rate'] == '0.003'
+        assert child.data.params['model.rnn_channels'] == '32'  # the full config as params
+        assert json.loads(child.data.tags[S.TAG_OVERRIDES]) == [
+            f'data.example_secs={secs}', 'train.learning_rate=0.003']
+        assert len(child.data.tags[S.TAG_TRIAL_HASH]) == 12
+        assert 'eval_loss' in child.data.metrics
+    assert summary['complete'] == 3 and summary['fail'] == 1
+    best = min((c for c in children if c.info.status == 'FINISHED'),
+               key=lambda c: c.data.metrics['eval_loss'])
+    assert summary['best']['run_id'] == best.info.run_id
+    parent = client.get_run(parent.info.run_id)
+    assert parent.info.status == 'FINISHED'
+    assert parent.data.tags['ddsp.sweep.best_run_id'] == best.info.run_id
+    assert parent.data.metrics['best_eval_loss'] == pytest.approx(
+        best.data.metrics['eval_loss'])
+    listed = {a.path for a in client.list_artifacts(parent.info.run_id, 'sweep')}
+    assert {'sweep/trials.csv', 'sweep/parallel_coordinates.png', 'sweep/loss_curves.png',
+            'sweep/importance.json', 'sweep/summary.json'} <= listed
+    csv_text = client.download_artifacts(parent.info.run_id, 'sweep/trials.csv')
+    assert open(csv_text).read().count('\n') == 5  # header + 4 trials
+
+
+@pytest.mark.slow
+def test_rerun_trains_nothing_and_creates_no_run(grid_sweep, server):
+    from pipelines.sweep import run_sweep
+
+    spec, _ = grid_sweep
+    client = MlflowClient(server.uri)
+    before = {r.info.run_id for r in _runs(client, spec)}
+    again = run_sweep(spec)
+    assert again['ran'] == 0
+    assert {r.info.run_id for r in _runs(client, spec)} == before
+    # A trial retried by Beam (the same element again) finds its model dir and its run.
+    from trainer.data import open_source
+
+    fingerprint = open_source(spec.data).fingerprint
+    params = {'train.learning_rate': 0.003, 'data.example_secs': 0.5}
+    outcome = S.run_trial(spec, {'mode': 'point', 'params': params}, again['parent_run_id'])
+    assert outcome.state == 'SKIPPED' and outcome.digest == S.trial_hash(spec, params,
+                                                                         fingerprint)
+    assert {r.info.run_id for r in _runs(client, spec)} == before
+
+
+def test_tpe_proposals_follow_the_results_of_earlier_trials(tmp_path, server, dataset):
+    import optuna
+
+    def proposal(good_value):
+        spec = _spec(tmp_path / str(good_value), server, dataset, name=f'tpe{good_value}',
+                     algorithm='tpe', trials=6,
+                     space={'train.learning_rate': {'loguniform': [1e-4, 1e-1]}})
+        study = S.open_study(spec)
+        for lr, value in ((1e-4, good_value), (1e-1, 1.0 - good_value)):
+            study.add_trial(optuna.trial.create_trial(
+                params={'train.learning_rate': lr}, distributions=S.distributions(spec),
+                value=value))
+        asked = [study.ask(S.distributions(spec)).params['train.learning_rate']
+                 for _ in range(3)]
+        return sum(asked) / len(asked)
+
+    low_good, high_good = proposal(0.0), proposal(1.0)
+    # After its start-up trials, TPE proposes near the better of the earlier results.
+    assert low_good < 3e-3 < high_good, (low_good, high_good)
+
+
+@pytest.mark.slow
+def test_median_pruner_stops_a_losing_trial_before_its_last_step(tmp_path, server, dataset):
+    from pipelines.sweep import run_sweep
+
+    spec = _spec(tmp_path, server, dataset, name='prune', pruner='median', parallel=1,
+                 steps=30, report_every=5,
+                 space={'train.learning_rate': [0.01, 1e-7]})
+    summary = run_sweep(spec)
+    rows = {r['param.train.learning_rate']: r for r in summary['rows']}
+    assert rows[0.01]['state'] == 'COMPLETE'
+    pruned = rows[1e-7]
+    assert pruned['state'] == 'PRUNED' and pruned['step'] < 30, pruned
+    run = MlflowClient(server.uri).get_run(pruned['run_id'])
+    assert run.data.tags[S.TAG_STATE] == 'PRUNED'
+    assert int(run.data.tags[S.TAG_PRUNED_AT]) == pruned['step']
+    assert max(m.step for m in MlflowClient(server.uri).get_metric_history(
+        run.info.run_id, 'total_loss')) == pruned['step']
+
+
+@pytest.mark.slow
+def test_compare_names_the_best_run_and_plays_every_run(grid_sweep, server, tmp_path):
+    from trainer.compare import main
+
+    spec, summary = grid_sweep
+    code = main(['--sweep', summary['parent_run_id'], '--metric', 'eval_loss',
+                 '--tracking_uri', server.uri, '--out', str(tmp_path / 'cmp')])
+    assert code == 0
+    table = (tmp_path / 'cmp' / 'table.txt').read_text().splitlines()
+    best_name = table[1].split()[0]
+    client = MlflowClient(server.uri)
+    assert client.get_run(summary['best']['run_id']).info.run_name.startswith(best_name[:20])
+    assert 'params that differ: data.example_secs' in '\n'.join(table)
+    report = (tmp_path / 'cmp' / 'listening_report.html').read_text()
+    finished = summary['complete']  # the failed trial has no resynthesis
+    assert len(re.findall(r'<audio controls', report)) == 1 + finished  # original + each run
+    assert len(re.findall(r'<img alt="spectrogram"', report)) == finished
+    assert (tmp_path / 'cmp' / 'curves.png').stat().st_size > 10_000
+    listed = {a.path for a in client.list_artifacts(summary['parent_run_id'], 'comparison')}
+    assert 'comparison/listening_report.html' in listed
+
+
+def test_bad_specs_name_the_key(tmp_path, server, dataset):
+    for space, needle in (({'model.nope': [1, 2]}, 'model.nope'),
+                          ({'train.learning_rate': {'loguniform': [0, 1]}}, 'low > 0'),
+                          ({'train.learning_rate': {'gauss': [0, 1]}}, 'unknown kind')):
+        with pytest.raises(S.SweepError, match=needle):
+            _spec(tmp_path, server, dataset, space=space)
+    with pytest.raises(S.SweepError, match='grid needs lists'):
+        _spec(tmp_path, server, dataset,
+              space={'train.learning_rate': {'uniform': [0.001, 0.01]}})
+    with pytest.raises(S.SweepError, match='unknown key'):
+        S.parse_spec({'name': 'x', 'data': 'd', 'steps': 1, 'space': {'a': [1]}, 'trails': 3})
