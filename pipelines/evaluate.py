@@ -166,6 +166,9 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument('--batch_size', type=int, default=8, help='examples per model call')
     p.add_argument('--max_examples', type=int, default=None,
                    help='evaluate only the first N examples (in-process only)')
+    p.add_argument('--listen', type=int, default=3,
+                   help='keep the audio of the first N examples (eval/listen/, the same for '
+                        'every model on the split; ddsp-compare plays them side by side)')
     p.add_argument('--tracking_uri', default=None,
                    help="MLflow tracking URI (default: the model's run's, from mlflow_run.json)")
     p.add_argument('--no_mlflow', action='store_true', help="don't log to the model's run")
@@ -229,10 +232,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if beam_run:
             rows = evaluate_on_beam(str(args.model), source, out, capacity, model.step,
                                     beam_args, args.batch_size, args.tracking_uri)
-            result = _result_from_rows(model, source, rows, capacity)
+            result = _result_from_rows(model, source, rows, capacity, args.listen)
         else:
             result = evaluation.evaluate(model, source, capacity, args.batch_size,
-                                         args.max_examples, progress=not args.no_progress)
+                                         args.max_examples, progress=not args.no_progress,
+                                         listen=args.listen)
         evaluation.write_outputs(result, out, model.sample_rate)
     except Exception as e:  # noqa: BLE001 - report any failure with exit code 1
         log.exception('evaluation failed')
@@ -256,15 +260,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return 0
 
 
-def _result_from_rows(model, source, rows: list[dict], capacity: str):
-    """An EvaluationResult from the Beam job's rows, the best and worst example resynthesised
-    again here (two examples) for their audio."""
+def _result_from_rows(model, source, rows: list[dict], capacity: str, listen: int = 3):
+    """An EvaluationResult from the Beam job's rows, the best, the worst and the listening
+    examples resynthesised again here (a few examples) for their audio."""
     from trainer import evaluate as evaluation
     from trainer import metrics
 
     rows = sorted(rows, key=lambda r: r['id'])
     ranked = sorted(rows, key=evaluation._rank)
     wanted = {ranked[0]['id']: 'best', ranked[-1]['id']: 'worst'}
+    order = [key for key, _ in evaluation.iter_records(source.files, source.layout)]
+    first = order[:listen]
+    wanted.update({key: 'listen' for key in first})
     found = {}
     for key, example in evaluation.iter_records(source.files, source.layout):
         if key in wanted:
@@ -276,7 +283,7 @@ def _result_from_rows(model, source, rows: list[dict], capacity: str):
     best = found.get(ranked[0]['id'])
     worst = found.get(ranked[-1]['id'])
     return evaluation.EvaluationResult(rows, metrics.aggregate(rows), best, worst, model.step,
-                                       source.split)
+                                       source.split, [found[k] for k in first if k in found])
 
 
 if __name__ == '__main__':

@@ -1,5 +1,10 @@
 """Dataset statistics: per-example summaries that merge exactly, in any order, into the per-split
-loudness, confidence and pitch statistics of the manifest."""
+loudness, confidence and pitch statistics of the manifest.
+
+Distributions are kept as integer histograms (exact to merge): f0 of voiced frames in 20-cent
+bins, confidence in tenths, and the loudness of voiced frames in 0.25 dB bins, from which the
+manifest gives percentiles (``f0_hz.p01``/``p99``, ``loudness_db.voiced_percentiles``: the
+loudness at percentiles 0, 1, ..., 100, what ``ddsp-transfer`` maps an input's loudness onto)."""
 
 from __future__ import annotations
 
@@ -14,6 +19,9 @@ F0_HIST_MIN_HZ = 20.0  # voiced-f0 histogram: 20-cent bins from 20 Hz up to ~4.1
 F0_HIST_BINS_PER_OCTAVE = 60
 F0_HIST_BINS = 460
 F0_RANGE_PERCENTILES = (1.0, 99.0)
+LOUD_HIST_MIN_DB = -80.0  # voiced-loudness histogram: 0.25 dB bins over [-80, 40) dB (values
+LOUD_HIST_BIN_DB = 0.25  # outside are counted in the first or last bin; loudness is floored
+LOUD_HIST_BINS = 480  # at -80 dB by compute_loudness)
 # Sums are kept as integers in units of 2**-FIXED_BITS, so that merging is exact and the
 # manifest is the same whatever order the runner combines examples in.
 FIXED_BITS = 32
@@ -58,8 +66,33 @@ def example_stats(split: str, example: dict[str, np.ndarray], digest: int) -> di
         'f0_max': float(f0[voiced].max()) if voiced.any() else -math.inf,
         'log2_f0_sum': _fixed_sum(np.log2(np.maximum(f0[voiced], 1e-3))),
         'f0_hist': _f0_histogram(f0[voiced]),
+        'loud_hist': _loudness_histogram(loud[voiced]),
         'digest': int(digest),
     }
+
+
+def _loudness_histogram(loud: np.ndarray) -> list[int]:
+    pos = (np.asarray(loud, np.float64) - LOUD_HIST_MIN_DB) / LOUD_HIST_BIN_DB
+    pos = np.clip(pos, 0, LOUD_HIST_BINS - 1e-6)
+    return np.histogram(pos, bins=LOUD_HIST_BINS, range=(0, LOUD_HIST_BINS))[0].tolist()
+
+
+def loudness_percentiles(hist: list[int]) -> Optional[list[float]]:
+    """Loudness (dB) at percentiles 0, 1, ..., 100 of a voiced-loudness histogram (values
+    spread evenly within each 0.25 dB bin, so the result is exact to a bin), or None when the
+    histogram is empty."""
+    counts = np.asarray(hist, np.float64)
+    total = counts.sum()
+    if total == 0:
+        return None
+    cum = np.concatenate([[0.0], np.cumsum(counts)]) / total  # the CDF at the bin edges
+    q = np.linspace(0.0, 1.0, 101)
+    # Bin i holds quantile q when cum[i] <= q < cum[i + 1] (an occupied bin); invert linearly.
+    i = np.clip(np.searchsorted(cum, q, side='right') - 1, 0, LOUD_HIST_BINS - 1)
+    share = np.maximum(counts[i] / total, 1e-300)
+    values = LOUD_HIST_MIN_DB + LOUD_HIST_BIN_DB * (i + np.clip((q - cum[i]) / share, 0, 1))
+    values[-1] = LOUD_HIST_MIN_DB + LOUD_HIST_BIN_DB * (np.flatnonzero(counts)[-1] + 1)
+    return values.round(4).tolist()
 
 
 def _f0_histogram(f0: np.ndarray) -> list[int]:
@@ -86,7 +119,8 @@ def empty_split_stats() -> dict:
     return {'examples': 0, 'frames': 0, 'loud_sum': 0, 'loud_sq': 0, 'loud_min': math.inf,
             'loud_max': -math.inf, 'conf_sum': 0, 'conf_hist': [0] * CONFIDENCE_BINS,
             'voiced': 0, 'voiced_loud_sum': 0, 'voiced_loud_sq': 0, 'f0_min': math.inf,
-            'f0_max': -math.inf, 'log2_f0_sum': 0, 'f0_hist': [0] * F0_HIST_BINS, 'digest': 0}
+            'f0_max': -math.inf, 'log2_f0_sum': 0, 'f0_hist': [0] * F0_HIST_BINS,
+            'loud_hist': [0] * LOUD_HIST_BINS, 'digest': 0}
 
 
 def merge_split_stats(a: dict, b: dict) -> dict:
@@ -97,7 +131,7 @@ def merge_split_stats(a: dict, b: dict) -> dict:
     out['loud_max'] = max(a['loud_max'], b['loud_max'])
     out['f0_min'] = min(a['f0_min'], b['f0_min'])
     out['f0_max'] = max(a['f0_max'], b['f0_max'])
-    for key in ('conf_hist', 'f0_hist'):
+    for key in ('conf_hist', 'f0_hist', 'loud_hist'):
         out[key] = [x + y for x, y in zip(a[key], b[key], strict=True)]
     return out
 
@@ -124,7 +158,8 @@ def summarize_split(acc: dict, example_secs: float) -> dict:
         'hours': acc['examples'] * example_secs / 3600.0,
         'loudness_db': {'mean': _finite(mean), 'std': _finite(std),
                         'min': _finite(acc['loud_min']), 'max': _finite(acc['loud_max']),
-                        'voiced_mean': _finite(vmean), 'voiced_std': _finite(vstd)},
+                        'voiced_mean': _finite(vmean), 'voiced_std': _finite(vstd),
+                        'voiced_percentiles': loudness_percentiles(acc['loud_hist'])},
         'f0_confidence': {'mean': _unfixed(acc['conf_sum']) / n if n else None,
                           'voiced_fraction': acc['voiced'] / n if n else None,
                           'voiced_threshold': VOICED_CONFIDENCE,

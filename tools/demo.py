@@ -94,8 +94,9 @@ Done.
 
 Open it with:
   .venv/bin/mlflow ui --backend-store-uri {tracking_uri}
-and browse to http://127.0.0.1:5000: the run's summaries/latest/ artifacts hold the original
-and resynthesised audio with their spectrograms (summaries/step_NNNNNN/ keep the history).
+and browse to http://127.0.0.1:5000/#/experiments?workflowType=machine_learning: the run's
+latest_original.wav, latest_resynthesis.wav and latest_spectrogram.png artifacts are the newest
+summary (summaries/step_NNNNNN/ keep the history).
 """, flush=True)
     return 0
 

@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 PAGE = 1000
 BULK_RUNS = 100  # runs per bulk metric-history request (MLflow's limit)
-LISTEN_DIRS = ('eval/listen', 'summaries/latest')
+LISTEN_DIRS = ('eval/listen', '.')
 
 
 class CompareError(ValueError):
@@ -149,15 +149,19 @@ def curves_figure(rows: Sequence[RunRow], histories: dict, metric: str, limit: i
 
 
 def _listen_files(client, run_id: str) -> tuple[Optional[str], list[str]]:
-    """The folder of a run's listening examples and the example names in it."""
+    """The folder of a run's listening examples and the example names in it: ``eval/listen/*``
+    (``ddsp-eval --listen``) if the run has them, else the latest training summary at the
+    artifact root (``latest_original.wav``, ``latest_resynthesis.wav``)."""
     for folder in LISTEN_DIRS:
         try:
-            entries = client.list_artifacts(run_id, folder)
+            entries = client.list_artifacts(run_id, None if folder == '.' else folder)
         except Exception:  # noqa: BLE001 - an artifact store without the folder
             continue
         names = {Path(e.path).name for e in entries}
-        if {'original.wav', 'resynthesis.wav'} <= names:
-            return folder, ['.']
+        if folder == '.':
+            if {'latest_original.wav', 'latest_resynthesis.wav'} <= names:
+                return folder, ['.']
+            continue
         subdirs = [Path(e.path).name for e in entries if e.is_dir]
         if subdirs:
             return folder, sorted(subdirs)
@@ -180,10 +184,17 @@ def listening_report(client, rows: Sequence[RunRow], metric: str, title: str,
         for r in chosen:
             folder, examples = _listen_files(client, r.run_id)
             for example in examples:
-                sub = folder if example == '.' else f'{folder}/{example}'
-                local = client.download_artifacts(r.run_id, sub, os.path.join(tmp, r.run_id))
-                files = {p.name: str(p) for p in Path(local).iterdir()}
-                name = 'example' if example == '.' else example
+                target = os.path.join(tmp, r.run_id, example)
+                os.makedirs(target, exist_ok=True)
+                if folder == '.':  # the latest summary: three files at the root
+                    files = {name[len('latest_'):]: client.download_artifacts(r.run_id, name,
+                                                                              target)
+                             for name in ('latest_original.wav', 'latest_resynthesis.wav',
+                                          'latest_spectrogram.png')}
+                else:
+                    local = client.download_artifacts(r.run_id, f'{folder}/{example}', target)
+                    files = {p.name: str(p) for p in Path(local).iterdir()}
+                name = 'latest training summary' if example == '.' else example
                 if 'original.wav' in files and name not in originals:
                     originals[name] = _data_uri(files['original.wav'], 'audio/wav')
                 entry = {}
@@ -200,8 +211,8 @@ def listening_report(client, rows: Sequence[RunRow], metric: str, title: str,
              f'<p>{len(chosen)} runs, best {html.escape(metric)} first; each row plays the '
              'original, then every run\'s resynthesis of the same example.</p>']
     if not cells:
-        parts.append('<p>No run has listening examples (summaries/latest/ or eval/listen/).'
-                     '</p>')
+        parts.append('<p>No run has listening examples (latest_resynthesis.wav or '
+                     'eval/listen/).</p>')
     for name, entries in sorted(cells.items()):
         parts.append(f'<h2>{html.escape(name)}</h2><table><tr><th>original</th>')
         parts.extend(f'<th>{html.escape(r.name)}<br>{html.escape(metric)} '

@@ -27,6 +27,10 @@ PRESETS_DIR = Path(__file__).resolve().parent / 'presets'
 CONFIG_FILENAME = 'config.json'
 
 
+#: The decoder's possible frame-rate inputs (``model.decoder_inputs``), see ModelConfig.
+DECODER_INPUTS = ('ld_scaled', 'pw_scaled', 'f0_scaled')
+
+
 class ConfigError(ValueError):
     """A configuration value, key, file or preset is invalid."""
 
@@ -121,7 +125,12 @@ class ModelConfig:
     encoder_rnn_channels: int = 512
     mfcc_bins: int = 30
     mfcc_fft_size: int = 1024
-    # Decoder (RnnFcDecoder).
+    # Decoder (RnnFcDecoder). Its frame-rate inputs, in order (one MLP stack each, named
+    # ``in_<key>``): 'ld_scaled' (loudness_db / 80 + 1), 'pw_scaled' (power_db / 80 + 1, the
+    # power computed from the audio over ``power_frame_size``-sample frames, as the DDSP-VST
+    # plugin measures it) and 'f0_scaled' (MIDI / 127); with the encoder, z is appended.
+    decoder_inputs: tuple[str, ...] = ('ld_scaled', 'f0_scaled')
+    power_frame_size: int = 1024
     rnn_channels: int = 512
     rnn_type: str = 'gru'  # 'gru' (fast custom-gradient GRU), 'keras_gru' (same maths), 'lstm'
     mlp_units: int = 512
@@ -129,7 +138,9 @@ class ModelConfig:
     # Synthesizers.
     n_harmonics: int = 60
     n_noise_bands: int = 65
-    noise_window_size: int = 257
+    noise_window_size: int = 257  # 0: the whole 2 * (n_noise_bands - 1)-tap window
+    # How the harmonic amplitudes reach audio rate: 'window' (Hann cross-fade) or 'linear'.
+    amp_resample_method: str = 'window'
     use_reverb: bool = True
     reverb_length: int = 48000
     # Multi-scale spectral loss.
@@ -139,13 +150,22 @@ class ModelConfig:
 
     def __post_init__(self):
         for name in ('z_dims', 'encoder_rnn_channels', 'mfcc_bins', 'mfcc_fft_size',
-                     'rnn_channels', 'mlp_units', 'mlp_layers', 'n_harmonics', 'reverb_length'):
+                     'rnn_channels', 'mlp_units', 'mlp_layers', 'n_harmonics', 'reverb_length',
+                     'power_frame_size'):
             _require(getattr(self, name) >= 1, f'model.{name}', getattr(self, name),
                      'must be >= 1')
         _require(self.n_noise_bands >= 2, 'model.n_noise_bands', self.n_noise_bands,
                  'must be >= 2')
         _require(self.rnn_type in ('gru', 'keras_gru', 'lstm'), 'model.rnn_type', self.rnn_type,
                  "must be 'gru', 'keras_gru' or 'lstm'")
+        inputs = tuple(self.decoder_inputs)
+        _require(len(inputs) > 0 and set(inputs) <= set(DECODER_INPUTS)
+                 and len(set(inputs)) == len(inputs), 'model.decoder_inputs', inputs,
+                 f'must be distinct names among {", ".join(DECODER_INPUTS)}')
+        _require(self.noise_window_size >= 0, 'model.noise_window_size', self.noise_window_size,
+                 'must be >= 0 (0: the whole window)')
+        _require(self.amp_resample_method in ('window', 'linear'), 'model.amp_resample_method',
+                 self.amp_resample_method, "must be 'window' or 'linear'")
         _require(len(self.fft_sizes) > 0 and all(n >= 8 for n in self.fft_sizes),
                  'model.fft_sizes', self.fft_sizes, 'must be a non-empty list of sizes >= 8')
 
@@ -200,6 +220,11 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self):
+        if 'pw_scaled' in self.model.decoder_inputs and self.data.resolved:
+            hop = self.data.hop_samples
+            _require(hop <= self.model.power_frame_size, 'model.power_frame_size',
+                     self.model.power_frame_size, f'must be >= the hop of {hop} samples per '
+                     'frame (data.sample_rate / data.frame_rate) for the power feature')
         if self.model.use_encoder and self.data.resolved:
             hop = self.data.hop_samples
             _require(hop <= self.model.mfcc_fft_size, 'model.mfcc_fft_size',

@@ -110,6 +110,8 @@ class EvaluationResult:
             ``original`` and ``resynthesis`` audio.
         step: the model's training step.
         split: the split evaluated.
+        listen: the first examples (in id order), with their audio: the same examples for every
+            model evaluated on the split, for listening side by side (``ddsp-compare``).
     """
 
     rows: list[dict]
@@ -118,6 +120,7 @@ class EvaluationResult:
     worst: Optional[dict]
     step: int
     split: Optional[str]
+    listen: list = dataclasses.field(default_factory=list)
 
 
 def _rank(row: dict) -> float:
@@ -126,7 +129,8 @@ def _rank(row: dict) -> float:
 
 
 def evaluate(model, source, crepe_capacity: Optional[str] = None, batch_size: int = 8,
-             max_examples: Optional[int] = None, progress: bool = True) -> EvaluationResult:
+             max_examples: Optional[int] = None, progress: bool = True,
+             listen: int = 3) -> EvaluationResult:
     """Evaluate a trained model on a dataset split in this process.
 
     Args:
@@ -137,6 +141,7 @@ def evaluate(model, source, crepe_capacity: Optional[str] = None, batch_size: in
         batch_size: examples per model call.
         max_examples: stop after this many examples (default: all).
         progress: show a progress bar.
+        listen: keep the audio of the first this many examples (see ``EvaluationResult``).
 
     Raises:
         ValueError: the data's layout does not match the model's.
@@ -158,7 +163,7 @@ def evaluate(model, source, crepe_capacity: Optional[str] = None, batch_size: in
                                                               source.split) else None
     if max_examples is not None:
         total = min(total, max_examples) if total is not None else max_examples
-    rows, best, worst = [], None, None
+    rows, best, worst, kept = [], None, None, []
     bar = tqdm(total=total, disable=not progress, unit='example', dynamic_ncols=True)
     items = iter_records(source.files, layout)
     if max_examples is not None:
@@ -168,6 +173,8 @@ def evaluate(model, source, crepe_capacity: Optional[str] = None, batch_size: in
             for row in evaluate_batch(model, batch, ids, capacity, keep_audio=True):
                 audio = {k: row.pop(k) for k in ('original', 'resynthesis')}
                 rows.append(row)
+                if len(kept) < listen:
+                    kept.append({**row, **audio})
                 if best is None or _rank(row) < _rank(best):
                     best = {**row, **audio}
                 if worst is None or _rank(row) > _rank(worst):
@@ -178,7 +185,12 @@ def evaluate(model, source, crepe_capacity: Optional[str] = None, batch_size: in
     if not rows:
         raise ValueError(f'{source.where}: no example to evaluate')
     return EvaluationResult(rows, metrics.aggregate(rows), best, worst, model.step,
-                            source.split)
+                            source.split, kept)
+
+
+def safe_name(example_id: str) -> str:
+    """An example id as a folder name ('eval-00000-of-00001.tfrecord#3' -> '...tfrecord_3')."""
+    return ''.join(c if c.isalnum() or c in '.-_' else '_' for c in example_id)
 
 
 def format_table(result: EvaluationResult) -> str:
@@ -196,8 +208,9 @@ def format_table(result: EvaluationResult) -> str:
 
 def write_outputs(result: EvaluationResult, out_dir: str | os.PathLike,
                   sample_rate: int) -> Path:
-    """Write ``examples.jsonl`` (one row per example), ``aggregate.json`` and the best and worst
-    examples' ``{original,resynthesis}.wav`` and ``spectrogram.png`` under ``out_dir``."""
+    """Write ``examples.jsonl`` (one row per example), ``aggregate.json``, the best and worst
+    examples' ``{original,resynthesis}.wav`` and ``spectrogram.png`` under ``best/`` and
+    ``worst/``, and the same for the listening examples under ``listen/<example id>/``."""
     from trainer import artifacts
 
     out = Path(out_dir)
@@ -208,7 +221,9 @@ def write_outputs(result: EvaluationResult, out_dir: str | os.PathLike,
     (out / 'aggregate.json').write_text(json.dumps(
         {'step': result.step, 'split': result.split, **result.aggregate}, indent=2,
         sort_keys=True, default=float) + '\n')
-    for label, row in (('best', result.best), ('worst', result.worst)):
+    named = [('best', result.best), ('worst', result.worst)]
+    named += [(f'listen/{safe_name(row["id"])}', row) for row in result.listen]
+    for label, row in named:
         if row is None:
             continue
         folder = out / label

@@ -16,7 +16,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-__all__ = ['FastGRU', 'LEAKY_RELU_ALPHA', 'MLP', 'dense_norm_act', 'gru_sequence', 'make_rnn']
+__all__ = ['FastGRU', 'LEAKY_RELU_ALPHA', 'MLP', 'dense_norm_act', 'gru_sequence', 'make_rnn',
+           'rnn_initial_state', 'rnn_with_state']
 
 # Slope of tf.nn.leaky_relu (its default), used by the reference's fc stacks.
 LEAKY_RELU_ALPHA = 0.2
@@ -179,6 +180,21 @@ def _gru_forward_scan(xw, recurrent_kernel, recurrent_bias):
 
 
 @tf.function(jit_compile=True)
+def _gru_forward_from(xw, recurrent_kernel, recurrent_bias, h0):
+    """The GRU recurrence of :func:`_gru_forward_scan` from the state ``h0`` [batch, units],
+    forward only (inference): hs [time, batch, units], the hidden state after each step."""
+    units = recurrent_kernel.shape[0]
+
+    def step(h, xw_t):
+        hu = tf.matmul(h, recurrent_kernel) + recurrent_bias
+        zr = tf.sigmoid(xw_t[:, :2 * units] + hu[:, :2 * units])
+        n = tf.tanh(xw_t[:, 2 * units:] + zr[:, units:] * hu[:, 2 * units:])
+        return n + zr[:, :units] * (h - n)
+
+    return tf.scan(step, xw, initializer=h0)
+
+
+@tf.function(jit_compile=True)
 def _gru_backward_coefficients(xw, zrs, hhs, hs):
     """Everything the backward recurrence needs per step, in one vectorised pass.
 
@@ -316,6 +332,77 @@ class FastGRU(keras.layers.Layer):
         return gru_sequence(tf.cast(x, dtype), tf.cast(self.kernel, dtype),
                             tf.cast(self.recurrent_kernel, tf.float32),
                             tf.cast(self.bias, tf.float32))
+
+    def run_from(self, x, initial_state=None):
+        """The layer's output from a given state, and its final state (inference only: no
+        gradient): how a long sequence is processed in chunks, each starting where the last
+        ended.
+
+        Args:
+            x: [batch, time, channels] inputs.
+            initial_state: [batch, units] float32 hidden state before the first step, or None
+                (zeros, as :meth:`call`).
+
+        Returns:
+            (outputs [batch, time, units] in the compute dtype, the hidden state after each step
+            float32 [batch, time, units]); the state after step t is ``states[:, t]``.
+        """
+        dtype = self.compute_dtype
+        x = tf.convert_to_tensor(x)
+        n_batch, n_time = tf.shape(x)[0], tf.shape(x)[1]
+        if initial_state is None:
+            initial_state = tf.zeros([n_batch, self.units], tf.float32)
+        kernel = tf.cast(self.kernel, dtype)
+        bias = tf.cast(self.bias, tf.float32)
+        x_2d = tf.reshape(tf.transpose(tf.cast(x, dtype), [1, 0, 2]), [-1, kernel.shape[0]])
+        xw = tf.cast(tf.matmul(x_2d, kernel), tf.float32) + bias[0]
+        xw = tf.reshape(xw, [n_time, n_batch, -1])
+        hs = _gru_forward_from(xw, tf.cast(self.recurrent_kernel, tf.float32), bias[1],
+                               tf.cast(initial_state, tf.float32))
+        states = tf.transpose(hs, [1, 0, 2])
+        return tf.cast(states, dtype), states
+
+
+def rnn_initial_state(layer, batch_size: int = 1) -> list:
+    """The zero state of a decoder/encoder RNN (:func:`make_rnn`) as a list of float32
+    [batch, units] tensors: [h] for a GRU, [h, c] for an LSTM."""
+    units = int(layer.units)
+    n = 2 if isinstance(layer, keras.layers.LSTM) else 1
+    return [tf.zeros([batch_size, units], tf.float32) for _ in range(n)]
+
+
+def rnn_with_state(layer, x, state: list, keep: int | None = None):
+    """Run a decoder/encoder RNN (:func:`make_rnn`) over ``x`` from ``state`` (inference).
+
+    Args:
+        layer: a :class:`FastGRU`, ``keras.layers.GRU`` or ``keras.layers.LSTM``.
+        x: [batch, time, channels] inputs.
+        state: from :func:`rnn_initial_state` or an earlier call.
+        keep: return the state after the first ``keep`` steps (default: all of them), so that
+            a chunk can look ahead past the steps it keeps.
+
+    Returns:
+        (outputs [batch, time, units], state after step ``keep``).
+    """
+    if keep is None:
+        keep = int(x.shape[1])
+    if isinstance(layer, FastGRU):
+        outputs, states = layer.run_from(x, state[0])
+        return outputs, [states[:, keep - 1]]
+    # Keras RNNs: the inner loop returns the states; run the kept steps first, then the rest.
+    dtype = layer.cell.compute_dtype
+    x = tf.convert_to_tensor(x)
+    init = [tf.cast(s, dtype) for s in state]
+    _, head, kept = layer.inner_loop(sequences=tf.cast(x[:, :keep], dtype), initial_state=init,
+                                     mask=None)
+    kept = [tf.cast(s, tf.float32) for s in (kept if isinstance(kept, (list, tuple))
+                                             else [kept])]
+    outputs = head
+    if keep < int(x.shape[1]):
+        _, tail, _ = layer.inner_loop(sequences=tf.cast(x[:, keep:], dtype),
+                                      initial_state=[tf.cast(s, dtype) for s in kept], mask=None)
+        outputs = tf.concat([head, tail], axis=1)
+    return tf.cast(outputs, layer.compute_dtype), kept
 
 
 def make_rnn(rnn_type: str, units: int, name: str, dtype=None):

@@ -1,6 +1,6 @@
 """The DDSP autoencoder of Engel et al. (2020), built from ``ddsp_core``.
 
-features -> preprocessing (f0 -> scaled MIDI, loudness -> scaled dB)
+features -> preprocessing (f0 -> scaled MIDI, loudness -> scaled dB; or power from the audio)
          -> [optional MFCC -> GRU -> z encoder]
          -> RnnFc decoder (input MLPs, GRU, output MLP, dense to synth controls)
          -> ProcessorGroup: Harmonic + FilteredNoise -> Add -> trainable Reverb
@@ -131,6 +131,27 @@ class SeededFilteredNoise(synths.FilteredNoise):
         return core.frequency_filter(noise, magnitudes, window_size=self.window_size)
 
 
+def frame_power_db(audio, sample_rate: int, frame_rate: int, frame_size: int = 1024,
+                   n_frames=None):
+    """The power feature of the DDSP-VST models: the RMS of each ``frame_size``-sample frame in
+    dB (ref 0 dB, floored at -80 dB), frame i centred on sample ``i * hop`` (zero padding at the
+    ends), as the reference's ``F0PowerPreprocessor`` computes it and the DDSP-VST plugin
+    measures it (``docs/vst.md``; a full-scale sine gives -3.01 dB).
+
+    Args:
+        audio: [batch, n_samples] float32 at ``sample_rate``.
+        sample_rate, frame_rate: Hz and frames per second (hop = sample_rate // frame_rate).
+        frame_size: Samples per analysis frame (1024 at 16 kHz in the plugin).
+        n_frames: Frames to keep (centre padding gives n_samples // hop + 1); default all.
+
+    Returns:
+        [batch, n_frames] float32, dB.
+    """
+    power = spectral_ops.compute_power(audio, sample_rate=sample_rate, frame_rate=frame_rate,
+                                       frame_size=frame_size, padding='center')
+    return power if n_frames is None else power[:, :n_frames]
+
+
 def _frames(x):
     """[batch, n_frames] -> [batch, n_frames, 1] float32; 3-D passes through."""
     x = tf.convert_to_tensor(x, tf.float32)
@@ -141,9 +162,10 @@ class Autoencoder(keras.Model):
     """The DDSP autoencoder: features -> decoder -> synthesizers -> audio.
 
     Call with a dict of features: ``audio`` [batch, n_samples], ``f0_hz`` and ``loudness_db``
-    [batch, n_frames] (or [..., 1]), optionally ``noise_seed`` [2] int32. Returns a dict with the
-    inputs, the preprocessed features (``f0_scaled``, ``ld_scaled``, optionally ``z``), the
-    decoder outputs and ``audio_synth`` [batch, n_samples].
+    [batch, n_frames] (or [..., 1]), optionally ``power_db`` [batch, n_frames] (computed from
+    the audio when the decoder takes power and it is not given) and ``noise_seed`` [2] int32.
+    Returns a dict with the inputs, the preprocessed features (``f0_scaled``, ``ld_scaled`` or
+    ``pw_scaled``, optionally ``z``), the decoder outputs and ``audio_synth`` [batch, n_samples].
     """
 
     def __init__(self, config: ModelConfig, data_config: DataConfig, name: str = 'autoencoder',
@@ -164,12 +186,14 @@ class Autoencoder(keras.Model):
                              'frames have an integer number of samples')
         self.encoder = (MfccRnnEncoder(config, data_config, dtype=policy)
                         if config.use_encoder else None)
-        input_keys = ('ld_scaled', 'f0_scaled') + (('z',) if config.use_encoder else ())
+        input_keys = tuple(config.decoder_inputs) + (('z',) if config.use_encoder else ())
         self.decoder = RnnFcDecoder(
             config, input_keys,
             (('amps', 1), ('harmonic_distribution', config.n_harmonics),
              ('noise_magnitudes', config.n_noise_bands)), dtype=policy)
-        harmonic = synths.Harmonic(n_samples=n_samples, sample_rate=sr, name='harmonic')
+        harmonic = synths.Harmonic(n_samples=n_samples, sample_rate=sr,
+                                   amp_resample_method=config.amp_resample_method,
+                                   name='harmonic')
         noise = SeededFilteredNoise(n_samples=n_samples, window_size=config.noise_window_size,
                                     initial_bias=-5.0, name='filtered_noise')
         dag = [
@@ -191,14 +215,30 @@ class Autoencoder(keras.Model):
 
     def preprocess(self, features: dict) -> dict:
         """Adds ``f0_scaled`` = hz_to_midi(f0_hz) / F0_RANGE and ``ld_scaled`` =
-        loudness_db / DB_RANGE + 1 (both [batch, n_frames, 1]); f0_hz/loudness_db become 3-D."""
+        loudness_db / DB_RANGE + 1 (both [batch, n_frames, 1]); f0_hz/loudness_db become 3-D.
+
+        When the decoder takes ``pw_scaled`` (``model.decoder_inputs``), also ``power_db``
+        [batch, n_frames, 1] and ``pw_scaled`` = power_db / DB_RANGE + 1. ``power_db`` is taken
+        from the features if given, else computed from ``audio`` by :func:`frame_power_db`.
+        """
         f0_hz = _frames(features['f0_hz'])
-        loudness_db = _frames(features['loudness_db'])
         out = dict(features)
         out['f0_hz'] = f0_hz
-        out['loudness_db'] = loudness_db
         out['f0_scaled'] = core.hz_to_midi(f0_hz) / spectral_ops.F0_RANGE
-        out['ld_scaled'] = loudness_db / core.DB_RANGE + 1.0
+        if 'loudness_db' in features:
+            loudness_db = _frames(features['loudness_db'])
+            out['loudness_db'] = loudness_db
+            out['ld_scaled'] = loudness_db / core.DB_RANGE + 1.0
+        if 'pw_scaled' in self.decoder.input_keys:
+            if 'power_db' in features:
+                power_db = _frames(features['power_db'])
+            else:
+                d = self.data_config
+                power_db = frame_power_db(features['audio'], d.sample_rate, d.frame_rate,
+                                          self.model_config.power_frame_size,
+                                          n_frames=f0_hz.shape[1])[..., tf.newaxis]
+            out['power_db'] = power_db
+            out['pw_scaled'] = power_db / core.DB_RANGE + 1.0
         return out
 
     def call(self, features: dict, training: bool = False) -> dict:

@@ -696,13 +696,14 @@ class Tracker:
             audio: float32 samples, shape [n_samples] or [1, n_samples], amplitude in [-1, 1].
             sample_rate: Sample rate in Hz.
             step: Training step (integer).
-            artifact_dir: Artifact folder (default ``audio/step_XXXXXX``).
+            artifact_dir: Artifact folder (default ``audio/step_XXXXXX``; ``'.'``: the root).
         """
         filename = _check_name(name, '.wav')
         step = _check_step(step)
+        folder = artifact_dir or f'audio/step_{step:06d}'
         with tempfile.TemporaryDirectory(prefix='ddsp-tracker-') as tmp:
             local = artifacts.write_wav(Path(tmp) / filename, audio, sample_rate)
-            self._log_artifact_file(local, artifact_dir or f'audio/step_{step:06d}',
+            self._log_artifact_file(local, None if folder == '.' else folder,
                                     f'log_audio {filename}')
 
     def log_spectrogram_comparison(
@@ -723,13 +724,14 @@ class Tracker:
             resynthesis: float32 samples, shape [n_samples'] or [1, n_samples'].
             sample_rate: Sample rate in Hz of both.
             step: Training step (integer).
-            artifact_dir: Artifact folder (default ``plots/step_XXXXXX``).
+            artifact_dir: Artifact folder (default ``plots/step_XXXXXX``; ``'.'``: the root).
         """
         filename = _check_name(name, '.png')
         step = _check_step(step)
         figure = artifacts.spectrogram_comparison_figure(
             original, resynthesis, sample_rate, title=f'{filename[:-4]} — step {step}')
-        path = f'{artifact_dir or f"plots/step_{step:06d}"}/{filename}'
+        folder = artifact_dir or f'plots/step_{step:06d}'
+        path = filename if folder == '.' else f'{folder}/{filename}'
         self._call(lambda client, run_id: client.log_figure(run_id, figure, path),
                    f'log_spectrogram_comparison {filename}')
 

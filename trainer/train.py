@@ -50,7 +50,9 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 #: Artifact folders of the summaries: one per summary step, and the latest at a path every run
 #: shares (so MLflow's compare view lines runs up).
 SUMMARY_HISTORY_DIR = 'summaries/step_{step:06d}'
-SUMMARY_LATEST_DIR = 'summaries/latest'
+#: The latest summary sits at the artifact root (MLflow's compare view lists the files at the root
+#: that every run has): latest_original.wav, latest_resynthesis.wav, latest_spectrogram.png.
+SUMMARY_LATEST_PREFIX = 'latest_'
 #: Artifact folder of the model directory (checkpoints, config.json, dataset manifest).
 CHECKPOINTS_ARTIFACT = 'checkpoints'
 
@@ -295,7 +297,7 @@ def _run(trainer: Trainer, steps: int, *, tracking_uri, experiment, run_name, tr
         tracker = Tracker(tracking_uri=tracking_uri, experiment=experiment or 'ddsp',
                           local_fallback_dir=str(model_dir / FALLBACK_DIRNAME),
                           experiment_description='DDSP autoencoder training runs (ddsp-train). '
-                          'Listen to summaries/latest/ of each run; compare runs on '
+                          'Listen to latest_resynthesis.wav of each run; compare runs on '
                           'total_loss.')
     source = trainer.source
     tags = {
@@ -315,9 +317,9 @@ def _run(trainer: Trainer, steps: int, *, tracking_uri, experiment, run_name, tr
     if trainer.chief:
         previous = _read_run_info(model_dir).get('run_id')
         description = (f'{config.preset} on {source.describe()}; training window '
-                       f'{config.data.example_secs:g} s. summaries/latest/ holds the original '
-                       'and resynthesised audio of the newest summary step, with their '
-                       'spectrograms.')
+                       f'{config.data.example_secs:g} s. latest_original.wav, '
+                       'latest_resynthesis.wav and latest_spectrogram.png are the newest '
+                       'summary (summaries/step_N/ the history).')
         params = {**config.flat(), 'run.steps': str(steps)}
         run_id = tracker.start(params, tags, run_id=previous,
                                run_name=run_name if previous else (
@@ -342,11 +344,12 @@ def _run(trainer: Trainer, steps: int, *, tracking_uri, experiment, run_name, tr
         original = summary_batch['audio'][0].numpy()
         resynth = trainer.resynthesize(summary_batch)[0]
         sr = config.data.sample_rate
-        for folder in (SUMMARY_HISTORY_DIR.format(step=step), SUMMARY_LATEST_DIR):
-            tracker.log_audio('original', original, sr, step, artifact_dir=folder)
-            tracker.log_audio('resynthesis', resynth, sr, step, artifact_dir=folder)
-            tracker.log_spectrogram_comparison('spectrogram', original, resynth, sr, step,
-                                               artifact_dir=folder)
+        for folder, prefix in ((SUMMARY_HISTORY_DIR.format(step=step), ''),
+                               ('.', SUMMARY_LATEST_PREFIX)):
+            tracker.log_audio(f'{prefix}original', original, sr, step, artifact_dir=folder)
+            tracker.log_audio(f'{prefix}resynthesis', resynth, sr, step, artifact_dir=folder)
+            tracker.log_spectrogram_comparison(f'{prefix}spectrogram', original, resynth, sr,
+                                               step, artifact_dir=folder)
 
     window = {'start': time.perf_counter(), 'steps': 0}
     last_logged = {'step': 0}

@@ -126,9 +126,17 @@ def test_ddsp_eval_locally_and_on_two_beam_workers_agree(trained, tmp_path):
     agg_b = json.loads((tmp_path / 'beam' / 'aggregate.json').read_text())
     assert agg_a['examples'] == agg_b['examples'] == 4
     assert agg_a['spectral_distance'] == pytest.approx(agg_b['spectral_distance'], rel=1e-6)
-    for folder in ('best', 'worst'):
-        for name in ('original.wav', 'resynthesis.wav', 'spectrogram.png', 'example.json'):
-            assert (tmp_path / 'beam' / folder / name).exists(), (folder, name)
+    listen = ['listen/eval-00000-of-00002.tfrecord_0', 'listen/eval-00000-of-00002.tfrecord_1',
+              'listen/eval-00001-of-00002.tfrecord_0']  # the first 3 examples, both shells
+    for shell in ('local', 'beam'):
+        for folder in ('best', 'worst', *listen):
+            for name in ('original.wav', 'resynthesis.wav', 'spectrogram.png', 'example.json'):
+                assert (tmp_path / shell / folder / name).exists(), (shell, folder, name)
+    import soundfile as sf
+
+    a_wav, _ = sf.read(tmp_path / 'local' / listen[0] / 'resynthesis.wav')
+    b_wav, _ = sf.read(tmp_path / 'beam' / listen[0] / 'resynthesis.wav')
+    np.testing.assert_allclose(a_wav, b_wav, atol=1e-4)
 
 
 def test_ddsp_eval_usage_errors(trained, tmp_path, capsys):

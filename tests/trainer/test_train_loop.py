@@ -119,9 +119,11 @@ def test_resume_is_exact_and_appends_to_the_same_mlflow_run(tmp_path, tiny_confi
         return {f.path for f in client.list_artifacts(run.info.run_id, path)}
 
     assert {'summaries', 'checkpoints', 'dataset'} <= listing()
-    for folder in ('summaries/step_000003', 'summaries/step_000006', 'summaries/latest'):
+    for folder in ('summaries/step_000003', 'summaries/step_000006'):
         assert listing(folder) == {f'{folder}/original.wav', f'{folder}/resynthesis.wav',
                                    f'{folder}/spectrogram.png'}
+    assert {'latest_original.wav', 'latest_resynthesis.wav', 'latest_spectrogram.png'} <= \
+        listing()
     assert {'checkpoints/config.json', 'checkpoints/checkpoint', 'checkpoints/mlflow_run.json',
             'checkpoints/dataset_manifest.json'} <= listing('checkpoints')
     assert 'dataset/manifest.json' in listing('dataset')

@@ -1,0 +1,96 @@
+"""Sweep throughput: 4 `tiny` trials on 2 local workers against the same 4 one after another.
+
+Writes a small synthetic prepared dataset (1 s records, train and eval splits), then runs the
+same grid sweep twice with ddsp-sweep's own code (``pipelines.sweep.run_sweep``): ``parallel=2``
+(two DirectRunner worker processes, one thread each) and ``parallel=1``, alternating the order
+over ``--repeats``. Reports the wall times, their ratio (target <= 0.55) and the per-trial
+overhead: wall time per trial minus the mean training time of a trial's MLflow run (scheduling,
+worker start-up, MLflow bookkeeping; target < 5 s), as JSON.
+
+    python benchmarks/bench_sweep.py                 # 4 trials x 60 steps, 1 repeat
+    python benchmarks/bench_sweep.py --steps 100 --repeats 2 --out results.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def run_once(root: Path, data: Path, parallel: int, steps: int, tag: str) -> dict:
+    from mlflow.tracking import MlflowClient
+
+    from pipelines.sweep import run_sweep
+    from trainer import sweep as S
+
+    uri = f'sqlite:///{root / "mlflow.db"}'
+    spec = S.parse_spec({
+        'name': f'bench-{tag}-p{parallel}', 'preset': 'tiny', 'data': str(data),
+        'steps': steps, 'algorithm': 'grid', 'parallel': parallel, 'report_every': steps,
+        'space': {'train.learning_rate': [0.001, 0.002, 0.003, 0.004]},
+        'set': ['train.summary_every=0'], 'output_dir': str(root / f'out-{tag}-p{parallel}'),
+        'tracking_uri': uri})
+    start = time.perf_counter()
+    summary = run_sweep(spec)
+    wall = time.perf_counter() - start
+    client = MlflowClient(uri)
+    durations = [(client.get_run(r['run_id']).info.end_time -
+                  client.get_run(r['run_id']).info.start_time) / 1000.0
+                 for r in summary['rows'] if r['run_id']]
+    return {'parallel': parallel, 'wall_secs': wall, 'trials': len(summary['rows']),
+            'complete': summary['complete'], 'mean_trial_run_secs': statistics.mean(durations),
+            'overhead_per_trial_secs': wall * parallel / len(durations)
+            - statistics.mean(durations)}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('--steps', type=int, default=60)
+    p.add_argument('--repeats', type=int, default=1)
+    p.add_argument('--out', help='also write the JSON here')
+    args = p.parse_args(argv)
+
+    from ddsp_core import records, runtime
+    from trainer import testing
+    from trainer.tracking import quiet_mlflow_logging
+
+    runtime.import_tensorflow()
+    quiet_mlflow_logging()
+    root = Path(tempfile.mkdtemp(prefix='bench-sweep-'))
+    data = root / 'data'
+    layout = records.Layout(16000, 250, 1.0)
+    testing.write_dataset(data, layout, n_examples=16, n_shards=2, seed=0)
+    testing.write_dataset(data, layout, n_examples=4, n_shards=1, seed=1, split='eval')
+    runs = []
+    for i in range(args.repeats):
+        order = (2, 1) if i % 2 == 0 else (1, 2)
+        for parallel in order:
+            runs.append(run_once(root, data, parallel, args.steps, f'r{i}'))
+    par = statistics.median(r['wall_secs'] for r in runs if r['parallel'] == 2)
+    seq = statistics.median(r['wall_secs'] for r in runs if r['parallel'] == 1)
+    text = json.dumps({
+        'trials': 4, 'steps': args.steps, 'repeats': args.repeats,
+        'parallel_wall_secs': par, 'sequential_wall_secs': seq, 'ratio': par / seq,
+        'target_ratio': 0.55,
+        'overhead_per_trial_secs': statistics.median(
+            r['overhead_per_trial_secs'] for r in runs),
+        'runs': runs, 'cpu_count': os.cpu_count(), 'machine': platform.machine(),
+    }, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + '\n')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
