@@ -25,6 +25,7 @@ demo: venv
 	$(PY) -m tools.demo --out $(DEMO_DIR)
 
 test: venv
+	bash tools/install_browser.sh
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: venv

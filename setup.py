@@ -39,7 +39,7 @@ setup(
         'optuna>=4.2,<6',
     ],
     extras_require={
-        'test': ['pytest>=8,<10', 'ruff>=0.6', 'apache-beam[gcp]>=2.70,<3'],
+        'test': ['pytest>=8,<10', 'ruff>=0.6', 'apache-beam[gcp]>=2.70,<3', 'selenium>=4.20,<5'],
         'gcp': ['apache-beam[gcp]>=2.70,<3'],
     },
     entry_points={

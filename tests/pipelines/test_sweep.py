@@ -193,3 +193,113 @@ def test_bad_specs_name_the_key(tmp_path, server, dataset):
               space={'train.learning_rate': {'uniform': [0.001, 0.01]}})
     with pytest.raises(S.SweepError, match='unknown key'):
         S.parse_spec({'name': 'x', 'data': 'd', 'steps': 1, 'space': {'a': [1]}, 'trails': 3})
+
+
+def _browser(tmp_path):
+    import shutil
+
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    chromium = shutil.which('chromium') or shutil.which('chromium-browser')
+    driver = shutil.which('chromedriver')
+    assert chromium and driver, ("Debian's chromium and chromium-driver are needed for the UI "
+                                 'test (.ci/run installs them)')
+    options = Options()
+    for arg in ('--headless=new', '--no-sandbox', '--disable-gpu', '--disable-quic',
+                '--no-first-run', '--disable-background-networking',
+                '--disable-component-update', '--disable-sync', '--window-size=1900,1200',
+                f'--user-data-dir={tmp_path / "chromium-profile"}',
+                '--autoplay-policy=no-user-gesture-required'):
+        options.add_argument(arg)
+    options.binary_location = chromium
+    return webdriver.Chrome(service=Service(driver), options=options)
+
+
+def _wait(predicate, timeout=60):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception:  # noqa: BLE001 - the page is still rendering
+            pass
+        time.sleep(0.5)
+    raise AssertionError('the page did not show what was expected')
+
+
+@pytest.mark.slow
+def test_mlflow_ui_shows_the_sweep_compare_view_and_the_report(grid_sweep, server, tmp_path):
+    """What a user sees in MLflow's own UI (a real chromium): the trials under their parent,
+    a common audio artifact in the compare view, the listening report with its players."""
+    import json as _json
+    from pathlib import Path
+
+    from selenium.webdriver.common.by import By
+
+    from trainer.compare import main as compare_main
+
+    spec, summary = grid_sweep
+    parent = summary['parent_run_id']
+    assert compare_main(['--sweep', parent, '--metric', 'eval_loss', '--tracking_uri',
+                         server.uri, '--out', str(tmp_path / 'cmp')]) == 0
+    client = MlflowClient(server.uri)
+    experiment_id = client.get_experiment_by_name(spec.experiment_name).experiment_id
+    children = [r for r in _runs(client, spec) if r.data.tags.get('mlflow.parentRunId')]
+    finished = [r for r in children if r.info.status == 'FINISHED']
+    shots = Path(__file__).resolve().parents[2] / 'test-artifacts' / 'ui'
+    shots.mkdir(parents=True, exist_ok=True)
+    browser = _browser(tmp_path)
+    try:
+        # 1. The runs table (model-training view): the parent, and its trials under it.
+        browser.get(f'{server.uri}/#/experiments/{experiment_id}/runs'
+                    '?workflowType=machine_learning')
+        _wait(lambda: browser.find_element(By.LINK_TEXT, f'sweep-{spec.name}'))
+        body = browser.find_element(By.TAG_NAME, 'body').text
+        assert not any(r.info.run_name in body for r in children)  # collapsed under the parent
+        row = browser.find_element(By.LINK_TEXT, f'sweep-{spec.name}').find_element(
+            By.XPATH, './ancestor::div[@role="row"][1]')
+        row.find_element(By.CSS_SELECTOR, 'button[data-component-id*="runnamecell"]').click()
+        _wait(lambda: all(r.info.run_name in browser.find_element(By.TAG_NAME, 'body').text
+                          for r in children))
+        browser.save_screenshot(str(shots / 'sweep_runs_table.png'))
+        # 2. The compare view of the finished trials lists their common audio artifact.
+        ids = _json.dumps([r.info.run_id for r in finished])
+        browser.get(f'{server.uri}/#/compare-runs?runs={ids}&experiments=["{experiment_id}"]'
+                    '&workflowType=machine_learning')
+        entry = _wait(lambda: browser.find_element(
+            By.XPATH, "//*[text()='latest_resynthesis.wav']"))
+        assert 'No common artifacts' not in browser.find_element(By.TAG_NAME, 'body').text
+        assert 'latest_spectrogram.png' in browser.page_source
+        assert 'latest_original.wav' in browser.page_source
+        browser.execute_script('arguments[0].scrollIntoView({block: "center"}); '
+                               'arguments[0].click();', entry)
+        # one waveform preview per run, side by side
+        _wait(lambda: len(browser.find_elements(By.TAG_NAME, 'canvas')) >= len(finished))
+        browser.save_screenshot(str(shots / 'compare_view.png'))
+        # 3. The listening report, opened in MLflow's artifact viewer, plays every run.
+        browser.get(f'{server.uri}/#/experiments/{experiment_id}/runs/{parent}/artifacts/'
+                    'comparison/listening_report.html?workflowType=machine_learning')
+        frame = _wait(lambda: browser.find_element(By.TAG_NAME, 'iframe'))
+        browser.switch_to.frame(frame)
+        players = _wait(lambda: browser.find_elements(By.TAG_NAME, 'audio'))
+        assert len(players) == 1 + len(finished)
+        durations = browser.execute_script(
+            'const a = [...document.querySelectorAll("audio")]; a.forEach(x => x.load());'
+            'return new Promise(done => setTimeout(() => done(a.map(x => x.duration)), 3000));')
+        assert all(d > 0.1 for d in durations), durations  # each player loaded its audio
+        assert len(browser.find_elements(By.CSS_SELECTOR, 'img[alt="spectrogram"]')) == \
+            len(finished)
+        browser.switch_to.default_content()
+        browser.save_screenshot(str(shots / 'listening_report.png'))
+    except BaseException:
+        browser.switch_to.default_content()
+        browser.save_screenshot(str(shots / 'failure.png'))
+        (shots / 'failure.txt').write_text(browser.find_element(By.TAG_NAME, 'body').text)
+        raise
+    finally:
+        browser.quit()
