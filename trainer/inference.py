@@ -183,8 +183,10 @@ class TrainedModel:
 
     def __call__(self, features: dict, seed: int = 0) -> dict:
         """Run the model on a batch of features (numpy or tensors: ``audio`` [batch, n_samples]
-        (only used by an encoder), ``f0_hz``, ``loudness_db`` [batch, n_frames]); the noise is
-        seeded by ``seed``. Returns the model's outputs (``audio_synth`` [batch, n_samples]...)."""
+        (used by an encoder, and by power-input models such as the ``vst`` preset, which
+        compute their power from it: without it, zeros, i.e. -80 dB), ``f0_hz``,
+        ``loudness_db`` [batch, n_frames]); the noise is seeded by ``seed``. Returns the model's
+        outputs (``audio_synth`` [batch, n_samples]...)."""
         import tensorflow as tf
 
         from trainer.model import NOISE_SEED_KEY
