@@ -652,7 +652,12 @@ def log_mlflow_model(saved_model: str | os.PathLike, info: dict, run_id: str,
                for name in info['features']}
     requirements = [f'tensorflow=={tf.__version__}', f'numpy=={np.__version__}',
                     f'mlflow=={mlflow.__version__}']
-    previous_uri = mlflow.get_tracking_uri()
+    # mlflow.pyfunc.log_model logs to the process-wide tracking URI: set it for this call and
+    # put back exactly what was there (set_tracking_uri also exports MLFLOW_TRACKING_URI).
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    previous_global = tracking_utils._tracking_uri
+    previous_env = os.environ.get('MLFLOW_TRACKING_URI')
     mlflow.set_tracking_uri(uri)
     try:
         with tempfile.TemporaryDirectory(prefix='ddsp-pyfunc-') as tmp:
@@ -670,7 +675,11 @@ def log_mlflow_model(saved_model: str | os.PathLike, info: dict, run_id: str,
             finally:
                 _restore_run_status(client, run_id, run.info.status, run.info.end_time)
     finally:
-        mlflow.set_tracking_uri(previous_uri)
+        mlflow.set_tracking_uri(previous_global)
+        if previous_env is None:
+            os.environ.pop('MLFLOW_TRACKING_URI', None)
+        else:
+            os.environ['MLFLOW_TRACKING_URI'] = previous_env
     return model_info
 
 

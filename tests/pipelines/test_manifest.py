@@ -102,6 +102,9 @@ def test_build_manifest_reconciles_and_fingerprints_content():
     assert m['mean_loudness_db'] == pytest.approx(-20.0)
     assert m['std_loudness_db'] == pytest.approx(np.std([-10, -20, -30]))
     assert m['f0_range_hz'] == [pytest.approx(440.0, rel=0.006)] * 2
+    voiced = m['splits']['train']['loudness_db']['voiced_percentiles']
+    assert len(voiced) == 101 and voiced[0] == -30.0 and voiced[100] == -9.75
+    assert m['splits']['eval']['loudness_db']['voiced_percentiles'] is None
     # layout fields that ddsp_core.records reads back
     assert m['schema_version'] == records.SCHEMA_VERSION
     assert (m['sample_rate'], m['frame_rate'], m['example_secs']) == (16000, 250, 4.0)

@@ -47,6 +47,11 @@ def test_split_stats_merge_is_order_independent_and_exact():
     assert s['f0_confidence']['mean'] == pytest.approx(0.625)
     assert sum(s['f0_confidence']['histogram']) == 4
     assert len(s['f0_confidence']['histogram_edges']) == stats.CONFIDENCE_BINS + 1
+    # voiced loudness percentiles 0..100 (to the 0.25 dB bin): -40, -30, -10
+    pct = s['loudness_db']['voiced_percentiles']
+    assert len(pct) == 101 and pct == sorted(pct)
+    assert pct[0] == pytest.approx(-40.0) and pct[100] == pytest.approx(-9.75)
+    assert pct[50] == pytest.approx(-30.0, abs=stats.LOUD_HIST_BIN_DB)
 
 
 def test_merging_many_float_examples_gives_identical_results_in_any_order_and_grouping():
@@ -93,7 +98,8 @@ def test_empty_split_summarises_to_nones_not_nan():
     s = stats.summarize_split(stats.empty_split_stats(), 4.0)
     assert s['examples'] == s['frames'] == 0
     assert s['loudness_db'] == {'mean': None, 'std': None, 'min': None, 'max': None,
-                                'voiced_mean': None, 'voiced_std': None}
+                                'voiced_mean': None, 'voiced_std': None,
+                                'voiced_percentiles': None}
     assert s['f0_hz']['min'] is None and s['f0_hz']['p01'] is None
     assert s['f0_hz']['geometric_mean'] is None
     assert s['f0_confidence']['mean'] is None
@@ -120,3 +126,26 @@ def test_f0_percentile_of_one_pitch_is_that_pitch_to_20_cents(hz):
     for q in (1.0, 50.0, 99.0):
         assert stats.f0_percentile(hist, q) == pytest.approx(hz, rel=2 ** (10 / 1200) - 1)
     assert stats.f0_percentile([0] * stats.F0_HIST_BINS, 50.0) is None
+
+
+def test_voiced_loudness_percentiles_match_numpys_to_a_bin_and_merge_exactly():
+    rng = np.random.default_rng(5)
+    n = 5000
+    parts = [(rng.normal(-25, 7, n), rng.uniform(0, 1, n)) for _ in range(6)]
+    items = [_stats(np.clip(loud, -80, 10), conf, np.full(n, 440.0)) for loud, conf in parts]
+    merged = _merge_all(items)
+    assert merged == _merge_all(items[::-1])  # integer histograms: any order, same bins
+    loud = np.concatenate([np.clip(lo, -80, 10)[c.astype(np.float32) >= stats.VOICED_CONFIDENCE]
+                           for lo, c in parts])
+    pct = stats.summarize_split(merged, 4.0)['loudness_db']['voiced_percentiles']
+    # 0.25 dB bins: each percentile within a bin of numpy's (which interpolates between samples)
+    np.testing.assert_allclose(pct[1:100], np.percentile(loud.astype(np.float32), range(1, 100)),
+                               atol=stats.LOUD_HIST_BIN_DB)
+    assert pct[0] <= loud.min() and pct[100] >= loud.max()
+    one = stats.loudness_percentiles(stats._loudness_histogram(np.full(7, -12.3)))
+    assert one[0] == -12.5 and one[50] == pytest.approx(-12.375) and one[100] == -12.25
+    assert stats.loudness_percentiles([0] * stats.LOUD_HIST_BINS) is None
+    # outside the histogram's range: counted in the end bins
+    edges = stats.loudness_percentiles(stats._loudness_histogram(np.array([-200.0, 100.0])))
+    assert edges[0] == stats.LOUD_HIST_MIN_DB
+    assert edges[100] == stats.LOUD_HIST_MIN_DB + stats.LOUD_HIST_BINS * stats.LOUD_HIST_BIN_DB

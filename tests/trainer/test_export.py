@@ -187,23 +187,33 @@ PLAIN_MLFLOW_LOADER = textwrap.dedent('''
 @pytest.fixture
 def mlflow_uri(workspace):
     import mlflow
+    from mlflow.tracking._tracking_service import utils as tracking_utils
 
-    previous = mlflow.get_tracking_uri()
+    previous = tracking_utils._tracking_uri
+    previous_env = os.environ.get('MLFLOW_TRACKING_URI')
     mlflow.set_tracking_uri(workspace[2])
     yield workspace[2]
-    mlflow.set_tracking_uri(previous)
+    mlflow.set_tracking_uri(previous)  # None: unset again (the URI and the variable)
+    if previous_env is not None:
+        os.environ['MLFLOW_TRACKING_URI'] = previous_env
 
 
 def test_mlflow_model_in_the_run_and_registry_reproduces_the_model(ld_model, tmp_path,
                                                                     mlflow_uri):
     import mlflow
 
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
     model_dir, run_id = ld_model
     client = mlflow.MlflowClient(mlflow_uri)
     before = client.get_run(run_id).info
+    mlflow.set_tracking_uri(None)  # as in a fresh process: the run's store comes from the model
     code = export.main(['--model', str(model_dir), '--out', str(tmp_path / 'sm'),
                         '--register', 'ddsp-tiny'])
     assert code == 0
+    # the process-wide tracking URI is left as export found it (unset, no exported variable)
+    assert tracking_utils._tracking_uri is None and 'MLFLOW_TRACKING_URI' not in os.environ
+    mlflow.set_tracking_uri(mlflow_uri)
     after = client.get_run(run_id).info
     assert (after.status, after.end_time) == (before.status, before.end_time) == (
         'FINISHED', before.end_time)

@@ -270,6 +270,7 @@ def test_unreachable_at_start_uses_fallback_and_resumes_there(tmp_path, caplog):
 
 def test_default_store_is_local_in_cwd(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv('MLFLOW_TRACKING_URI', raising=False)
     tracker = Tracker(experiment='local')
     assert tracker.tracking_uri.startswith('sqlite:///')
     assert str(tmp_path) in tracker.tracking_uri
