@@ -201,7 +201,6 @@ def mlflow_uri(workspace):
 def test_mlflow_model_in_the_run_and_registry_reproduces_the_model(ld_model, tmp_path,
                                                                     mlflow_uri):
     import mlflow
-
     from mlflow.tracking._tracking_service import utils as tracking_utils
 
     model_dir, run_id = ld_model
