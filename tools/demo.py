@@ -3,7 +3,11 @@
 1. writes a few seconds of instrument-like audio (tools/synth_audio.py),
 2. prepares it into a dataset with the Beam pipeline (DirectRunner, tiny CREPE),
 3. trains the `tiny` DDSP autoencoder on it, tracked in MLflow,
-4. prints where the dataset, model and MLflow run are and how to open the run.
+4. evaluates the model on the eval split (`ddsp-eval`: pitch, loudness and spectral metrics,
+   best and worst examples' audio),
+5. renders a short timbre transfer (`ddsp-transfer`) of a different, breathier melody an octave
+   lower at 22.05 kHz in stereo: auto-adjust moves it into the model's range; wet and dry,
+6. prints where the dataset, model, evaluation, transfer and MLflow run are, and where to listen.
 
 Everything goes under --out (default demo_out/); run it again to resume training in the same
 model directory and MLflow run.
@@ -18,6 +22,8 @@ import os
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 
 def _create_experiment(tracking_uri: str, name: str, artifact_dir: Path) -> None:
@@ -35,6 +41,8 @@ def main(argv=None) -> int:
     parser.add_argument('--steps', type=int, default=300, help='training steps (default 300)')
     parser.add_argument('--seconds', type=float, nargs='+', default=[12.0, 10.0, 8.0, 6.0],
                         help='lengths of the generated recordings')
+    parser.add_argument('--transfer_secs', type=float, default=6.0,
+                        help='length of the generated transfer input (default 6)')
     parser.add_argument('--crepe_capacity', default='tiny',
                         help='CREPE model for f0 (tiny is fast; full is the default for real use)')
     parser.add_argument('--tracking_uri', default=None,
@@ -58,12 +66,12 @@ def main(argv=None) -> int:
 
     from tools.synth_audio import write_dataset_audio
 
-    print(f'[1/3] writing {len(args.seconds)} generated recordings to {audio_dir}', flush=True)
+    print(f'[1/5] writing {len(args.seconds)} generated recordings to {audio_dir}', flush=True)
     write_dataset_audio(str(audio_dir), args.seconds)
 
     from pipelines.prepare_dataset import prepare_dataset
 
-    print(f'[2/3] preparing the dataset with Beam (CREPE {args.crepe_capacity}) -> {dataset_dir}',
+    print(f'[2/5] preparing the dataset with Beam (CREPE {args.crepe_capacity}) -> {dataset_dir}',
           flush=True)
     start = time.time()
     # ddsp-prepare's defaults (4 s examples every 1 s); the tiny model trains on 0.5 s crops.
@@ -81,22 +89,62 @@ def main(argv=None) -> int:
         _create_experiment(tracking_uri, 'ddsp-demo', out / 'mlartifacts')
 
     config = load_preset('tiny')
-    print(f'[3/3] training the tiny model for {args.steps} steps -> {model_dir}', flush=True)
+    print(f'[3/5] training the tiny model for {args.steps} steps -> {model_dir}', flush=True)
     result = train(config, str(dataset_dir), str(model_dir), steps=args.steps,
                    tracking_uri=tracking_uri, experiment='ddsp-demo')
     losses = ', '.join(f'{k} {v:.3f}' for k, v in sorted(result['losses'].items()))
+    print(f"      final step {result['step']} ({losses})", flush=True)
+
+    from pipelines import evaluate as ddsp_eval
+
+    eval_dir = out / 'eval'
+    print(f'[4/5] evaluating the model on the eval split -> {eval_dir}', flush=True)
+    code = ddsp_eval.main(['--model', str(model_dir), '--data', str(dataset_dir),
+                           '--out', str(eval_dir), '--tracking_uri', tracking_uri,
+                           '--no_progress'])
+    if code != 0:
+        print(f'ddsp-eval failed (exit {code})', file=sys.stderr)
+        return code
+
+    import soundfile as sf
+
+    from tools.synth_audio import render_melody
+    from trainer import transfer as ddsp_transfer
+
+    transfer_dir = out / 'transfer'
+    transfer_dir.mkdir(exist_ok=True)
+    source = transfer_dir / 'input_22k_stereo.wav'
+    voice = render_melody(args.transfer_secs, 22050, seed=7, n_harmonics=3, note_secs=0.4,
+                          transpose=-12.0)
+    sf.write(source, np.stack([voice, 0.7 * voice], axis=1), 22050, subtype='PCM_16')
+    print(f'[5/5] timbre transfer of {source.name} ({args.transfer_secs:g} s) -> {transfer_dir}',
+          flush=True)
+    for name, extra in (('output_wet.wav', ['--log_to_mlflow']), ('output_dry.wav', ['--dry'])):
+        code = ddsp_transfer.main(['--model', str(model_dir), '--input', str(source),
+                                   '--output', str(transfer_dir / name),
+                                   '--tracking_uri', tracking_uri, '--no_progress', *extra])
+        if code != 0:
+            print(f'ddsp-transfer failed (exit {code})', file=sys.stderr)
+            return code
+
     print(f"""
 Done.
-  dataset:     {dataset_dir}  (manifest.json, TFRecord shards, dead_letters.jsonl)
+  dataset:     {dataset_dir}  (manifest.json, files.jsonl, TFRecord shards, dead_letters.jsonl)
   model:       {model_dir}  (checkpoints, config.json)
-  final step:  {result['step']}  ({losses})
+  evaluation:  {eval_dir}  (aggregate.json, examples.jsonl, best/ worst/ listen/ audio)
+  transfer:    {transfer_dir}  (input_22k_stereo.wav -> output_wet.wav, output_dry.wav)
   MLflow run:  {result['run_id']}  in experiment 'ddsp-demo' at {tracking_uri}
 
-Open it with:
+Where to listen:
+  {eval_dir / 'best'}/ and {eval_dir / 'worst'}/: original and resynthesis of the best and
+  worst eval examples; {transfer_dir}/output_wet.wav: the generated input played by the model.
+
+Open the run in MLflow's UI with:
   .venv/bin/mlflow ui --backend-store-uri {tracking_uri}
 and browse to http://127.0.0.1:5000/#/experiments?workflowType=machine_learning: the run's
-latest_original.wav, latest_resynthesis.wav and latest_spectrogram.png artifacts are the newest
-summary (summaries/step_NNNNNN/ keep the history).
+artifacts play in the browser: latest_original.wav, latest_resynthesis.wav and
+latest_spectrogram.png (the newest training summary; summaries/step_NNNNNN/ keep the history),
+eval/ (the evaluation's table and audio) and transfer/ (input, output and a spectrogram).
 """, flush=True)
     return 0
 

@@ -18,8 +18,10 @@ MELODY = [69, 71, 72, 74, 76, 74, 72, 71, 69, 67, 69, 72, 76, 79, 77, 76]
 
 
 def render_melody(seconds: float, sample_rate: int = 16000, seed: int = 0,
-                  n_harmonics: int = 30, note_secs: float = 0.5) -> np.ndarray:
-    """Renders a mono melody, float32 [n_samples] in [-1, 1]."""
+                  n_harmonics: int = 30, note_secs: float = 0.5,
+                  transpose: float = 0.0) -> np.ndarray:
+    """Renders a mono melody, float32 [n_samples] in [-1, 1], ``transpose`` semitones from
+    :data:`MELODY`."""
     rng = np.random.default_rng(seed)
     n = int(round(seconds * sample_rate))
     t = np.arange(n) / sample_rate
@@ -32,7 +34,7 @@ def render_melody(seconds: float, sample_rate: int = 16000, seed: int = 0,
     notes = np.convolve(notes, kernel / kernel.sum(), mode='same')
     note_phase = (np.arange(n) % note_len) / sample_rate
     vibrato = 0.25 * np.clip(note_phase / 0.2 - 0.5, 0.0, 1.0) * np.sin(2 * np.pi * 5.5 * t)
-    f0 = 440.0 * 2.0 ** ((notes + vibrato - 69.0) / 12.0)
+    f0 = 440.0 * 2.0 ** ((notes + transpose + vibrato - 69.0) / 12.0)
     phase = 2 * np.pi * np.cumsum(f0) / sample_rate
     k = np.arange(1, n_harmonics + 1)
     weights = (1.0 / k) * (1.0 + 0.8 * np.exp(-0.5 * ((k - 4) / 1.5) ** 2))
