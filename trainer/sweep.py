@@ -323,15 +323,24 @@ def make_sampler(spec: SweepSpec):
     return optuna.samplers.RandomSampler(seed=spec.seed)  # grid/random points are enqueued
 
 
+SQLITE_LOCK_TIMEOUT_SECS = 120
+
+
 def open_study(spec: SweepSpec):
     """The sweep's Optuna study (created on first use) in its storage."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if spec.storage_url.startswith('sqlite:///'):
-        os.makedirs(os.path.dirname(spec.storage_url[len('sqlite:///'):]), exist_ok=True)
+    storage = spec.storage_url
+    if storage.startswith('sqlite:///'):
+        os.makedirs(os.path.dirname(storage[len('sqlite:///'):]), exist_ok=True)
+        # Trials in several processes write to one SQLite file: wait for its lock (SQLite's
+        # default is 5 s, and a "database is locked" in the middle of tell() leaves a trial
+        # finished in the study but reported as failed).
+        storage = optuna.storages.RDBStorage(
+            storage, engine_kwargs={'connect_args': {'timeout': SQLITE_LOCK_TIMEOUT_SECS}})
     return optuna.create_study(
-        study_name=f'{spec.name}-{spec.sweep_id}', storage=spec.storage_url,
+        study_name=f'{spec.name}-{spec.sweep_id}', storage=storage,
         direction=spec.direction, sampler=make_sampler(spec), pruner=make_pruner(spec),
         load_if_exists=True)
 
@@ -510,9 +519,22 @@ def run_trial(spec: SweepSpec, element: dict, parent_run_id: Optional[str],
         raise
     except Exception as e:  # noqa: BLE001 - a failing trial is recorded, the sweep goes on
         outcome.error = f'{type(e).__name__}: {e}'.splitlines()[0][:2000]
-        logger.warning('sweep %s trial %d failed: %s', spec.name, trial.number, outcome.error)
-        trial.set_user_attr('error', outcome.error)
-        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        stored = study._storage.get_trial(trial._trial_id)
+        if stored.state.is_finished():
+            # the failure came after the study recorded the trial (inside tell()): keep what
+            # the study holds, so the study and the outcome agree
+            logger.warning('sweep %s trial %d: %s after it was recorded %s', spec.name,
+                           trial.number, outcome.error, stored.state.name)
+            outcome.state = {'COMPLETE': 'COMPLETE', 'PRUNED': 'PRUNED'}.get(
+                stored.state.name, 'FAIL')
+            outcome.value = stored.value if outcome.state == 'COMPLETE' else outcome.value
+            if outcome.state != 'FAIL':
+                outcome.error = None
+        else:
+            logger.warning('sweep %s trial %d failed: %s', spec.name, trial.number,
+                           outcome.error)
+            trial.set_user_attr('error', outcome.error)
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
     if outcome.run_id is None:
         outcome.run_id = _read_run_id(model_dir)
     _record_in_mlflow(spec, outcome, tags, parent_run_id, metric)

@@ -120,6 +120,39 @@ def test_rerun_trains_nothing_and_creates_no_run(grid_sweep, server):
     assert {r.info.run_id for r in _runs(client, spec)} == before
 
 
+def test_an_error_inside_tell_after_the_study_recorded_the_trial_keeps_them_in_agreement(
+        tmp_path, server, dataset, monkeypatch):
+    """A failure inside Optuna's tell() after it stored the trial's state (as a "database is
+    locked" from another worker can be) neither fails the trial nor crashes the sweep."""
+    import optuna
+
+    spec = _spec(tmp_path, server, dataset, name='tellfail', steps=4, report_every=2,
+                 space={'train.learning_rate': [0.003]})
+    real_open = S.open_study
+
+    def open_study(spec):
+        study = real_open(spec)
+        real_tell = study.tell
+
+        def tell(trial, *args, **kwargs):
+            real_tell(trial, *args, **kwargs)
+            raise optuna.exceptions.StorageInternalError('database is locked (injected)')
+
+        study.tell = tell
+        return study
+
+    monkeypatch.setattr(S, 'open_study', open_study)
+    outcome = S.run_trial(spec, {'mode': 'point', 'params': {'train.learning_rate': 0.003}},
+                          None)
+    monkeypatch.undo()
+    (stored,) = S.open_study(spec).get_trials()
+    assert stored.state.name == 'COMPLETE' and 'error' not in stored.user_attrs
+    assert outcome.state == 'COMPLETE' and outcome.value == stored.value
+    assert outcome.error is None and outcome.step == 4
+    run = MlflowClient(server.uri).get_run(outcome.run_id)
+    assert run.data.tags[S.TAG_STATE] == 'COMPLETE'
+
+
 def test_tpe_proposals_follow_the_results_of_earlier_trials(tmp_path, server, dataset):
     import optuna
 
