@@ -7,8 +7,12 @@ over ``--repeats``. Reports the wall times, their ratio (target <= 0.55) and the
 overhead: wall time per trial minus the mean training time of a trial's MLflow run (scheduling,
 worker start-up, MLflow bookkeeping; target < 5 s), as JSON.
 
+A second baseline is what a user does without ddsp-sweep: the same 4 trainings as 4
+``ddsp-train`` processes one after another (``python -m trainer.train``, same preset, steps and
+learning rates; no eval-split passes, which the sweep's trials also make); ``--no_cli`` skips it.
+
     python benchmarks/bench_sweep.py                 # 4 trials x 60 steps, 1 repeat
-    python benchmarks/bench_sweep.py --steps 100 --repeats 2 --out results.json
+    python benchmarks/bench_sweep.py --steps 300 --repeats 2 --out results.json
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ def run_once(root: Path, data: Path, parallel: int, steps: int, tag: str) -> dic
     spec = S.parse_spec({
         'name': f'bench-{tag}-p{parallel}', 'preset': 'tiny', 'data': str(data),
         'steps': steps, 'algorithm': 'grid', 'parallel': parallel, 'report_every': steps,
-        'space': {'train.learning_rate': [0.001, 0.002, 0.003, 0.004]},
+        'space': {'train.learning_rate': list(LEARNING_RATES)},
         'set': ['train.summary_every=0'], 'output_dir': str(root / f'out-{tag}-p{parallel}'),
         'tracking_uri': uri})
     start = time.perf_counter()
@@ -53,11 +57,32 @@ def run_once(root: Path, data: Path, parallel: int, steps: int, tag: str) -> dic
             - statistics.mean(durations)}
 
 
+LEARNING_RATES = (0.001, 0.002, 0.003, 0.004)
+
+
+def run_cli(root: Path, data: Path, steps: int, tag: str) -> dict:
+    """The 4 trainings as 4 ddsp-train processes, one after another."""
+    import subprocess
+
+    uri = f'sqlite:///{root / "mlflow-cli.db"}'
+    start = time.perf_counter()
+    for lr in LEARNING_RATES:
+        cmd = [sys.executable, '-m', 'trainer.train', '--preset', 'tiny', '--data', str(data),
+               '--steps', str(steps), '--model_dir', str(root / f'cli-{tag}-{lr}'),
+               '--set', f'train.learning_rate={lr}', '--set', 'train.summary_every=0',
+               '--tracking_uri', uri, '--experiment', 'bench-cli', '--no_progress']
+        subprocess.run(cmd, check=True, cwd=Path(__file__).resolve().parents[1],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return {'mode': 'ddsp-train x4', 'wall_secs': time.perf_counter() - start}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--steps', type=int, default=60)
     p.add_argument('--repeats', type=int, default=1)
     p.add_argument('--out', help='also write the JSON here')
+    p.add_argument('--no_cli', action='store_true',
+                   help='skip the 4-ddsp-train-processes baseline')
     args = p.parse_args(argv)
 
     from ddsp_core import records, runtime
@@ -71,20 +96,27 @@ def main(argv=None) -> int:
     layout = records.Layout(16000, 250, 1.0)
     testing.write_dataset(data, layout, n_examples=16, n_shards=2, seed=0)
     testing.write_dataset(data, layout, n_examples=4, n_shards=1, seed=1, split='eval')
-    runs = []
+    runs, cli = [], []
     for i in range(args.repeats):
-        order = (2, 1) if i % 2 == 0 else (1, 2)
+        order = (2, 1, 'cli') if i % 2 == 0 else ('cli', 1, 2)
         for parallel in order:
+            if parallel == 'cli':
+                if not args.no_cli:
+                    cli.append(run_cli(root, data, args.steps, f'r{i}'))
+                continue
             runs.append(run_once(root, data, parallel, args.steps, f'r{i}'))
     par = statistics.median(r['wall_secs'] for r in runs if r['parallel'] == 2)
     seq = statistics.median(r['wall_secs'] for r in runs if r['parallel'] == 1)
+    cli_wall = statistics.median(r['wall_secs'] for r in cli) if cli else None
     text = json.dumps({
         'trials': 4, 'steps': args.steps, 'repeats': args.repeats,
         'parallel_wall_secs': par, 'sequential_wall_secs': seq, 'ratio': par / seq,
+        'ddsp_train_x4_wall_secs': cli_wall,
+        'ratio_vs_ddsp_train_x4': par / cli_wall if cli_wall else None,
         'target_ratio': 0.55,
         'overhead_per_trial_secs': statistics.median(
             r['overhead_per_trial_secs'] for r in runs),
-        'runs': runs, 'cpu_count': os.cpu_count(), 'machine': platform.machine(),
+        'runs': runs, 'cli_runs': cli, 'cpu_count': os.cpu_count(), 'machine': platform.machine(),
     }, indent=2)
     print(text)
     if args.out:
