@@ -9,9 +9,11 @@ a model trained on 0.5 s crops resynthesises whole 4 s records.
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Optional
@@ -43,6 +45,8 @@ def _local_model_dir(model: str, tracking_uri: Optional[str]) -> Path:
     run_id, _, sub = rest.partition('/')
     uri = f'{RUNS_PREFIX}{run_id}/{sub or "checkpoints"}'
     target = tempfile.mkdtemp(prefix='ddsp-model-')
+    # the download is read while this process runs, then removed (not left in /tmp)
+    atexit.register(shutil.rmtree, target, ignore_errors=True)
     try:
         local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=target,
                                                     tracking_uri=tracking_uri)

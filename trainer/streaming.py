@@ -184,6 +184,9 @@ class StreamingSynth:
         self.noise_ir_size = ir_size if window <= 0 or window >= ir_size else (
             window - 1 if window % 2 == 0 else window)
         self.noise_delay = self.noise_ir_size // 2
+        # A chunk must reach past the noise filters' centring delay to complete any output
+        # sample: smaller chunks are raised to that (the output does not depend on it).
+        self.chunk_frames = max(self.chunk_frames, -(-self.noise_delay // self.hop))
         from ddsp_core import core
 
         self.noise_fft_size = core.get_fft_size(self.hop, self.noise_ir_size, power_of_2=True)

@@ -518,9 +518,13 @@ def run_trial(spec: SweepSpec, element: dict, parent_run_id: Optional[str],
     except KeyboardInterrupt:
         raise
     except Exception as e:  # noqa: BLE001 - a failing trial is recorded, the sweep goes on
-        outcome.error = f'{type(e).__name__}: {e}'.splitlines()[0][:2000]
-        stored = study._storage.get_trial(trial._trial_id)
-        if stored.state.is_finished():
+        error = f'{type(e).__name__}: {e}'.splitlines()[0][:2000]
+        earlier_error, outcome.error = outcome.error, error
+        try:
+            stored = study._storage.get_trial(trial._trial_id)
+        except Exception:  # noqa: BLE001 - the storage itself failing: record a failure below
+            stored = None
+        if stored is not None and stored.state.is_finished():
             # the failure came after the study recorded the trial (inside tell()): keep what
             # the study holds, so the study and the outcome agree
             logger.warning('sweep %s trial %d: %s after it was recorded %s', spec.name,
@@ -528,13 +532,19 @@ def run_trial(spec: SweepSpec, element: dict, parent_run_id: Optional[str],
             outcome.state = {'COMPLETE': 'COMPLETE', 'PRUNED': 'PRUNED'}.get(
                 stored.state.name, 'FAIL')
             outcome.value = stored.value if outcome.state == 'COMPLETE' else outcome.value
-            if outcome.state != 'FAIL':
-                outcome.error = None
+            # a FAIL the study holds has its own reason (e.g. the metric was not reported)
+            outcome.error = None if outcome.state != 'FAIL' else (earlier_error or error)
         else:
             logger.warning('sweep %s trial %d failed: %s', spec.name, trial.number,
                            outcome.error)
-            trial.set_user_attr('error', outcome.error)
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            try:
+                trial.set_user_attr('error', outcome.error)
+                study.tell(trial, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+            except Exception as storage_error:  # noqa: BLE001 - the study's storage failing
+                # the trial stays RUNNING in the study: the next run of the sweep resumes it
+                logger.warning('sweep %s trial %d: could not record the failure in the '
+                               'study (%s); it is resumed by the next run of the sweep',
+                               spec.name, trial.number, storage_error)
     if outcome.run_id is None:
         outcome.run_id = _read_run_id(model_dir)
     _record_in_mlflow(spec, outcome, tags, parent_run_id, metric)

@@ -31,6 +31,7 @@ Memory is bounded in the file's length: only frame-rate features are held for th
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
@@ -320,7 +321,8 @@ def analyze(path: str | os.PathLike, sample_rate: int, frame_rate: int,
             keep16 = (start - context) * hop16 - CREPE_FRAME_SIZE // 2
             audio.drop_before(min(start * hop - lead, keep16) if same_rate else
                               start * hop - lead)
-            audio16.drop_before(keep16)
+            if not same_rate:  # at 16 kHz audio16 is audio: dropped just above
+                audio16.drop_before(keep16)
     n_samples = audio.received
     n_frames = -(-n_samples // hop)
     while start < n_frames:
@@ -593,6 +595,9 @@ def check_output(path: str | os.PathLike, subtype: Optional[str] = None) -> str:
     if subtype is not None and not sf.check_format(fmt, subtype):
         raise TransferError(f'--subtype {subtype}: not a subtype of {fmt} (one of '
                             f'{", ".join(sf.available_subtypes(fmt))})')
+    if subtype is None and sf.default_subtype(fmt) is None:
+        raise TransferError(f'--output {path}: the {fmt} format has no default sample format; '
+                            f'give --subtype (one of {", ".join(sf.available_subtypes(fmt))})')
     return fmt
 
 
@@ -621,8 +626,29 @@ def write_audio(blocks: Iterator[np.ndarray], path: str | os.PathLike, sample_ra
         sample_rate, out_rate, 1, dtype='float32', quality=RESAMPLE_QUALITY)
     is_float = (subtype or sf.default_subtype(fmt) or '').upper() in ('FLOAT', 'DOUBLE',
                                                                      'VORBIS', 'OPUS')
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    remaining, clipped = int(n_samples), 0
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    # Written beside the output and renamed when complete: a failed or interrupted transfer
+    # leaves an earlier output file as it was, and never a short one in its place.
+    handle, partial = tempfile.mkstemp(prefix=f'.{final.name}.', suffix='.partial',
+                                       dir=final.parent)
+    os.close(handle)
+    try:
+        clipped = _write_blocks(blocks, partial, fmt, subtype, out_rate, resampler, is_float,
+                                int(n_samples))
+        os.replace(partial, final)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(partial)
+        raise
+    return clipped
+
+
+def _write_blocks(blocks, path, fmt, subtype, out_rate, resampler, is_float,
+                  n_samples: int) -> int:
+    import soundfile as sf
+
+    remaining, clipped = n_samples, 0
     with sf.SoundFile(str(path), 'w', samplerate=out_rate, channels=1, format=fmt,
                       subtype=subtype) as out:
         def write(block):
@@ -847,7 +873,8 @@ def build_arg_parser() -> argparse.ArgumentParser:
                    help="add the input, output and a spectrogram comparison to the model's "
                         'MLflow run')
     p.add_argument('--tracking_uri', default=None,
-                   help="MLflow tracking URI (default: the model's run's, from mlflow_run.json)")
+                   help="MLflow tracking URI (default: a model directory's run's, from its "
+                        "mlflow_run.json; for runs:/ MLFLOW_TRACKING_URI or MLflow's default)")
     p.add_argument('--no_progress', action='store_true', help='no progress bars')
     p.add_argument('--verbose', action='store_true', help="TensorFlow's own start-up logs")
     return p
@@ -895,6 +922,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         trained = TrainedModel.load(args.model, tracking_uri=args.tracking_uri)
     except (ModelDirError, ConfigError) as e:
         return _error(str(e))
+    except Exception as e:  # noqa: BLE001 - e.g. a checkpoint that does not restore
+        logger.debug('loading the model failed', exc_info=True)
+        print(f'ddsp-transfer: failed: cannot load the model {args.model}: '
+              f'{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""}',
+              file=sys.stderr)
+        return EXIT_FAILED
     capacity = args.crepe_capacity or default_crepe_capacity(trained.manifest)
     print(f'ddsp-transfer: {info.path} ({info.seconds:.1f} s, {info.sample_rate} Hz, '
           f'{info.channels} channel{"s" if info.channels != 1 else ""}) with the model at step '
@@ -926,9 +959,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f'ddsp-transfer: warning: {args.model} has no MLflow run '
                   '(no mlflow_run.json); nothing logged', file=sys.stderr)
             return EXIT_OK
+        # a runs:/ model is logged to the store it was downloaded from (its mlflow_run.json
+        # names the training machine's store); a model directory to its run's store
+        tracking_uri = args.tracking_uri
+        if tracking_uri is None:
+            from trainer.tracking import resolve_tracking_uri
+
+            tracking_uri = (resolve_tracking_uri(None) if str(args.model).startswith('runs:/')
+                            else trained.run_info.get('tracking_uri'))
         try:
-            where = log_to_mlflow(result, run_id,
-                                  args.tracking_uri or trained.run_info.get('tracking_uri'))
+            where = log_to_mlflow(result, run_id, tracking_uri)
             print(f'ddsp-transfer: logged the input, output and spectrogram to MLflow run '
                   f'{run_id} under {where}/', file=sys.stderr)
         except Exception as e:  # noqa: BLE001 - the output is written; say why MLflow failed

@@ -123,7 +123,8 @@ def test_rerun_trains_nothing_and_creates_no_run(grid_sweep, server):
 def test_an_error_inside_tell_after_the_study_recorded_the_trial_keeps_them_in_agreement(
         tmp_path, server, dataset, monkeypatch):
     """A failure inside Optuna's tell() after it stored the trial's state (as a "database is
-    locked" from another worker can be) neither fails the trial nor crashes the sweep."""
+    locked" from another worker can be) neither fails the trial nor raises out of run_trial
+    (which would fail the sweep's bundle)."""
     import optuna
 
     spec = _spec(tmp_path, server, dataset, name='tellfail', steps=4, report_every=2,

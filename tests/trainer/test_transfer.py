@@ -151,6 +151,24 @@ def test_analysis_in_chunks_equals_whole_file_features(tmp_path, model_rate):
         assert np.mean(cents < 1.0) >= (1.0 if not viterbi else 0.99)
 
 
+@pytest.mark.parametrize('frame_rate,power_size', [(50, 1024), (250, 2048)])
+def test_frame_power_at_16_khz_in_chunks_equals_the_whole_files(tmp_path, frame_rate,
+                                                                 power_size):
+    """At 16 kHz (the vst preset's rate: 50 frames/s, 1024-sample power frames) the model-rate
+    signal is also CREPE's: chunking keeps what both the power window and CREPE need."""
+    import soxr
+
+    from trainer.model import frame_power_db
+
+    path = _tone_file(tmp_path / 'in.wav', [220.0, 330.0, 0.0, 261.6], 0.8, sample_rate=22050)
+    mono, rate = sf.read(str(path), dtype='float32')
+    audio = soxr.resample(mono, rate, 16000, quality='HQ')
+    power = np.asarray(frame_power_db(audio[np.newaxis], 16000, frame_rate, power_size))[0]
+    got = tr.analyze(path, 16000, frame_rate, 'tiny', viterbi=False, chunk_secs=0.37,
+                     power_frame_size=power_size)
+    np.testing.assert_allclose(got.power_db, power[:got.n_frames], atol=1e-4)
+
+
 def test_silent_and_unreadable_inputs_are_refused(tmp_path):
     silent = tmp_path / 'silent.wav'
     sf.write(str(silent), np.zeros(8000, np.float32), 16000)
@@ -169,6 +187,28 @@ def test_silent_and_unreadable_inputs_are_refused(tmp_path):
         tr.audio_info(tmp_path / 'missing.wav')
     with pytest.raises(tr.TransferError, match='unknown audio format'):
         tr.check_output(tmp_path / 'out.xyz')
+
+
+def test_a_failed_write_leaves_the_earlier_output_and_no_partial_file(tmp_path):
+    out = tmp_path / 'out.wav'
+    earlier = np.linspace(-0.5, 0.5, 1600, dtype=np.float32)
+    sf.write(str(out), earlier, 16000, subtype='FLOAT')
+
+    def failing():
+        yield np.full(800, 0.1, np.float32)
+        raise RuntimeError('synthesis failed half way')
+
+    with pytest.raises(RuntimeError, match='half way'):
+        tr.write_audio(failing(), out, 16000, 1600, subtype='FLOAT')
+    kept, _ = sf.read(str(out), dtype='float32')
+    np.testing.assert_array_equal(kept, earlier)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['out.wav']
+    # and a complete write replaces it
+    tr.write_audio(iter([np.full(1600, 0.25, np.float32)]), out, 16000, 1600, subtype='FLOAT')
+    np.testing.assert_array_equal(sf.read(str(out), dtype='float32')[0], np.full(1600, 0.25))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['out.wav']
+    with pytest.raises(tr.TransferError, match='give --subtype'):
+        tr.check_output(tmp_path / 'out.raw')
 
 
 # ---- auto-adjust ---------------------------------------------------------------------------------
@@ -333,8 +373,9 @@ VST_LIKE = ['model.decoder_inputs=[pw_scaled, f0_scaled]', 'model.amp_resample_m
 
 @pytest.mark.parametrize('overrides,frame_rate', [
     (['model.rnn_type=gru'], 250), (['model.rnn_type=keras_gru'], 250),
-    (['model.rnn_type=lstm'], 250), (VST_LIKE, 50)],
-    ids=['gru', 'keras_gru', 'lstm', 'power+linear@50fps'])
+    (['model.rnn_type=lstm'], 250), (VST_LIKE, 50),
+    (['model.n_noise_bands=129', 'model.noise_window_size=0'], 250)],
+    ids=['gru', 'keras_gru', 'lstm', 'power+linear@50fps', 'noise filters longer than a hop'])
 def test_streamed_equals_one_shot_for_every_decoder_and_synth_setting(overrides, frame_rate):
     model = _untrained(overrides, 1.2, frame_rate)
     n = int(1.2 * frame_rate)
