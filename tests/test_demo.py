@@ -1,6 +1,7 @@
 """`make demo` end to end at a small size: every stage leaves what the final message points to."""
 
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -10,7 +11,18 @@ from mlflow import MlflowClient
 from tools import demo
 
 
+@pytest.fixture
+def logging_levels():
+    """demo.main sets logging levels for its process: put them back after the test."""
+    loggers = [logging.getLogger(name) for name in ('', 'apache_beam', 'root', 'mlflow')]
+    levels = [logger.level for logger in loggers]
+    yield
+    for logger, level in zip(loggers, levels, strict=True):
+        logger.setLevel(level)  # (setLevel also clears the loggers' cached levels)
+
+
 @pytest.mark.slow
+@pytest.mark.usefixtures('logging_levels')
 def test_demo_prepares_trains_evaluates_transfers_and_says_where_to_listen(tmp_path, capsys):
     out = tmp_path / 'demo'
     assert demo.main(['--out', str(out), '--steps', '3', '--seconds', '6', '5',

@@ -178,7 +178,7 @@ def test_resume_with_a_different_model_is_refused(tmp_path, tiny_config, tiny_da
 def test_resume_with_other_arithmetic_warns(tmp_path, tiny_config, tiny_dataset, caplog):
     train(tiny_config, str(tiny_dataset), tmp_path / 'm', 1, track=False, progress=False)
     other = tiny_config.with_overrides(['train.jit_compile=true'])
-    with caplog.at_level('WARNING', logger='trainer.train'):
+    with caplog.at_level('WARNING', logger='trainer'):
         result = train(other, str(tiny_dataset), tmp_path / 'm', 2, track=False, progress=False)
     assert result['resumed_from'] == 1 and result['step'] == 2
     assert 'train.jit_compile changed (False -> True)' in caplog.text
