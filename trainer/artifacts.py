@@ -141,6 +141,7 @@ def spectrogram_comparison_figure(
     resynthesis: object,
     sample_rate: int,
     title: str | None = None,
+    labels: tuple[str, str] = ('original', 'resynthesis'),
 ):
     """A matplotlib ``Figure`` with the original and resynthesised log-magnitude spectrograms
     stacked.
@@ -152,14 +153,17 @@ def spectrogram_comparison_figure(
         original: float samples, shape [n_samples] or [1, n_samples].
         resynthesis: float samples, shape [n_samples'] or [1, n_samples'] (lengths may differ).
         sample_rate: Sample rate in Hz of both clips.
-        title: Figure title (default: none besides the panel titles).
+        title: Figure title (default: none besides the panel titles), wrapped to the figure.
+        labels: the two panels' titles (e.g. ``('input', 'output')`` for a transfer).
     """
+    import textwrap
+
     # A bare Figure renders with the Agg canvas on savefig and touches no pyplot/global state.
     from matplotlib.figure import Figure
 
     sample_rate = _check_sample_rate(sample_rate)
     panels = []
-    for label, audio in (('original', original), ('resynthesis', resynthesis)):
+    for label, audio in zip(labels, (original, resynthesis), strict=True):
         panels.append((label, *log_magnitude_spectrogram(as_mono_audio(audio, label), sample_rate)))
     vmax = max(float(np.max(db)) for *_, db in panels)
     vmin = vmax - 80.0
@@ -171,14 +175,14 @@ def spectrogram_comparison_figure(
     for ax, (label, times, freqs, db) in zip(axes, panels, strict=True):
         image = ax.pcolormesh(times, freqs, db, shading='auto', vmin=vmin, vmax=vmax,
                               cmap='magma', rasterized=True)
-        ax.set_title(label.capitalize())
+        ax.set_title(label[:1].upper() + label[1:])
         ax.set_ylabel('Frequency (Hz)')
         ax.set_xlim(0.0, duration)
         ax.set_ylim(0.0, sample_rate / 2)
     axes[-1].set_xlabel('Time (s)')
     figure.colorbar(image, ax=list(axes), label='Magnitude (dB)')
     if title:
-        figure.suptitle(title)
+        figure.suptitle(textwrap.fill(title, 110))
     return figure
 
 
@@ -188,10 +192,11 @@ def spectrogram_comparison_png(
     resynthesis: object,
     sample_rate: int,
     title: str | None = None,
+    labels: tuple[str, str] = ('original', 'resynthesis'),
 ) -> Path:
     """Save :func:`spectrogram_comparison_figure` as a PNG (parent directories are created) and
     return the path."""
-    figure = spectrogram_comparison_figure(original, resynthesis, sample_rate, title)
+    figure = spectrogram_comparison_figure(original, resynthesis, sample_rate, title, labels)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(str(path), format='png')

@@ -819,10 +819,12 @@ def log_to_mlflow(result: TransferResult, run_id: str, tracking_uri: Optional[st
         rate = result.sample_rate
         original = _read_head(source, rate, SPECTROGRAM_SECS)
         rendered = _read_head(result.output, rate, SPECTROGRAM_SECS)
-        title = (f'{source.name} -> {result.output.name}: {result.adjustment.describe()}'
+        title = (f'ddsp-transfer: {result.adjustment.describe()}'
                  + (' (first 30 s)' if result.seconds > SPECTROGRAM_SECS else ''))
         artifacts.spectrogram_comparison_png(folder / 'spectrogram.png', original, rendered,
-                                             rate, title=title[:150])
+                                             rate, title=title[:300],
+                                             labels=(f'input: {source.name}',
+                                                     f'output: {result.output.name}'))
         (folder / 'transfer.json').write_text(json.dumps(result.summary(), indent=2,
                                                          default=float) + '\n')
         client.log_artifacts(run_id, str(folder), artifact_path)

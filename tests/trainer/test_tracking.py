@@ -347,6 +347,20 @@ def test_log_magnitude_spectrogram_peaks_at_the_tone(tmp_path):
     assert _png_size(path.read_bytes())[0] > 0
 
 
+def test_comparison_panels_are_named_and_a_long_title_is_wrapped_to_the_figure():
+    default = artifacts.spectrogram_comparison_figure(_sine(1000.0, 0.5), _sine(500.0, 0.5), SR)
+    assert [ax.get_title() for ax in default.axes[:2]] == ['Original', 'Resynthesis']
+    long_title = 'pitch +12.0 semitones (auto +1 octave), loudness +4.4 dB median ' * 3
+    named = artifacts.spectrogram_comparison_figure(
+        _sine(1000.0, 0.5), _sine(500.0, 0.5), SR, title=long_title,
+        labels=('input: voice.wav', 'output: violin.wav'))
+    assert [ax.get_title() for ax in named.axes[:2]] == ['Input: voice.wav',
+                                                        'Output: violin.wav']
+    lines = named._suptitle.get_text().splitlines()
+    assert len(lines) >= 2 and max(len(line) for line in lines) <= 110
+    assert ' '.join(lines) == long_title.strip()
+
+
 def test_git_commit(tmp_path):
     assert artifacts.git_commit(tmp_path) == 'unknown'  # not a repository
     git = ['git', '-C', str(tmp_path), '-c', 'user.name=t', '-c', 'user.email=t@example.com']
