@@ -195,17 +195,56 @@ def test_permission_denied_opening_the_file_is_named(tmp_path, monkeypatch):
     assert audio_io.check_local_file(path) == os.path.getsize(path)
 
 
-@pytest.mark.skipif(not hasattr(os, 'geteuid') or os.geteuid() == 0,
-                    reason='root reads files whatever their mode')
-def test_permission_denied_by_file_mode(tmp_path):
-    path = _write(tmp_path / 'locked.wav', sine(440, 1.0), 16000)
-    os.chmod(path, 0)
+# Run as an unprivileged user: the project is imported first (as whoever runs the tests), then
+# the process gives up root, so the file's mode is what decides.
+_UNPRIVILEGED_SCAN = """
+import os, sys
+from pipelines import audio_io
+uid = int(sys.argv[1])
+os.setgroups([])
+os.setgid(uid)
+os.setuid(uid)
+for path in sys.argv[2:]:
     try:
-        with pytest.raises(BadInputError) as info:
-            audio_io.scan_audio(path)
-        assert str(info.value) == f'{path}: permission denied'
+        print(f'ok {audio_io.scan_audio(path).sample_rate}')
+    except audio_io.BadInputError as e:
+        print(f'error {e}')
+"""
+
+
+def test_permission_denied_by_file_mode(tmp_path):
+    """A file whose mode forbids reading is dead-lettered "permission denied" (as root, whom
+    modes do not stop, the check runs in a child process that has given up root)."""
+    import subprocess
+    import sys
+    import tempfile
+
+    folder = tempfile.mkdtemp(dir=os.environ.get('TMPDIR', '/tmp'))  # traversable by anyone
+    os.chmod(folder, 0o755)
+    readable = _write(os.path.join(folder, 'open.wav'), sine(440, 1.0), 16000)
+    locked = _write(os.path.join(folder, 'locked.wav'), sine(440, 1.0), 16000)
+    os.chmod(readable, 0o644)
+    os.chmod(locked, 0)
+    try:
+        if os.geteuid() != 0:
+            with pytest.raises(BadInputError) as info:
+                audio_io.scan_audio(locked)
+            assert str(info.value) == f'{locked}: permission denied'
+            assert audio_io.scan_audio(readable).sample_rate == 16000
+            return
+        nobody = 65534
+        root_dir = os.path.dirname(os.path.dirname(os.path.abspath(audio_io.__file__)))
+        done = subprocess.run([sys.executable, '-c', _UNPRIVILEGED_SCAN, str(nobody),
+                               str(readable), str(locked)], capture_output=True, text=True,
+                              cwd=folder, env={**os.environ, 'PYTHONPATH': root_dir},
+                              timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert done.stdout.splitlines() == ['ok 16000', f'error {locked}: permission denied']
     finally:
-        os.chmod(path, 0o644)
+        for path in (readable, locked):
+            os.chmod(path, 0o644)
+            os.unlink(path)
+        os.rmdir(folder)
 
 
 def test_other_os_errors_name_the_file_and_the_error(tmp_path, monkeypatch):
