@@ -36,6 +36,22 @@ def set_verbose(verbose: bool) -> None:
         os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 
+LOG_FORMAT = '%(levelname)s %(name)s: %(message)s'
+
+
+def configure_cli(verbose: bool, quiet_loggers: tuple[str, ...] = ()) -> None:
+    """What every console script does first: record ``--verbose`` for worker processes
+    (:func:`set_verbose`), log warnings (info with ``verbose``) to stderr in one format, and,
+    unless ``verbose``, keep the named libraries' loggers to errors (e.g. ``'apache_beam'``)."""
+    import logging
+
+    set_verbose(verbose)
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format=LOG_FORMAT)
+    if not verbose:
+        for name in quiet_loggers:
+            logging.getLogger(name).setLevel(logging.ERROR)
+
+
 @contextlib.contextmanager
 def captured_native_stderr(enabled: bool = True) -> Iterator[None]:
     """Send file descriptor 2 (native code's standard error) to a temporary file for the

@@ -410,11 +410,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         args, beam_args = parser.parse_known_args(argv)
     except SystemExit as e:
         return int(e.code or 0)
-    runtime.set_verbose(args.verbose)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format='%(levelname)s %(name)s: %(message)s')
-    if not args.verbose:
-        logging.getLogger('apache_beam').setLevel(logging.ERROR)
+    runtime.configure_cli(args.verbose, quiet_loggers=('apache_beam',))
     runtime.import_tensorflow()
     from trainer.config import ConfigError
     from trainer.data import DataError

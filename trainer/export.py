@@ -1203,11 +1203,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as e:
         return int(e.code or 0)
-    runtime.set_verbose(args.verbose)
+    runtime.configure_cli(args.verbose)
     if not args.verbose:
         os.environ.setdefault('MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR', 'false')
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format='%(levelname)s %(name)s: %(message)s')
     runtime.import_tensorflow()
     from trainer.config import ConfigError
     from trainer.data import DataError

@@ -504,9 +504,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as e:
         return int(e.code or 0)
-    runtime.set_verbose(args.verbose)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format='%(levelname)s %(name)s: %(message)s')
+    runtime.configure_cli(args.verbose)
     if args.sync_tracking:
         from trainer.tracking_sync import main as sync_main
         return sync_main([args.model_dir] + (['--tracking_uri', args.tracking_uri]

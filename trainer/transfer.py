@@ -896,9 +896,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as e:
         return int(e.code or 0)
-    runtime.set_verbose(args.verbose)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format='%(levelname)s %(name)s: %(message)s')
+    runtime.configure_cli(args.verbose)
     # Cheap checks first, before TensorFlow starts.
     try:
         check_output(args.output, args.subtype)
