@@ -48,6 +48,20 @@ import numpy as np
 from ddsp_core.f0 import CREPE_SAMPLE_RATE
 
 SCHEMA_VERSION = 2
+
+# How the features are computed (ddsp-prepare writes them so; evaluation and transfer compute
+# them the same way for new audio).
+#: Loudness frames: 32 ms windows (512 samples at 16 kHz), A-weighted, centred on the frames.
+LOUDNESS_WINDOW_SECS = 0.032
+#: CREPE's Viterbi decoding runs per chunk with this much context on either side.
+VITERBI_CONTEXT_SECS = 0.25
+#: A frame is voiced when its f0 confidence is at least this (statistics, evaluation, transfer).
+VOICED_CONFIDENCE = 0.5
+
+
+def loudness_n_fft(sample_rate: int | float) -> int:
+    """FFT size of the loudness frames at ``sample_rate``: :data:`LOUDNESS_WINDOW_SECS`."""
+    return int(round(LOUDNESS_WINDOW_SECS * sample_rate))
 #: Schema versions this code reads (1: before the ledger and the record-content fingerprint).
 READABLE_SCHEMA_VERSIONS = (1, 2)
 

@@ -8,9 +8,7 @@ from typing import Any, Optional
 
 from ddsp_core import records
 from ddsp_core.f0 import CREPE_CAPACITIES, CREPE_FRAME_SIZE, CREPE_SAMPLE_RATE
-
-LOUDNESS_WINDOW_SECS = 0.032  # 512 samples at 16 kHz
-VITERBI_CONTEXT_SECS = 0.25
+from ddsp_core.records import LOUDNESS_WINDOW_SECS, VITERBI_CONTEXT_SECS  # noqa: F401
 
 
 class OptionError(ValueError):
@@ -79,7 +77,7 @@ class PrepareOptions:
     @property
     def loudness_n_fft(self) -> int:
         """FFT size of the loudness frames: 32 ms (512 samples at 16 kHz)."""
-        return int(round(LOUDNESS_WINDOW_SECS * self.sample_rate))
+        return records.loudness_n_fft(self.sample_rate)
 
     @property
     def context_frames(self) -> int:

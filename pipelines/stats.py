@@ -13,7 +13,8 @@ from typing import Optional
 
 import numpy as np
 
-VOICED_CONFIDENCE = 0.5
+from ddsp_core.records import VOICED_CONFIDENCE
+
 CONFIDENCE_BINS = 10
 F0_HIST_MIN_HZ = 20.0  # voiced-f0 histogram: 20-cent bins from 20 Hz up to ~4.1 kHz
 F0_HIST_BINS_PER_OCTAVE = 60

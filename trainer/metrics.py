@@ -64,6 +64,8 @@ from typing import Optional
 
 import numpy as np
 
+from ddsp_core import records
+
 __all__ = [
     'DEFAULT_FFT_SIZES', 'F0_METRIC_KEYS', 'METRIC_KEYS', 'MIN_F0_CONFIDENCE',
     'OUTLIER_SEMITONES', 'RPA_CENT_TOLERANCE', 'aggregate', 'f0_l1_semitones',
@@ -86,10 +88,7 @@ DEFAULT_FFT_SIZES = (2048, 1024, 512, 256, 128, 64)
 _SPECTRAL_OVERLAP = 0.75
 #: ``ddsp_core`` ``safe_log``'s floor: log magnitudes of bins <= 0 are log(1e-5).
 _LOG_EPS = 1e-5
-#: Loudness window when ``loudness_n_fft`` is not given: 32 ms, as ``ddsp-prepare`` computes
-#: the datasets' ``loudness_db`` (512 samples at 16 kHz).
-_LOUDNESS_WINDOW_SECS = 0.032
-_CREPE_SAMPLE_RATE = 16000
+_CREPE_SAMPLE_RATE = records.CREPE_SAMPLE_RATE
 
 #: The f0 metrics (NaN without a voiced frame).
 F0_METRIC_KEYS = ('f0_l1_semitones', 'f0_outlier_ratio', 'raw_pitch_accuracy',
@@ -275,8 +274,8 @@ def raw_chroma_accuracy(f0_original, f0_resynthesis, confidence_original,
 # Loudness and spectra.
 # ------------------------------------------------------------------------------------------------
 def _loudness_n_fft(sample_rate: float, n_fft: Optional[int]) -> int:
-    if n_fft is None:
-        return int(round(_LOUDNESS_WINDOW_SECS * sample_rate))
+    if n_fft is None:  # 32 ms, as ddsp-prepare computes the datasets' loudness_db
+        return records.loudness_n_fft(sample_rate)
     if isinstance(n_fft, bool) or int(n_fft) != n_fft or n_fft < 1:
         raise ValueError(f'loudness_n_fft must be a positive integer, got {n_fft!r}.')
     return int(n_fft)

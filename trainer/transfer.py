@@ -46,17 +46,19 @@ from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
+# ddsp-prepare's feature settings come from the dataset contract (ddsp_core.records) and CREPE.
+from ddsp_core.f0 import CREPE_FRAME_SIZE, CREPE_SAMPLE_RATE
+from ddsp_core.records import (  # noqa: F401 - LOUDNESS_WINDOW_SECS is part of this API
+    LOUDNESS_WINDOW_SECS,
+    VITERBI_CONTEXT_SECS,
+    VOICED_CONFIDENCE,
+    loudness_n_fft,
+)
+
 logger = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
-# The feature settings of ddsp-prepare (pipelines.options; the trainer does not import
-# pipelines, a test checks that they agree).
-LOUDNESS_WINDOW_SECS = 0.032
-VITERBI_CONTEXT_SECS = 0.25
-VOICED_CONFIDENCE = 0.5
-CREPE_SAMPLE_RATE = 16000
-CREPE_FRAME_SIZE = 1024
 READ_BLOCK = 1 << 16  # source frames decoded per read
 #: Frames per CREPE model call: small, since CrepeForward holds a [batch, 256, 512] window matrix
 #: (256 MB at 512 frames); as fast as larger batches on CPU, activations equal to the last bits.
@@ -228,11 +230,6 @@ class Features:
     @property
     def seconds(self) -> float:
         return self.n_samples / float(self.sample_rate)
-
-
-def loudness_n_fft(sample_rate: int) -> int:
-    """The loudness window of ``ddsp-prepare``: 32 ms (512 samples at 16 kHz)."""
-    return int(round(LOUDNESS_WINDOW_SECS * sample_rate))
 
 
 def analyze(path: str | os.PathLike, sample_rate: int, frame_rate: int,
