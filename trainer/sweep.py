@@ -521,7 +521,7 @@ def run_trial(spec: SweepSpec, element: dict, parent_run_id: Optional[str],
         error = f'{type(e).__name__}: {e}'.splitlines()[0][:2000]
         earlier_error, outcome.error = outcome.error, error
         try:
-            stored = study._storage.get_trial(trial._trial_id)
+            stored = study.get_trials(deepcopy=False)[trial.number]  # numbers are indices
         except Exception:  # noqa: BLE001 - the storage itself failing: record a failure below
             stored = None
         if stored is not None and stored.state.is_finished():
