@@ -59,15 +59,12 @@ class CrepeModelHandler(ModelHandler[dict, PredictionResult, Any]):
     def __init__(self, model_capacity: str = 'full', frame_rate: int = 250,
                  inference_batch_size: int = 512, share_across_processes: bool = False,
                  intra_op_threads: Optional[int] = None):
-        super().__init__(large_model=share_across_processes)
         # BatchElements measures batches in frames (element_size_fn), so chunks of several
         # files share a Beam batch until it holds MODEL_BATCHES_PER_BEAM_BATCH model calls'
         # worth (each chunk still gets its own model calls).
-        self._batching_kwargs = {
-            'min_batch_size': 1,
-            'max_batch_size': inference_batch_size * MODEL_BATCHES_PER_BEAM_BATCH,
-            'element_size_fn': chunk_frame_count,
-        }
+        super().__init__(min_batch_size=1,
+                         max_batch_size=inference_batch_size * MODEL_BATCHES_PER_BEAM_BATCH,
+                         element_size_fn=chunk_frame_count, large_model=share_across_processes)
         self.model_capacity = model_capacity
         self.frame_rate = frame_rate
         self.inference_batch_size = inference_batch_size

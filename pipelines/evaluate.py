@@ -45,8 +45,7 @@ class EvaluationModelHandler(ModelHandler[tuple, PredictionResult, Any]):
 
     def __init__(self, model: str, example_secs: float, crepe_capacity: str,
                  batch_size: int = 8, tracking_uri: Optional[str] = None):
-        super().__init__()
-        self._batching_kwargs = {'min_batch_size': 1, 'max_batch_size': batch_size}
+        super().__init__(min_batch_size=1, max_batch_size=batch_size)
         self.model_spec = model
         self.example_secs = example_secs
         self.crepe_capacity = crepe_capacity
