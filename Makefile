@@ -7,19 +7,35 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo_out
 PYTEST_ARGS ?=
+LOCK := requirements.lock
+# How crepe is installed (CI passes ../shared/crepe/install-offline.sh).
+CREPE_INSTALL ?= bash tools/install_crepe.sh
+LOCK_EXTRAS := --extra test --extra gcp --extra postgres
 
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: venv demo test test-fast lint bench bench-train bench-prepare clean
+.PHONY: venv lock demo test test-fast lint bench bench-train bench-prepare clean
 
 venv: $(STAMP)
 
-$(STAMP): setup.py pyproject.toml tools/install_crepe.sh
+# The development set-up installs exactly the versions in requirements.lock (with their hashes),
+# then crepe (whose own requirements are in the lock), then this project without resolving again.
+$(STAMP): setup.py pyproject.toml $(LOCK) tools/install_crepe.sh tools/lock-constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip "setuptools<81" wheel
-	bash tools/install_crepe.sh $(PY)
-	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q --require-hashes -r $(LOCK)
+	sed -n 's/^\([A-Za-z0-9][^ ]*==[^ ]*\).*/\1/p' $(LOCK) > $(VENV)/lock-constraints.txt
+	PIP_CONSTRAINT=$(VENV)/lock-constraints.txt $(CREPE_INSTALL) $(PY)
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	$(PY) -m pip check
 	@touch $(STAMP)
+
+# Re-resolve the newest versions setup.py's ranges allow (Python 3.11, Linux x86-64) into the
+# lock; run `make test` afterwards. UPGRADE=0 keeps the pins that still satisfy setup.py.
+lock: venv
+	$(VENV)/bin/uv pip compile setup.py $(LOCK_EXTRAS) --generate-hashes \
+	  --python-version 3.11 --python-platform x86_64-manylinux_2_28 --no-emit-package crepe -c tools/lock-constraints.txt \
+	  $(if $(filter 0,$(UPGRADE)),,--upgrade) --custom-compile-command "make lock" -o $(LOCK)
 
 demo: venv
 	$(PY) -m tools.demo --out $(DEMO_DIR)

@@ -37,10 +37,17 @@ setup(
         'tqdm>=4.66,<5',
         'matplotlib>=3.8,<4',
         'optuna>=4.2,<6',
+        'psutil>=5.9,<8',  # MLflow's system metrics (CPU, memory, disk, network)
+        'nvidia-ml-py>=12,<14',  # MLflow's GPU system metrics where a GPU is present
     ],
     extras_require={
-        'test': ['pytest>=8,<10', 'ruff>=0.6', 'apache-beam[gcp]>=2.70,<3', 'selenium>=4.20,<5'],
+        'test': ['pytest>=8,<10', 'ruff>=0.6', 'apache-beam[gcp]>=2.70,<3', 'selenium>=4.20,<5',
+                 'mktestdocs>=0.2,<1', 'uv>=0.5,<1',
+                 'psycopg[binary]>=3.2,<4', 'psycopg2-binary>=2.9,<3'],
         'gcp': ['apache-beam[gcp]>=2.70,<3'],
+        # Drivers for a PostgreSQL server holding MLflow's runs (psycopg) and Optuna's study
+        # (SQLAlchemy's default postgresql:// driver, psycopg2).
+        'postgres': ['psycopg[binary]>=3.2,<4', 'psycopg2-binary>=2.9,<3'],
     },
     entry_points={
         'console_scripts': [
