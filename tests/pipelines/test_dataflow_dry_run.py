@@ -17,7 +17,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 # Exactly what a user adds for Dataflow, plus --dry_run/--no_auth to stay offline.
 DATAFLOW_ARGS = ['--runner', 'DataflowRunner', '--project', 'test-project',
                  '--region', 'us-central1', '--temp_location', 'gs://test-bucket/tmp',
-                 '--setup_file', os.path.join(ROOT, 'setup.py')]
+                 '--setup_file', os.path.join(ROOT, 'setup.py'),
+                 '--requirements_file', os.path.join(ROOT, 'requirements.lock'),
+                 '--requirements_cache', 'skip']
 OFFLINE = ['--dry_run=True', '--no_auth']
 
 
@@ -48,6 +50,18 @@ def test_dataflow_job_contains_every_step_and_stages_the_package(tmp_path):
         assert step in top, step
     staged = str(job.proto_pipeline.components.environments)
     assert 'workflow.tar.gz' in staged  # --setup_file ships this package to the workers
+    # --requirements_file ships the lock: workers install exactly the launcher's versions.
+    staged_files = {}
+    for env in job.proto_pipeline.components.environments.values():
+        for dep in env.dependencies:
+            payload = beam.portability.api.beam_runner_api_pb2.ArtifactFilePayload.FromString(
+                dep.type_payload)
+            role = beam.portability.api.beam_runner_api_pb2.ArtifactStagingToRolePayload \
+                .FromString(dep.role_payload)
+            staged_files[role.staged_name] = payload.path
+    assert 'requirements.txt' in staged_files, sorted(staged_files)
+    with open(staged_files['requirements.txt'], encoding='utf-8') as f:
+        assert f.read() == open(os.path.join(ROOT, 'requirements.lock'), encoding='utf-8').read()
     assert options.view_as(beam.options.pipeline_options.StandardOptions).runner == \
         'DataflowRunner'
 
