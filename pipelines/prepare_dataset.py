@@ -550,6 +550,11 @@ def _summary_lines(result: dict, output_dir: str) -> Iterable[str]:
         yield (f'  {split}: ' + (f'{n} examples, {splits[split]["files"]} files, {shards} '
                                  f'shard{"s" if shards != 1 else ""}' if n else
                                  'empty (0 examples)'))
+    split = result.get('split')
+    if split and split['method'] == splitting.SEGMENT:
+        yield (f'  split by segment ({split["files_segmented"]} files hold out blocks): '
+               f'{split["held_out_seconds"]:.1f} s held out, {split["guard_seconds"]:.1f} s of '
+               f'guard in neither split')
     if result['dead_letters']:
         yield (f'  {result["dead_letters"]} dead letters ({files["dead_lettered"]} files '
                f'rejected, {files["partially_written"]} partly written): see '

@@ -150,3 +150,14 @@ def test_bad_split_options_are_named():
         PrepareOptions(split_by='random').validate()
     with pytest.raises(OptionError, match='--split_seed'):
         PrepareOptions(split_seed=-1).validate()
+
+
+def test_cli_takes_split_by_and_rejects_an_unknown_method(capsys):
+    from pipelines.prepare_dataset import build_arg_parser, main
+
+    args = build_arg_parser().parse_args(['--input', 'x', '--output_dir', 'o',
+                                          '--split_by', 'segment', '--split_seed', '3'])
+    assert (args.split_by, args.split_seed) == ('segment', 3)
+    assert build_arg_parser().parse_args(['--input', 'x', '--output_dir', 'o']).split_by == 'auto'
+    assert main(['--input', 'x', '--output_dir', 'o', '--split_by', 'random']) == 2
+    assert '--split_by' in capsys.readouterr().err
