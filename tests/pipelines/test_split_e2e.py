@@ -15,9 +15,9 @@ from pipelines.prepare_dataset import prepare_dataset
 from tests.signals import sine
 
 SECONDS = {'a.wav': 8.0, 'b.wav': 7.0}
-# windows of 1 s every 0.5 s: consecutive windows share half their audio
+# windows of 1 s every 0.5 s: consecutive windows share half their audio; the reference layout
 KW = dict(crepe_capacity='tiny', example_secs=1.0, hop_secs=0.5, chunk_secs=2.0,
-          inference_batch_size=256, num_shards=2)
+          inference_batch_size=256, num_shards=2, reference_layout=True)
 LAYOUT = records.Layout(16000, 250, 1.0)
 
 
