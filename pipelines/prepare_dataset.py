@@ -552,7 +552,8 @@ def _summary_lines(result: dict, output_dir: str) -> Iterable[str]:
                                  'empty (0 examples)'))
     split = result.get('split')
     if split and split['method'] == splitting.SEGMENT:
-        yield (f'  split by segment ({split["files_segmented"]} files hold out blocks): '
+        n = split['files_segmented']
+        yield (f'  split by segment ({n} file{" holds" if n == 1 else "s hold"} out blocks): '
                f'{split["held_out_seconds"]:.1f} s held out, {split["guard_seconds"]:.1f} s of '
                f'guard in neither split')
     if result['dead_letters']:

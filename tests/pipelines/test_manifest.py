@@ -180,3 +180,7 @@ def test_a_segmented_file_lists_its_eval_blocks_and_counts_in_both_splits():
     assert out['splits']['eval']['files'] == out['splits']['train']['files'] == 1
     assert out['splits']['eval']['source_hours'] == pytest.approx(60 / 3600)
     assert out['splits']['train']['source_hours'] == pytest.approx((600 - 60 - 16) / 3600)
+    from pipelines.prepare_dataset import _summary_lines
+
+    assert ('  split by segment (1 file holds out blocks): 60.0 s held out, 16.0 s of guard in '
+            'neither split') in list(_summary_lines(out, '/out'))
