@@ -71,6 +71,8 @@ def main(argv=None) -> int:
     from tools.synth_audio import write_dataset_audio
 
     print(f'[1/5] writing {len(args.seconds)} generated recordings to {audio_dir}', flush=True)
+    for old in audio_dir.glob('melody_*.wav'):  # an earlier run's, maybe more of them
+        old.unlink()
     write_dataset_audio(str(audio_dir), args.seconds)
 
     from pipelines.prepare_dataset import prepare_dataset
