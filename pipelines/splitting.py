@@ -24,6 +24,7 @@ example frames).
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import hashlib
 import math
@@ -89,10 +90,14 @@ class FileSplit:
         if self.split != SEGMENTED:
             return self.split
         h, e = self.hop_frames, self.example_frames
-        for a, k in self.blocks:
+        # blocks are sorted and disjoint: only the last one starting at or before w and the
+        # first one after it can hold w or reach it with their guard
+        i = bisect.bisect_right(self.blocks, (w, math.inf))
+        near = self.blocks[max(0, i - 1):i + 1]
+        for a, k in near:
             if a <= w < a + k:
                 return 'eval'
-        for a, k in self.blocks:
+        for a, k in near:
             # the window plus one example of guard after it, or before it, reaches the block
             if w * h + 2 * e > a * h and w * h < (a + k - 1) * h + 2 * e:
                 return None

@@ -161,3 +161,19 @@ def test_cli_takes_split_by_and_rejects_an_unknown_method(capsys):
     assert build_arg_parser().parse_args(['--input', 'x', '--output_dir', 'o']).split_by == 'auto'
     assert main(['--input', 'x', '--output_dir', 'o', '--split_by', 'random']) == 2
     assert '--split_by' in capsys.readouterr().err
+
+
+def test_window_labels_agree_with_a_check_against_every_block():
+    opts = PrepareOptions(eval_fraction=0.3, example_secs=2.0, hop_secs=0.5, chunk_secs=1.0)
+    e, h = opts.example_frames, opts.hop_frames
+    plan = splitting.plan_file('long.wav', 900 * 16000, opts, splitting.SEGMENT)
+    assert len(plan.blocks) > 10
+    for w in range(plan.n_windows):
+        spans = [(a * h, (a + k - 1) * h + e) for a, k in plan.blocks]
+        if any(a <= w < a + k for a, k in plan.blocks):
+            expected = 'eval'
+        elif any(w * h + e + e > lo and w * h < hi + e for lo, hi in spans):
+            expected = None
+        else:
+            expected = 'train'
+        assert plan.window_split(w) == expected, w
