@@ -64,12 +64,15 @@ class ChunkExamples:
     """What one chunk contributes to the dataset.
 
     Attributes:
-        split: 'train' or 'eval'.
+        split: the file's split: 'train', 'eval' or 'segmented' (see
+            :mod:`pipelines.splitting`).
         records: ``(sort_key, serialised tf.train.Example)`` per kept window; the sort key
             ``(split key, path, start frame)`` orders records inside their shard.
         stats: per-record statistics (:func:`pipelines.stats.example_stats`), in the same order.
         n_dropped: windows dropped as silent.
         frames: frames of audio the chunk's windows cover.
+        record_splits: 'train' or 'eval' of each record, in the same order.
+        n_guard: windows left out as the guard between the splits (in neither).
     """
 
     split: str
@@ -77,6 +80,8 @@ class ChunkExamples:
     stats: list[dict]
     n_dropped: int
     frames: int
+    record_splits: list[str] = dataclasses.field(default_factory=list)
+    n_guard: int = 0
 
 
 def chunk_features(chunk: dict[str, Any], activations: np.ndarray, opts: PrepareOptions
@@ -102,16 +107,36 @@ def chunk_features(chunk: dict[str, Any], activations: np.ndarray, opts: Prepare
 
 def chunk_examples(chunk: dict[str, Any], activations: np.ndarray,
                    opts: PrepareOptions) -> ChunkExamples:
-    """Decode a chunk's pitch, compute its loudness, cut its windows and serialise them."""
+    """Decode a chunk's pitch, compute its loudness, cut its windows and serialise them, each
+    to the split its file's plan (``chunk['plan']``, else the file's ``chunk['split']``) gives
+    it; guard windows are left out."""
     spec = chunk['spec']
+    plan = chunk.get('plan')
     f0, conf, loud = chunk_features(chunk, activations, opts)
     windows, dropped = make_windows(spec, chunk['audio'], chunk.get('audio_16k'), f0, conf,
                                     loud, opts)
-    out, out_stats = [], []
+    out, out_stats, splits, guard = [], [], [], 0
     for start, example in windows:
+        split = plan.window_split(start // opts.hop_frames) if plan else chunk['split']
+        if split is None:
+            guard += 1
+            continue
         serialized = records.serialize_example(example)
         out.append(((chunk['key'], chunk['path'], int(start)), serialized))
-        out_stats.append(stats.example_stats(chunk['split'], example,
-                                             records.record_digest(serialized)))
+        out_stats.append(stats.example_stats(split, example, records.record_digest(serialized)))
+        splits.append(split)
     return ChunkExamples(chunk['split'], out, out_stats, dropped,
-                         spec.end_frame - spec.first_frame)
+                         spec.end_frame - spec.first_frame, splits, guard)
+
+
+def file_record(chunk: dict[str, Any], opts: PrepareOptions) -> dict[str, Any]:
+    """What the ledger learns about a file from its first chunk: ``path``, ``key``, ``split``,
+    ``seconds``, ``sha256``, and for a file split by segment its eval blocks and guard
+    (:func:`pipelines.splitting.describe`)."""
+    from pipelines import splitting
+
+    out = {k: chunk[k] for k in ('path', 'key', 'split', 'seconds', 'sha256')}
+    plan = chunk.get('plan')
+    if plan is not None and chunk['split'] == splitting.SEGMENTED:
+        out.update(splitting.describe(plan, chunk['n_samples'], opts))
+    return out

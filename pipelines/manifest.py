@@ -15,6 +15,10 @@ from ddsp_core import records
 from pipelines import stats
 from pipelines.inputs import DIRECTORY, InputEntry
 from pipelines.options import PrepareOptions
+from pipelines.splitting import SEGMENT, SEGMENTED
+
+#: What the ledger says about the split of a file split by segment.
+SEGMENT_FIELDS = ('eval_blocks', 'eval_seconds', 'guard_seconds', 'guard_windows')
 
 GENERATOR = 'pipelines.prepare_dataset'
 #: Ledger outcomes.
@@ -28,8 +32,10 @@ def build_ledger(entries: Sequence[InputEntry], file_records: Iterable[Mapping],
 
     Args:
         entries: everything the input patterns matched (:func:`pipelines.inputs.expand_inputs`).
-        file_records: one per file that decoded: ``path``, ``split``, ``seconds``, ``sha256``.
-        counts: path -> (examples written, windows dropped as silent).
+        file_records: one per file that decoded: ``path``, ``split``, ``seconds``, ``sha256``
+            (and for a file split by segment ``eval_blocks``, ``eval_seconds``,
+            ``guard_seconds``, ``guard_windows``: :func:`pipelines.splitting.describe`).
+        counts: path -> (examples written, windows dropped as silent[, eval examples]).
         dead_letters: dead-letter records (``path``, ``stage``, ``error``, ``reason``).
         opts: options (for example seconds and the eval fraction).
 
@@ -37,7 +43,9 @@ def build_ledger(entries: Sequence[InputEntry], file_records: Iterable[Mapping],
         dicts with ``path``, ``key``, ``split``, ``outcome`` (``written``, ``partially_written``,
         ``dead_lettered`` or ``skipped``), ``examples``, ``example_seconds``,
         ``source_seconds``, ``windows_dropped_silent``, ``sha256`` and ``reasons`` (the dead
-        letters' or the skip's reasons, possibly empty).
+        letters' or the skip's reasons, possibly empty); a file split by segment (``split``
+        ``segmented``) also has ``eval_examples``, ``eval_blocks`` (``[start, end]`` seconds of
+        held-out audio), ``eval_seconds``, ``guard_seconds`` and ``guard_windows``.
     """
     from pipelines.inputs import assign_split
 
@@ -47,7 +55,7 @@ def build_ledger(entries: Sequence[InputEntry], file_records: Iterable[Mapping],
         letters[d['path']].append(d)
     out = []
     for entry in sorted(entries):
-        examples, dropped = counts.get(entry.path, (0, 0))
+        examples, dropped, *rest = counts.get(entry.path, (0, 0))
         rec = decoded.get(entry.path, {})
         line = {
             'path': entry.path, 'key': entry.key,
@@ -59,6 +67,9 @@ def build_ledger(entries: Sequence[InputEntry], file_records: Iterable[Mapping],
             'windows_dropped_silent': int(dropped),
             'sha256': rec.get('sha256'),
         }
+        if rec.get('split') == SEGMENTED:
+            line['eval_examples'] = int(rest[0]) if rest else 0
+            line.update({k: rec[k] for k in SEGMENT_FIELDS})
         if entry.kind == DIRECTORY:
             line.update(outcome=SKIPPED, split=None, reasons=['skipped: directory'])
         else:
@@ -76,9 +87,41 @@ def build_ledger(entries: Sequence[InputEntry], file_records: Iterable[Mapping],
     return out
 
 
+def _split_shares(line: Mapping) -> dict[str, tuple[int, float]]:
+    """split -> (1 if the file has examples in it, its source seconds there) of a written
+    ledger line: a segmented file counts in both splits, with its held-out seconds in eval and
+    the rest but the guard in train."""
+    secs = line['source_seconds'] or 0.0
+    if line['split'] != SEGMENTED:
+        return {line['split']: (1, secs)}
+    n_eval = line['eval_examples']
+    return {'eval': (int(n_eval > 0), line['eval_seconds']),
+            'train': (int(line['examples'] > n_eval),
+                      max(0.0, secs - line['eval_seconds'] - line['guard_seconds']))}
+
+
+def split_summary(opts: PrepareOptions, method: str, ledger: Sequence[Mapping]) -> dict:
+    """The manifest's ``split`` entry: how the eval split was drawn (``method``, ``split_by``
+    as asked, ``seed``, ``eval_fraction``), the ``held_out_seconds`` of audio in eval, the guard
+    (``guard_secs``: one example window each side of a held-out block; ``guard_seconds`` of
+    audio and ``guard_windows`` that neither split uses) and ``files_segmented``."""
+    written = [line for line in ledger if line['outcome'] in (WRITTEN, PARTIAL)]
+    held_out = sum(_split_shares(line).get('eval', (0, 0.0))[1] for line in written)
+    segmented = [line for line in written if line['split'] == SEGMENTED]
+    return {
+        'method': method, 'split_by': opts.split_by, 'seed': opts.split_seed,
+        'eval_fraction': opts.eval_fraction,
+        'held_out_seconds': round(held_out, 6),
+        'guard_secs': opts.example_secs if method == SEGMENT else 0.0,
+        'guard_seconds': round(sum(line['guard_seconds'] for line in segmented), 6),
+        'guard_windows': sum(line['guard_windows'] for line in segmented),
+        'files_segmented': len(segmented),
+    }
+
+
 def build_manifest(opts: PrepareOptions, inputs: Sequence[str], ledger: Sequence[Mapping],
                    split_stats: Mapping[str, dict], shards: Mapping[str, Sequence[str]],
-                   n_dead_letters: int) -> dict:
+                   n_dead_letters: int, split_method: str | None = None) -> dict:
     """Assemble ``manifest.json``.
 
     Args:
@@ -88,6 +131,8 @@ def build_manifest(opts: PrepareOptions, inputs: Sequence[str], ledger: Sequence
         split_stats: per-split accumulators (:func:`pipelines.stats.merge_split_stats`).
         shards: split -> written shard paths or names.
         n_dead_letters: number of dead-letter records.
+        split_method: the method that drew the eval split (``file`` or ``segment``;
+            :func:`pipelines.splitting.choose_method`); default ``opts.split_by``.
     """
     layout = opts.layout
     outcomes = defaultdict(int)
@@ -96,8 +141,9 @@ def build_manifest(opts: PrepareOptions, inputs: Sequence[str], ledger: Sequence
     for line in ledger:
         outcomes[line['outcome']] += 1
         if line['outcome'] in (WRITTEN, PARTIAL):
-            files_by_split[line['split']] += 1
-            secs_by_split[line['split']] += line['source_seconds'] or 0.0
+            for split, (n, secs) in _split_shares(line).items():
+                files_by_split[split] += n
+                secs_by_split[split] += secs
     n_files = len(ledger) - outcomes[SKIPPED]
     splits = {}
     for s in records.SPLITS:
@@ -137,6 +183,7 @@ def build_manifest(opts: PrepareOptions, inputs: Sequence[str], ledger: Sequence
         'windows_dropped_silent': dropped,
         'dead_letters': n_dead_letters,
         'splits': splits,
+        'split': split_summary(opts, split_method or opts.split_by, ledger),
         'mean_loudness_db': train['loudness_db']['mean'],
         'std_loudness_db': train['loudness_db']['std'],
         # robust f0 range (1st..99th percentile of voiced train frames, 20-cent resolution)

@@ -10,6 +10,9 @@ from ddsp_core import records
 from ddsp_core.f0 import CREPE_CAPACITIES, CREPE_FRAME_SIZE, CREPE_SAMPLE_RATE
 from ddsp_core.records import LOUDNESS_WINDOW_SECS, VITERBI_CONTEXT_SECS  # noqa: F401
 
+#: ``--split_by`` values (see :mod:`pipelines.splitting`).
+SPLIT_METHODS = ('auto', 'file', 'segment')
+
 
 class OptionError(ValueError):
     """An invalid option or input pattern; the message names it (exit code 2)."""
@@ -25,7 +28,11 @@ class PrepareOptions:
         example_secs: length of one example window (s).
         hop_secs: step between example windows (s).
         chunk_secs: length of the file pieces processed in parallel (s), a multiple of hop_secs.
-        eval_fraction: fraction of source files assigned to the eval split (by path hash).
+        eval_fraction: fraction of the data held out in the eval split.
+        split_by: how the eval split is drawn: 'file' (whole files by path hash), 'segment'
+            (held-out blocks of every file, with a guard; :mod:`pipelines.splitting`) or 'auto'
+            (by file when there are enough files to come close to the fraction).
+        split_seed: seed of the hash that places held-out blocks (``split_by`` segment).
         crepe_capacity: CREPE model size ('tiny' ... 'full').
         viterbi: Viterbi-decode CREPE's activations (else local weighted average).
         inference_batch_size: frames per CREPE model call.
@@ -43,6 +50,8 @@ class PrepareOptions:
     hop_secs: float = 1.0
     chunk_secs: float = 20.0
     eval_fraction: float = 0.1
+    split_by: str = 'auto'
+    split_seed: int = 0
     crepe_capacity: str = 'full'
     viterbi: bool = True
     inference_batch_size: int = 512
@@ -119,6 +128,9 @@ class PrepareOptions:
         need(self.chunk_frames % self.hop_frames == 0, 'chunk_secs',
              f'must be a multiple of --hop_secs {self.hop_secs}')
         need(0.0 <= self.eval_fraction <= 1.0, 'eval_fraction', 'must be in [0, 1]')
+        need(self.split_by in SPLIT_METHODS, 'split_by',
+             f'must be one of {", ".join(SPLIT_METHODS)}')
+        need(self.split_seed >= 0, 'split_seed', 'must be >= 0')
         need(self.crepe_capacity in CREPE_CAPACITIES, 'crepe_capacity',
              f'must be one of {", ".join(CREPE_CAPACITIES)}')
         need(self.inference_batch_size >= 1, 'inference_batch_size', 'must be >= 1')

@@ -9,7 +9,7 @@ Pipeline (each step a thin shell around a pure function of :mod:`pipelines.audio
 :mod:`pipelines.manifest`)::
 
     files --DecodeFile--> chunks --Reshuffle--> RunInference(CREPE) --MakeExamples--> records
-      |  (validate, split by path hash,           (batched across      (f0 decode, loudness,
+      |  (validate, split plan,                   (batched across      (f0 decode, loudness,
       |   stream-resample, cut chunks)             chunks and files)    windows, serialise)
       +--> dead letters (every stage, ``with_exception_handling``)
     records --assign shard (hash of file key and start)--> GroupByKey --WriteShard (sorted)-->
@@ -38,10 +38,10 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from ddsp_core import records
 from ddsp_core.f0 import CREPE_SAMPLE_RATE
-from pipelines import audio_io, chunking, examples, manifest, stats
+from pipelines import audio_io, chunking, examples, manifest, splitting, stats
 from pipelines.crepe_inference import CrepeModelHandler
-from pipelines.inputs import FILE, InputEntry, assign_split, expand_inputs
-from pipelines.options import OptionError, PrepareOptions, parse_db_or_none
+from pipelines.inputs import FILE, InputEntry, expand_inputs
+from pipelines.options import SPLIT_METHODS, OptionError, PrepareOptions, parse_db_or_none
 
 log = logging.getLogger('ddsp-prepare')
 NAMESPACE = 'ddsp_prepare'
@@ -83,10 +83,13 @@ def _dead_letter(element: Any, error: Any, stage: str) -> dict:
 
 # ---- DoFns -------------------------------------------------------------------------------------
 class DecodeFile(beam.DoFn):
-    """(path, split_key) -> chunk dicts. Validates the whole file before emitting anything."""
+    """(path, split_key) -> chunk dicts. Validates the whole file before emitting anything.
+    Each chunk carries the file's split plan (:func:`pipelines.splitting.plan_file` by
+    ``split_method``)."""
 
-    def __init__(self, opts: PrepareOptions):
+    def __init__(self, opts: PrepareOptions, split_method: str = splitting.FILE):
         self.opts = opts
+        self.split_method = split_method
         self.files = Metrics.counter(NAMESPACE, 'files_decoded')
         self.chunks = Metrics.counter(NAMESPACE, 'chunks')
         self.seconds = Metrics.distribution(NAMESPACE, 'file_ms')
@@ -95,8 +98,8 @@ class DecodeFile(beam.DoFn):
         path, key = element
         opts = self.opts
         info = audio_io.scan_audio(path, opts.min_secs)
-        split = assign_split(key, opts.eval_fraction)
         n = audio_io.resampled_length(info.n_samples, info.sample_rate, opts.sample_rate)
+        plan = splitting.plan_file(key, n, opts, self.split_method)
         specs = chunking.plan_chunks(n, opts)
         rates, lengths, hops = [opts.sample_rate], [n], [opts.hop_samples]
         if opts.needs_16k:
@@ -109,7 +112,8 @@ class DecodeFile(beam.DoFn):
         blocks = audio_io.stream_resampled(path, tuple(rates))
         for spec, segs in chunking.iter_chunk_audio(blocks, tuple(lengths), tuple(hops), specs):
             self.chunks.inc()
-            yield {'path': path, 'key': key, 'split': split, 'seconds': info.seconds,
+            yield {'path': path, 'key': key, 'split': plan.split, 'plan': plan,
+                   'n_samples': n, 'seconds': info.seconds,
                    'sha256': info.sha256, 'source_rate': info.sample_rate, 'spec': spec,
                    'audio': segs[0], 'audio_16k': segs[1] if len(segs) > 1 else None}
 
@@ -117,8 +121,8 @@ class DecodeFile(beam.DoFn):
 class MakeExamples(beam.DoFn):
     """PredictionResult(chunk, activations) -> tagged outputs of
     :func:`pipelines.examples.chunk_examples`: 'records' ``(split, (sort_key, bytes))``,
-    'stats' (per record), 'counts' ``(path, (examples, dropped))`` per chunk, and 'files' (one
-    per file, from its first chunk)."""
+    'stats' (per record), 'counts' ``(path, (examples, dropped, eval examples))`` per chunk, and
+    'files' (one per file, from its first chunk)."""
 
     def __init__(self, opts: PrepareOptions, total_files: int = 0):
         self.opts = opts
@@ -140,16 +144,14 @@ class MakeExamples(beam.DoFn):
     def process(self, result):
         chunk = result.example
         made = examples.chunk_examples(chunk, result.inference, self.opts)
-        for record in made.records:
-            yield beam.pvalue.TaggedOutput('records', (made.split, record))
+        for split, record in zip(made.record_splits, made.records, strict=True):
+            yield beam.pvalue.TaggedOutput('records', (split, record))
         for record_stats in made.stats:
             yield beam.pvalue.TaggedOutput('stats', record_stats)
-        yield beam.pvalue.TaggedOutput('counts', (chunk['path'], (len(made.records),
-                                                                  made.n_dropped)))
+        yield beam.pvalue.TaggedOutput('counts', (chunk['path'], (
+            len(made.records), made.n_dropped, made.record_splits.count('eval'))))
         if chunk['spec'].index == 0:
-            yield beam.pvalue.TaggedOutput('files', {
-                'path': chunk['path'], 'key': chunk['key'], 'split': chunk['split'],
-                'seconds': chunk['seconds'], 'sha256': chunk['sha256']})
+            yield beam.pvalue.TaggedOutput('files', examples.file_record(chunk, self.opts))
         self.examples.inc(len(made.records))
         self.frames.inc(made.frames)
         self.dropped.inc(made.n_dropped)
@@ -239,16 +241,16 @@ class WriteShard(beam.DoFn):
         yield split, name, len(items)
 
 
-def _sum_pairs(pairs: Iterable[tuple[int, int]]) -> tuple[int, int]:
-    a = b = 0
-    for x, y in pairs:
-        a += x
-        b += y
-    return a, b
+def _sum_pairs(pairs: Iterable[tuple[int, ...]]) -> tuple[int, ...]:
+    """Element-wise sum of equal-length count tuples."""
+    out: tuple[int, ...] = ()
+    for item in pairs:
+        out = tuple(a + b for a, b in zip(out, item, strict=True)) if out else tuple(item)
+    return out or (0, 0, 0)
 
 
 def _silent_file_letter(item, opts: PrepareOptions):
-    path, (n_examples, n_dropped) = item
+    path, (n_examples, n_dropped, *_) = item
     if n_examples == 0:
         yield {'path': path, 'stage': 'windows', 'error': 'NoUsableWindows',
                'reason': f'{path}: all {n_dropped} windows are silent (loudest frame below '
@@ -261,7 +263,7 @@ def _write_text(path: str, text: str) -> None:
 
 
 def _finish(_, output_dir, opts, patterns, entries, file_records, split_stats, counts,
-            dead_letters, written):
+            dead_letters, written, split_method=None):
     """Write the ledger, the dead letters and (last) the manifest; remove shards of an earlier
     dataset in the same directory that this run did not rewrite."""
     counts = dict(counts)
@@ -271,7 +273,7 @@ def _finish(_, output_dir, opts, patterns, entries, file_records, split_stats, c
     for split, name, _n in written:
         shards[split].append(name)
     result = manifest.build_manifest(opts, patterns, ledger, split_stats, shards,
-                                     len(dead_letters))
+                                     len(dead_letters), split_method=split_method)
     keep = {n for names in shards.values() for n in names}
     stale = [p for p in _existing_shards(output_dir) if p.rsplit('/', 1)[-1] not in keep]
     if stale:
@@ -313,10 +315,11 @@ def build_pipeline(pipeline: beam.Pipeline, entries: Sequence[InputEntry], outpu
                    opts: PrepareOptions, inputs: Sequence[str]) -> None:
     """Add the prepare job to ``pipeline`` (``entries`` from :func:`expand_inputs`)."""
     files = [(e.path, e.key) for e in entries if e.kind == FILE]
+    split_method = splitting.choose_method([key for _path, key in files], opts)
     dead = []
     decoded = (pipeline
                | 'Files' >> beam.Create(files)
-               | 'Decode' >> beam.ParDo(DecodeFile(opts)).with_exception_handling(
+               | 'Decode' >> beam.ParDo(DecodeFile(opts, split_method)).with_exception_handling(
                    partial=True, exc_class=DECODE_BAD_INPUT))
     dead.append(decoded.bad | 'DecodeDL' >> beam.MapTuple(
         lambda el, err: _dead_letter(el, err, 'decode')))
@@ -371,7 +374,7 @@ def build_pipeline(pipeline: beam.Pipeline, entries: Sequence[InputEntry], outpu
          | 'Manifest' >> beam.FlatMap(
              _finish, output_dir, opts, list(inputs), list(entries), side.AsList(made.files),
              side.AsSingleton(split_stats), side.AsList(counts), side.AsList(dead_letters),
-             side.AsList(written)))
+             side.AsList(written), split_method))
 
 
 def _pipeline_options(pipeline_args: Optional[Sequence[str]]) -> PipelineOptions:
@@ -547,6 +550,12 @@ def _summary_lines(result: dict, output_dir: str) -> Iterable[str]:
         yield (f'  {split}: ' + (f'{n} examples, {splits[split]["files"]} files, {shards} '
                                  f'shard{"s" if shards != 1 else ""}' if n else
                                  'empty (0 examples)'))
+    split = result.get('split')
+    if split and split['method'] == splitting.SEGMENT:
+        n = split['files_segmented']
+        yield (f'  split by segment ({n} file{" holds" if n == 1 else "s hold"} out blocks): '
+               f'{split["held_out_seconds"]:.1f} s held out, {split["guard_seconds"]:.1f} s of '
+               f'guard in neither split')
     if result['dead_letters']:
         yield (f'  {result["dead_letters"]} dead letters ({files["dead_lettered"]} files '
                f'rejected, {files["partially_written"]} partly written): see '
@@ -589,7 +598,14 @@ def build_arg_parser() -> argparse.ArgumentParser:
                    help='files are cut into chunks of this length for parallelism (s; multiple '
                         'of --hop_secs)')
     p.add_argument('--eval_fraction', type=float, default=d.eval_fraction,
-                   help='fraction of files (by sha256 of their path) in the eval split')
+                   help='fraction of the data held out in the eval split')
+    p.add_argument('--split_by', default=d.split_by, choices=SPLIT_METHODS,
+                   help='hold out whole files (by sha256 of their path), blocks of every file '
+                        '(with a guard of one example window either side that neither split '
+                        'uses), or auto: by file when there are enough files to come close to '
+                        '--eval_fraction, else by segment (see docs/prepare.md)')
+    p.add_argument('--split_seed', type=int, default=d.split_seed,
+                   help='seed of the hash that places held-out blocks (--split_by segment)')
     p.add_argument('--crepe_capacity', default=d.crepe_capacity,
                    help='CREPE model size: tiny, small, medium, large, full')
     p.add_argument('--viterbi', action=argparse.BooleanOptionalAction, default=d.viterbi,

@@ -25,7 +25,8 @@ def logging_levels():
 @pytest.mark.usefixtures('logging_levels')
 def test_demo_prepares_trains_evaluates_transfers_and_says_where_to_listen(tmp_path, capsys):
     out = tmp_path / 'demo'
-    assert demo.main(['--out', str(out), '--steps', '3', '--seconds', '6', '5',
+    # one recording long enough to hold out a block of (about 19 s at the defaults)
+    assert demo.main(['--out', str(out), '--steps', '3', '--seconds', '20',
                       '--transfer_secs', '2']) == 0
     printed = capsys.readouterr().out
     for stage in range(1, 6):
@@ -34,6 +35,10 @@ def test_demo_prepares_trains_evaluates_transfers_and_says_where_to_listen(tmp_p
 
     manifest = json.loads((out / 'dataset' / 'manifest.json').read_text())
     assert manifest['examples'] > 0
+    # the recording's eval block: a real eval split, no file held out whole
+    assert manifest['split']['method'] == 'segment'
+    assert manifest['splits']['eval']['examples'] >= 1
+    assert manifest['splits']['train']['examples'] >= 1
     aggregate = json.loads((out / 'eval' / 'aggregate.json').read_text())
     assert aggregate['step'] == 3 and aggregate['split'] == 'eval'
     assert aggregate['examples'] == manifest['splits']['eval']['examples']
@@ -52,6 +57,7 @@ def test_demo_prepares_trains_evaluates_transfers_and_says_where_to_listen(tmp_p
     run_id = printed.split('MLflow run:')[1].split()[0]
     run = client.get_run(run_id)
     assert 'eval/spectral_distance' in run.data.metrics
+    assert 'eval_loss' in run.data.metrics  # the training run watched the eval split
     top = {a.path for a in client.list_artifacts(run_id)}
     assert {'latest_resynthesis.wav', 'eval', 'transfer'} <= top
     (logged,) = client.list_artifacts(run_id, 'transfer')

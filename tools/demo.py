@@ -1,8 +1,10 @@
 """The main job end to end on generated audio: `make demo`.
 
 1. writes a few seconds of instrument-like audio (tools/synth_audio.py),
-2. prepares it into a dataset with the Beam pipeline (DirectRunner, tiny CREPE),
-3. trains the `tiny` DDSP autoencoder on it, tracked in MLflow,
+2. prepares it into a dataset with the Beam pipeline (DirectRunner, tiny CREPE; the defaults
+   hold out 10 % of each recording, in blocks with a guard either side, as the eval split),
+3. trains the `tiny` DDSP autoencoder on it, tracked in MLflow, with the loss on the eval split
+   (`eval_loss`) logged every checkpoint and at the end,
 4. evaluates the model on the eval split (`ddsp-eval`: pitch, loudness and spectral metrics,
    best and worst examples' audio),
 5. renders a short timbre transfer (`ddsp-transfer`) of a different, breathier melody an octave
@@ -39,8 +41,10 @@ def main(argv=None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--out', default='demo_out', help='output directory (default demo_out)')
     parser.add_argument('--steps', type=int, default=300, help='training steps (default 300)')
-    parser.add_argument('--seconds', type=float, nargs='+', default=[12.0, 10.0, 8.0, 6.0],
-                        help='lengths of the generated recordings')
+    parser.add_argument('--seconds', type=float, nargs='+', default=[30.0, 24.0],
+                        help='lengths of the generated recordings (a recording shorter than '
+                             'about 19 s is too short to hold out a block of: it goes whole '
+                             'to one split)')
     parser.add_argument('--transfer_secs', type=float, default=6.0,
                         help='length of the generated transfer input (default 6)')
     parser.add_argument('--crepe_capacity', default='tiny',
@@ -67,6 +71,8 @@ def main(argv=None) -> int:
     from tools.synth_audio import write_dataset_audio
 
     print(f'[1/5] writing {len(args.seconds)} generated recordings to {audio_dir}', flush=True)
+    for old in audio_dir.glob('melody_*.wav'):  # an earlier run's, maybe more of them
+        old.unlink()
     write_dataset_audio(str(audio_dir), args.seconds)
 
     from pipelines.prepare_dataset import prepare_dataset
@@ -74,24 +80,30 @@ def main(argv=None) -> int:
     print(f'[2/5] preparing the dataset with Beam (CREPE {args.crepe_capacity}) -> {dataset_dir}',
           flush=True)
     start = time.time()
-    # ddsp-prepare's defaults (4 s examples every 1 s); the tiny model trains on 0.5 s crops.
+    # ddsp-prepare's defaults (4 s examples every 1 s, 10 % held out); the tiny model trains on
+    # 0.5 s crops.
     manifest = prepare_dataset([str(audio_dir / '*.wav')], str(dataset_dir),
-                               crepe_capacity=args.crepe_capacity, eval_fraction=0.25,
-                               overwrite=True)
+                               crepe_capacity=args.crepe_capacity, overwrite=True)
     splits = {name: split['examples'] for name, split in manifest['splits'].items()}
+    split = manifest['split']
     print(f"      done in {time.time() - start:.0f} s: {manifest['examples']} examples "
-          f"{json.dumps(splits)}, {manifest['dead_letters']} dead letters", flush=True)
+          f"{json.dumps(splits)} (split by {split['method']}: "
+          f"{split['held_out_seconds']:g} s held out), {manifest['dead_letters']} dead letters",
+          flush=True)
 
     from trainer.config import load_preset
-    from trainer.train import train
+    from trainer.data import open_source
+    from trainer.train import held_out_data, train
 
     if args.tracking_uri is None:
         _create_experiment(tracking_uri, 'ddsp-demo', out / 'mlartifacts')
 
     config = load_preset('tiny')
     print(f'[3/5] training the tiny model for {args.steps} steps -> {model_dir}', flush=True)
+    eval_data = held_out_data(open_source(str(dataset_dir)))
     result = train(config, str(dataset_dir), str(model_dir), steps=args.steps,
-                   tracking_uri=tracking_uri, experiment='ddsp-demo')
+                   tracking_uri=tracking_uri, experiment='ddsp-demo', eval_data=eval_data,
+                   eval_every=config.train.checkpoint_every if eval_data else 0)
     losses = ', '.join(f'{k} {v:.3f}' for k, v in sorted(result['losses'].items()))
     print(f"      final step {result['step']} ({losses})", flush=True)
 

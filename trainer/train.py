@@ -182,6 +182,16 @@ def _log_dataset_input(tracker, source) -> None:
         schema={k: [n] for k, n in source.layout.feature_lengths().items()}, profile=profile)
 
 
+def held_out_data(source) -> str | None:
+    """The eval split to watch while training on ``source``: ``DIR:eval`` when ``source`` reads
+    the train split of a prepared dataset whose eval split has examples, else None."""
+    manifest = source.manifest
+    if manifest is None or (source.split or 'train') != 'train' or \
+            not (manifest.split_examples('eval') or 0):
+        return None
+    return f'{manifest.directory}:eval'
+
+
 def _default_run_name(config: Config, source) -> str:
     if source.manifest is not None:
         name = Path(source.manifest.directory).name
@@ -485,6 +495,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--experiment', default='ddsp', help='MLflow experiment')
     p.add_argument('--run_name', default=None,
                    help='MLflow run name of a new run (default: PRESET-DATASET-xxxx)')
+    p.add_argument('--eval_every', type=int, default=None, metavar='STEPS',
+                   help="log eval_loss, the loss on the dataset's eval split, every STEPS steps "
+                        '(at logged steps) and at the end, when the dataset has an eval split '
+                        '(default: train.checkpoint_every; 0: never)')
     p.add_argument('--no_tracking', action='store_true', help='do not log to MLflow')
     p.add_argument('--sync_tracking', action='store_true',
                    help='only copy what --model_dir/mlruns (the fallback store used while the '
@@ -540,10 +554,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f'ddsp-train: {config.preset} on {source.describe()}; training on {crops}; '
               f'{runtime.describe_devices()}, --strategy {args.strategy}', file=sys.stderr,
               flush=True)
+        eval_every = resolved.train.checkpoint_every if args.eval_every is None else \
+            args.eval_every
+        if eval_every < 0:
+            raise ConfigError(f'--eval_every must be >= 0, got {eval_every}')
+        eval_data = held_out_data(source) if eval_every else None
         result = train(config, source, args.model_dir, args.steps, strategy=dist,
                        tracking_uri=args.tracking_uri, experiment=args.experiment,
                        run_name=args.run_name, track=not args.no_tracking,
-                       progress=not args.no_progress)
+                       progress=not args.no_progress, eval_data=eval_data,
+                       eval_every=eval_every if eval_data else 0)
     except (ConfigError, DataError, ModelDirLocked) as e:
         print(f'ddsp-train: error: {e}', file=sys.stderr)
         return EXIT_USAGE

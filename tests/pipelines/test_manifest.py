@@ -153,3 +153,34 @@ def test_manifest_of_an_all_dead_run_has_empty_splits():
     assert m['files']['reconciled'] is True
     assert m['mean_loudness_db'] is None and m['f0_range_hz'] == [None, None]
     json.dumps(m, allow_nan=False)  # no NaN/Infinity in the JSON
+
+
+def test_a_segmented_file_lists_its_eval_blocks_and_counts_in_both_splits():
+    from pipelines import splitting
+
+    opts = dataclasses.replace(OPTS, split_by='segment')
+    n = 600 * 16000
+    plan = splitting.plan_file('long.wav', n, opts, splitting.SEGMENT)
+    info = splitting.describe(plan, n, opts)
+    decoded = [{'path': '/x/long.wav', 'key': 'long.wav', 'split': plan.split,
+                'seconds': 600.0, 'sha256': 'll', **info}]
+    counts = plan.counts()
+    (line,) = manifest.build_ledger([InputEntry('/x/long.wav', 'long.wav')], decoded,
+                                    {'/x/long.wav': (counts['train'] + counts['eval'], 0,
+                                                     counts['eval'])}, [], opts)
+    assert line['split'] == 'segmented' and line['eval_examples'] == counts['eval'] == 54
+    assert line['eval_blocks'] == info['eval_blocks'] and len(line['eval_blocks']) == 2
+    assert line['guard_windows'] == counts['guard'] and line['guard_seconds'] == 16.0
+    out = manifest.build_manifest(opts, ['/x/*.wav'], [line], _acc(), {}, 0,
+                                  split_method=splitting.SEGMENT)
+    assert out['split'] == {
+        'method': 'segment', 'split_by': 'segment', 'seed': 0, 'eval_fraction': 0.1,
+        'held_out_seconds': 60.0, 'guard_secs': 4.0, 'guard_seconds': 16.0,
+        'guard_windows': counts['guard'], 'files_segmented': 1}
+    assert out['splits']['eval']['files'] == out['splits']['train']['files'] == 1
+    assert out['splits']['eval']['source_hours'] == pytest.approx(60 / 3600)
+    assert out['splits']['train']['source_hours'] == pytest.approx((600 - 60 - 16) / 3600)
+    from pipelines.prepare_dataset import _summary_lines
+
+    assert ('  split by segment (1 file holds out blocks): 60.0 s held out, 16.0 s of guard in '
+            'neither split') in list(_summary_lines(out, '/out'))
