@@ -233,7 +233,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                          args.max_examples, progress=not args.no_progress,
                                          listen=args.listen)
         evaluation.write_outputs(result, out, model.sample_rate)
+    except DataError as e:  # a damaged or wrongly laid out record: names the shard
+        print(f'ddsp-eval: error: {e}', file=sys.stderr)
+        return 2
     except Exception as e:  # noqa: BLE001 - report any failure with exit code 1
+        full = runtime.disk_full_message(e)
+        if full:
+            print(f'ddsp-eval: failed: {full}; free some space and run again', file=sys.stderr)
+            return 1
         log.exception('evaluation failed')
         print(f'ddsp-eval: failed: {type(e).__name__}: {e}', file=sys.stderr)
         return 1

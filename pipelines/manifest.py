@@ -9,7 +9,7 @@ layout keys (``sample_rate``, ``frame_rate``, ``example_secs``, ``features``) ar
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Mapping, Optional, Sequence
 
 from ddsp_core import records
 from pipelines import stats
@@ -78,7 +78,8 @@ def build_ledger(entries: Sequence[InputEntry], file_records: Iterable[Mapping],
 
 def build_manifest(opts: PrepareOptions, inputs: Sequence[str], ledger: Sequence[Mapping],
                    split_stats: Mapping[str, dict], shards: Mapping[str, Sequence[str]],
-                   n_dead_letters: int) -> dict:
+                   n_dead_letters: int, shard_files: Optional[Mapping[str, Mapping]] = None
+                   ) -> dict:
     """Assemble ``manifest.json``.
 
     Args:
@@ -88,6 +89,9 @@ def build_manifest(opts: PrepareOptions, inputs: Sequence[str], ledger: Sequence
         split_stats: per-split accumulators (:func:`pipelines.stats.merge_split_stats`).
         shards: split -> written shard paths or names.
         n_dead_letters: number of dead-letter records.
+        shard_files: shard file name -> ``{'bytes', 'sha256'}`` as written; recorded per split
+            under :data:`ddsp_core.records.SHARD_FILES` (readers check sizes before reading,
+            ``ddsp-prepare --verify`` the digests).
     """
     layout = opts.layout
     outcomes = defaultdict(int)
@@ -107,6 +111,9 @@ def build_manifest(opts: PrepareOptions, inputs: Sequence[str], ledger: Sequence
                       'shards': sorted(str(p).replace('\\', '/').rsplit('/', 1)[-1]
                                        for p in shards.get(s, []))})
         splits[s] = entry
+        if shard_files is not None:
+            entry[records.SHARD_FILES] = {n: dict(shard_files[n]) for n in entry['shards']
+                                          if n in shard_files}
     digests = {s: split_stats.get(s, stats.empty_split_stats())['digest']
                for s in records.SPLITS}
     train = splits['train']
