@@ -199,8 +199,10 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
             old = final.with_name(partial.name[:-len('.partial')] + '.old')
             os.replace(final, old)
         os.replace(partial, final)
-        if old is not None:
+        if old is not None and old.is_dir():
             shutil.rmtree(old, ignore_errors=True)
+        elif old is not None:
+            old.unlink()
     except OSError as e:
         shutil.rmtree(partial, ignore_errors=True)
         raise _naming(e, final) from e
