@@ -203,7 +203,10 @@ def reading(source: DataSource):
     try:
         yield
     except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
-        explained = None if source.is_tfds else damaged_data_error(source, e)
+        about_records = isinstance(e, tf.errors.DataLossError) or any(
+            word in str(e) for word in ('parse', 'Example', 'Feature'))
+        explained = damaged_data_error(source, e) if about_records and not source.is_tfds \
+            else None
         if explained is None:
             raise
         raise explained from None
@@ -215,7 +218,8 @@ def _first_record(files: list[str]) -> tuple[Optional[str], Optional[bytes]]:
         try:
             raw = next(iter(tf.data.TFRecordDataset(path).take(1)), None)
         except tf.errors.OpError as e:
-            raise DataError(f'{path}: cannot read TFRecords ({e.message})') from None
+            raise DataError(f'{path}: cannot read TFRecords ({records.tf_error_text(e)})'
+                            ) from None
         if raw is not None:
             return path, raw.numpy()
     return None, None

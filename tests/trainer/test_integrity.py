@@ -18,6 +18,7 @@ from mlflow.tracking import MlflowClient
 
 from ddsp_core import records
 from pipelines import evaluate as ddsp_eval
+from pipelines import sweep as ddsp_sweep
 from trainer import testing
 from trainer.train import main
 
@@ -65,6 +66,13 @@ def test_truncated_or_missing_shard_stops_train_and_eval_before_the_first_step(t
     assert ddsp_eval.main(['--model', str(model_dir), '--data', str(tmp_path / 'data'),
                            '--split', 'train']) == 2
     assert f'ddsp-eval: error: {shards[0]}: expected {size} bytes' in capsys.readouterr().err
+    # and so does a sweep (before its study, its MLflow runs or any trial)
+    assert ddsp_sweep.main(['--name', 'cut', '--data', str(tmp_path / 'data'), '--steps', '2',
+                            '--space', 'train.learning_rate=[0.001]', '--output_dir',
+                            str(tmp_path / 'sweep'), '--tracking_uri',
+                            f'sqlite:///{tmp_path / "mlflow.db"}']) == 2
+    assert f'ddsp-sweep: error: {shards[0]}: expected {size} bytes' in capsys.readouterr().err
+    assert not (tmp_path / 'sweep').exists()
     os.remove(shards[1])
     assert _train(tmp_path / 'data', model_dir, 3, '--no_tracking') == 2
     err = capsys.readouterr().err
@@ -107,6 +115,34 @@ def test_a_flipped_byte_met_mid_run_names_the_shard_and_offset(tmp_path, capsys)
                            '(corrupted record at ')
     assert 'its SHA-256 differs from the manifest' in line
     assert f'ddsp-prepare --verify {tmp_path}/data checks every shard' in line
+
+
+@pytest.mark.slow
+def test_a_record_that_does_not_parse_as_the_layout_is_named_by_shard_and_offset(tmp_path,
+                                                                                 capsys):
+    import numpy as np
+    import tensorflow as tf
+
+    shards = _dataset(tmp_path / 'data', n_examples=2, n_shards=1)
+    good = [r.numpy() for r in tf.data.TFRecordDataset(shards[0])]
+    short = records.serialize_example({k: np.zeros(n // 2, np.float32) for k, n in
+                                       LAYOUT.feature_lengths().items()})
+    with tf.io.TFRecordWriter(shards[0]) as w:  # sound CRCs, but the third record is too short
+        for raw in (*good, short):
+            w.write(raw)
+    manifest = tmp_path / 'data' / records.MANIFEST
+    data = json.loads(manifest.read_text())
+    data['splits']['train'][records.SHARD_FILES] = {
+        os.path.basename(shards[0]): records.file_entry(shards[0])}
+    manifest.write_text(json.dumps(data))
+    code = _train(tmp_path / 'data', tmp_path / 'model', 3, '--no_tracking')
+    err = capsys.readouterr().err
+    assert code == 2, err[-3000:]
+    third = sum(records.RECORD_FRAMING_BYTES + len(raw) for raw in good)
+    (line,) = [x for x in _error_lines(err) if x.startswith('ddsp-train: error')]
+    assert line.startswith(f'ddsp-train: error: {shards[0]}: damaged record at byte {third} '
+                           "(record 2: feature 'audio' has 4000 values where ")
+    assert 'its SHA-256 matches the manifest (it was damaged when written' in line
 
 
 # ---- checkpoints ------------------------------------------------------------------------------
