@@ -4,7 +4,9 @@ dataset's ``manifest.json``.
 One module owns what a prepared dataset looks like, so that the code that writes datasets
 (``pipelines``, ``trainer.testing``) and the code that reads them (the trainer, evaluation,
 transfer) cannot drift apart. It needs numpy, and TensorFlow only for :func:`tf_feature_spec`
-and reading files through ``tf.io.gfile`` (local paths and ``gs://``).
+and reading files through ``tf.io.gfile`` and ``tf.data`` (local paths and ``gs://``): the
+manifest, and the shards when they are checked against it (:func:`check_shard_sizes`,
+:func:`verify_shards`, :func:`find_damaged_record`).
 
 A dataset directory holds::
 
