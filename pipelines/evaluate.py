@@ -151,7 +151,8 @@ def build_arg_parser() -> argparse.ArgumentParser:
         epilog='Without --runner the evaluation runs in this process; with a Beam runner '
                '(--runner DirectRunner --direct_num_workers 2, or --runner DataflowRunner '
                '--project ... --region ... --temp_location gs://...) it runs on Beam. Any '
-               'other option is passed to Beam. Exit codes: 0 done, 1 failed, 2 bad usage.')
+               'other option is passed to Beam. Exit codes: 0 done, 1 failed, 2 bad usage '
+               '(a missing, truncated or damaged shard included).')
     p.add_argument('--model', required=True,
                    help='a ddsp-train --model_dir, or runs:/RUN_ID (its checkpoints/ artifacts)')
     p.add_argument('--data', required=True,
