@@ -228,7 +228,7 @@ def disk_full_message(error: BaseException) -> str | None:
         text = str(getattr(error, 'message', None) or error)
         for words in ('No space left on device', 'database or disk is full',
                       'Disk quota exceeded'):
-            if words in text:
-                return text.strip().splitlines()[0]
+            if words in text:  # the line that says so (a runner's error may quote a traceback)
+                return next(line.strip() for line in text.splitlines() if words in line)
         error = error.__cause__ or error.__context__
     return None

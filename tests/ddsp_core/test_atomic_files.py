@@ -102,5 +102,9 @@ def test_disk_full_message_knows_tensorflow_and_sqlite_wording():
     wrapped = RuntimeError('saving failed')
     wrapped.__cause__ = sqlite3.OperationalError('database or disk is full')
     assert runtime.disk_full_message(wrapped) == 'database or disk is full'
+    beam = RuntimeError('Pipeline failed:\nTraceback (most recent call last):\n  File "x.py"\n'
+                        "OSError: [Errno 28] No space left on device: '/d/.tmp-train-0'\n")
+    assert runtime.disk_full_message(beam) == ("OSError: [Errno 28] No space left on device: "
+                                               "'/d/.tmp-train-0'")
     assert runtime.disk_full_message(OSError(errno.EACCES, 'Permission denied', 'x')) is None
     assert runtime.disk_full_message(ValueError('no')) is None
