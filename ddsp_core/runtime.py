@@ -1,5 +1,6 @@
-"""Process set-up shared by the command-line tools: a quiet TensorFlow start and a one-line
-description of the devices in use.
+"""Process set-up shared by the command-line tools: a quiet TensorFlow start, a one-line
+description of the devices in use, files written whole (:func:`atomic_output`) and the one line
+that a full disk gets (:func:`disk_full_message`).
 
 TensorFlow's native start-up lines ("oneDNN custom operations are on", "Could not find cuda
 drivers", "failed call to cuInit: INTERNAL: CUDA error" on every machine without a GPU...) are
@@ -13,10 +14,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import os
+import secrets
+import shutil
 import sys
 import tempfile
-from typing import Iterator
+from pathlib import Path
+from typing import IO, Iterator
 
 VERBOSE_ENV = 'DDSP_VERBOSE'
 _started = False
@@ -127,3 +132,103 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         if '%(default)' in text or unset or action.required or not action.option_strings:
             return text
         return text + ' (default: %(default)s)'
+
+
+# ---- files that a later step reads --------------------------------------------------------------
+def _partial_name(final: Path) -> Path:
+    return final.with_name(f'.{final.name}.{os.getpid()}-{secrets.token_hex(3)}.partial')
+
+
+def _naming(error: OSError, path: Path) -> OSError:
+    """``error`` with ``path`` as its file name when it names none (a failed write or flush)."""
+    if error.filename is None and error.errno is not None:
+        return type(error)(error.errno, error.strerror or os.strerror(error.errno), str(path))
+    return error
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike, mode: str = 'w', **open_kwargs) -> Iterator[IO]:
+    """Write a file whole or not at all: yields a file open on a temporary name beside ``path``
+    (same directory, so the same filesystem; parent directories are created); when the block
+    ends without an error the data is flushed to disk and the file renamed onto ``path`` (an
+    atomic replace), else the temporary file is removed. A reader, or a process killed
+    mid-write, sees the old file or the new one, never a part of one. An ``OSError`` of the
+    write (a full disk: ``ENOSPC``) names ``path``.
+    """
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    partial = _partial_name(final)
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies
+    try:
+        with os.fdopen(fd, mode, **open_kwargs) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(partial, final)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            os.unlink(partial)
+        raise _naming(e, final) from e
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(partial)
+        raise
+
+
+def write_atomic(path: str | os.PathLike, data: str | bytes) -> Path:
+    """Write ``data`` (text as UTF-8) to ``path`` with :func:`atomic_output`; returns the path."""
+    with atomic_output(path, 'wb') as f:
+        f.write(data.encode('utf-8') if isinstance(data, str) else data)
+    return Path(path)
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
+    """Build a directory under a temporary name beside ``path`` and move it into place when
+    the block ends without an error (removed otherwise). An existing ``path`` is moved aside
+    first and deleted after: a kill leaves the old directory (possibly under its aside name,
+    ``.NAME.*.old``) or the new one, never a half-written one at ``path``."""
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    partial = _partial_name(final)
+    partial.mkdir()
+    try:
+        yield partial
+        old = None
+        if final.exists():
+            old = final.with_name(partial.name[:-len('.partial')] + '.old')
+            os.replace(final, old)
+        os.replace(partial, final)
+        if old is not None and old.is_dir():
+            shutil.rmtree(old, ignore_errors=True)
+        elif old is not None:
+            old.unlink()
+    except OSError as e:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise _naming(e, final) from e
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+
+
+#: errno values that mean the filesystem (or the user's quota) is full.
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full_message(error: BaseException) -> str | None:
+    """One line for an error caused by a full disk ('no space left on device writing PATH'),
+    or None for any other error. Looks through the error's causes, and knows TensorFlow's and
+    SQLite's wording (their errors carry no errno)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in DISK_FULL_ERRNOS:
+            where = f' writing {error.filename}' if error.filename else ''
+            return f'{os.strerror(error.errno).lower()}{where}'
+        text = str(getattr(error, 'message', None) or error)
+        for words in ('No space left on device', 'database or disk is full',
+                      'Disk quota exceeded'):
+            if words in text:  # the line that says so (a runner's error may quote a traceback)
+                return next(line.strip() for line in text.splitlines() if words in line)
+        error = error.__cause__ or error.__context__
+    return None

@@ -151,7 +151,8 @@ def build_arg_parser() -> argparse.ArgumentParser:
         epilog='Without --runner the evaluation runs in this process; with a Beam runner '
                '(--runner DirectRunner --direct_num_workers 2, or --runner DataflowRunner '
                '--project ... --region ... --temp_location gs://...) it runs on Beam. Any '
-               'other option is passed to Beam. Exit codes: 0 done, 1 failed, 2 bad usage.')
+               'other option is passed to Beam. Exit codes: 0 done, 1 failed, 2 bad usage '
+               '(a missing, truncated or damaged shard included).')
     p.add_argument('--model', required=True,
                    help='a ddsp-train --model_dir, or runs:/RUN_ID (its checkpoints/ artifacts)')
     p.add_argument('--data', required=True,
@@ -233,7 +234,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                          args.max_examples, progress=not args.no_progress,
                                          listen=args.listen)
         evaluation.write_outputs(result, out, model.sample_rate)
+    except DataError as e:  # a damaged or wrongly laid out record: names the shard
+        print(f'ddsp-eval: error: {e}', file=sys.stderr)
+        return 2
     except Exception as e:  # noqa: BLE001 - report any failure with exit code 1
+        full = runtime.disk_full_message(e)
+        if full:
+            print(f'ddsp-eval: failed: {full}; free some space and run again', file=sys.stderr)
+            return 1
         log.exception('evaluation failed')
         print(f'ddsp-eval: failed: {type(e).__name__}: {e}', file=sys.stderr)
         return 1

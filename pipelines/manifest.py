@@ -9,7 +9,7 @@ layout keys (``sample_rate``, ``frame_rate``, ``example_secs``, ``features``) ar
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Mapping, Optional, Sequence
 
 from ddsp_core import records
 from pipelines import stats
@@ -121,7 +121,8 @@ def split_summary(opts: PrepareOptions, method: str, ledger: Sequence[Mapping]) 
 
 def build_manifest(opts: PrepareOptions, inputs: Sequence[str], ledger: Sequence[Mapping],
                    split_stats: Mapping[str, dict], shards: Mapping[str, Sequence[str]],
-                   n_dead_letters: int, split_method: str | None = None) -> dict:
+                   n_dead_letters: int, split_method: str | None = None,
+                   shard_files: Optional[Mapping[str, Mapping]] = None) -> dict:
     """Assemble ``manifest.json``.
 
     Args:
@@ -133,6 +134,9 @@ def build_manifest(opts: PrepareOptions, inputs: Sequence[str], ledger: Sequence
         n_dead_letters: number of dead-letter records.
         split_method: the method that drew the eval split (``file`` or ``segment``;
             :func:`pipelines.splitting.choose_method`); default ``opts.split_by``.
+        shard_files: shard file name -> ``{'bytes', 'sha256'}`` as written; recorded per split
+            under :data:`ddsp_core.records.SHARD_FILES` (readers check sizes before reading,
+            ``ddsp-prepare --verify`` the digests).
     """
     layout = opts.layout
     outcomes = defaultdict(int)
@@ -153,6 +157,9 @@ def build_manifest(opts: PrepareOptions, inputs: Sequence[str], ledger: Sequence
                       'shards': sorted(str(p).replace('\\', '/').rsplit('/', 1)[-1]
                                        for p in shards.get(s, []))})
         splits[s] = entry
+        if shard_files is not None:
+            entry[records.SHARD_FILES] = {n: dict(shard_files[n]) for n in entry['shards']
+                                          if n in shard_files}
     digests = {s: split_stats.get(s, stats.empty_split_stats())['digest']
                for s in records.SPLITS}
     train = splits['train']

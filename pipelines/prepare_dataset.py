@@ -218,7 +218,8 @@ class WriteShard(beam.DoFn):
     """((split, index, n_shards), records) -> one TFRecord file with the records sorted by key,
     written under a temporary name and renamed (a retried bundle rewrites it whole). ``None``
     items are placeholders that make every shard index appear (empty shards are written too).
-    Yields ``(split, file name, n_records)``."""
+    Yields ``(split, file name, n_records, {'bytes', 'sha256'})``: the size and digest of the
+    bytes as they were written (:class:`ddsp_core.records.DigestingWriter`, no second read)."""
 
     def __init__(self, output_dir: str):
         self.output_dir = output_dir
@@ -233,12 +234,13 @@ class WriteShard(beam.DoFn):
         tmp = FileSystems.join(self.output_dir, f'.tmp-{name}')
         with FileSystems.create(tmp, mime_type='application/octet-stream',
                                 compression_type='uncompressed') as f:
+            out = records.DigestingWriter(f)
             for _key, data in items:
-                _TFRecordUtil.write_record(f, data)
+                _TFRecordUtil.write_record(out, data)
         if FileSystems.exists(final):
             FileSystems.delete([final])
         FileSystems.rename([tmp], [final])
-        yield split, name, len(items)
+        yield split, name, len(items), out.entry()
 
 
 def _sum_pairs(pairs: Iterable[tuple[int, ...]]) -> tuple[int, ...]:
@@ -258,6 +260,14 @@ def _silent_file_letter(item, opts: PrepareOptions):
 
 
 def _write_text(path: str, text: str) -> None:
+    """Write a file whole: locally under a temporary name renamed into place
+    (:func:`ddsp_core.runtime.write_atomic`); object stores (``gs://``) publish an object only
+    when it is complete."""
+    if '://' not in path:
+        from ddsp_core import runtime
+
+        runtime.write_atomic(path, text)
+        return
     with FileSystems.create(path, mime_type='application/json') as f:
         f.write(text.encode('utf-8'))
 
@@ -270,10 +280,13 @@ def _finish(_, output_dir, opts, patterns, entries, file_records, split_stats, c
     dead_letters = sorted(dead_letters, key=lambda d: (d['path'], d['stage'], d['reason']))
     ledger = manifest.build_ledger(entries, file_records, counts, dead_letters, opts)
     shards: dict[str, list[str]] = {s: [] for s in records.SPLITS}
-    for split, name, _n in written:
+    shard_files = {}
+    for split, name, _n, check in written:
         shards[split].append(name)
+        shard_files[name] = check
     result = manifest.build_manifest(opts, patterns, ledger, split_stats, shards,
-                                     len(dead_letters), split_method=split_method)
+                                     len(dead_letters), split_method=split_method,
+                                     shard_files=shard_files)
     keep = {n for names in shards.values() for n in names}
     stale = [p for p in _existing_shards(output_dir) if p.rsplit('/', 1)[-1] not in keep]
     if stale:
@@ -581,11 +594,16 @@ def build_arg_parser() -> argparse.ArgumentParser:
                'process per core. On Dataflow add: --runner DataflowRunner --project PROJECT '
                '--region REGION --temp_location gs://BUCKET/tmp --setup_file ./setup.py '
                '(needs apache-beam[gcp]: pip install -e ".[gcp]"). See docs/prepare.md.')
-    p.add_argument('--input', action='append', required=True, metavar='PATTERN',
+    p.add_argument('--input', action='append', metavar='PATTERN',
                    help='audio file pattern (local or gs://...; repeatable or comma list; a '
                         'directory means all files in it); any format libsndfile reads '
-                        '(wav, flac, ogg, mp3...)')
-    p.add_argument('--output_dir', required=True, help='dataset directory to write')
+                        '(wav, flac, ogg, mp3...); required unless --verify')
+    p.add_argument('--output_dir', help='dataset directory to write; required unless --verify')
+    p.add_argument('--verify', metavar='DATASET_DIR',
+                   help='only check a prepared dataset: every shard its manifest.json lists '
+                        'exists with the recorded size and SHA-256 (each damaged shard is named, '
+                        'with the byte offset of its first damaged record); exit 1 if one '
+                        'differs')
     p.add_argument('--sample_rate', type=int, default=d.sample_rate,
                    help='sample rate of the audio feature (Hz); != 16000 adds audio_16k')
     p.add_argument('--frame_rate', type=int, default=d.frame_rate,
@@ -662,6 +680,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         args, beam_args = parser.parse_known_args(argv)
     except SystemExit as e:
         return int(e.code or 0)
+    if args.verify:
+        return verify_main(args.verify)
+    missing = [flag for flag, value in (('--input', args.input),
+                                        ('--output_dir', args.output_dir)) if not value]
+    if missing:
+        print(f'ddsp-prepare: error: the following arguments are required: {", ".join(missing)} '
+              '(or --verify DATASET_DIR)', file=sys.stderr)
+        return 2
     runtime.set_verbose(args.verbose)
     root = logging.getLogger()
     for old in [h for h in root.handlers if isinstance(h, _StderrHandler)]:
@@ -672,7 +698,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     root.setLevel(logging.INFO if args.verbose else logging.WARNING)
     logging.getLogger('apache_beam').setLevel(logging.INFO if args.verbose else logging.ERROR)
     kwargs = {k: v for k, v in vars(args).items()
-              if k not in ('input', 'output_dir', 'overwrite', 'verbose')}
+              if k not in ('input', 'output_dir', 'overwrite', 'verbose', 'verify')}
     try:
         opts = PrepareOptions(**kwargs).validate()
         print(f'ddsp-prepare: {len(args.input)} pattern(s) -> {args.output_dir} '
@@ -684,6 +710,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f'ddsp-prepare: error: {e}', file=sys.stderr)
         return 2
     except Exception as e:  # noqa: BLE001 - report any pipeline failure with exit code 1
+        full = runtime.disk_full_message(e)
+        if full:
+            print(f'ddsp-prepare: failed: {full}; free some space and run again with '
+                  '--overwrite', file=sys.stderr)
+            return 1
         log.exception('pipeline failed')
         print(f'ddsp-prepare: failed: {type(e).__name__}: {e}', file=sys.stderr)
         return 1
@@ -692,6 +723,35 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     for line in _summary_lines(result, args.output_dir):
         print(line, file=sys.stderr)
+    return 0
+
+
+def verify_main(directory: str) -> int:
+    """``ddsp-prepare --verify DATASET_DIR``: check every shard against the manifest
+    (:func:`ddsp_core.records.verify_shards`); one line per damaged shard. Exit codes: 0 all
+    match, 1 a shard is missing or differs, 2 no readable manifest there."""
+    from ddsp_core import runtime
+
+    runtime.import_tensorflow()
+    try:
+        found = records.read_manifest(directory)
+    except records.LayoutError as e:
+        print(f'ddsp-prepare: error: --verify {directory}: {e}', file=sys.stderr)
+        return 2
+    checked, problems = records.verify_shards(found)
+    for line in problems:
+        print(f'ddsp-prepare: {line}', file=sys.stderr)
+    recorded = sum(found.shard_file(p) is not None for p in checked)
+    how = ('sizes and SHA-256 digests' if recorded == len(checked) else
+           f'{recorded} by size and SHA-256, {len(checked) - recorded} (the manifest records no '
+           'digest for them) by reading every record\'s checksum')
+    if problems:
+        print(f'ddsp-prepare: --verify {directory}: {len(problems)} of {len(checked)} shards '
+              f'are missing or damaged ({how}); copy the dataset again or re-run ddsp-prepare',
+              file=sys.stderr)
+        return 1
+    print(f'ddsp-prepare: --verify {directory}: all {len(checked)} shards match '
+          f'{found.path} ({how})', file=sys.stderr)
     return 0
 
 

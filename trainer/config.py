@@ -298,12 +298,10 @@ class Config:
     # ---- files -------------------------------------------------------------------------------
     def save(self, model_dir: str | os.PathLike) -> Path:
         """Write ``config.json`` into ``model_dir`` (created if needed) and return its path."""
-        path = Path(model_dir) / CONFIG_FILENAME
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix('.json.tmp')
-        tmp.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + '\n')
-        os.replace(tmp, path)
-        return path
+        from ddsp_core import runtime
+
+        return runtime.write_atomic(Path(model_dir) / CONFIG_FILENAME,
+                                    json.dumps(self.to_dict(), indent=2, sort_keys=True) + '\n')
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Config:

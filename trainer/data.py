@@ -20,6 +20,7 @@ the window are cropped at a random frame (``crop='random'``) or at their start (
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import glob
 import hashlib
@@ -159,13 +160,66 @@ def _manifest_near(files: list[str]) -> Optional[records.Manifest]:
     return manifests[0]
 
 
+def _check_shards(manifest: records.Manifest, files: list[str]) -> None:
+    """Every shard exists with the size the manifest recorded (before anything is read)."""
+    try:
+        records.check_shard_sizes(manifest, files)
+    except records.ShardError as e:
+        raise DataError(str(e)) from None
+
+
+def damaged_data_error(source: DataSource, error: Exception) -> Optional[DataError]:
+    """Explain a read error of ``source``'s records: the shard and byte offset of the first
+    damaged record (each shard is read again, record by record, to find it), and whether the
+    shard's SHA-256 still matches its manifest. None when no shard holds a damaged record (the
+    error was something else)."""
+    for path in source.files:
+        found = records.find_damaged_record(path, source.layout)
+        if found is None:
+            continue
+        offset, reason = found
+        text = f'{path}: damaged record at byte {offset} ({reason})'
+        entry = source.manifest.shard_file(path) if source.manifest else None
+        if entry and entry.get('sha256'):
+            same = records.file_entry(path)['sha256'] == entry['sha256']
+            text += ('; its SHA-256 matches the manifest (it was damaged when written: re-run '
+                     'ddsp-prepare)' if same else
+                     '; its SHA-256 differs from the manifest (it changed after it was written: '
+                     'copy the dataset again or re-run ddsp-prepare)')
+        if source.manifest is not None:
+            text += f'. ddsp-prepare --verify {source.manifest.directory} checks every shard'
+        return DataError(text)
+    if isinstance(error, tf.errors.DataLossError):
+        return DataError(f'{source.where}: a record could not be read '
+                         f'({records.tf_error_text(error)})')
+    return None
+
+
+@contextlib.contextmanager
+def reading(source: DataSource):
+    """Around code that reads ``source``'s records: a damaged record (TensorFlow's
+    ``DataLossError``, or a record that does not parse) becomes a :class:`DataError` naming the
+    shard and offset (:func:`damaged_data_error`), not a bare TensorFlow traceback."""
+    try:
+        yield
+    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
+        about_records = isinstance(e, tf.errors.DataLossError) or any(
+            word in str(e) for word in ('parse', 'Example', 'Feature'))
+        explained = damaged_data_error(source, e) if about_records and not source.is_tfds \
+            else None
+        if explained is None:
+            raise
+        raise explained from None
+
+
 def _first_record(files: list[str]) -> tuple[Optional[str], Optional[bytes]]:
     """The first record of the first non-empty file (file, bytes), or (None, None)."""
     for path in files:
         try:
             raw = next(iter(tf.data.TFRecordDataset(path).take(1)), None)
         except tf.errors.OpError as e:
-            raise DataError(f'{path}: cannot read TFRecords ({e.message})') from None
+            raise DataError(f'{path}: cannot read TFRecords ({records.tf_error_text(e)})'
+                            ) from None
         if raw is not None:
             return path, raw.numpy()
     return None, None
@@ -221,10 +275,7 @@ def open_source(data: str, split: str = 'train', sample_rate: Optional[int] = No
             except records.LayoutError as e:
                 raise DataError(str(e)) from None
             files = manifest.shards(split)
-            missing = [f for f in files if not tf.io.gfile.exists(f)]
-            if missing:
-                raise DataError(f'{manifest.path} lists {len(missing)} shard(s) that do not '
-                                f'exist, e.g. {missing[0]}')
+            _check_shards(manifest, files)
             if not files:
                 files = _glob(os.path.join(path, f'{split}-*.tfrecord*'))
             if manifest.split_examples(split) == 0 or not files:
@@ -239,6 +290,8 @@ def open_source(data: str, split: str = 'train', sample_rate: Optional[int] = No
     else:
         files = resolve_files(path)
         manifest = _manifest_near(files)
+        if manifest is not None:
+            _check_shards(manifest, [f for f in files if manifest.shard_file(f) is not None])
         splits = {records.split_of_shard(f) for f in files}
         chosen_split = splits.pop() if len(splits) == 1 else None
     first_file, raw = _first_record(files)

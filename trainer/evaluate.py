@@ -40,15 +40,39 @@ def default_crepe_capacity(manifest: Optional[dict]) -> str:
 
 def iter_records(files, layout: records.Layout) -> Iterator[tuple[str, dict]]:
     """``(id, example)`` for every record of the files, in order; the id is
-    ``<shard file name>#<index in the shard>``; examples hold float32 numpy features."""
+    ``<shard file name>#<index in the shard>``; examples hold float32 numpy features.
+
+    Raises:
+        trainer.data.DataError: a damaged record (names the shard and the record's byte
+            offset) or one that breaks the layout.
+    """
     import tensorflow as tf
+
+    from trainer.data import DataError
 
     for path in files:
         name = os.path.basename(str(path))
-        for i, raw in enumerate(tf.data.TFRecordDataset(str(path))):
-            example = records.parse_example(raw.numpy(), f'{path} record {i}')
-            records.check_lengths({k: v.size for k, v in example.items()}, layout,
-                                  f'{path} record {i}')
+        offset = 0
+        records_of = iter(tf.data.TFRecordDataset(str(path)))
+        for i in itertools.count():
+            try:
+                raw = next(records_of, None)
+            except tf.errors.OpError:
+                found = records.find_damaged_record(str(path))
+                where, why = found if found else (offset, 'unreadable')
+                raise DataError(f'{path}: damaged record at byte {where} ({why}); ddsp-prepare '
+                                f'--verify {os.path.dirname(str(path))} checks every shard'
+                                ) from None
+            if raw is None:
+                break
+            data = raw.numpy()
+            try:
+                example = records.parse_example(data, f'{path} record {i} (byte {offset})')
+                records.check_lengths({k: v.size for k, v in example.items()}, layout,
+                                      f'{path} record {i} (byte {offset})')
+            except records.LayoutError as e:
+                raise DataError(str(e)) from None
+            offset += records.RECORD_FRAMING_BYTES + len(data)
             yield f'{name}#{i}', example
 
 

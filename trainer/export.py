@@ -35,7 +35,6 @@ import datetime
 import json
 import logging
 import os
-import shutil
 import sys
 import tempfile
 import zipfile
@@ -540,10 +539,19 @@ def check_saved_model(path: str | os.PathLike, trained, n_frames: Optional[int] 
 
 def export_saved_model(trained, out: str | os.PathLike, check: bool = True) -> dict:
     """Write the SavedModel (and ``ddsp_export.json`` beside it) to ``out``; returns that
-    info dict (features, outputs, rates, step, check errors)."""
+    info dict (features, outputs, rates, step, check errors). The directory is built and checked
+    under a temporary name and moved into place whole
+    (:func:`ddsp_core.runtime.atomic_directory`), replacing an earlier export only when the new
+    one passed its check."""
+    from ddsp_core import runtime
+
+    with runtime.atomic_directory(out) as partial:
+        return _write_saved_model(trained, partial, check)
+
+
+def _write_saved_model(trained, out: Path, check: bool) -> dict:
     tf = _tf()
     module = build_synthesis_module(trained)
-    out = Path(out)
     tf.saved_model.save(module, str(out), signatures={
         'serving_default': module.serve.get_concrete_function(),
         'controls': module.controls.get_concrete_function()})
@@ -1268,9 +1276,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 print(f'ddsp-export: logged {out.name} to MLflow run {run_id} under vst/',
                       file=sys.stderr)
             return 0
-        if out.exists():
-            shutil.rmtree(out) if out.is_dir() else out.unlink()
-        info = export_saved_model(trained, out)
+        info = export_saved_model(trained, out)  # replaces an existing --out when done
         worst = max(info['check_max_abs_error'].values())
         print(f'ddsp-export: wrote the SavedModel {out} (features '
               f'{", ".join(info["features"])} -> audio, audio_dry; matches the trained model to '
@@ -1285,6 +1291,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return _fail(str(e))
     except Exception as e:  # noqa: BLE001 - report any failure with exit code 1
         logger.debug('export failed', exc_info=True)
+        full = runtime.disk_full_message(e)
+        if full:
+            return _fail(f'{full}; free some space and run again', code=1)
         return _fail(f'{type(e).__name__}: {e}', code=1)
     return 0
 

@@ -144,8 +144,6 @@ class TrainedModel:
             ModelDirError: no config or no checkpoint there.
             ConfigError: ``example_secs`` is not a whole number of frames.
         """
-        import tensorflow as tf
-
         from trainer.model import Autoencoder
 
         local = _local_model_dir(str(model), tracking_uri)
@@ -155,7 +153,12 @@ class TrainedModel:
         config = Config.load(local / CONFIG_FILENAME)
         if not config.data.resolved:
             raise ModelDirError(f'{model}: its {CONFIG_FILENAME} has no data layout')
-        latest = tf.train.latest_checkpoint(str(local))
+        from trainer.trainer import CheckpointError, newest_readable_checkpoint
+
+        try:
+            latest = newest_readable_checkpoint(local)
+        except CheckpointError as e:
+            raise ModelDirError(str(e)) from None
         if latest is None:
             raise ModelDirError(f'{model}: no checkpoint (train it first with ddsp-train)')
         if example_secs is not None:

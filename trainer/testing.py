@@ -103,7 +103,9 @@ def write_dataset(directory: str | os.PathLike, layout: records.Layout, n_exampl
         data = json.loads(path.read_text()) if path.exists() else {}
         splits = data.get('splits', {})
         splits[split] = {'examples': n_examples, 'shards': [p.name for p in paths],
-                         'digest': f'{records.combine_digests(digests):064x}'}
+                         'digest': f'{records.combine_digests(digests):064x}',
+                         records.SHARD_FILES: {p.name: records.file_entry(str(p))
+                                               for p in paths}}
         for other in records.SPLITS:
             splits.setdefault(other, {'examples': 0, 'shards': []})
         data.update(records.layout_fields(layout))

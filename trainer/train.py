@@ -36,6 +36,7 @@ from trainer.lock import ModelDirLock, ModelDirLocked
 from trainer.tracking_sync import FALLBACK_DIRNAME, RUN_FILENAME
 from trainer.trainer import (
     MANIFEST_COPY,
+    CheckpointError,
     Trainer,
     TrainingDivergedError,
     _adam_for_reduced_gradients,  # noqa: F401 - re-exported for tests
@@ -293,6 +294,7 @@ def _run(trainer: Trainer, steps: int, *, tracking_uri, experiment, run_name, tr
          extra_tags=None, parent_run_id=None) -> dict:
     from tqdm.auto import tqdm
 
+    from ddsp_core import runtime
     from trainer import artifacts
 
     config, tc, model_dir = trainer.config, trainer.config.train, trainer.model_dir
@@ -338,15 +340,16 @@ def _run(trainer: Trainer, steps: int, *, tracking_uri, experiment, run_name, tr
         if previous:
             logged_through = int(tracker.logged_through('total_loss') or 0)
         if run_id:
-            (model_dir / RUN_FILENAME).write_text(json.dumps(
+            runtime.write_atomic(model_dir / RUN_FILENAME, json.dumps(
                 {'run_id': run_id, 'tracking_uri': _tracker_attr(tracker, 'tracking_uri', str)
                  or tracking_uri or os.environ.get('MLFLOW_TRACKING_URI'),
                  'experiment': experiment or 'ddsp'}) + '\n')
         config.save(model_dir)
         _log_dataset_input(tracker, source)
         if source.manifest is not None:
-            (model_dir / MANIFEST_COPY).write_text(
-                json.dumps(source.manifest.data, indent=2, sort_keys=True) + '\n')
+            runtime.write_atomic(model_dir / MANIFEST_COPY,
+                                 json.dumps(source.manifest.data, indent=2, sort_keys=True)
+                                 + '\n')
 
     def write_summaries(step):
         if summary_batch is None or step <= logged_through:
@@ -446,7 +449,7 @@ def _run(trainer: Trainer, steps: int, *, tracking_uri, experiment, run_name, tr
     if trainer.chief and final_id and final_id != run_id:  # a fallback-only run got a server id
         info = _read_run_info(model_dir)
         info['run_id'] = final_id
-        (model_dir / RUN_FILENAME).write_text(json.dumps(info) + '\n')
+        runtime.write_atomic(model_dir / RUN_FILENAME, json.dumps(info) + '\n')
     return {
         'step': trainer.step,
         'losses': last,
@@ -473,9 +476,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog='ddsp-train', formatter_class=runtime.HelpFormatter,
         description='Train the DDSP autoencoder on a prepared dataset (resumes from '
                     "--model_dir). The data layout comes from the dataset's manifest.json.",
-        epilog='Exit codes: 0 done, 1 failed (e.g. the loss became NaN), 2 bad usage (bad '
-               'option, config, data, or a --model_dir in use), 130 interrupted (a '
-               'checkpoint was saved). See docs/training.md.')
+        epilog='Exit codes: 0 done, 1 failed (e.g. the loss became NaN, or the disk is full: '
+               'free space and run again to resume), 2 bad usage (bad option, config, data - '
+               'a missing, truncated or damaged shard included - or a --model_dir in use), '
+               '130 interrupted (a checkpoint was saved). See docs/training.md.')
     p.add_argument('--preset', default='solo_instrument',
                    help=f'config preset ({", ".join(available_presets())}) or a .yaml/.json file')
     p.add_argument('--data', default=None,
@@ -567,8 +571,15 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError, ModelDirLocked) as e:
         print(f'ddsp-train: error: {e}', file=sys.stderr)
         return EXIT_USAGE
-    except TrainingDivergedError as e:
+    except (TrainingDivergedError, CheckpointError) as e:
         print(f'ddsp-train: error: {e}', file=sys.stderr)
+        return EXIT_FAILED
+    except Exception as e:
+        full = runtime.disk_full_message(e)
+        if full is None:
+            raise
+        print(f'ddsp-train: failed: {full}; free some space and run again with the same '
+              '--model_dir to resume', file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt as e:
         print(f'ddsp-train: {e or "interrupted"}', file=sys.stderr)

@@ -39,6 +39,69 @@ def named_weights(model) -> dict:
     return out
 
 
+class CheckpointError(RuntimeError):
+    """A model directory's checkpoints are all unreadable (exit code 1); names them."""
+
+
+def checkpoint_problem(prefix: str) -> str | None:
+    """Why a checkpoint cannot be restored ('IndexError: Read less bytes than requested', a
+    missing data file, a checksum mismatch...), or None when every tensor in it reads back
+    (reads the whole checkpoint, as a restore does)."""
+    import tensorflow as tf
+
+    from ddsp_core import records
+
+    try:
+        dtypes = tf.train.load_checkpoint(prefix).get_variable_to_dtype_map()
+        names = sorted(dtypes)
+        # One RestoreV2 reads every tensor (the data iterator's variant state included) and
+        # checks each one's checksum.
+        tf.raw_ops.RestoreV2(prefix=prefix, tensor_names=names,
+                             shape_and_slices=[''] * len(names),
+                             dtypes=[dtypes[n] for n in names])
+    except Exception as e:  # noqa: BLE001 - TF raises OpErrors, IndexError, ValueError...
+        return f'{type(e).__name__}: {records.tf_error_text(e)}'
+    return None
+
+
+def checkpoint_step(prefix: str) -> int:
+    """The step in a checkpoint's name (``ckpt-750`` -> 750)."""
+    return int(str(prefix).rsplit('-', 1)[-1])
+
+
+def newest_readable_checkpoint(directory: str | os.PathLike) -> str | None:
+    """The newest checkpoint of ``directory`` that reads back whole, or None if there is none.
+
+    Checkpoints are taken in the order of the directory's ``checkpoint`` index (the newest
+    first; one written but not yet in the index, as a kill between the two leaves it, does not
+    count). Each unreadable one passed over gets one warning naming it and the one used.
+
+    Raises:
+        CheckpointError: the index lists checkpoints but none reads back.
+    """
+    import tensorflow as tf
+
+    state = tf.train.get_checkpoint_state(str(directory))
+    if state is None or not state.model_checkpoint_path:
+        return None
+    candidates = [state.model_checkpoint_path]
+    candidates += [p for p in reversed(state.all_model_checkpoint_paths) if p not in candidates]
+    candidates = [p if os.path.isabs(p) or '://' in p else os.path.join(str(directory), p)
+                  for p in candidates]
+    skipped = []
+    for prefix in candidates:
+        problem = checkpoint_problem(prefix)
+        if problem is None:
+            for bad, why in skipped:
+                logger.warning('checkpoint %s is unreadable (%s); using %s, the newest readable '
+                               'checkpoint', bad, why, prefix)
+            return prefix
+        skipped.append((prefix, problem))
+    raise CheckpointError(f'{directory}: no checkpoint reads back ('
+                          + '; '.join(f'{p}: {why}' for p, why in skipped) + '); '
+                          'start again with a new --model_dir')
+
+
 class TrainingDivergedError(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 
@@ -243,6 +306,12 @@ class Trainer:
         return tf.train.latest_checkpoint(str(self.model_dir)) if self.model_dir.exists() \
             else None
 
+    def readable_checkpoint(self) -> str | None:
+        """The newest checkpoint of the chief's model directory that reads back whole
+        (:func:`newest_readable_checkpoint`: a newer, damaged one is passed over with a
+        warning)."""
+        return newest_readable_checkpoint(self.model_dir) if self.model_dir.exists() else None
+
     def build(self) -> Trainer:
         """Seed, create the model and optimizer, and trace the step functions."""
         import keras
@@ -290,8 +359,8 @@ class Trainer:
 
         if self.model is None:
             self.build()
-        latest = self.latest_checkpoint()
-        self.open_data(int(latest.rsplit('-', 1)[-1]) if latest else 0)
+        latest = self.readable_checkpoint()
+        self.open_data(checkpoint_step(latest) if latest else 0)
         items = {'model': self.model, 'optimizer': self.optimizer,
                  WEIGHTS_KEY: named_weights(self.model)}
         if self.saves_iterator:
@@ -320,6 +389,8 @@ class Trainer:
 
     def save(self) -> str:
         """Checkpoint the current step (and write ``config.json`` on the chief)."""
+        # CheckpointManager writes the checkpoint's files, then the ``checkpoint`` index
+        # (atomically): a kill in between leaves the index naming the previous checkpoint.
         path = self.manager.save(checkpoint_number=self.step)
         if self.chief:
             self.config.save(self.model_dir)
@@ -342,8 +413,11 @@ class Trainer:
         """
         import tensorflow as tf
 
+        from trainer import data as data_lib
+
         if batch is None:
-            batch = next(self.iterator)
+            with data_lib.reading(self.source):
+                batch = next(self.iterator)
         step = self.step
         seed = tf.constant([self.config.train.seed, step], tf.int32)
         values = {k: float(v.numpy()) for k, v in self._train_step(batch, seed).items()}
@@ -365,9 +439,10 @@ class Trainer:
         for the audio and spectrogram summaries)."""
         from trainer import data as data_lib
 
-        first = next(iter(data_lib.make_dataset(self.source, self.config.data, 1, seed=0,
-                                                shuffle=False, repeat=False,
-                                                crop_mode='start')))
+        with data_lib.reading(self.source):
+            first = next(iter(data_lib.make_dataset(self.source, self.config.data, 1, seed=0,
+                                                    shuffle=False, repeat=False,
+                                                    crop_mode='start')))
         return dict(first)
 
     def resynthesize(self, features: dict) -> np.ndarray:
@@ -389,7 +464,12 @@ class Trainer:
                                         seed=0, shuffle=False, repeat=False,
                                         drop_remainder=False, crop_mode='start')
         total, weight = 0.0, 0
-        for batch in dataset.take(max_batches):
+        batches = iter(dataset.take(max_batches))
+        while True:
+            with data_lib.reading(source):
+                batch = next(batches, None)
+            if batch is None:
+                break
             features = dict(batch)
             features[NOISE_SEED_KEY] = tf.constant([self.config.train.seed, 0], tf.int32)
             outputs = self.model(features, training=False)

@@ -31,7 +31,6 @@ Memory is bounded in the file's length: only frame-rate features are held for th
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import logging
@@ -45,6 +44,8 @@ from pathlib import Path
 from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
+
+from ddsp_core import runtime
 
 # ddsp-prepare's feature settings come from the dataset contract (ddsp_core.records) and CREPE.
 from ddsp_core.f0 import CREPE_FRAME_SIZE, CREPE_SAMPLE_RATE
@@ -623,30 +624,19 @@ def write_audio(blocks: Iterator[np.ndarray], path: str | os.PathLike, sample_ra
         sample_rate, out_rate, 1, dtype='float32', quality=RESAMPLE_QUALITY)
     is_float = (subtype or sf.default_subtype(fmt) or '').upper() in ('FLOAT', 'DOUBLE',
                                                                      'VORBIS', 'OPUS')
-    final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
     # Written beside the output and renamed when complete: a failed or interrupted transfer
     # leaves an earlier output file as it was, and never a short one in its place.
-    handle, partial = tempfile.mkstemp(prefix=f'.{final.name}.', suffix='.partial',
-                                       dir=final.parent)
-    os.close(handle)
-    try:
-        clipped = _write_blocks(blocks, partial, fmt, subtype, out_rate, resampler, is_float,
-                                int(n_samples))
-        os.replace(partial, final)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(partial)
-        raise
-    return clipped
+    with runtime.atomic_output(path, 'w+b') as partial:
+        return _write_blocks(blocks, partial, fmt, subtype, out_rate, resampler, is_float,
+                             int(n_samples))
 
 
-def _write_blocks(blocks, path, fmt, subtype, out_rate, resampler, is_float,
+def _write_blocks(blocks, file, fmt, subtype, out_rate, resampler, is_float,
                   n_samples: int) -> int:
     import soundfile as sf
 
     remaining, clipped = n_samples, 0
-    with sf.SoundFile(str(path), 'w', samplerate=out_rate, channels=1, format=fmt,
+    with sf.SoundFile(file, 'w', samplerate=out_rate, channels=1, format=fmt,
                       subtype=subtype) as out:
         def write(block):
             nonlocal clipped

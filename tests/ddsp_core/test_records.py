@@ -2,6 +2,7 @@
 
 import itertools
 import json
+import os
 import random
 
 import numpy as np
@@ -301,3 +302,103 @@ def test_layout_fields_round_trip_through_validate_manifest():
         data = json.loads(json.dumps(_manifest_dict(layout)))
         records.validate_manifest(data, 'x')
         assert records.Manifest(data, '/d/manifest.json').layout == layout
+
+
+# ---- shard checks -------------------------------------------------------------------------------
+SMALL = Layout(16000, 250, 0.1)
+
+
+def _write_shard(path, n=3, layout=SMALL):
+    """A TFRecord shard written through DigestingWriter (as ddsp-prepare writes them); returns
+    the writer's entry and each record's byte offset."""
+    from apache_beam.io.tfrecordio import _TFRecordUtil
+
+    offsets = []
+    with open(path, 'wb') as f:
+        out = records.DigestingWriter(f)
+        for i in range(n):
+            offsets.append(out.n_bytes)
+            _TFRecordUtil.write_record(out, records.serialize_example(_example(layout, i)))
+    return out.entry(), offsets
+
+
+def _dataset(tmp_path, n_shards=2, recorded=True):
+    names = [records.shard_name('train', i, n_shards) for i in range(n_shards)]
+    entries, offsets = {}, {}
+    for name in names:
+        entries[name], offsets[name] = _write_shard(tmp_path / name)
+    data = {**records.layout_fields(SMALL), 'fingerprint': 'f',
+            'splits': {'train': {'examples': 3 * n_shards, 'shards': names},
+                       'eval': {'examples': 0, 'shards': []}}}
+    if recorded:
+        data['splits']['train'][records.SHARD_FILES] = entries
+    (tmp_path / records.MANIFEST).write_text(json.dumps(data))
+    return records.read_manifest(str(tmp_path)), offsets
+
+
+def _flip(path, offset):
+    with open(path, 'r+b') as f:
+        f.seek(offset)
+        byte = f.read(1)
+        f.seek(offset)
+        f.write(bytes([byte[0] ^ 0x01]))
+
+
+def test_digesting_writer_records_what_reached_the_file(tmp_path):
+    entry, _ = _write_shard(tmp_path / 'a.tfrecord')
+    assert entry == records.file_entry(str(tmp_path / 'a.tfrecord'))
+    assert entry['bytes'] == (tmp_path / 'a.tfrecord').stat().st_size > 0
+    assert len(list(tf.data.TFRecordDataset(str(tmp_path / 'a.tfrecord')))) == 3
+
+
+def test_sizes_are_checked_and_a_truncated_or_missing_shard_is_named(tmp_path):
+    manifest, _ = _dataset(tmp_path)
+    paths = manifest.shards('train')
+    records.check_shard_sizes(manifest, paths)  # intact: no error
+    size = os.path.getsize(paths[1])
+    os.truncate(paths[1], size * 2 // 3)
+    with pytest.raises(records.ShardError) as e:
+        records.check_shard_sizes(manifest, paths)
+    assert f'{paths[1]}: expected {size} bytes' in str(e.value)
+    assert f'found {size * 2 // 3}' in str(e.value)
+    assert f'ddsp-prepare --verify {tmp_path}' in str(e.value)
+    os.remove(paths[0])
+    with pytest.raises(records.ShardError, match=rf'{paths[0]}: missing .*\(1 more shard'):
+        records.check_shard_sizes(manifest, paths)
+
+
+def test_manifests_without_shard_files_skip_the_size_check(tmp_path):
+    manifest, _ = _dataset(tmp_path, recorded=False)
+    paths = manifest.shards('train')
+    assert manifest.shard_file(paths[0]) is None
+    os.truncate(paths[0], 10)
+    records.check_shard_sizes(manifest, paths)  # nothing recorded to compare with
+    os.remove(paths[0])
+    with pytest.raises(records.ShardError, match='missing'):  # existence is still checked
+        records.check_shard_sizes(manifest, paths)
+
+
+def test_verify_names_a_flipped_byte_by_shard_and_record_offset(tmp_path):
+    manifest, offsets = _dataset(tmp_path)
+    checked, problems = records.verify_shards(manifest)
+    assert checked == manifest.shards('train') and problems == []
+    damaged = manifest.shards('train')[1]
+    third = offsets[os.path.basename(damaged)][2]
+    _flip(damaged, third + 40)  # inside the third record's data
+    _, problems = records.verify_shards(manifest)
+    assert len(problems) == 1, problems
+    assert problems[0].startswith(f'{damaged}: SHA-256 ')
+    assert f'first damaged record at byte {third} (corrupted record at ' in problems[0]
+    assert records.find_damaged_record(damaged)[0] == third
+
+
+def test_verify_reads_every_record_of_shards_without_a_digest(tmp_path):
+    manifest, offsets = _dataset(tmp_path, recorded=False)
+    assert records.verify_shards(manifest)[1] == []
+    damaged = manifest.shards('train')[0]
+    second = offsets[os.path.basename(damaged)][1]
+    _flip(damaged, second + 30)
+    _, problems = records.verify_shards(manifest)
+    assert len(problems) == 1
+    assert problems[0].startswith(f'{damaged}: damaged record at byte {second} (corrupted '
+                                  'record at ')

@@ -1,6 +1,7 @@
 """ddsp-prepare command line: help, usage errors (exit 2) naming the option or pattern, a quiet
 real run with a summary."""
 
+import hashlib
 import json
 import os
 import re
@@ -61,6 +62,29 @@ def test_module_entry_point_runs():
 def test_missing_required_flags_is_usage_error(capsys):
     assert prep.main([]) == 2
     assert '--input' in capsys.readouterr().err
+
+
+def test_verify_reports_a_flipped_byte_by_shard_name(tmp_path, capsys):
+    from ddsp_core import records
+    from trainer import testing
+
+    shards = testing.write_dataset(tmp_path, records.Layout(16000, 250, 0.1), n_examples=4,
+                                   n_shards=2)
+    assert prep.main(['--verify', str(tmp_path)]) == 0
+    assert f'all 2 shards match {tmp_path}/manifest.json (sizes and SHA-256' in \
+        capsys.readouterr().err
+    with open(shards[1], 'r+b') as f:
+        f.seek(100)
+        byte = f.read(1)
+        f.seek(100)
+        f.write(bytes([byte[0] ^ 0x10]))
+    assert prep.main(['--verify', str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert f'ddsp-prepare: {shards[1]}: SHA-256 ' in err
+    assert 'first damaged record at byte 0 (corrupted record at' in err
+    assert shards[0] not in err and '1 of 2 shards are missing or damaged' in err
+    assert prep.main(['--verify', str(tmp_path / 'nothing')]) == 2
+    assert 'nothing/manifest.json: no such file' in capsys.readouterr().err
 
 
 @pytest.fixture
@@ -164,4 +188,13 @@ def test_real_run_is_quiet_and_prints_a_summary(cli_run):
         manifest = json.load(f)
     assert {s: manifest['splits'][s]['examples'] for s in ('train', 'eval')} == \
         {'train': 1, 'eval': 1}
+    # each shard's size and SHA-256 as written, and --verify finds them so
+    for split in ('train', 'eval'):
+        (name,) = manifest['splits'][split]['shards']
+        path = os.path.join(cli_run.output_dir, name)
+        with open(path, 'rb') as f:
+            body = f.read()
+        assert manifest['splits'][split]['shard_files'] == {
+            name: {'bytes': len(body), 'sha256': hashlib.sha256(body).hexdigest()}}
+    assert prep.verify_main(cli_run.output_dir) == 0
     assert cli_run.stdout == ''  # everything goes to stderr

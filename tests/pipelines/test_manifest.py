@@ -184,3 +184,21 @@ def test_a_segmented_file_lists_its_eval_blocks_and_counts_in_both_splits():
 
     assert ('  split by segment (1 file holds out blocks): 60.0 s held out, 16.0 s of guard in '
             'neither split') in list(_summary_lines(out, '/out'))
+
+
+def test_build_manifest_records_each_shards_size_and_digest_in_its_split():
+    acc = _acc(train=[_stats([-10], [1], [440], 11)])
+    shards = {'train': ['/out/train-00000-of-00001.tfrecord'],
+              'eval': ['eval-00000-of-00001.tfrecord']}
+    checks = {'train-00000-of-00001.tfrecord': {'bytes': 120, 'sha256': 'ab' * 32},
+              'eval-00000-of-00001.tfrecord': {'bytes': 0, 'sha256': 'cd' * 32}}
+    m = manifest.build_manifest(OPTS, ['/x/*'], _ledger(), acc, shards, 2, shard_files=checks)
+    assert m['splits']['train'][records.SHARD_FILES] == {
+        'train-00000-of-00001.tfrecord': {'bytes': 120, 'sha256': 'ab' * 32}}
+    assert m['splits']['eval'][records.SHARD_FILES] == {
+        'eval-00000-of-00001.tfrecord': {'bytes': 0, 'sha256': 'cd' * 32}}
+    read = records.Manifest(records.validate_manifest(json.loads(json.dumps(m)), 'm'), '/out/m')
+    assert read.shard_file('/out/train-00000-of-00001.tfrecord')['bytes'] == 120
+    # the fingerprint is of the records, not of how they were framed in files
+    assert m['fingerprint'] == manifest.build_manifest(OPTS, ['/x/*'], _ledger(), acc, shards,
+                                                       2)['fingerprint']

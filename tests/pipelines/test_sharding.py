@@ -41,8 +41,9 @@ def test_write_shard_sorts_records_skips_placeholders_and_replaces_the_file(tmp_
     items = [(('b.wav', '/b.wav', 0), b'b0'), None, (('a.wav', '/a.wav', 250), b'a250'),
              (('a.wav', '/a.wav', 0), b'a0'), None]
     (result,) = prep.WriteShard(out).process((('train', 1, 3), items))
-    assert result == ('train', 'train-00001-of-00003.tfrecord', 3)
     path = os.path.join(out, 'train-00001-of-00003.tfrecord')
+    # the size and SHA-256 taken as the bytes were written are the file's
+    assert result == ('train', 'train-00001-of-00003.tfrecord', 3, records.file_entry(path))
     assert _read(path) == [b'a0', b'a250', b'b0']
     assert os.listdir(out) == ['train-00001-of-00003.tfrecord']  # no temporary file left
     # the same records in another order: the same bytes
@@ -53,5 +54,6 @@ def test_write_shard_sorts_records_skips_placeholders_and_replaces_the_file(tmp_
         assert f.read() == first
     # a shard of placeholders only is written, empty
     (empty,) = prep.WriteShard(out).process((('train', 2, 3), [None]))
-    assert empty == ('train', 'train-00002-of-00003.tfrecord', 0)
+    assert empty == ('train', 'train-00002-of-00003.tfrecord', 0,
+                     {'bytes': 0, 'sha256': hashlib.sha256(b'').hexdigest()})
     assert os.path.getsize(os.path.join(out, records.shard_name('train', 2, 3))) == 0
