@@ -61,12 +61,13 @@ class RunTrial(beam.DoFn):
 
 
 def plan(spec, study, fingerprint: str) -> list[dict]:
-    """The elements still to run: grid or seeded random points without a finished trial, or
-    for tpe the interrupted trials plus as many new asks as the budget leaves."""
+    """The elements still to run: grid, seeded random or qmc points without a finished
+    trial, or for tpe the interrupted trials plus as many new asks as the budget leaves (a
+    re-asked duplicate proposal does not count)."""
     from trainer import sweep as S
 
-    if spec.algorithm in ('grid', 'random'):
-        points = S.grid_points(spec) if spec.algorithm == 'grid' else S.random_points(spec)
+    if spec.algorithm in ('grid', 'random', 'qmc'):
+        points = S.sweep_points(spec)
         todo, seen = [], set()
         for params in points:
             digest = S.trial_hash(spec, params, fingerprint)
@@ -75,7 +76,7 @@ def plan(spec, study, fingerprint: str) -> list[dict]:
             seen.add(digest)
             todo.append({'mode': 'point', 'params': params})
         return todo
-    trials = study.get_trials(deepcopy=False)
+    trials = S.sweep_trials(study)
     done = [t for t in trials if t.state.name in ('COMPLETE', 'PRUNED', 'FAIL')]
     stale = [t for t in trials if t.state.name == 'RUNNING']
     todo = [{'mode': 'resume', 'number': t.number} for t in stale]
@@ -177,9 +178,14 @@ def run_sweep(spec, pipeline_args: Sequence[str] = (), summarize_now: bool = Tru
 
 # ---- the summary ----------------------------------------------------------------------------
 def _rows(study) -> list[dict]:
+    """A row per trial; a proposal that was an earlier trial's point (asked again, never
+    run) is state REASKED, with the reason."""
+    from trainer import sweep as S
+
     rows = []
     for t in study.get_trials(deepcopy=False):
-        rows.append({'trial': t.number, 'state': t.state.name, 'value': t.value,
+        state = 'REASKED' if S.is_duplicate(t) else t.state.name
+        rows.append({'trial': t.number, 'state': state, 'value': t.value,
                      'step': max(t.intermediate_values) if t.intermediate_values else None,
                      'digest': t.user_attrs.get('digest'), 'run_id': t.user_attrs.get('run_id'),
                      'error': t.user_attrs.get('error'), **{f'param.{k}': v for k, v in
@@ -300,7 +306,9 @@ def summarize(spec, client, parent_run_id: str, metric: str) -> dict:
     client.log_figure(parent_run_id, _loss_curves(client, rows), 'sweep/loss_curves.png')
     client.log_dict(parent_run_id, importance, 'sweep/importance.json')
     counts = {s: sum(r['state'] == s for r in rows) for s in ('COMPLETE', 'PRUNED', 'FAIL')}
-    summary = {'trials': len(rows), **{k.lower(): v for k, v in counts.items()},
+    summary = {'trials': sum(r['state'] != 'REASKED' for r in rows),
+               'reasked': sum(r['state'] == 'REASKED' for r in rows),
+               **{k.lower(): v for k, v in counts.items()},
                'metric': metric, 'best': best, 'importance': importance}
     if best is not None:
         client.set_tag(parent_run_id, 'ddsp.sweep.best_trial', str(best['trial']))
@@ -338,9 +346,10 @@ def build_arg_parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(
         prog='ddsp-sweep', allow_abbrev=False, formatter_class=runtime.HelpFormatter,
-        description='Run a hyperparameter sweep of the DDSP trainer (grid, seeded random or '
-                    'Optuna TPE; median or successive-halving pruning) as a Beam pipeline, '
-                    'tracked as an MLflow parent run with a child run per trial. Running it '
+        description='Run a hyperparameter sweep of the DDSP trainer (grid, seeded random, '
+                    'Optuna QMC or Optuna TPE; median or successive-halving pruning) as a '
+                    'Beam pipeline, tracked as an MLflow parent run with a child run per '
+                    'trial. Running it '
                     'again continues it: finished trials are skipped, interrupted ones '
                     'resumed.',
         epilog='Locally the trials run on the DirectRunner, --parallel worker processes. Any '
@@ -357,8 +366,9 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument('--space', action='append', default=None, metavar='KEY=JSON',
                    help='a searched key, e.g. \'train.learning_rate={"loguniform": [1e-4, '
                         '1e-2]}\' or \'model.rnn_channels=[16, 32]\' (repeatable)')
-    p.add_argument('--algorithm', choices=('grid', 'random', 'tpe'), help='default random')
-    p.add_argument('--trials', type=int, help='number of trials (random, tpe)')
+    p.add_argument('--algorithm', choices=('grid', 'random', 'tpe', 'qmc'),
+                   help='default random')
+    p.add_argument('--trials', type=int, help='number of trials (random, tpe, qmc)')
     p.add_argument('--parallel', type=int, help='trials at once (default 2)')
     p.add_argument('--metric', help='metric to optimise (default eval_loss with an eval split)')
     p.add_argument('--direction', choices=('minimize', 'maximize'))

@@ -337,3 +337,30 @@ def test_mlflow_ui_shows_the_sweep_compare_view_and_the_report(grid_sweep, serve
         raise
     finally:
         browser.quit()
+
+
+@pytest.mark.slow
+def test_tpe_in_parallel_runs_six_distinct_points(tmp_path, server, dataset):
+    """Six TPE trials, two at a time: six finished trials at six different points (the same
+    point would be the same trial hash and model directory), none failed. (Parallel 1 and 3:
+    tests/trainer/test_sweep_search.py without training, test_sweep_postgres.py on
+    PostgreSQL.)"""
+    from pipelines.sweep import main
+
+    parallel = 2
+    code = main(['--name', f'tpe-p{parallel}', '--data', str(dataset), '--steps', '2',
+                 '--algorithm', 'tpe', '--trials', '6', '--parallel', str(parallel),
+                 '--report_every', '2', '--set', 'train.summary_every=100', '--space',
+                 'train.learning_rate={"loguniform": [1e-4, 1e-2]}',
+                 '--output_dir', str(tmp_path / 'out'), '--tracking_uri', server.uri])
+    assert code == 0
+    spec = _spec(tmp_path, server, dataset, name=f'tpe-p{parallel}', algorithm='tpe',
+                 trials=6, parallel=parallel, steps=2, report_every=2,
+                 space={'train.learning_rate': {'loguniform': [1e-4, 1e-2]}})
+    trials = [t for t in S.open_study(spec).get_trials() if not S.is_duplicate(t)]
+    assert [t.state.name for t in trials] == ['COMPLETE'] * 6, [
+        (t.state.name, t.user_attrs.get('error')) for t in trials]
+    assert len({t.params['train.learning_rate'] for t in trials}) == 6
+    runs = [r for r in _runs(MlflowClient(server.uri), spec)
+            if r.data.tags.get('mlflow.parentRunId')]
+    assert len(runs) == 6 and {r.info.status for r in runs} == {'FINISHED'}
