@@ -76,6 +76,7 @@ def plan(spec, study, fingerprint: str) -> list[dict]:
             seen.add(digest)
             todo.append({'mode': 'point', 'params': params})
         return todo
+    S.fail_stale_trials(study)  # a dead worker's trial: failed, enqueued again
     trials = S.sweep_trials(study)
     done = [t for t in trials if t.state.name in ('COMPLETE', 'PRUNED', 'FAIL')]
     stale = [t for t in trials if t.state.name == 'RUNNING']
@@ -179,17 +180,22 @@ def run_sweep(spec, pipeline_args: Sequence[str] = (), summarize_now: bool = Tru
 # ---- the summary ----------------------------------------------------------------------------
 def _rows(study) -> list[dict]:
     """A row per trial; a proposal that was an earlier trial's point (asked again, never
-    run) is state REASKED, with the reason."""
+    run) is state REASKED, with the reason; a trial whose worker died and that was enqueued
+    again is RETRIED."""
     from trainer import sweep as S
 
     rows = []
-    for t in study.get_trials(deepcopy=False):
-        state = 'REASKED' if S.is_duplicate(t) else t.state.name
+    trials = study.get_trials(deepcopy=False)
+    again = S.retried(trials)
+    for t in trials:
+        state = 'REASKED' if S.is_duplicate(t) else 'RETRIED' if t.number in again else \
+            t.state.name
         rows.append({'trial': t.number, 'state': state, 'value': t.value,
                      'step': max(t.intermediate_values) if t.intermediate_values else None,
                      'digest': t.user_attrs.get('digest'), 'run_id': t.user_attrs.get('run_id'),
-                     'error': t.user_attrs.get('error'), **{f'param.{k}': v for k, v in
-                                                            t.params.items()}})
+                     'error': t.user_attrs.get('error') or (
+                         'its worker stopped (no heartbeat)' if state == 'FAIL' else None),
+                     **{f'param.{k}': v for k, v in t.params.items()}})
     return rows
 
 
@@ -306,8 +312,9 @@ def summarize(spec, client, parent_run_id: str, metric: str) -> dict:
     client.log_figure(parent_run_id, _loss_curves(client, rows), 'sweep/loss_curves.png')
     client.log_dict(parent_run_id, importance, 'sweep/importance.json')
     counts = {s: sum(r['state'] == s for r in rows) for s in ('COMPLETE', 'PRUNED', 'FAIL')}
-    summary = {'trials': sum(r['state'] != 'REASKED' for r in rows),
+    summary = {'trials': sum(r['state'] not in ('REASKED', 'RETRIED') for r in rows),
                'reasked': sum(r['state'] == 'REASKED' for r in rows),
+               'retried': sum(r['state'] == 'RETRIED' for r in rows),
                **{k.lower(): v for k, v in counts.items()},
                'metric': metric, 'best': best, 'importance': importance}
     if best is not None:
@@ -376,6 +383,9 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument('--report_every', type=int, help='steps between metric reports')
     p.add_argument('--seed', type=int)
     p.add_argument('--max_failures', type=int, help='stop after this many failed trials')
+    p.add_argument('--heartbeat', type=int,
+                   help="seconds between a running trial's heartbeats (default 60; 0: off); a "
+                        'trial silent for 4 times as long is retried from its checkpoint')
     p.add_argument('--storage', help='Optuna storage URL (default sqlite in the output dir)')
     p.add_argument('--output_dir', help='where the trials train (default sweeps/NAME)')
     p.add_argument('--experiment', help='MLflow experiment (default ddsp-sweep-NAME)')
@@ -391,7 +401,8 @@ def spec_from_args(args):
              'steps': args.steps, 'algorithm': args.algorithm, 'trials': args.trials,
              'parallel': args.parallel, 'metric': args.metric, 'direction': args.direction,
              'pruner': args.pruner, 'report_every': args.report_every, 'seed': args.seed,
-             'max_failures': args.max_failures, 'storage': args.storage,
+             'max_failures': args.max_failures, 'heartbeat': args.heartbeat,
+             'storage': args.storage,
              'output_dir': args.output_dir, 'experiment': args.experiment,
              'tracking_uri': args.tracking_uri}
     if args.overrides is not None:

@@ -25,6 +25,7 @@ A sweep is a YAML file (or the same as flags)::
     pruner: median               # none | median | successive_halving
     storage: null                # Optuna storage URL; default sqlite in the output dir
     max_failures: 3
+    heartbeat: 60                # seconds; a trial silent 4x as long is retried (0: off)
     output_dir: sweeps/tiny-lr   # local or gs://; trials train into output_dir/trials/HASH
 
 Every trial trains with :func:`trainer.train.train`, the code ``ddsp-train`` runs, into its own
@@ -134,6 +135,7 @@ class SweepSpec:
     experiment: Optional[str] = None
     tracking_uri: Optional[str] = None
     eval_batches: int = 4
+    heartbeat: int = 60
 
     @property
     def out(self) -> str:
@@ -165,7 +167,8 @@ class SweepSpec:
     def sweep_id(self) -> str:
         """A digest of everything that defines the sweep's trials (not its parallelism)."""
         d = self.to_dict()
-        for key in ('parallel', 'output_dir', 'tracking_uri', 'storage', 'max_failures'):
+        for key in ('parallel', 'output_dir', 'tracking_uri', 'storage', 'max_failures',
+                    'heartbeat'):
             d.pop(key, None)
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
@@ -236,6 +239,8 @@ def parse_spec(d: dict, source: str = 'sweep') -> SweepSpec:
         (isinstance(spec.parallel, int) and spec.parallel >= 1, 'parallel', '>= 1'),
         (isinstance(spec.report_every, int) and spec.report_every >= 1, 'report_every', '>= 1'),
         (isinstance(spec.max_failures, int) and spec.max_failures >= 0, 'max_failures', '>= 0'),
+        (isinstance(spec.heartbeat, int) and spec.heartbeat >= 0, 'heartbeat',
+         'seconds >= 0 (0: off)'),
     ]
     for ok, key, what in checks:
         if not ok:
@@ -424,19 +429,40 @@ def make_sampler(spec: SweepSpec):
 SQLITE_LOCK_TIMEOUT_SECS = 120
 
 
+MAX_RETRIES = 2
+
+
 def open_study(spec: SweepSpec):
-    """The sweep's Optuna study (created on first use) in its storage."""
+    """The sweep's Optuna study (created on first use) in its storage.
+
+    With ``spec.heartbeat`` seconds, a running trial records a heartbeat that often; one
+    without a heartbeat for four times as long (its worker died) is failed by
+    :func:`fail_stale_trials` and Optuna's ``RetryHeartbeatStaleTrialCallback`` enqueues it
+    again (at most :data:`MAX_RETRIES` times): same point, so same model directory, checkpoint
+    and MLflow run.
+    """
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = spec.storage_url
-    if storage.startswith('sqlite:///'):
-        os.makedirs(os.path.dirname(storage[len('sqlite:///'):]), exist_ok=True)
+    url = spec.storage_url
+    engine_kwargs = {}
+    if url.startswith('sqlite:///'):
+        os.makedirs(os.path.dirname(url[len('sqlite:///'):]), exist_ok=True)
         # Trials in several processes write to one SQLite file: wait for its lock (SQLite's
         # default is 5 s, and a "database is locked" in the middle of tell() leaves a trial
         # finished in the study but reported as failed).
-        storage = optuna.storages.RDBStorage(
-            storage, engine_kwargs={'connect_args': {'timeout': SQLITE_LOCK_TIMEOUT_SECS}})
+        engine_kwargs = {'connect_args': {'timeout': SQLITE_LOCK_TIMEOUT_SECS}}
+    heartbeat = {}
+    if spec.heartbeat:
+        with warnings.catch_warnings():  # an experimental class
+            warnings.simplefilter('ignore', optuna.exceptions.ExperimentalWarning)
+            retry = optuna.storages.RetryHeartbeatStaleTrialCallback(
+                max_retry=MAX_RETRIES, inherit_intermediate_values=True)
+        heartbeat = {'heartbeat_interval': spec.heartbeat, 'grace_period': 4 * spec.heartbeat,
+                     'heartbeat_stale_trial_callback': retry}
+    with warnings.catch_warnings():  # heartbeat_interval is experimental
+        warnings.simplefilter('ignore', optuna.exceptions.ExperimentalWarning)
+        storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
     return optuna.create_study(
         study_name=f'{spec.name}-{spec.sweep_id}', storage=storage,
         direction=spec.direction, sampler=make_sampler(spec), pruner=make_pruner(spec),
@@ -480,9 +506,37 @@ def is_duplicate(trial) -> bool:
     return 'duplicate_of' in trial.user_attrs
 
 
+def retried(trials) -> set[int]:
+    """The numbers of trials whose worker died and that were enqueued again (by Optuna's
+    RetryHeartbeatStaleTrialCallback, which lists them in the retry's ``retry_history``)."""
+    return {n for t in trials for n in t.system_attrs.get('retry_history', ())}
+
+
 def sweep_trials(study) -> list:
-    """The study's trials without the duplicates (the sweep's own trials)."""
-    return [t for t in study.get_trials(deepcopy=False) if not is_duplicate(t)]
+    """The study's trials without the duplicates and the retried ones (the sweep's own
+    trials, each point once)."""
+    trials = study.get_trials(deepcopy=False)
+    again = retried(trials)
+    return [t for t in trials if not is_duplicate(t) and t.number not in again]
+
+
+def fail_stale_trials(study) -> None:
+    """Fail the running trials whose heartbeat stopped (their worker died); the retry
+    callback enqueues each again."""
+    import optuna
+
+    with warnings.catch_warnings():  # experimental
+        warnings.simplefilter('ignore', optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+
+
+def _ask(study, spec: SweepSpec):
+    """``study.ask`` over the sweep's space (the trials record their heartbeats themselves,
+    see :class:`_Heartbeat`, so Optuna's warning that heartbeats need optimize() does not
+    apply)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings('ignore', message='Heartbeat of storage is supposed')
+        return study.ask(distributions(spec))
 
 
 def _trials_by_digest(study) -> dict[str, list]:
@@ -521,8 +575,8 @@ def same_point(study, trial, params: dict):
     """Another trial with the point ``params``, finished or running (also one that runs at
     the same time: then both ask again, and neither trains the point twice), or None."""
     key = overrides_of(params)
-    for t in study.get_trials(deepcopy=False):
-        if t.number != trial.number and not is_duplicate(t) and t.params and \
+    for t in sweep_trials(study):
+        if t.number != trial.number and t.params and \
                 _state(t) in _FINISHED + ('RUNNING',) and overrides_of(t.params) == key:
             return t
     return None
@@ -540,18 +594,34 @@ def start_trial(study, spec: SweepSpec, element: dict, digest_of):
     import optuna
 
     mode = element['mode']
+    fail_stale_trials(study)
     if mode == 'resume':
         frozen = study.get_trials(deepcopy=False)[element['number']]
         return optuna.trial.Trial(study, frozen._trial_id), dict(frozen.params), None
     if mode == 'point':
         params = element['params']
         digest = digest_of(params)
+        waiting = False
         for t in _trials_by_digest(study).get(digest, []):
             if _state(t) == 'RUNNING':  # interrupted earlier: go on with it
                 return optuna.trial.Trial(study, t._trial_id), dict(t.params), None
-        study.enqueue_trial(params, user_attrs={'digest': digest}, skip_if_exists=False)
-        trial = study.ask(distributions(spec))
-        return trial, dict(trial.params), None
+            waiting = waiting or _state(t) == 'WAITING'  # a retry is enqueued already
+        if not waiting:
+            study.enqueue_trial(params, user_attrs={'digest': digest}, skip_if_exists=False)
+        # the oldest waiting trial: this point, or another element's point or retry (which
+        # then runs this point's)
+        trial = _ask(study, spec)
+        params = dict(trial.params)
+        other = same_point(study, trial, params)
+        if other is None:
+            return trial, params, None
+        trial.set_user_attr('duplicate_of', other.number)
+        trial.set_user_attr('error', f'the point of trial {other.number} '
+                                     f'({_state(other)}); not run twice')
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        return None, params, TrialOutcome(
+            trial.number, digest_of(params), params, 'SKIPPED', error=f'not run: the point of '
+            f'trial {other.number} ({_state(other)})')
     points = {json.dumps(overrides_of(t.params)) for t in sweep_trials(study) if t.params}
     if len(points) >= space_size(spec):
         return None, {}, TrialOutcome(-1, '', {}, 'SKIPPED', error=f'every one of the '
@@ -560,7 +630,7 @@ def start_trial(study, spec: SweepSpec, element: dict, digest_of):
     for attempt in range(1 + MAX_REASKS):
         if attempt > MAX_REASKS // 2:  # the sampler insists (e.g. TPE on a few choices)
             study.enqueue_trial(_fallback_point(spec, visited, attempt), skip_if_exists=False)
-        trial = study.ask(distributions(spec))
+        trial = _ask(study, spec)
         params = dict(trial.params)
         other = same_point(study, trial, params)
         if other is None:
@@ -675,6 +745,7 @@ def run_trial(spec: SweepSpec, element: dict, parent_run_id: Optional[str],
     trial.set_user_attr('model_dir', model_dir)
     last: dict[str, float] = {}
     reporter = Reporter(spec, trial, metric)
+    beating = _Heartbeat(trial, spec.heartbeat)
 
     def on_log(step, metrics):
         if not last:  # the child run exists now: remember it on the trial
@@ -701,7 +772,9 @@ def run_trial(spec: SweepSpec, element: dict, parent_run_id: Optional[str],
                        eval_every=spec.report_every if has_eval else 0,
                        eval_batches=spec.eval_batches, on_log=on_log, tags=tags,
                        parent_run_id=parent_run_id)
+        beating.stop()
         outcome.run_id = result['run_id']
+        trial.set_user_attr('resumed_from', int(result.get('resumed_from') or 0))
         outcome.step = result['step']
         value = last.get(metric, result['losses'].get(metric))
         if result.get('stopped_early'):
@@ -718,6 +791,7 @@ def run_trial(spec: SweepSpec, element: dict, parent_run_id: Optional[str],
     except KeyboardInterrupt:
         raise
     except Exception as e:  # noqa: BLE001 - a failing trial is recorded, the sweep goes on
+        beating.stop()
         error = f'{type(e).__name__}: {e}'.splitlines()[0][:2000]
         earlier_error, outcome.error = outcome.error, error
         try:
@@ -749,6 +823,38 @@ def run_trial(spec: SweepSpec, element: dict, parent_run_id: Optional[str],
         outcome.run_id = _read_run_id(model_dir)
     _record_in_mlflow(spec, outcome, tags, parent_run_id, metric)
     return outcome
+
+
+class _Heartbeat:
+    """Records the trial's heartbeat in the study's storage every ``interval`` seconds (in a
+    daemon thread) until stopped: a worker that dies stops beating."""
+
+    def __init__(self, trial, interval: int):
+        import threading
+
+        self.stopped = threading.Event()
+        self.thread = None
+        if interval:
+            storage, trial_id = trial.storage, trial._trial_id
+
+            def beat():
+                while True:
+                    try:
+                        storage.record_heartbeat(trial_id)
+                    except Exception as e:  # noqa: BLE001 - a missed beat; the next may do
+                        logger.warning('heartbeat of trial %d: %s', trial.number, e)
+                    if self.stopped.wait(interval):
+                        return
+
+            self.thread = threading.Thread(target=beat, daemon=True,
+                                           name=f'heartbeat-{trial.number}')
+            self.thread.start()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        if self.thread is not None:
+            self.thread.join()
+            self.thread = None
 
 
 def _read_run_id(model_dir: str) -> Optional[str]:
