@@ -381,7 +381,7 @@ def test_a_trial_whose_worker_is_killed_is_retried_from_its_checkpoint_with_the_
 
     from pipelines.sweep import run_sweep
 
-    d = {'name': 'killed', 'preset': 'tiny', 'data': str(dataset), 'steps': 400,
+    d = {'name': 'killed', 'preset': 'tiny', 'data': str(dataset), 'steps': 150,
          'algorithm': 'tpe', 'trials': 1, 'parallel': 1, 'report_every': 10, 'heartbeat': 1,
          'space': {'train.learning_rate': {'loguniform': [1e-4, 1e-2]}},
          'set': ['train.summary_every=1000', 'train.checkpoint_every=10'],
