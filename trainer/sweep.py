@@ -309,8 +309,9 @@ def random_points(spec: SweepSpec) -> list[dict[str, Any]]:
 
 def qmc_points(spec: SweepSpec) -> list[dict[str, Any]]:
     """``spec.trials`` points of Optuna's QMC sampler (a scrambled Sobol sequence seeded with
-    ``spec.seed``): they do not depend on results, so like random points they are drawn here,
-    once, and enqueued."""
+    ``spec.seed``; the first point is its independent sampler's, from which it learns the
+    space): they do not depend on results, so like random points they are drawn here, once,
+    and enqueued."""
     import optuna
 
     with warnings.catch_warnings():
