@@ -7,8 +7,8 @@ DoFn::
 
     plan (grid points / seeded random points / tpe asks, minus finished trials)
       --Reshuffle--> RunTrial (train, report to Optuna, record in MLflow) --> outcomes
-    then: the parent run's summary (best trial, trials.csv, parallel coordinates, loss curves,
-          hyperparameter importance).
+    then: the parent run's summary (best trial or Pareto front, trials.csv, parallel coordinates,
+          loss curves, hyperparameter importance).
 
 Optuna's study (sampler, pruner, the trials' states) lives in its storage (SQLite in the sweep's
 output directory by default, or any SQLAlchemy URL, e.g. a Cloud SQL database when the trials
@@ -114,6 +114,8 @@ def ensure_parent_run(spec, client, experiment_id: str, metric: str, fingerprint
               'sweep.seed': spec.seed, 'sweep.data': spec.data,
               'sweep.overrides': json.dumps(list(spec.overrides))}
     params.update({f'space.{p.key}': json.dumps({p.kind: list(p.values)}) for p in spec.space})
+    if spec.objectives:
+        params['sweep.objectives'] = json.dumps(dict(spec.objectives))
     client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()],
                      tags=[RunTag('ddsp.sweep.spec', json.dumps(spec.to_dict(),
                                                                 default=str)[:7900])])
@@ -190,7 +192,8 @@ def _rows(study) -> list[dict]:
     for t in trials:
         state = 'REASKED' if S.is_duplicate(t) else 'RETRIED' if t.number in again else \
             t.state.name
-        rows.append({'trial': t.number, 'state': state, 'value': t.value,
+        rows.append({'trial': t.number, 'state': state, 'value': S.first_value(t),
+                     **({'values': list(t.values)} if t.values and len(t.values) > 1 else {}),
                      'step': max(t.intermediate_values) if t.intermediate_values else None,
                      'digest': t.user_attrs.get('digest'), 'run_id': t.user_attrs.get('run_id'),
                      'error': t.user_attrs.get('error') or (
@@ -281,6 +284,7 @@ def _loss_curves(client, rows: list[dict], key: str = 'total_loss'):
 
 
 def _importance(study) -> dict:
+    """Optuna's PED-ANOVA importances (of the first objective's value)."""
     import optuna
 
     complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == 'COMPLETE']
@@ -288,10 +292,25 @@ def _importance(study) -> dict:
         return {}
     try:
         return optuna.importance.get_param_importances(
-            study, evaluator=optuna.importance.PedAnovaImportanceEvaluator())
+            study, evaluator=optuna.importance.PedAnovaImportanceEvaluator(),
+            target=(lambda t: t.values[0]) if len(study.directions) > 1 else None)
     except Exception as e:  # noqa: BLE001 - too few distinct trials for an importance
         log.info('no hyperparameter importance: %s', e)
         return {}
+
+
+def _pareto_front(spec, study, metric: str):
+    """Optuna's matplotlib plot of the trials' objectives, the Pareto front highlighted."""
+    import warnings
+
+    import optuna
+
+    with warnings.catch_warnings():  # Optuna's matplotlib plots are experimental
+        warnings.simplefilter('ignore', optuna.exceptions.ExperimentalWarning)
+        ax = optuna.visualization.matplotlib.plot_pareto_front(
+            study, target_names=[metric] + [m for m, _ in spec.objectives])
+    ax.set_title(f'Sweep {spec.name}: Pareto front')
+    return ax.figure
 
 
 def summarize(spec, client, parent_run_id: str, metric: str) -> dict:
@@ -301,8 +320,13 @@ def summarize(spec, client, parent_run_id: str, metric: str) -> dict:
     study = S.open_study(spec)
     rows = _rows(study)
     complete = [r for r in rows if r['state'] == 'COMPLETE' and r['value'] is not None]
-    best = None
-    if complete:
+    best, pareto = None, None
+    if spec.objectives:  # no single best: the Pareto front, Optuna's plot of it
+        pareto = sorted(t.number for t in study.best_trials) if complete else []
+        if complete:
+            client.log_figure(parent_run_id, _pareto_front(spec, study, metric),
+                              'sweep/pareto_front.png')
+    elif complete:
         best = (min if spec.direction == 'minimize' else max)(complete,
                                                               key=lambda r: r['value'])
     importance = _importance(study)
@@ -317,6 +341,10 @@ def summarize(spec, client, parent_run_id: str, metric: str) -> dict:
                'retried': sum(r['state'] == 'RETRIED' for r in rows),
                **{k.lower(): v for k, v in counts.items()},
                'metric': metric, 'best': best, 'importance': importance}
+    if pareto is not None:
+        summary.update({'objectives': [metric] + [m for m, _ in spec.objectives],
+                        'pareto': pareto})
+        client.set_tag(parent_run_id, 'ddsp.sweep.pareto_trials', json.dumps(pareto))
     if best is not None:
         client.set_tag(parent_run_id, 'ddsp.sweep.best_trial', str(best['trial']))
         client.set_tag(parent_run_id, 'ddsp.sweep.best_run_id', str(best['run_id']))
@@ -335,10 +363,14 @@ def format_summary(summary: dict, tracking_uri: str) -> str:
     lines = [f'{"trial":>5} {"state":<9} {"value":>10} {"step":>6}  params']
     for row in summary['rows']:
         params = ', '.join(f'{k[6:]}={v}' for k, v in row.items() if k.startswith('param.'))
-        value = f'{row["value"]:.5g}' if row['value'] is not None else '-'
+        value = '/'.join(f'{v:.4g}' for v in row['values']) if row.get('values') else \
+            f'{row["value"]:.5g}' if row['value'] is not None else '-'
         lines.append(f'{row["trial"]:>5} {row["state"]:<9} {value:>10} '
                      f'{row["step"] if row["step"] is not None else "-":>6}  {params}'
                      + (f'  [{row["error"][:80]}]' if row.get('error') else ''))
+    if summary.get('pareto') is not None:
+        lines.append(f'pareto front ({", ".join(summary["objectives"])}): trials '
+                     f'{", ".join(map(str, summary["pareto"])) or "none"}')
     best = summary.get('best')
     if best:
         lines.append(f'best: trial {best["trial"]} ({summary["metric"]} {best["value"]:.5g}), '
@@ -379,6 +411,9 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument('--parallel', type=int, help='trials at once (default 2)')
     p.add_argument('--metric', help='metric to optimise (default eval_loss with an eval split)')
     p.add_argument('--direction', choices=('minimize', 'maximize'))
+    p.add_argument('--objective', action='append', default=None, metavar='METRIC=DIRECTION',
+                   help='a further objective, e.g. steps_per_sec=maximize (repeatable): a '
+                        'multi-objective sweep, its Pareto front in the summary')
     p.add_argument('--pruner', choices=('none', 'median', 'successive_halving'))
     p.add_argument('--report_every', type=int, help='steps between metric reports')
     p.add_argument('--seed', type=int)
@@ -407,6 +442,14 @@ def spec_from_args(args):
              'tracking_uri': args.tracking_uri}
     if args.overrides is not None:
         flags['set'] = args.overrides
+    if args.objective is not None:
+        objectives = {}
+        for item in args.objective:
+            key, sep, direction = item.partition('=')
+            if not sep:
+                raise S.SweepError(f'--objective {item!r}: expected METRIC=DIRECTION')
+            objectives[key.strip()] = direction.strip()
+        flags['objectives'] = objectives
     if args.space is not None:
         space = {}
         for item in args.space:

@@ -10,6 +10,7 @@ A sweep is a YAML file (or the same as flags)::
     steps: 300
     metric: eval_loss            # default eval_loss when the dataset has an eval split
     direction: minimize
+    objectives: {steps_per_sec: maximize}  # optional: a multi-objective sweep (Pareto front)
     space:
       train.learning_rate: {loguniform: [1.0e-4, 1.0e-2]}
       model.rnn_channels: {choice: [16, 32]}
@@ -136,6 +137,12 @@ class SweepSpec:
     tracking_uri: Optional[str] = None
     eval_batches: int = 4
     heartbeat: int = 60
+    objectives: tuple = ()  # further (metric, direction) pairs: a multi-objective sweep
+
+    @property
+    def directions(self) -> list[str]:
+        """The study's directions: ``direction``, then each further objective's."""
+        return [self.direction] + [d for _, d in self.objectives]
 
     @property
     def out(self) -> str:
@@ -161,6 +168,7 @@ class SweepSpec:
         d = dataclasses.asdict(self)
         d['space'] = {p.key: {p.kind: list(p.values)} for p in self.space}
         d['overrides'] = list(self.overrides)
+        d['objectives'] = dict(self.objectives)
         return d
 
     @property
@@ -170,6 +178,8 @@ class SweepSpec:
         for key in ('parallel', 'output_dir', 'tracking_uri', 'storage', 'max_failures',
                     'heartbeat'):
             d.pop(key, None)
+        if not d['objectives']:  # single-objective sweeps keep the ids they had
+            d.pop('objectives')
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
@@ -226,6 +236,12 @@ def parse_spec(d: dict, source: str = 'sweep') -> SweepSpec:
     kwargs = {k: v for k, v in d.items() if k not in ('set', 'space')}
     kwargs['overrides'] = tuple(d.get('set') or d.get('overrides') or ())
     kwargs['space'] = tuple(_param(k, v) for k, v in sorted(space.items()))
+    objectives = d.get('objectives') or {}
+    if not (isinstance(objectives, dict) and all(
+            isinstance(k, str) and v in ('minimize', 'maximize') for k, v in objectives.items())):
+        raise SweepError(f'{source}: objectives must map metric names to minimize or maximize, '
+                         f'got {objectives!r}')
+    kwargs['objectives'] = tuple(objectives.items())
     try:
         spec = SweepSpec(**kwargs)
     except TypeError as e:
@@ -245,6 +261,9 @@ def parse_spec(d: dict, source: str = 'sweep') -> SweepSpec:
     for ok, key, what in checks:
         if not ok:
             raise SweepError(f'{source}: {key} = {getattr(spec, key)!r}; expected {what}')
+    if spec.objectives and spec.pruner != 'none':
+        raise SweepError(f'{source}: pruner {spec.pruner} with objectives: Optuna prunes '
+                         'single-objective studies only (use pruner none)')
     if spec.algorithm == 'grid' and any(p.kind != 'choice' for p in spec.space):
         bad = [p.key for p in spec.space if p.kind != 'choice']
         raise SweepError(f'{source}: algorithm grid needs lists (or choice) for every key; '
@@ -466,7 +485,7 @@ def open_study(spec: SweepSpec):
         storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
     return optuna.create_study(
         study_name=f'{spec.name}-{spec.sweep_id}', storage=storage,
-        direction=spec.direction, sampler=make_sampler(spec), pruner=make_pruner(spec),
+        directions=spec.directions, sampler=make_sampler(spec), pruner=make_pruner(spec),
         load_if_exists=True)
 
 
@@ -486,6 +505,7 @@ class TrialOutcome:
     step: int = 0
     run_id: Optional[str] = None
     error: Optional[str] = None
+    values: Optional[list] = None  # every objective's (a multi-objective sweep)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -493,6 +513,16 @@ class TrialOutcome:
 
 def metric_of(spec: SweepSpec, has_eval: bool) -> str:
     return spec.metric or ('eval_loss' if has_eval else 'total_loss')
+
+
+def metrics_of(spec: SweepSpec, has_eval: bool) -> list[str]:
+    """Every objective's metric: the sweep's metric, then the further objectives'."""
+    return [metric_of(spec, has_eval)] + [m for m, _ in spec.objectives]
+
+
+def first_value(trial) -> Optional[float]:
+    """A trial's value (its first objective's in a multi-objective study), or None."""
+    return trial.values[0] if trial.values else None
 
 
 # ---- one trial ---------------------------------------------------------------------------------
@@ -643,7 +673,7 @@ def start_trial(study, spec: SweepSpec, element: dict, digest_of):
     digest = digest_of(params)
     return None, params, TrialOutcome(
         trial.number, digest, params, 'SKIPPED',
-        other.value if _state(other) == 'COMPLETE' else None,
+        first_value(other) if _state(other) == 'COMPLETE' else None,
         run_id=other.user_attrs.get('run_id'),
         error=f'not run: {1 + MAX_REASKS} proposals were points of other trials (the last '
               f'trial {other.number}, {_state(other)})')
@@ -688,7 +718,7 @@ class Reporter:
             self.average = value if self.average is None else \
                 self.average + SMOOTHING * (value - self.average)
             value = self.average
-        if step % self.spec.report_every:
+        if step % self.spec.report_every or self.spec.objectives:  # Optuna: single only
             return False
         self.trial.report(float(value), step)
         self.step = step
@@ -734,7 +764,8 @@ def run_trial(spec: SweepSpec, element: dict, parent_run_id: Optional[str],
         done = finished(study, digest_of(element['params']))
         if done is not None:
             return TrialOutcome(done.number, digest_of(element['params']), dict(done.params),
-                                'SKIPPED', done.value, run_id=done.user_attrs.get('run_id'))
+                                'SKIPPED', first_value(done),
+                                run_id=done.user_attrs.get('run_id'))
     trial, params, skipped = start_trial(study, spec, element, digest_of)
     if skipped is not None:
         logger.warning('sweep %s: %s', spec.name, skipped.error)
@@ -777,18 +808,21 @@ def run_trial(spec: SweepSpec, element: dict, parent_run_id: Optional[str],
         outcome.run_id = result['run_id']
         trial.set_user_attr('resumed_from', int(result.get('resumed_from') or 0))
         outcome.step = result['step']
-        value = last.get(metric, result['losses'].get(metric))
+        values = {m: last.get(m, result['losses'].get(m)) for m in metrics_of(spec, has_eval)}
+        value = values[metric]
+        bad = [m for m, v in values.items() if v is None or not math.isfinite(v)]
         if result.get('stopped_early'):
             outcome.state, outcome.value = 'PRUNED', value
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-        elif value is None or not math.isfinite(value):
-            outcome.error = f'metric {metric!r} was not reported' if value is None else \
-                f'metric {metric!r} is {value}'
+        elif bad:
+            outcome.error = f'metric {bad[0]!r} was not reported' if values[bad[0]] is None \
+                else f'metric {bad[0]!r} is {values[bad[0]]}'
             trial.set_user_attr('error', outcome.error)
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
         else:
             outcome.state, outcome.value = 'COMPLETE', float(value)
-            study.tell(trial, float(value))
+            outcome.values = [float(v) for v in values.values()]
+            study.tell(trial, outcome.values if spec.objectives else float(value))
     except KeyboardInterrupt:
         raise
     except Exception as e:  # noqa: BLE001 - a failing trial is recorded, the sweep goes on
@@ -806,7 +840,8 @@ def run_trial(spec: SweepSpec, element: dict, parent_run_id: Optional[str],
                            trial.number, outcome.error, stored.state.name)
             outcome.state = {'COMPLETE': 'COMPLETE', 'PRUNED': 'PRUNED'}.get(
                 stored.state.name, 'FAIL')
-            outcome.value = stored.value if outcome.state == 'COMPLETE' else outcome.value
+            outcome.value = first_value(stored) if outcome.state == 'COMPLETE' else \
+                outcome.value
             # a FAIL the study holds has its own reason (e.g. the metric was not reported)
             outcome.error = None if outcome.state != 'FAIL' else (earlier_error or error)
         else:
@@ -906,10 +941,12 @@ def update_parent_progress(spec: SweepSpec, client, parent_run_id: str, metric: 
     counts = {s: sum(_state(t) == s for t in trials) for s in ('COMPLETE', 'PRUNED', 'FAIL')}
     done = sum(counts.values())
     metrics = {f'trials_{s.lower()}': float(n) for s, n in counts.items()}
-    complete = [t for t in trials if _state(t) == 'COMPLETE' and t.value is not None]
-    if complete:
-        best = min(complete, key=lambda t: t.value) if spec.direction == 'minimize' else \
-            max(complete, key=lambda t: t.value)
+    complete = [t for t in trials if _state(t) == 'COMPLETE' and t.values]
+    if spec.objectives:  # no single best: the Pareto front
+        metrics['pareto_front_trials'] = float(len(study.best_trials)) if complete else 0.0
+    elif complete:
+        best = min(complete, key=first_value) if spec.direction == 'minimize' else \
+            max(complete, key=first_value)
         metrics[f'best_{metric}'] = float(best.value)
         client.set_tag(parent_run_id, 'ddsp.sweep.best_trial', str(best.number))
     from mlflow.entities import Metric

@@ -421,3 +421,31 @@ def test_a_trial_whose_worker_is_killed_is_retried_from_its_checkpoint_with_the_
             if r.info.run_id != summary['parent_run_id']]
     assert [r.info.run_id for r in runs] == [killed.user_attrs['run_id']]
     assert runs[0].info.status == 'FINISHED' and runs[0].data.tags[S.TAG_STATE] == 'COMPLETE'
+
+
+@pytest.mark.slow
+def test_a_multi_objective_sweep_has_a_pareto_front(tmp_path, server, dataset):
+    """eval_loss (minimize) and training speed (maximize): each trial is told both values, the
+    summary names the Pareto front and logs Optuna's plot of it."""
+    from pipelines.sweep import format_summary, run_sweep
+
+    spec = _spec(tmp_path, server, dataset, name='pareto', steps=4, report_every=2,
+                 objectives={'steps_per_sec': 'maximize'},
+                 space={'train.learning_rate': [0.001, 0.003, 0.01]})
+    summary = run_sweep(spec)
+    study = S.open_study(spec)
+    assert study.directions[1].name == 'MAXIMIZE'
+    trials = study.get_trials()
+    assert [t.state.name for t in trials] == ['COMPLETE'] * 3
+    assert all(len(t.values) == 2 and t.values[1] > 0 for t in trials)
+    assert summary['pareto'] == sorted(t.number for t in study.best_trials)
+    assert summary['pareto'] and summary['best'] is None
+    client = MlflowClient(server.uri)
+    listed = {a.path for a in client.list_artifacts(summary['parent_run_id'], 'sweep')}
+    assert 'sweep/pareto_front.png' in listed
+    parent = client.get_run(summary['parent_run_id'])
+    assert json.loads(parent.data.tags['ddsp.sweep.pareto_trials']) == summary['pareto']
+    assert 'pareto front (eval_loss, steps_per_sec): trials' in format_summary(summary, 'x')
+    with pytest.raises(S.SweepError, match='prunes single-objective studies only'):
+        _spec(tmp_path, server, dataset, objectives={'steps_per_sec': 'maximize'},
+              pruner='median')
