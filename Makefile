@@ -42,6 +42,7 @@ demo: venv
 
 test: venv
 	bash tools/install_browser.sh
+	bash tools/install_postgres.sh
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: venv

@@ -7,8 +7,8 @@ DoFn::
 
     plan (grid points / seeded random points / tpe asks, minus finished trials)
       --Reshuffle--> RunTrial (train, report to Optuna, record in MLflow) --> outcomes
-    then: the parent run's summary (best trial, trials.csv, parallel coordinates, loss curves,
-          hyperparameter importance).
+    then: the parent run's summary (best trial or Pareto front, trials.csv, parallel coordinates,
+          loss curves, hyperparameter importance).
 
 Optuna's study (sampler, pruner, the trials' states) lives in its storage (SQLite in the sweep's
 output directory by default, or any SQLAlchemy URL, e.g. a Cloud SQL database when the trials
@@ -61,12 +61,13 @@ class RunTrial(beam.DoFn):
 
 
 def plan(spec, study, fingerprint: str) -> list[dict]:
-    """The elements still to run: grid or seeded random points without a finished trial, or
-    for tpe the interrupted trials plus as many new asks as the budget leaves."""
+    """The elements still to run: grid, seeded random or qmc points without a finished
+    trial, or for tpe the interrupted trials plus as many new asks as the budget leaves (a
+    re-asked duplicate proposal does not count)."""
     from trainer import sweep as S
 
-    if spec.algorithm in ('grid', 'random'):
-        points = S.grid_points(spec) if spec.algorithm == 'grid' else S.random_points(spec)
+    if spec.algorithm in ('grid', 'random', 'qmc'):
+        points = S.sweep_points(spec)
         todo, seen = [], set()
         for params in points:
             digest = S.trial_hash(spec, params, fingerprint)
@@ -75,7 +76,8 @@ def plan(spec, study, fingerprint: str) -> list[dict]:
             seen.add(digest)
             todo.append({'mode': 'point', 'params': params})
         return todo
-    trials = study.get_trials(deepcopy=False)
+    S.fail_stale_trials(study)  # a dead worker's trial: failed, enqueued again
+    trials = S.sweep_trials(study)
     done = [t for t in trials if t.state.name in ('COMPLETE', 'PRUNED', 'FAIL')]
     stale = [t for t in trials if t.state.name == 'RUNNING']
     todo = [{'mode': 'resume', 'number': t.number} for t in stale]
@@ -112,6 +114,8 @@ def ensure_parent_run(spec, client, experiment_id: str, metric: str, fingerprint
               'sweep.seed': spec.seed, 'sweep.data': spec.data,
               'sweep.overrides': json.dumps(list(spec.overrides))}
     params.update({f'space.{p.key}': json.dumps({p.kind: list(p.values)}) for p in spec.space})
+    if spec.objectives:
+        params['sweep.objectives'] = json.dumps(dict(spec.objectives))
     client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()],
                      tags=[RunTag('ddsp.sweep.spec', json.dumps(spec.to_dict(),
                                                                 default=str)[:7900])])
@@ -177,13 +181,24 @@ def run_sweep(spec, pipeline_args: Sequence[str] = (), summarize_now: bool = Tru
 
 # ---- the summary ----------------------------------------------------------------------------
 def _rows(study) -> list[dict]:
+    """A row per trial; a proposal that was an earlier trial's point (asked again, never
+    run) is state REASKED, with the reason; a trial whose worker died and that was enqueued
+    again is RETRIED."""
+    from trainer import sweep as S
+
     rows = []
-    for t in study.get_trials(deepcopy=False):
-        rows.append({'trial': t.number, 'state': t.state.name, 'value': t.value,
+    trials = study.get_trials(deepcopy=False)
+    again = S.retried(trials)
+    for t in trials:
+        state = 'REASKED' if S.is_duplicate(t) else 'RETRIED' if t.number in again else \
+            t.state.name
+        rows.append({'trial': t.number, 'state': state, 'value': S.first_value(t),
+                     **({'values': list(t.values)} if t.values and len(t.values) > 1 else {}),
                      'step': max(t.intermediate_values) if t.intermediate_values else None,
                      'digest': t.user_attrs.get('digest'), 'run_id': t.user_attrs.get('run_id'),
-                     'error': t.user_attrs.get('error'), **{f'param.{k}': v for k, v in
-                                                            t.params.items()}})
+                     'error': t.user_attrs.get('error') or (
+                         'its worker stopped (no heartbeat)' if state == 'FAIL' else None),
+                     **{f'param.{k}': v for k, v in t.params.items()}})
     return rows
 
 
@@ -269,6 +284,7 @@ def _loss_curves(client, rows: list[dict], key: str = 'total_loss'):
 
 
 def _importance(study) -> dict:
+    """Optuna's PED-ANOVA importances (of the first objective's value)."""
     import optuna
 
     complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == 'COMPLETE']
@@ -276,10 +292,25 @@ def _importance(study) -> dict:
         return {}
     try:
         return optuna.importance.get_param_importances(
-            study, evaluator=optuna.importance.PedAnovaImportanceEvaluator())
+            study, evaluator=optuna.importance.PedAnovaImportanceEvaluator(),
+            target=(lambda t: t.values[0]) if len(study.directions) > 1 else None)
     except Exception as e:  # noqa: BLE001 - too few distinct trials for an importance
         log.info('no hyperparameter importance: %s', e)
         return {}
+
+
+def _pareto_front(spec, study, metric: str):
+    """Optuna's matplotlib plot of the trials' objectives, the Pareto front highlighted."""
+    import warnings
+
+    import optuna
+
+    with warnings.catch_warnings():  # Optuna's matplotlib plots are experimental
+        warnings.simplefilter('ignore', optuna.exceptions.ExperimentalWarning)
+        ax = optuna.visualization.matplotlib.plot_pareto_front(
+            study, target_names=[metric] + [m for m, _ in spec.objectives])
+    ax.set_title(f'Sweep {spec.name}: Pareto front')
+    return ax.figure
 
 
 def summarize(spec, client, parent_run_id: str, metric: str) -> dict:
@@ -289,8 +320,13 @@ def summarize(spec, client, parent_run_id: str, metric: str) -> dict:
     study = S.open_study(spec)
     rows = _rows(study)
     complete = [r for r in rows if r['state'] == 'COMPLETE' and r['value'] is not None]
-    best = None
-    if complete:
+    best, pareto = None, None
+    if spec.objectives:  # no single best: the Pareto front, Optuna's plot of it
+        pareto = sorted(t.number for t in study.best_trials) if complete else []
+        if complete:
+            client.log_figure(parent_run_id, _pareto_front(spec, study, metric),
+                              'sweep/pareto_front.png')
+    elif complete:
         best = (min if spec.direction == 'minimize' else max)(complete,
                                                               key=lambda r: r['value'])
     importance = _importance(study)
@@ -300,8 +336,15 @@ def summarize(spec, client, parent_run_id: str, metric: str) -> dict:
     client.log_figure(parent_run_id, _loss_curves(client, rows), 'sweep/loss_curves.png')
     client.log_dict(parent_run_id, importance, 'sweep/importance.json')
     counts = {s: sum(r['state'] == s for r in rows) for s in ('COMPLETE', 'PRUNED', 'FAIL')}
-    summary = {'trials': len(rows), **{k.lower(): v for k, v in counts.items()},
+    summary = {'trials': sum(r['state'] not in ('REASKED', 'RETRIED') for r in rows),
+               'reasked': sum(r['state'] == 'REASKED' for r in rows),
+               'retried': sum(r['state'] == 'RETRIED' for r in rows),
+               **{k.lower(): v for k, v in counts.items()},
                'metric': metric, 'best': best, 'importance': importance}
+    if pareto is not None:
+        summary.update({'objectives': [metric] + [m for m, _ in spec.objectives],
+                        'pareto': pareto})
+        client.set_tag(parent_run_id, 'ddsp.sweep.pareto_trials', json.dumps(pareto))
     if best is not None:
         client.set_tag(parent_run_id, 'ddsp.sweep.best_trial', str(best['trial']))
         client.set_tag(parent_run_id, 'ddsp.sweep.best_run_id', str(best['run_id']))
@@ -320,10 +363,14 @@ def format_summary(summary: dict, tracking_uri: str) -> str:
     lines = [f'{"trial":>5} {"state":<9} {"value":>10} {"step":>6}  params']
     for row in summary['rows']:
         params = ', '.join(f'{k[6:]}={v}' for k, v in row.items() if k.startswith('param.'))
-        value = f'{row["value"]:.5g}' if row['value'] is not None else '-'
+        value = '/'.join(f'{v:.4g}' for v in row['values']) if row.get('values') else \
+            f'{row["value"]:.5g}' if row['value'] is not None else '-'
         lines.append(f'{row["trial"]:>5} {row["state"]:<9} {value:>10} '
                      f'{row["step"] if row["step"] is not None else "-":>6}  {params}'
                      + (f'  [{row["error"][:80]}]' if row.get('error') else ''))
+    if summary.get('pareto') is not None:
+        lines.append(f'pareto front ({", ".join(summary["objectives"])}): trials '
+                     f'{", ".join(map(str, summary["pareto"])) or "none"}')
     best = summary.get('best')
     if best:
         lines.append(f'best: trial {best["trial"]} ({summary["metric"]} {best["value"]:.5g}), '
@@ -338,9 +385,10 @@ def build_arg_parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(
         prog='ddsp-sweep', allow_abbrev=False, formatter_class=runtime.HelpFormatter,
-        description='Run a hyperparameter sweep of the DDSP trainer (grid, seeded random or '
-                    'Optuna TPE; median or successive-halving pruning) as a Beam pipeline, '
-                    'tracked as an MLflow parent run with a child run per trial. Running it '
+        description='Run a hyperparameter sweep of the DDSP trainer (grid, seeded random, '
+                    'Optuna QMC or Optuna TPE; median or successive-halving pruning) as a '
+                    'Beam pipeline, tracked as an MLflow parent run with a child run per '
+                    'trial. Running it '
                     'again continues it: finished trials are skipped, interrupted ones '
                     'resumed.',
         epilog='Locally the trials run on the DirectRunner, --parallel worker processes. Any '
@@ -357,15 +405,22 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument('--space', action='append', default=None, metavar='KEY=JSON',
                    help='a searched key, e.g. \'train.learning_rate={"loguniform": [1e-4, '
                         '1e-2]}\' or \'model.rnn_channels=[16, 32]\' (repeatable)')
-    p.add_argument('--algorithm', choices=('grid', 'random', 'tpe'), help='default random')
-    p.add_argument('--trials', type=int, help='number of trials (random, tpe)')
+    p.add_argument('--algorithm', choices=('grid', 'random', 'tpe', 'qmc'),
+                   help='default random')
+    p.add_argument('--trials', type=int, help='number of trials (random, tpe, qmc)')
     p.add_argument('--parallel', type=int, help='trials at once (default 2)')
     p.add_argument('--metric', help='metric to optimise (default eval_loss with an eval split)')
     p.add_argument('--direction', choices=('minimize', 'maximize'))
+    p.add_argument('--objective', action='append', default=None, metavar='METRIC=DIRECTION',
+                   help='a further objective, e.g. steps_per_sec=maximize (repeatable): a '
+                        'multi-objective sweep, its Pareto front in the summary')
     p.add_argument('--pruner', choices=('none', 'median', 'successive_halving'))
     p.add_argument('--report_every', type=int, help='steps between metric reports')
     p.add_argument('--seed', type=int)
     p.add_argument('--max_failures', type=int, help='stop after this many failed trials')
+    p.add_argument('--heartbeat', type=int,
+                   help="seconds between a running trial's heartbeats (default 60; 0: off); a "
+                        'trial silent for 4 times as long is retried from its checkpoint')
     p.add_argument('--storage', help='Optuna storage URL (default sqlite in the output dir)')
     p.add_argument('--output_dir', help='where the trials train (default sweeps/NAME)')
     p.add_argument('--experiment', help='MLflow experiment (default ddsp-sweep-NAME)')
@@ -381,11 +436,20 @@ def spec_from_args(args):
              'steps': args.steps, 'algorithm': args.algorithm, 'trials': args.trials,
              'parallel': args.parallel, 'metric': args.metric, 'direction': args.direction,
              'pruner': args.pruner, 'report_every': args.report_every, 'seed': args.seed,
-             'max_failures': args.max_failures, 'storage': args.storage,
+             'max_failures': args.max_failures, 'heartbeat': args.heartbeat,
+             'storage': args.storage,
              'output_dir': args.output_dir, 'experiment': args.experiment,
              'tracking_uri': args.tracking_uri}
     if args.overrides is not None:
         flags['set'] = args.overrides
+    if args.objective is not None:
+        objectives = {}
+        for item in args.objective:
+            key, sep, direction = item.partition('=')
+            if not sep:
+                raise S.SweepError(f'--objective {item!r}: expected METRIC=DIRECTION')
+            objectives[key.strip()] = direction.strip()
+        flags['objectives'] = objectives
     if args.space is not None:
         space = {}
         for item in args.space:

@@ -10,6 +10,7 @@ A sweep is a YAML file (or the same as flags)::
     steps: 300
     metric: eval_loss            # default eval_loss when the dataset has an eval split
     direction: minimize
+    objectives: {steps_per_sec: maximize}  # optional: a multi-objective sweep (Pareto front)
     space:
       train.learning_rate: {loguniform: [1.0e-4, 1.0e-2]}
       model.rnn_channels: {choice: [16, 32]}
@@ -17,7 +18,7 @@ A sweep is a YAML file (or the same as flags)::
       train.grad_clip_norm: {uniform: [1.0, 5.0]}
       model.n_harmonics: {int: [8, 32]}
       model.mlp_layers: {int_log: [1, 4]}
-    algorithm: tpe               # grid | random (seeded) | tpe (Optuna's ask/tell)
+    algorithm: tpe               # grid | random (seeded) | qmc (Optuna's Sobol) | tpe (ask/tell)
     seed: 0
     trials: 8                    # ignored by grid (all its points)
     parallel: 2                  # trials at once (local worker processes)
@@ -25,6 +26,7 @@ A sweep is a YAML file (or the same as flags)::
     pruner: median               # none | median | successive_halving
     storage: null                # Optuna storage URL; default sqlite in the output dir
     max_failures: 3
+    heartbeat: 60                # seconds; a trial silent 4x as long is retried (0: off)
     output_dir: sweeps/tiny-lr   # local or gs://; trials train into output_dir/trials/HASH
 
 Every trial trains with :func:`trainer.train.train`, the code ``ddsp-train`` runs, into its own
@@ -43,8 +45,9 @@ import logging
 import math
 import os
 import time
+import warnings
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import yaml
@@ -53,7 +56,7 @@ from trainer.config import Config, ConfigError, load_preset
 
 logger = logging.getLogger(__name__)
 
-ALGORITHMS = ('grid', 'random', 'tpe')
+ALGORITHMS = ('grid', 'random', 'tpe', 'qmc')
 PRUNERS = ('none', 'median', 'successive_halving')
 KINDS = ('choice', 'uniform', 'loguniform', 'int', 'int_log')
 TAG_SWEEP = 'ddsp.sweep.name'
@@ -133,6 +136,13 @@ class SweepSpec:
     experiment: Optional[str] = None
     tracking_uri: Optional[str] = None
     eval_batches: int = 4
+    heartbeat: int = 60
+    objectives: tuple = ()  # further (metric, direction) pairs: a multi-objective sweep
+
+    @property
+    def directions(self) -> list[str]:
+        """The study's directions: ``direction``, then each further objective's."""
+        return [self.direction] + [d for _, d in self.objectives]
 
     @property
     def out(self) -> str:
@@ -158,14 +168,18 @@ class SweepSpec:
         d = dataclasses.asdict(self)
         d['space'] = {p.key: {p.kind: list(p.values)} for p in self.space}
         d['overrides'] = list(self.overrides)
+        d['objectives'] = dict(self.objectives)
         return d
 
     @property
     def sweep_id(self) -> str:
         """A digest of everything that defines the sweep's trials (not its parallelism)."""
         d = self.to_dict()
-        for key in ('parallel', 'output_dir', 'tracking_uri', 'storage', 'max_failures'):
+        for key in ('parallel', 'output_dir', 'tracking_uri', 'storage', 'max_failures',
+                    'heartbeat'):
             d.pop(key, None)
+        if not d['objectives']:  # single-objective sweeps keep the ids they had
+            d.pop('objectives')
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
@@ -222,6 +236,12 @@ def parse_spec(d: dict, source: str = 'sweep') -> SweepSpec:
     kwargs = {k: v for k, v in d.items() if k not in ('set', 'space')}
     kwargs['overrides'] = tuple(d.get('set') or d.get('overrides') or ())
     kwargs['space'] = tuple(_param(k, v) for k, v in sorted(space.items()))
+    objectives = d.get('objectives') or {}
+    if not (isinstance(objectives, dict) and all(
+            isinstance(k, str) and v in ('minimize', 'maximize') for k, v in objectives.items())):
+        raise SweepError(f'{source}: objectives must map metric names to minimize or maximize, '
+                         f'got {objectives!r}')
+    kwargs['objectives'] = tuple(objectives.items())
     try:
         spec = SweepSpec(**kwargs)
     except TypeError as e:
@@ -235,10 +255,15 @@ def parse_spec(d: dict, source: str = 'sweep') -> SweepSpec:
         (isinstance(spec.parallel, int) and spec.parallel >= 1, 'parallel', '>= 1'),
         (isinstance(spec.report_every, int) and spec.report_every >= 1, 'report_every', '>= 1'),
         (isinstance(spec.max_failures, int) and spec.max_failures >= 0, 'max_failures', '>= 0'),
+        (isinstance(spec.heartbeat, int) and spec.heartbeat >= 0, 'heartbeat',
+         'seconds >= 0 (0: off)'),
     ]
     for ok, key, what in checks:
         if not ok:
             raise SweepError(f'{source}: {key} = {getattr(spec, key)!r}; expected {what}')
+    if spec.objectives and spec.pruner != 'none':
+        raise SweepError(f'{source}: pruner {spec.pruner} with objectives: Optuna prunes '
+                         'single-objective studies only (use pruner none)')
     if spec.algorithm == 'grid' and any(p.kind != 'choice' for p in spec.space):
         bad = [p.key for p in spec.space if p.kind != 'choice']
         raise SweepError(f'{source}: algorithm grid needs lists (or choice) for every key; '
@@ -301,47 +326,166 @@ def random_points(spec: SweepSpec) -> list[dict[str, Any]]:
     return [{p.key: p.sample(rng) for p in spec.space} for _ in range(spec.trials)]
 
 
+def qmc_points(spec: SweepSpec) -> list[dict[str, Any]]:
+    """``spec.trials`` points of Optuna's QMC sampler (a scrambled Sobol sequence seeded with
+    ``spec.seed``; the first point is its independent sampler's, from which it learns the
+    space): they do not depend on results, so like random points they are drawn here, once,
+    and enqueued."""
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', optuna.exceptions.ExperimentalWarning)
+        sampler = optuna.samplers.QMCSampler(
+            seed=spec.seed, independent_sampler=optuna.samplers.RandomSampler(seed=spec.seed))
+    study = optuna.create_study(sampler=sampler)
+    points = []
+    for _ in range(spec.trials):
+        trial = study.ask(distributions(spec))
+        points.append(dict(trial.params))
+        study.tell(trial, 0.0)
+    return points
+
+
+def sweep_points(spec: SweepSpec) -> list[dict[str, Any]]:
+    """The points of a grid, random or qmc sweep (fixed by the spec; tpe asks as it goes)."""
+    return {'grid': grid_points, 'random': random_points, 'qmc': qmc_points}[spec.algorithm](
+        spec)
+
+
 def distributions(spec: SweepSpec) -> dict:
     return {p.key: p.distribution() for p in spec.space}
+
+
+def pruner_settings(spec: SweepSpec) -> dict[str, int]:
+    """The pruner's patience: no trial is pruned before ``startup`` trials have finished (a
+    median of one trial is no median; Optuna's default 5, at most half a small sweep) or before
+    its first quarter of the steps (the warm-up, when every learning rate's loss is still
+    noisy)."""
+    trials = len(grid_points(spec)) if spec.algorithm == 'grid' else spec.trials
+    return {'startup': min(5, max(1, trials // 2)),
+            'warmup': max(spec.report_every, spec.steps // 4)}
 
 
 def make_pruner(spec: SweepSpec):
     import optuna
 
+    patience = pruner_settings(spec)
     if spec.pruner == 'median':
-        return optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0)
+        return optuna.pruners.MedianPruner(n_startup_trials=patience['startup'],
+                                           n_warmup_steps=patience['warmup'])
     if spec.pruner == 'successive_halving':
-        return optuna.pruners.SuccessiveHalvingPruner()
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=patience['warmup'])
     return optuna.pruners.NopPruner()
+
+
+def tpe_startup_trials(spec: SweepSpec) -> int:
+    """TPE's random start-up trials: a fifth of the budget, 2 to 10 (Optuna's default)."""
+    return max(2, min(10, spec.trials // 5))
+
+
+def trial_seed(seed: int, number: int) -> int:
+    """The sampler's seed for trial ``number`` of a sweep seeded ``seed``: every trial draws
+    from its own stream, whichever worker asks for it and however many ask at once."""
+    digest = hashlib.sha256(f'{seed}:{number}'.encode()).digest()
+    return int.from_bytes(digest[:4], 'little')
+
+
+def _trial_seeded_sampler(make: Callable[[int], Any], seed: int):
+    """An Optuna sampler that, for each trial, delegates to ``make(trial_seed(seed, number))``.
+
+    Every element of the sweep's pipeline opens the study with a new sampler object, so a
+    sampler seeded once with the sweep's seed would make every trial its first draw; this one
+    seeds by the trial's number, which the study hands out once.
+    """
+    import optuna
+
+    class TrialSeededSampler(optuna.samplers.BaseSampler):
+        def __init__(self):
+            self._by_number: dict[int, Any] = {}
+
+        def _for(self, trial):
+            if trial.number not in self._by_number:
+                self._by_number[trial.number] = make(trial_seed(seed, trial.number))
+            return self._by_number[trial.number]
+
+        def before_trial(self, study, trial):
+            self._for(trial).before_trial(study, trial)
+
+        def infer_relative_search_space(self, study, trial):
+            return self._for(trial).infer_relative_search_space(study, trial)
+
+        def sample_relative(self, study, trial, search_space):
+            return self._for(trial).sample_relative(study, trial, search_space)
+
+        def sample_independent(self, study, trial, param_name, param_distribution):
+            return self._for(trial).sample_independent(study, trial, param_name,
+                                                       param_distribution)
+
+        def after_trial(self, study, trial, state, values):
+            self._for(trial).after_trial(study, trial, state, values)
+            self._by_number.pop(trial.number, None)
+
+        def reseed_rng(self):
+            pass  # the seed of every trial is fixed by its number
+
+    return TrialSeededSampler()
 
 
 def make_sampler(spec: SweepSpec):
     import optuna
 
     if spec.algorithm == 'tpe':
-        return optuna.samplers.TPESampler(seed=spec.seed, n_startup_trials=2)
-    return optuna.samplers.RandomSampler(seed=spec.seed)  # grid/random points are enqueued
+        # constant_liar: a running trial counts as a bad result, so asks made while others
+        # run propose elsewhere
+        startup = tpe_startup_trials(spec)
+        return _trial_seeded_sampler(lambda seed: optuna.samplers.TPESampler(
+            seed=seed, n_startup_trials=startup, constant_liar=True),
+            spec.seed)
+    # grid, random and qmc points are enqueued (see sweep_points)
+    return _trial_seeded_sampler(lambda seed: optuna.samplers.RandomSampler(seed=seed),
+                                 spec.seed)
 
 
 SQLITE_LOCK_TIMEOUT_SECS = 120
 
 
+MAX_RETRIES = 2
+
+
 def open_study(spec: SweepSpec):
-    """The sweep's Optuna study (created on first use) in its storage."""
+    """The sweep's Optuna study (created on first use) in its storage.
+
+    With ``spec.heartbeat`` seconds, a running trial records a heartbeat that often; one
+    without a heartbeat for four times as long (its worker died) is failed by
+    :func:`fail_stale_trials` and Optuna's ``RetryHeartbeatStaleTrialCallback`` enqueues it
+    again (at most :data:`MAX_RETRIES` times): same point, so same model directory, checkpoint
+    and MLflow run.
+    """
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = spec.storage_url
-    if storage.startswith('sqlite:///'):
-        os.makedirs(os.path.dirname(storage[len('sqlite:///'):]), exist_ok=True)
+    url = spec.storage_url
+    engine_kwargs = {}
+    if url.startswith('sqlite:///'):
+        os.makedirs(os.path.dirname(url[len('sqlite:///'):]), exist_ok=True)
         # Trials in several processes write to one SQLite file: wait for its lock (SQLite's
         # default is 5 s, and a "database is locked" in the middle of tell() leaves a trial
         # finished in the study but reported as failed).
-        storage = optuna.storages.RDBStorage(
-            storage, engine_kwargs={'connect_args': {'timeout': SQLITE_LOCK_TIMEOUT_SECS}})
+        engine_kwargs = {'connect_args': {'timeout': SQLITE_LOCK_TIMEOUT_SECS}}
+    heartbeat = {}
+    if spec.heartbeat:
+        with warnings.catch_warnings():  # an experimental class
+            warnings.simplefilter('ignore', optuna.exceptions.ExperimentalWarning)
+            retry = optuna.storages.RetryHeartbeatStaleTrialCallback(
+                max_retry=MAX_RETRIES, inherit_intermediate_values=True)
+        heartbeat = {'heartbeat_interval': spec.heartbeat, 'grace_period': 4 * spec.heartbeat,
+                     'heartbeat_stale_trial_callback': retry}
+    with warnings.catch_warnings():  # heartbeat_interval is experimental
+        warnings.simplefilter('ignore', optuna.exceptions.ExperimentalWarning)
+        storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
     return optuna.create_study(
         study_name=f'{spec.name}-{spec.sweep_id}', storage=storage,
-        direction=spec.direction, sampler=make_sampler(spec), pruner=make_pruner(spec),
+        directions=spec.directions, sampler=make_sampler(spec), pruner=make_pruner(spec),
         load_if_exists=True)
 
 
@@ -361,6 +505,7 @@ class TrialOutcome:
     step: int = 0
     run_id: Optional[str] = None
     error: Optional[str] = None
+    values: Optional[list] = None  # every objective's (a multi-objective sweep)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -370,13 +515,64 @@ def metric_of(spec: SweepSpec, has_eval: bool) -> str:
     return spec.metric or ('eval_loss' if has_eval else 'total_loss')
 
 
+def metrics_of(spec: SweepSpec, has_eval: bool) -> list[str]:
+    """Every objective's metric: the sweep's metric, then the further objectives'."""
+    return [metric_of(spec, has_eval)] + [m for m, _ in spec.objectives]
+
+
+def first_value(trial) -> Optional[float]:
+    """A trial's value (its first objective's in a multi-objective study), or None."""
+    return trial.values[0] if trial.values else None
+
+
 # ---- one trial ---------------------------------------------------------------------------------
 _FINISHED = ('COMPLETE', 'PRUNED', 'FAIL')
+MAX_REASKS = 10
+SMOOTHING = 0.3
+
+
+def is_duplicate(trial) -> bool:
+    """A trial the sweep asked for and did not run: the sampler proposed an earlier trial's
+    point (recorded as an Optuna FAIL naming that trial, and re-asked)."""
+    return 'duplicate_of' in trial.user_attrs
+
+
+def retried(trials) -> set[int]:
+    """The numbers of trials whose worker died and that were enqueued again (by Optuna's
+    RetryHeartbeatStaleTrialCallback, which lists them in the retry's ``retry_history``)."""
+    return {n for t in trials for n in t.system_attrs.get('retry_history', ())}
+
+
+def sweep_trials(study) -> list:
+    """The study's trials without the duplicates and the retried ones (the sweep's own
+    trials, each point once)."""
+    trials = study.get_trials(deepcopy=False)
+    again = retried(trials)
+    return [t for t in trials if not is_duplicate(t) and t.number not in again]
+
+
+def fail_stale_trials(study) -> None:
+    """Fail the running trials whose heartbeat stopped (their worker died); the retry
+    callback enqueues each again."""
+    import optuna
+
+    with warnings.catch_warnings():  # experimental
+        warnings.simplefilter('ignore', optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+
+
+def _ask(study, spec: SweepSpec):
+    """``study.ask`` over the sweep's space (the trials record their heartbeats themselves,
+    see :class:`_Heartbeat`, so Optuna's warning that heartbeats need optimize() does not
+    apply)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings('ignore', message='Heartbeat of storage is supposed')
+        return study.ask(distributions(spec))
 
 
 def _trials_by_digest(study) -> dict[str, list]:
     out: dict[str, list] = {}
-    for t in study.get_trials(deepcopy=False):
+    for t in sweep_trials(study):
         digest = t.user_attrs.get('digest') or t.system_attrs.get('fixed_params_digest')
         if digest:
             out.setdefault(digest, []).append(t)
@@ -399,24 +595,134 @@ def _enqueued_digest(params: dict) -> str:
     return hashlib.sha256(json.dumps(overrides_of(params)).encode()).hexdigest()[:16]
 
 
-def _acquire(study, spec: SweepSpec, element: dict, digest_of):
-    """The Optuna trial to run for an element: a resumed one, an enqueued point, or a new ask."""
+def space_size(spec: SweepSpec) -> float:
+    """How many distinct points the space has (infinite with a continuous distribution)."""
+    if any(p.kind != 'choice' for p in spec.space):
+        return math.inf
+    return math.prod(len(p.values) for p in spec.space)
+
+
+def same_point(study, trial, params: dict):
+    """Another trial with the point ``params``, finished or running (also one that runs at
+    the same time: then both ask again, and neither trains the point twice), or None."""
+    key = overrides_of(params)
+    for t in sweep_trials(study):
+        if t.number != trial.number and t.params and \
+                _state(t) in _FINISHED + ('RUNNING',) and overrides_of(t.params) == key:
+            return t
+    return None
+
+
+def start_trial(study, spec: SweepSpec, element: dict, digest_of):
+    """The Optuna trial to run for an element: a resumed one, an enqueued point, or a new ask
+    at a point no other trial has (re-asked up to :data:`MAX_REASKS` times, the second half
+    of them with a seeded random point, which the sampler takes as enqueued).
+
+    Returns:
+        ``(trial, params, None)`` to run, or ``(None, params, outcome)`` when there is nothing
+        to run (the point is another trial's): the SKIPPED outcome to return.
+    """
     import optuna
 
-    dists = distributions(spec)
     mode = element['mode']
+    fail_stale_trials(study)
     if mode == 'resume':
         frozen = study.get_trials(deepcopy=False)[element['number']]
-        return optuna.trial.Trial(study, frozen._trial_id), dict(frozen.params)
+        return optuna.trial.Trial(study, frozen._trial_id), dict(frozen.params), None
     if mode == 'point':
         params = element['params']
         digest = digest_of(params)
+        waiting = False
         for t in _trials_by_digest(study).get(digest, []):
             if _state(t) == 'RUNNING':  # interrupted earlier: go on with it
-                return optuna.trial.Trial(study, t._trial_id), dict(t.params)
-        study.enqueue_trial(params, user_attrs={'digest': digest}, skip_if_exists=False)
-    trial = study.ask(dists)
-    return trial, dict(trial.params)
+                return optuna.trial.Trial(study, t._trial_id), dict(t.params), None
+            waiting = waiting or _state(t) == 'WAITING'  # a retry is enqueued already
+        if not waiting:
+            study.enqueue_trial(params, user_attrs={'digest': digest}, skip_if_exists=False)
+        # the oldest waiting trial: this point, or another element's point or retry (which
+        # then runs this point's)
+        trial = _ask(study, spec)
+        params = dict(trial.params)
+        other = same_point(study, trial, params)
+        if other is None:
+            return trial, params, None
+        trial.set_user_attr('duplicate_of', other.number)
+        trial.set_user_attr('error', f'the point of trial {other.number} '
+                                     f'({_state(other)}); not run twice')
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        return None, params, TrialOutcome(
+            trial.number, digest_of(params), params, 'SKIPPED', error=f'not run: the point of '
+            f'trial {other.number} ({_state(other)})')
+    points = {json.dumps(overrides_of(t.params)) for t in sweep_trials(study) if t.params}
+    if len(points) >= space_size(spec):
+        return None, {}, TrialOutcome(-1, '', {}, 'SKIPPED', error=f'every one of the '
+                                      f'{len(points)} points of the space has a trial')
+    visited = [json.loads(p) for p in points]
+    for attempt in range(1 + MAX_REASKS):
+        if attempt > MAX_REASKS // 2:  # the sampler insists (e.g. TPE on a few choices)
+            study.enqueue_trial(_fallback_point(spec, visited, attempt), skip_if_exists=False)
+        trial = _ask(study, spec)
+        params = dict(trial.params)
+        other = same_point(study, trial, params)
+        if other is None:
+            return trial, params, None
+        trial.set_user_attr('duplicate_of', other.number)
+        trial.set_user_attr('error', f'proposed the point of trial {other.number} '
+                                     f'({_state(other)}); asked again')
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    digest = digest_of(params)
+    return None, params, TrialOutcome(
+        trial.number, digest, params, 'SKIPPED',
+        first_value(other) if _state(other) == 'COMPLETE' else None,
+        run_id=other.user_attrs.get('run_id'),
+        error=f'not run: {1 + MAX_REASKS} proposals were points of other trials (the last '
+              f'trial {other.number}, {_state(other)})')
+
+
+def _fallback_point(spec: SweepSpec, visited: list, attempt: int) -> dict[str, Any]:
+    """A seeded random point for an ask the sampler keeps answering with old points: one
+    without a trial when the space is a few choices, else a draw from the space."""
+    import itertools
+
+    rng = np.random.default_rng([spec.seed, len(visited), attempt])
+    if space_size(spec) <= 10_000:
+        keys = [p.key for p in spec.space]
+        free = [dict(zip(keys, combo, strict=True))
+                for combo in itertools.product(*[p.values for p in spec.space])
+                if overrides_of(dict(zip(keys, combo, strict=True))) not in visited]
+        if free:
+            return free[int(rng.integers(len(free)))]
+    return {p.key: p.sample(rng) for p in spec.space}
+
+
+class Reporter:
+    """Reports a trial's metric to Optuna every ``report_every`` steps and asks its pruner.
+
+    An ``eval_*`` metric (the mean loss over the eval split's windows) is reported as it is; a
+    training metric (the loss of one minibatch) as its exponential moving average over the
+    logged steps (weight :data:`SMOOTHING`), so that one noisy minibatch does not prune a good
+    trial. Calling it returns True when the trial should stop (pruned).
+    """
+
+    def __init__(self, spec: SweepSpec, trial, metric: str):
+        self.spec, self.trial, self.metric = spec, trial, metric
+        self.smooth = not metric.startswith('eval_')
+        self.average: Optional[float] = None
+        self.step = 0
+
+    def __call__(self, step: int, metrics: dict) -> bool:
+        value = metrics.get(self.metric)
+        if value is None or not math.isfinite(value):
+            return False
+        if self.smooth:
+            self.average = value if self.average is None else \
+                self.average + SMOOTHING * (value - self.average)
+            value = self.average
+        if step % self.spec.report_every or self.spec.objectives:  # Optuna: single only
+            return False
+        self.trial.report(float(value), step)
+        self.step = step
+        return self.trial.should_prune()
 
 
 def run_trial(spec: SweepSpec, element: dict, parent_run_id: Optional[str],
@@ -449,7 +755,7 @@ def run_trial(spec: SweepSpec, element: dict, parent_run_id: Optional[str],
     def digest_of(params):
         return trial_hash(spec, params, source.fingerprint)
 
-    failures = sum(_state(t) == 'FAIL' for t in study.get_trials(deepcopy=False))
+    failures = sum(_state(t) == 'FAIL' for t in sweep_trials(study))
     if failures >= spec.max_failures > 0 or (spec.max_failures == 0 and failures):
         return TrialOutcome(-1, '', element.get('params') or {}, 'SKIPPED',
                             error=f'not run: {failures} trials failed (max_failures '
@@ -458,21 +764,20 @@ def run_trial(spec: SweepSpec, element: dict, parent_run_id: Optional[str],
         done = finished(study, digest_of(element['params']))
         if done is not None:
             return TrialOutcome(done.number, digest_of(element['params']), dict(done.params),
-                                'SKIPPED', done.value, run_id=done.user_attrs.get('run_id'))
-    trial, params = _acquire(study, spec, element, digest_of)
+                                'SKIPPED', first_value(done),
+                                run_id=done.user_attrs.get('run_id'))
+    trial, params, skipped = start_trial(study, spec, element, digest_of)
+    if skipped is not None:
+        logger.warning('sweep %s: %s', spec.name, skipped.error)
+        return skipped
     digest = digest_of(params)
-    other = finished(study, digest)
-    if other is not None and other.number != trial.number:  # tpe proposed a point again
-        study.tell(trial, other.value if _state(other) == 'COMPLETE' else None,
-                   state=other.state if _state(other) != 'COMPLETE' else None)
-        return TrialOutcome(trial.number, digest, params, 'SKIPPED', other.value,
-                            run_id=other.user_attrs.get('run_id'))
     trial.set_user_attr('digest', digest)
     trial.set_user_attr('overrides', overrides_of(params))
     model_dir = trial_dir(spec, digest)
     trial.set_user_attr('model_dir', model_dir)
     last: dict[str, float] = {}
-    reported = {'step': 0}
+    reporter = Reporter(spec, trial, metric)
+    beating = _Heartbeat(trial, spec.heartbeat)
 
     def on_log(step, metrics):
         if not last:  # the child run exists now: remember it on the trial
@@ -481,12 +786,8 @@ def run_trial(spec: SweepSpec, element: dict, parent_run_id: Optional[str],
                 trial.set_user_attr('run_id', run_id)
         last.update(metrics)
         last['_step'] = step
-        if step % spec.report_every == 0 and metric in metrics and \
-                math.isfinite(metrics[metric]):
-            trial.report(float(metrics[metric]), step)
-            reported['step'] = step
-            if trial.should_prune():
-                raise EarlyStop(f'pruned at step {step}')
+        if reporter(step, metrics):
+            raise EarlyStop(f'pruned at step {step}')
 
     tags = {TAG_SWEEP: spec.name, TAG_SWEEP_ID: spec.sweep_id, TAG_TRIAL: str(trial.number),
             TAG_TRIAL_HASH: digest, TAG_OVERRIDES: json.dumps(overrides_of(params)),
@@ -503,21 +804,29 @@ def run_trial(spec: SweepSpec, element: dict, parent_run_id: Optional[str],
                        eval_every=spec.report_every if has_eval else 0,
                        eval_batches=spec.eval_batches, on_log=on_log, tags=tags,
                        parent_run_id=parent_run_id)
+        beating.stop()
         outcome.run_id = result['run_id']
+        trial.set_user_attr('resumed_from', int(result.get('resumed_from') or 0))
         outcome.step = result['step']
-        value = last.get(metric, result['losses'].get(metric))
+        values = {m: last.get(m, result['losses'].get(m)) for m in metrics_of(spec, has_eval)}
+        value = values[metric]
+        bad = [m for m, v in values.items() if v is None or not math.isfinite(v)]
         if result.get('stopped_early'):
             outcome.state, outcome.value = 'PRUNED', value
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-        elif value is None or not math.isfinite(value):
-            outcome.error = f'metric {metric!r} was not reported'
+        elif bad:
+            outcome.error = f'metric {bad[0]!r} was not reported' if values[bad[0]] is None \
+                else f'metric {bad[0]!r} is {values[bad[0]]}'
+            trial.set_user_attr('error', outcome.error)
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
         else:
             outcome.state, outcome.value = 'COMPLETE', float(value)
-            study.tell(trial, float(value))
+            outcome.values = [float(v) for v in values.values()]
+            study.tell(trial, outcome.values if spec.objectives else float(value))
     except KeyboardInterrupt:
         raise
     except Exception as e:  # noqa: BLE001 - a failing trial is recorded, the sweep goes on
+        beating.stop()
         error = f'{type(e).__name__}: {e}'.splitlines()[0][:2000]
         earlier_error, outcome.error = outcome.error, error
         try:
@@ -531,7 +840,8 @@ def run_trial(spec: SweepSpec, element: dict, parent_run_id: Optional[str],
                            trial.number, outcome.error, stored.state.name)
             outcome.state = {'COMPLETE': 'COMPLETE', 'PRUNED': 'PRUNED'}.get(
                 stored.state.name, 'FAIL')
-            outcome.value = stored.value if outcome.state == 'COMPLETE' else outcome.value
+            outcome.value = first_value(stored) if outcome.state == 'COMPLETE' else \
+                outcome.value
             # a FAIL the study holds has its own reason (e.g. the metric was not reported)
             outcome.error = None if outcome.state != 'FAIL' else (earlier_error or error)
         else:
@@ -549,6 +859,38 @@ def run_trial(spec: SweepSpec, element: dict, parent_run_id: Optional[str],
         outcome.run_id = _read_run_id(model_dir)
     _record_in_mlflow(spec, outcome, tags, parent_run_id, metric)
     return outcome
+
+
+class _Heartbeat:
+    """Records the trial's heartbeat in the study's storage every ``interval`` seconds (in a
+    daemon thread) until stopped: a worker that dies stops beating."""
+
+    def __init__(self, trial, interval: int):
+        import threading
+
+        self.stopped = threading.Event()
+        self.thread = None
+        if interval:
+            storage, trial_id = trial.storage, trial._trial_id
+
+            def beat():
+                while True:
+                    try:
+                        storage.record_heartbeat(trial_id)
+                    except Exception as e:  # noqa: BLE001 - a missed beat; the next may do
+                        logger.warning('heartbeat of trial %d: %s', trial.number, e)
+                    if self.stopped.wait(interval):
+                        return
+
+            self.thread = threading.Thread(target=beat, daemon=True,
+                                           name=f'heartbeat-{trial.number}')
+            self.thread.start()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        if self.thread is not None:
+            self.thread.join()
+            self.thread = None
 
 
 def _read_run_id(model_dir: str) -> Optional[str]:
@@ -595,14 +937,16 @@ def _record_in_mlflow(spec: SweepSpec, outcome: TrialOutcome, tags: dict,
 def update_parent_progress(spec: SweepSpec, client, parent_run_id: str, metric: str) -> None:
     """The parent run's running summary: trials by state, and the best value so far."""
     study = open_study(spec)
-    trials = study.get_trials(deepcopy=False)
+    trials = sweep_trials(study)
     counts = {s: sum(_state(t) == s for t in trials) for s in ('COMPLETE', 'PRUNED', 'FAIL')}
     done = sum(counts.values())
     metrics = {f'trials_{s.lower()}': float(n) for s, n in counts.items()}
-    complete = [t for t in trials if _state(t) == 'COMPLETE' and t.value is not None]
-    if complete:
-        best = min(complete, key=lambda t: t.value) if spec.direction == 'minimize' else \
-            max(complete, key=lambda t: t.value)
+    complete = [t for t in trials if _state(t) == 'COMPLETE' and t.values]
+    if spec.objectives:  # no single best: the Pareto front
+        metrics['pareto_front_trials'] = float(len(study.best_trials)) if complete else 0.0
+    elif complete:
+        best = min(complete, key=first_value) if spec.direction == 'minimize' else \
+            max(complete, key=first_value)
         metrics[f'best_{metric}'] = float(best.value)
         client.set_tag(parent_run_id, 'ddsp.sweep.best_trial', str(best.number))
     from mlflow.entities import Metric

@@ -337,3 +337,115 @@ def test_mlflow_ui_shows_the_sweep_compare_view_and_the_report(grid_sweep, serve
         raise
     finally:
         browser.quit()
+
+
+@pytest.mark.slow
+def test_tpe_in_parallel_runs_six_distinct_points(tmp_path, server, dataset):
+    """Six TPE trials, two at a time: six finished trials at six different points (the same
+    point would be the same trial hash and model directory), none failed. (Parallel 1 and 3:
+    tests/trainer/test_sweep_search.py without training, test_sweep_postgres.py on
+    PostgreSQL.)"""
+    from pipelines.sweep import main
+
+    parallel = 2
+    code = main(['--name', f'tpe-p{parallel}', '--data', str(dataset), '--steps', '2',
+                 '--algorithm', 'tpe', '--trials', '6', '--parallel', str(parallel),
+                 '--report_every', '2', '--set', 'train.summary_every=100', '--space',
+                 'train.learning_rate={"loguniform": [1e-4, 1e-2]}',
+                 '--output_dir', str(tmp_path / 'out'), '--tracking_uri', server.uri])
+    assert code == 0
+    spec = _spec(tmp_path, server, dataset, name=f'tpe-p{parallel}', algorithm='tpe',
+                 trials=6, parallel=parallel, steps=2, report_every=2,
+                 space={'train.learning_rate': {'loguniform': [1e-4, 1e-2]}})
+    trials = [t for t in S.open_study(spec).get_trials() if not S.is_duplicate(t)]
+    assert [t.state.name for t in trials] == ['COMPLETE'] * 6, [
+        (t.state.name, t.user_attrs.get('error')) for t in trials]
+    assert len({t.params['train.learning_rate'] for t in trials}) == 6
+    runs = [r for r in _runs(MlflowClient(server.uri), spec)
+            if r.data.tags.get('mlflow.parentRunId')]
+    assert len(runs) == 6 and {r.info.status for r in runs} == {'FINISHED'}
+
+
+@pytest.mark.slow
+def test_a_trial_whose_worker_is_killed_is_retried_from_its_checkpoint_with_the_same_run(
+        tmp_path, server, dataset):
+    """kill -9 of the process training a trial: its heartbeat stops, the sweep's next run
+    fails it (Optuna's heartbeat) and runs it again (the retry callback) at the same point,
+    from its checkpoint, in the same MLflow run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from pipelines.sweep import run_sweep
+
+    d = {'name': 'killed', 'preset': 'tiny', 'data': str(dataset), 'steps': 150,
+         'algorithm': 'tpe', 'trials': 1, 'parallel': 1, 'report_every': 10, 'heartbeat': 1,
+         'space': {'train.learning_rate': {'loguniform': [1e-4, 1e-2]}},
+         'set': ['train.summary_every=1000', 'train.checkpoint_every=10'],
+         'output_dir': str(tmp_path / 'out'), 'tracking_uri': server.uri}
+    spec = S.parse_spec(d)
+    worker = subprocess.Popen(
+        [sys.executable, '-c', 'import json, sys; from trainer import sweep as S; '
+         'S.run_trial(S.parse_spec(json.loads(sys.argv[1])), {"mode": "ask"}, None)',
+         json.dumps(d)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and worker.poll() is None:
+            trials = S.open_study(spec).get_trials()
+            model_dir = trials[0].user_attrs.get('model_dir') if trials else None
+            if model_dir and trials[0].user_attrs.get('run_id') and \
+                    list(Path(model_dir).glob('ckpt-*.index')):
+                break
+            time.sleep(0.5)
+        assert worker.poll() is None, 'the trial ended before it could be killed'
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.wait(timeout=30)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    (killed,) = S.open_study(spec).get_trials()
+    assert killed.state.name == 'RUNNING'
+    time.sleep(4 * spec.heartbeat + 1)  # the grace period
+    summary = run_sweep(spec)
+    states = {r['trial']: r['state'] for r in summary['rows']}
+    assert states == {0: 'RETRIED', 1: 'COMPLETE'}, summary['rows']
+    assert summary['trials'] == summary['complete'] == 1 and summary['fail'] == 0
+    retry = S.open_study(spec).get_trials()[1]
+    assert retry.params == killed.params and retry.user_attrs['digest'] == \
+        killed.user_attrs['digest']
+    assert retry.user_attrs['resumed_from'] >= 10  # from the killed trial's checkpoint
+    runs = [r for r in _runs(MlflowClient(server.uri), spec)
+            if r.info.run_id != summary['parent_run_id']]
+    assert [r.info.run_id for r in runs] == [killed.user_attrs['run_id']]
+    assert runs[0].info.status == 'FINISHED' and runs[0].data.tags[S.TAG_STATE] == 'COMPLETE'
+
+
+@pytest.mark.slow
+def test_a_multi_objective_sweep_has_a_pareto_front(tmp_path, server, dataset):
+    """eval_loss (minimize) and training speed (maximize): each trial is told both values, the
+    summary names the Pareto front and logs Optuna's plot of it."""
+    from pipelines.sweep import format_summary, run_sweep
+
+    spec = _spec(tmp_path, server, dataset, name='pareto', steps=4, report_every=2,
+                 objectives={'steps_per_sec': 'maximize'},
+                 space={'train.learning_rate': [0.001, 0.003, 0.01]})
+    summary = run_sweep(spec)
+    study = S.open_study(spec)
+    assert study.directions[1].name == 'MAXIMIZE'
+    trials = study.get_trials()
+    assert [t.state.name for t in trials] == ['COMPLETE'] * 3
+    assert all(len(t.values) == 2 and t.values[1] > 0 for t in trials)
+    assert summary['pareto'] == sorted(t.number for t in study.best_trials)
+    assert summary['pareto'] and summary['best'] is None
+    client = MlflowClient(server.uri)
+    listed = {a.path for a in client.list_artifacts(summary['parent_run_id'], 'sweep')}
+    assert 'sweep/pareto_front.png' in listed
+    parent = client.get_run(summary['parent_run_id'])
+    assert json.loads(parent.data.tags['ddsp.sweep.pareto_trials']) == summary['pareto']
+    assert 'pareto front (eval_loss, steps_per_sec): trials' in format_summary(summary, 'x')
+    with pytest.raises(S.SweepError, match='prunes single-objective studies only'):
+        _spec(tmp_path, server, dataset, objectives={'steps_per_sec': 'maximize'},
+              pruner='median')

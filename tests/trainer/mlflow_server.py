@@ -52,10 +52,14 @@ class MlflowServer:
     Args:
         root: Directory for the database, artifacts and ``server.log``.
         startup_timeout_s: How long to wait for ``/health`` (startup takes 10-20 s here).
+        backend_store_uri: Another backend store (e.g. ``postgresql://...``) instead of the
+            SQLite file.
     """
 
-    def __init__(self, root: str | os.PathLike, startup_timeout_s: float = 120.0) -> None:
+    def __init__(self, root: str | os.PathLike, startup_timeout_s: float = 120.0,
+                 backend_store_uri: str | None = None) -> None:
         self.root = Path(root)
+        self.backend_store_uri = backend_store_uri or f'sqlite:///{self.root / "mlflow.db"}'
         self.startup_timeout_s = startup_timeout_s
         self.process: subprocess.Popen | None = None
         self.port: int | None = None
@@ -86,7 +90,7 @@ class MlflowServer:
         env['MLFLOW_DISABLE_TELEMETRY'] = 'true'
         command = [
             mlflow_executable(), 'server',
-            '--backend-store-uri', f'sqlite:///{self.root / "mlflow.db"}',
+            '--backend-store-uri', self.backend_store_uri,
             '--artifacts-destination', str(self.root / 'artifacts'),
             '--host', '127.0.0.1', '--port', str(port), '--workers', '1',
         ]

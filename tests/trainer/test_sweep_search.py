@@ -1,0 +1,202 @@
+"""The sweep's search without training: its own ask/tell/report code (trainer.sweep's
+open_study, start_trial, Reporter) driven with synthetic objectives, as ddsp-sweep's workers
+drive it (every trial opens the study anew, several trials may be in flight)."""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+
+import numpy as np
+import optuna
+import pytest
+
+from trainer import sweep as S
+
+LR = 'train.learning_rate'
+CLIP = 'train.grad_clip_norm'
+
+
+def _spec(tmp_path, **kw):
+    d = {'name': 'synthetic', 'preset': 'tiny', 'data': 'unused', 'steps': 100,
+         'algorithm': 'tpe', 'trials': 6, 'output_dir': str(tmp_path / 'out'),
+         'space': {LR: {'loguniform': [1e-5, 1e-1]}, CLIP: {'uniform': [1.0, 5.0]}}}
+    d.update(kw)
+    return S.parse_spec(d)
+
+
+def _elements(spec):
+    if spec.algorithm == 'tpe':
+        return [{'mode': 'ask'} for _ in range(spec.trials)]
+    return [{'mode': 'point', 'params': p} for p in S.sweep_points(spec)]
+
+
+def search(spec, objective, parallel=1, one_study=False):
+    """Run the sweep's trials with ``objective(params) -> value`` instead of training, up to
+    ``parallel`` of them asked before the oldest is told; every trial opens the study anew, as
+    in every worker (``one_study``: opened once, quicker). Returns the outcomes: (number,
+    params, value) of every trial run, ('SKIPPED', error) for an element with nothing to run."""
+    def digest_of(params):
+        return S.trial_hash(spec, params, 'synthetic')
+
+    outcomes, in_flight = [], []
+
+    def tell_oldest():
+        study, trial, params = in_flight.pop(0)
+        value = objective(params)
+        study.tell(trial, value)
+        outcomes.append((trial.number, params, value))
+
+    opened = S.open_study(spec) if one_study else None
+    for element in _elements(spec):
+        study = opened if one_study else S.open_study(spec)
+        trial, params, skipped = S.start_trial(study, spec, element, digest_of)
+        if skipped is not None:
+            outcomes.append(('SKIPPED', skipped.error))
+            continue
+        in_flight.append((study, trial, params))
+        if len(in_flight) == parallel:
+            tell_oldest()
+    while in_flight:
+        tell_oldest()
+    return outcomes
+
+
+def bowl(params):
+    """A known function: its minimum 0 at learning rate 10**-2.5, clip norm 3.7."""
+    return (math.log10(params[LR]) + 2.5) ** 2 + (params[CLIP] - 3.7) ** 2 / 4
+
+
+@pytest.mark.parametrize('parallel', [1, 2, 3])
+def test_tpe_proposes_distinct_points_at_any_parallelism(tmp_path, parallel):
+    spec = _spec(tmp_path, trials=6)
+    outcomes = search(spec, bowl, parallel)
+    points = [tuple(sorted(p.items())) for _, p, _ in outcomes]
+    assert len(outcomes) == 6 and len(set(points)) == 6, outcomes
+    trials = S.open_study(spec).get_trials()
+    assert [t.state.name for t in trials] == ['COMPLETE'] * 6  # no proposal had to be re-asked
+
+
+@pytest.mark.parametrize('parallel', [1, 2])
+def test_a_proposal_equal_to_another_trials_point_is_asked_again(tmp_path, parallel):
+    """Six points in the space and seven trials: every point once, re-asked proposals recorded
+    with the trial they repeated, and the seventh trial not run."""
+    spec = _spec(tmp_path, trials=7, space={'model.rnn_channels': [16, 32, 64],
+                                             LR: [0.001, 0.003]})
+    outcomes = search(spec, lambda p: p[LR] * p['model.rnn_channels'], parallel)
+    ran = [o for o in outcomes if o[0] != 'SKIPPED']
+    assert len({tuple(sorted(p.items())) for _, p, _ in ran}) == len(ran) == 6
+    assert [o for o in outcomes if o[0] == 'SKIPPED'] == [
+        ('SKIPPED', 'every one of the 6 points of the space has a trial')]
+    study = S.open_study(spec)
+    reasked = [t for t in study.get_trials() if S.is_duplicate(t)]
+    assert reasked, 'TPE on six points proposes some twice'
+    for t in reasked:
+        first = study.get_trials()[t.user_attrs['duplicate_of']]
+        assert t.params == first.params and t.state.name == 'FAIL'
+        assert t.user_attrs['error'].startswith(f'proposed the point of trial {first.number}')
+
+
+def test_the_same_seed_gives_the_same_points(tmp_path):
+    def points(seed, where):
+        spec = _spec(tmp_path / where, trials=8, seed=seed)
+        return [p for _, p, _ in search(spec, bowl)]
+
+    first = points(0, 'a')
+    assert points(0, 'b') == first
+    assert points(1, 'c') != first
+    assert len({p[LR] for p in first}) == 8
+
+
+@pytest.mark.slow
+def test_tpe_finds_a_better_point_than_random_with_the_same_budget(tmp_path, request):
+    """On the bowl, 30 trials: TPE's best beats random's best for most seeds."""
+    import tempfile
+    from pathlib import Path
+
+    # the study's SQLite file in memory (tmpfs): 600 trials without waiting for the disk
+    shm = Path(tempfile.mkdtemp(dir='/dev/shm' if os.path.isdir('/dev/shm') else tmp_path))
+    request.addfinalizer(lambda: shutil.rmtree(shm, ignore_errors=True))
+    results = []
+    for seed in range(10):
+        best = {}
+        for algorithm in ('tpe', 'random'):
+            spec = _spec(shm / f'{algorithm}{seed}', algorithm=algorithm, trials=30,
+                         seed=seed)
+            best[algorithm] = min(value for _, _, value in search(spec, bowl, one_study=True))
+        results.append(best)
+    wins = sum(r['tpe'] < r['random'] for r in results)
+    print('tpe vs random, best of 30:', [(round(r['tpe'], 4), round(r['random'], 4))
+                                         for r in results], f'tpe better in {wins}/10')
+    assert wins >= 7, results
+    assert np.median([r['tpe'] for r in results]) < np.median([r['random'] for r in results])
+
+
+def test_qmc_points_are_optunas_sobol_points_distinct_and_fixed(tmp_path):
+    spec = _spec(tmp_path, algorithm='qmc', trials=8)
+    points = S.sweep_points(spec)
+    assert points == S.sweep_points(spec) and len({p[LR] for p in points}) == 8
+    outcomes = search(spec, bowl, parallel=2)
+    assert [p for _, p, _ in sorted(outcomes, key=lambda o: o[0])] == points
+
+
+def loss_curve(params, step):
+    """A training loss of one minibatch: learning rates up to 0.01 descend faster the higher
+    they are, 0.03 diverges; a minibatch at step 25 of the 0.00645 trial is a bad one."""
+    lr = params[LR]
+    noise = 0.1 * np.random.default_rng(int(lr * 1e6) * 1000 + step).standard_normal()
+    if lr > 0.01:
+        return 5.0 + 0.05 * step + noise
+    spike = 2.0 if (lr == 0.00645 and step == 25) else 0.0
+    return 1.0 + 4.0 * math.exp(-2.0 * lr * step) + noise + spike
+
+
+def prune_search(spec, log_every=5):
+    """The trials of ``spec`` (enqueued points) one after another, logging ``loss_curve`` every
+    ``log_every`` steps through the sweep's Reporter, as run_trial's on_log does."""
+    def digest_of(params):
+        return S.trial_hash(spec, params, 'synthetic')
+
+    states = {}
+    for element in _elements(spec):
+        study = S.open_study(spec)
+        trial, params, _ = S.start_trial(study, spec, element, digest_of)
+        report = S.Reporter(spec, trial, 'total_loss')
+        for step in range(log_every, spec.steps + 1, log_every):
+            if report(step, {'total_loss': loss_curve(params, step)}):
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                states[params[LR]] = f'PRUNED at {step}'
+                break
+        else:
+            study.tell(trial, loss_curve(params, spec.steps))
+            states[params[LR]] = 'COMPLETE'
+    return states
+
+
+def test_median_pruning_keeps_a_near_copy_of_the_best_and_prunes_a_diverging_trial(tmp_path):
+    """The issue's case: 6 trials of 200 steps reporting every 25; the best trial first, then
+    two slower ones, then a near-copy of the best with one bad minibatch at its first report,
+    a diverging one and a very slow one."""
+    lrs = [0.0063, 0.001, 0.0003, 0.00645, 0.03, 1e-5]
+    spec = _spec(tmp_path, algorithm='grid', steps=200, report_every=25, pruner='median',
+                 trials=6, space={LR: lrs})
+    assert S.pruner_settings(spec) == {'startup': 3, 'warmup': 50}
+    states = prune_search(spec)
+    assert states[0.0063] == states[0.00645] == 'COMPLETE', states
+    assert states[0.03] == 'PRUNED at 50', states
+    assert states[1e-5].startswith('PRUNED'), states
+    assert states[0.001] == states[0.0003] == 'COMPLETE'  # the start-up trials
+
+
+def test_the_reporter_smooths_a_training_loss_and_reports_eval_loss_as_it_is(tmp_path):
+    spec = _spec(tmp_path, report_every=10, trials=1)
+    study = S.open_study(spec)
+    trial, _, _ = S.start_trial(study, spec, {'mode': 'ask'}, lambda p: 'x')
+    train_report, eval_report = S.Reporter(spec, trial, 'total_loss'), None
+    for step, loss in ((5, 2.0), (10, 4.0)):
+        train_report(step, {'total_loss': loss})
+    assert study.get_trials()[0].intermediate_values == {10: pytest.approx(2.0 + 0.3 * 2.0)}
+    eval_report = S.Reporter(spec, trial, 'eval_loss')
+    eval_report(20, {'eval_loss': 3.0})
+    assert study.get_trials()[0].intermediate_values[20] == 3.0
