@@ -32,7 +32,10 @@ $(STAMP): setup.py pyproject.toml $(LOCK) tools/install_crepe.sh tools/lock-cons
 
 # Re-resolve the newest versions setup.py's ranges allow (Python 3.11, Linux x86-64) into the
 # lock; run `make test` afterwards. UPGRADE=0 keeps the pins that still satisfy setup.py.
-lock: venv
+# (Needs only uv, not an up-to-date .venv: setup.py may name a package the lock lacks yet.)
+lock:
+	@test -x $(VENV)/bin/uv || { test -x $(PY) || $(PYTHON) -m venv $(VENV); \
+	  $(PY) -m pip install -q "uv>=0.5,<1"; }
 	$(VENV)/bin/uv pip compile setup.py $(LOCK_EXTRAS) --generate-hashes \
 	  --python-version 3.11 --python-platform x86_64-manylinux_2_28 --no-emit-package crepe -c tools/lock-constraints.txt \
 	  $(if $(filter 0,$(UPGRADE)),,--upgrade) --custom-compile-command "make lock" -o $(LOCK)

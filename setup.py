@@ -37,6 +37,7 @@ setup(
         'tqdm>=4.66,<5',
         'matplotlib>=3.8,<4',
         'optuna>=4.2,<6',
+        'cmaes>=0.11,<1',  # Optuna's CMA-ES sampler (ddsp-sweep --algorithm cmaes)
         'psutil>=5.9,<8',  # MLflow's system metrics (CPU, memory, disk, network)
         'nvidia-ml-py>=12,<14',  # MLflow's GPU system metrics where a GPU is present
     ],

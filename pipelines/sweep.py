@@ -405,9 +405,9 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument('--space', action='append', default=None, metavar='KEY=JSON',
                    help='a searched key, e.g. \'train.learning_rate={"loguniform": [1e-4, '
                         '1e-2]}\' or \'model.rnn_channels=[16, 32]\' (repeatable)')
-    p.add_argument('--algorithm', choices=('grid', 'random', 'tpe', 'qmc'),
+    p.add_argument('--algorithm', choices=('grid', 'random', 'tpe', 'qmc', 'cmaes'),
                    help='default random')
-    p.add_argument('--trials', type=int, help='number of trials (random, tpe, qmc)')
+    p.add_argument('--trials', type=int, help='number of trials (random, qmc, tpe, cmaes)')
     p.add_argument('--parallel', type=int, help='trials at once (default 2)')
     p.add_argument('--metric', help='metric to optimise (default eval_loss with an eval split)')
     p.add_argument('--direction', choices=('minimize', 'maximize'))

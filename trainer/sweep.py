@@ -18,7 +18,7 @@ A sweep is a YAML file (or the same as flags)::
       train.grad_clip_norm: {uniform: [1.0, 5.0]}
       model.n_harmonics: {int: [8, 32]}
       model.mlp_layers: {int_log: [1, 4]}
-    algorithm: tpe               # grid | random (seeded) | qmc (Optuna's Sobol) | tpe (ask/tell)
+    algorithm: tpe               # grid | random (seeded) | qmc (Optuna's Sobol) | tpe | cmaes
     seed: 0
     trials: 8                    # ignored by grid (all its points)
     parallel: 2                  # trials at once (local worker processes)
@@ -56,7 +56,9 @@ from trainer.config import Config, ConfigError, load_preset
 
 logger = logging.getLogger(__name__)
 
-ALGORITHMS = ('grid', 'random', 'tpe', 'qmc')
+ALGORITHMS = ('grid', 'random', 'tpe', 'qmc', 'cmaes')
+#: Algorithms whose sampler proposes each trial from the study's results (ask/tell).
+ASKING = ('tpe', 'cmaes')
 PRUNERS = ('none', 'median', 'successive_halving')
 KINDS = ('choice', 'uniform', 'loguniform', 'int', 'int_log')
 TAG_SWEEP = 'ddsp.sweep.name'
@@ -267,7 +269,7 @@ def parse_spec(d: dict, source: str = 'sweep') -> SweepSpec:
     if spec.algorithm == 'grid' and any(p.kind != 'choice' for p in spec.space):
         bad = [p.key for p in spec.space if p.kind != 'choice']
         raise SweepError(f'{source}: algorithm grid needs lists (or choice) for every key; '
-                         f'{", ".join(bad)} are distributions (use random or tpe)')
+                         f'{", ".join(bad)} are distributions (use random, qmc, tpe or cmaes)')
     base = spec.base_config()  # preset and overrides valid
     for p in spec.space:  # every key exists and every value converts
         for value in (p.values if p.kind == 'choice' else p.values[:1]):
@@ -434,6 +436,14 @@ def _trial_seeded_sampler(make: Callable[[int], Any], seed: int):
 def make_sampler(spec: SweepSpec):
     import optuna
 
+    if spec.algorithm == 'cmaes':
+        # CMA-ES keeps its state in the study's trials, so a new sampler per trial resumes it;
+        # its start-up trials and the keys it cannot search (choices) come from a seeded
+        # random sampler
+        startup = tpe_startup_trials(spec)
+        return _trial_seeded_sampler(lambda seed: optuna.samplers.CmaEsSampler(
+            seed=seed, n_startup_trials=startup, warn_independent_sampling=False,
+            independent_sampler=optuna.samplers.RandomSampler(seed=seed)), spec.seed)
     if spec.algorithm == 'tpe':
         # constant_liar: a running trial counts as a bad result, so asks made while others
         # run propose elsewhere

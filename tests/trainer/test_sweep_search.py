@@ -27,7 +27,7 @@ def _spec(tmp_path, **kw):
 
 
 def _elements(spec):
-    if spec.algorithm == 'tpe':
+    if spec.algorithm in S.ASKING:
         return [{'mode': 'ask'} for _ in range(spec.trials)]
     return [{'mode': 'point', 'params': p} for p in S.sweep_points(spec)]
 
@@ -68,9 +68,11 @@ def bowl(params):
     return (math.log10(params[LR]) + 2.5) ** 2 + (params[CLIP] - 3.7) ** 2 / 4
 
 
-@pytest.mark.parametrize('parallel', [1, 2, 3])
-def test_tpe_proposes_distinct_points_at_any_parallelism(tmp_path, parallel):
-    spec = _spec(tmp_path, trials=6)
+@pytest.mark.parametrize('algorithm,parallel', [('tpe', 1), ('tpe', 2), ('tpe', 3),
+                                                ('cmaes', 1), ('cmaes', 3)])
+def test_asking_samplers_propose_distinct_points_at_any_parallelism(tmp_path, algorithm,
+                                                                      parallel):
+    spec = _spec(tmp_path, trials=6, algorithm=algorithm)
     outcomes = search(spec, bowl, parallel)
     points = [tuple(sorted(p.items())) for _, p, _ in outcomes]
     assert len(outcomes) == 6 and len(set(points)) == 6, outcomes
@@ -131,6 +133,19 @@ def test_tpe_finds_a_better_point_than_random_with_the_same_budget(tmp_path, req
                                          for r in results], f'tpe better in {wins}/10')
     assert wins >= 7, results
     assert np.median([r['tpe'] for r in results]) < np.median([r['random'] for r in results])
+
+
+def test_cmaes_converges_on_the_bowl_and_beats_its_random_start(tmp_path):
+    """CMA-ES through the sweep's ask/tell code: after its random start-up trials its
+    proposals close in on the minimum (a CMA-ES run of 24 trials on the bowl, one seed)."""
+    spec = _spec(tmp_path, algorithm='cmaes', trials=24, seed=3)
+    outcomes = search(spec, bowl, one_study=True)
+    startup = S.tpe_startup_trials(spec)
+    values = [value for _, _, value in outcomes]
+    trials = S.open_study(spec).get_trials()
+    assert all('cma:generation' in str(t.system_attrs) or t.number < startup for t in trials)
+    assert min(values[startup:]) < min(values[:startup]) / 4, values
+    assert np.median(values[-8:]) < np.median(values[:startup]), values
 
 
 def test_qmc_points_are_optunas_sobol_points_distinct_and_fixed(tmp_path):
