@@ -33,7 +33,7 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -44,7 +44,19 @@ from trainer import artifacts
 logger = logging.getLogger(__name__)
 
 __all__ = ['Tracker', 'FALLBACK_TAG', 'FALLBACK_URI_TAG', 'PARAM_CHANGED_TAG_PREFIX',
-           'EXPERIMENT_KIND_TAG', 'NOTE_TAG']
+           'EXPERIMENT_KIND_TAG', 'NOTE_TAG', 'KIND_TAG', 'RUN_KINDS', 'is_training_run',
+           'ui_link', 'run_link', 'ui_hint']
+
+#: Tag on every run our commands create: what kind of run it is (one of :data:`RUN_KINDS`).
+KIND_TAG = 'ddsp.kind'
+#: The kinds: a ``ddsp-train`` run, a sweep's parent run, a sweep trial (a training run, child of
+#: the parent), a ``ddsp-compare`` report run, and runs of evaluation, transfer and export.
+RUN_KINDS = ('train', 'sweep', 'trial', 'comparison', 'eval', 'transfer', 'export')
+#: The kinds whose runs are training runs (``sweep-trial``: trials of sweeps before the kinds).
+TRAINING_KINDS = frozenset({'train', 'trial', 'sweep-trial'})
+#: A metric every training run logs: a run without a kind tag (logged by a version before the
+#: tags) counts as a training run when it has it.
+TRAINING_METRIC = 'total_loss'
 
 #: Tag on a fallback run: id of the run on the (unreachable) tracking server it continues.
 FALLBACK_TAG = 'ddsp.fallback_for_run_id'
@@ -89,6 +101,75 @@ _ENV_LOCK = threading.RLock()
 
 T = TypeVar('T')
 _Op = Callable[[Any, str], T]
+
+
+def is_training_run(run) -> bool:
+    """Whether an MLflow run is a training run: its kind is ``train`` or ``trial``, or it has no
+    kind tag (an older version logged it) but has the training metric."""
+    kind = run.data.tags.get(KIND_TAG)
+    if kind is not None:
+        return kind in TRAINING_KINDS
+    return TRAINING_METRIC in run.data.metrics
+
+
+#: The query that opens MLflow 3's UI on its model-training view (runs table, run page, run
+#: comparison) instead of the GenAI one (traces) it opens by default.
+UI_VIEW_QUERY = 'workflowType=machine_learning'
+#: Where ``mlflow ui`` serves a local store (its default host and port).
+LOCAL_UI = 'http://127.0.0.1:5000'
+
+
+def _ui_base(tracking_uri: str) -> str:
+    uri = str(tracking_uri)
+    return uri.rstrip('/') if uri.startswith(('http://', 'https://')) else LOCAL_UI
+
+
+def ui_link(tracking_uri: str, experiment_id: str | None = None, run_id: str | None = None,
+            artifact: str | None = None, compare_run_ids: Sequence[str] | None = None,
+            experiment_ids: Sequence[str] | None = None) -> str:
+    """A link into MLflow's UI, in its model-training view, for a store: the experiments list,
+    an experiment's runs table (``experiment_id``), a run's page (``run_id``), one of its
+    artifacts (``artifact``: a path inside the run), or the comparison of runs
+    (``compare_run_ids`` of ``experiment_ids``). A server's own address for an ``http(s)``
+    store; for a local store, where ``mlflow ui --backend-store-uri URI`` serves it
+    (:func:`ui_hint`)."""
+    import json
+    from urllib.parse import quote
+
+    base = f'{_ui_base(tracking_uri)}/#'
+    if compare_run_ids:
+        runs = quote(json.dumps(list(compare_run_ids)), safe='')
+        experiments = quote(json.dumps(list(experiment_ids or [experiment_id])), safe='')
+        return f'{base}/compare-runs?runs={runs}&experiments={experiments}&{UI_VIEW_QUERY}'
+    if experiment_id is None:
+        return f'{base}/experiments?{UI_VIEW_QUERY}'
+    path = f'/experiments/{experiment_id}/runs'
+    if run_id:
+        path += f'/{run_id}'
+        if artifact:
+            path += '/artifacts/' + quote(artifact.strip('/'))
+    return f'{base}{path}?{UI_VIEW_QUERY}'
+
+
+def ui_hint(tracking_uri: str, link: str) -> str:
+    """``link`` as a user can follow it: as is for a server; for a local store, with the
+    command that serves it."""
+    if str(tracking_uri).startswith(('http://', 'https://')):
+        return link
+    return f'{link} (serve the store first: mlflow ui --backend-store-uri {tracking_uri})'
+
+
+def run_link(tracking_uri: str, run_id: str, artifact: str | None = None,
+             client=None) -> str | None:
+    """:func:`ui_link` of a run's page (or one of its artifacts), with :func:`ui_hint`; None
+    if the run cannot be read (the store is unreachable): a link is never worth a failure."""
+    try:
+        client = client or make_client(tracking_uri)
+        experiment_id = client.get_run(run_id).info.experiment_id
+    except Exception as error:  # noqa: BLE001 - see above
+        logger.debug('no link to run %s: %s', run_id, error)
+        return None
+    return ui_hint(tracking_uri, ui_link(tracking_uri, experiment_id, run_id, artifact))
 
 
 def _stringify(value: object) -> str:
@@ -205,8 +286,14 @@ def _sqlite_schema_lock(uri: str) -> Iterator[None]:
 
 
 def make_client(uri: str):
-    """An ``MlflowClient`` for ``uri`` whose store is ready (schema created under a lock)."""
+    """An ``MlflowClient`` for ``uri`` whose store is ready (schema created under a lock).
+
+    MLflow's own "View run at" lines (printed to stdout when a run on a server ends) are turned
+    off: they open the UI's GenAI view, and stdout is our commands' result (ddsp-train's JSON);
+    the commands print :func:`ui_link` links instead."""
     from mlflow.tracking import MlflowClient
+
+    os.environ.setdefault('MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT', 'true')
 
     with _sqlite_schema_lock(uri):
         client = MlflowClient(tracking_uri=uri)

@@ -33,6 +33,7 @@ import numpy as np
 
 from trainer.config import Config, ConfigError, available_presets, load_preset, resolve_data
 from trainer.lock import ModelDirLock, ModelDirLocked
+from trainer.tracking import KIND_TAG
 from trainer.tracking_sync import FALLBACK_DIRNAME, RUN_FILENAME
 from trainer.trainer import (
     MANIFEST_COPY,
@@ -301,6 +302,7 @@ def _run(trainer: Trainer, steps: int, *, tracking_uri, experiment, run_name, tr
                           'total_loss.')
     source = trainer.source
     tags = {
+        KIND_TAG: 'train',  # a sweep's trials say 'trial' in extra_tags
         'ddsp.git_commit': artifacts.git_commit(),
         'ddsp.dataset_fingerprint': source.fingerprint,
         'ddsp.dataset_path': str(source.spec),
@@ -523,7 +525,7 @@ def main(argv: list[str] | None = None) -> int:
     runtime.import_tensorflow()
     from trainer.data import DataError, open_source
     from trainer.strategy import make_strategy
-    from trainer.tracking import quiet_mlflow_logging
+    from trainer.tracking import quiet_mlflow_logging, resolve_tracking_uri
 
     quiet_mlflow_logging(args.verbose)
 
@@ -555,6 +557,14 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     for event in result.get('tracking_events', []):
         print(f'ddsp-train: MLflow: {event}', file=sys.stderr)
+    if result.get('run_id'):
+        from trainer.tracking import run_link
+
+        info = _read_run_info(Path(args.model_dir))
+        link = run_link(info.get('tracking_uri') or resolve_tracking_uri(args.tracking_uri),
+                        result['run_id'])
+        if link:
+            print(f'ddsp-train: MLflow run: {link}', file=sys.stderr)
     print(json.dumps(result, default=_json_default))
     return EXIT_OK
 
