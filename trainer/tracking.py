@@ -160,15 +160,18 @@ def ui_hint(tracking_uri: str, link: str) -> str:
 
 
 def run_link(tracking_uri: str, run_id: str, artifact: str | None = None,
-             client=None) -> str | None:
-    """:func:`ui_link` of a run's page (or one of its artifacts), with :func:`ui_hint`; None
-    if the run cannot be read (the store is unreachable): a link is never worth a failure."""
+             client=None, runs_table: bool = False) -> str | None:
+    """:func:`ui_link` of a run's page (or one of its artifacts, or with ``runs_table`` its
+    experiment's runs table), with :func:`ui_hint`; None if the run cannot be read (the store
+    is unreachable): a link is never worth a failure."""
     try:
         client = client or make_client(tracking_uri)
         experiment_id = client.get_run(run_id).info.experiment_id
     except Exception as error:  # noqa: BLE001 - see above
         logger.debug('no link to run %s: %s', run_id, error)
         return None
+    if runs_table:
+        return ui_hint(tracking_uri, ui_link(tracking_uri, experiment_id))
     return ui_hint(tracking_uri, ui_link(tracking_uri, experiment_id, run_id, artifact))
 
 
@@ -372,6 +375,10 @@ class Tracker:
         probe_interval_s: While in fallback, how often to check whether the server is back
             (default: env ``DDSP_TRACKING_PROBE_SECS``, else 60 s).
         experiment_description: Description of a newly created experiment.
+        system_metrics_every_s: Log MLflow's system metrics (``system/*``: CPU, memory, disk,
+            network; GPU utilisation and memory where a GPU is) to the run every this many
+            seconds, with MLflow's own monitor; 0: off. A last sample is logged when the run
+            ends, so short runs have one too. Paused while logging goes to the fallback store.
 
     Usable as a context manager: the run ends FINISHED, or FAILED if the block raised.
     Methods are thread-safe (one lock per tracker).
@@ -387,6 +394,7 @@ class Tracker:
         http_max_retries: int = 2,
         probe_interval_s: float | None = None,
         experiment_description: str | None = None,
+        system_metrics_every_s: float = 0.0,
     ) -> None:
         if not isinstance(experiment, str) or not experiment.strip():
             raise ValueError(f'experiment must be a non-empty name, got {experiment!r}')
@@ -415,6 +423,8 @@ class Tracker:
         self._tags: dict[str, str] = {}
         self._run_name: str | None = None
         self.fallback_events: list[str] = []  # one line per switch / recovery, for summaries
+        self._system_metrics_every_s = float(system_metrics_every_s or 0.0)
+        self._system_monitor = None
 
     # ------------------------------------------------------------------ properties
     @property
@@ -518,6 +528,7 @@ class Tracker:
         logger.warning('%s', message)
         self.fallback_events.append(f'tracking server unavailable ({what}); logging to '
                                     f'{self._fallback_dir}')
+        self._stop_system_metrics(last_sample=False, wait=False)
         client = self._fallback()
         experiment_id = ensure_experiment(
             client, self._experiment, (self._fallback_dir / 'artifacts').as_uri(),
@@ -585,7 +596,53 @@ class Tracker:
                        self._tracking_uri, report.describe())
         self.fallback_events.append(f'tracking server back: {report.describe()}')
         self._fallback_run_id = None
+        if end_status is None:
+            self._start_system_metrics(resume=True)
         return True
+
+    def _start_system_metrics(self, resume: bool) -> None:
+        """Start MLflow's system-metrics monitor on the server run (not in fallback mode)."""
+        if self._system_metrics_every_s <= 0 or self.is_fallback or not self._run_id or \
+                self._system_monitor is not None:
+            return
+        try:
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+            with self._http_limits():
+                monitor = SystemMetricsMonitor(
+                    self._run_id, sampling_interval=self._system_metrics_every_s,
+                    resume_logging=resume, tracking_uri=self._tracking_uri)
+            monitor.start()
+            self._system_monitor = monitor
+        except Exception as error:  # noqa: BLE001 - system metrics must not stop training
+            logger.warning('MLflow system metrics are off for this run: %s',
+                           str(error).splitlines()[0][:300] if str(error) else
+                           type(error).__name__)
+
+    def _stop_system_metrics(self, last_sample: bool = True, wait: bool = True) -> None:
+        """Stop the monitor (and log the samples of the last, unfinished interval), waiting at
+        most a few seconds (or, with ``wait`` false, not at all): an unreachable server must
+        not hold the run's end."""
+        monitor, self._system_monitor = self._system_monitor, None
+        if monitor is None:
+            return
+
+        def finish():
+            monitor.finish()
+            if last_sample:
+                metrics = monitor.aggregate_metrics()
+                if metrics:
+                    monitor.publish_metrics(metrics)
+                    monitor.mlflow_logger.flush()
+
+        stopper = threading.Thread(target=finish, name='ddsp-system-metrics-stop', daemon=True)
+        stopper.start()
+        if not wait:
+            return
+        stopper.join(timeout=max(15.0, 2 * self._system_metrics_every_s))
+        if stopper.is_alive():
+            logger.warning('MLflow system metrics: the monitor did not stop in time; its last '
+                           'samples may be missing')
 
     @staticmethod
     def _find_run(client, run_id: str):
@@ -655,6 +712,7 @@ class Tracker:
                 self._switch_to_fallback(error, 'starting the run', run_id=run_id,
                                          run_name=run_name)
             self._started = True
+            self._start_system_metrics(resume=run_id is not None)
             if overlong:
                 self._call(lambda client, rid: client.log_dict(
                     rid, overlong, 'params/overlong_params.json'), 'log overlong params')
@@ -902,6 +960,7 @@ class Tracker:
         with self._lock:
             if not self._started or self._ended:
                 return
+            self._stop_system_metrics()
             if self.is_fallback:
                 self._fallback_client.set_terminated(self._fallback_run_id, status)
                 self._ended = True

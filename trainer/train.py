@@ -297,6 +297,7 @@ def _run(trainer: Trainer, steps: int, *, tracking_uri, experiment, run_name, tr
         from trainer.tracking import Tracker
         tracker = Tracker(tracking_uri=tracking_uri, experiment=experiment or 'ddsp',
                           local_fallback_dir=str(model_dir / FALLBACK_DIRNAME),
+                          system_metrics_every_s=tc.system_metrics_every_s,
                           experiment_description='DDSP autoencoder training runs (ddsp-train). '
                           'Listen to latest_resynthesis.wav of each run; compare runs on '
                           'total_loss.')
@@ -488,6 +489,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--run_name', default=None,
                    help='MLflow run name of a new run (default: PRESET-DATASET-xxxx)')
     p.add_argument('--no_tracking', action='store_true', help='do not log to MLflow')
+    p.add_argument('--no_system_metrics', action='store_true',
+                   help="do not log MLflow's system metrics (CPU, memory, GPU... every "
+                        'train.system_metrics_every_s seconds; same as --set '
+                        'train.system_metrics_every_s=0)')
     p.add_argument('--sync_tracking', action='store_true',
                    help='only copy what --model_dir/mlruns (the fallback store used while the '
                         'tracking server was unreachable) holds to the server, then exit')
@@ -518,7 +523,9 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return EXIT_USAGE
     try:
-        config = load_preset(args.preset).with_overrides(args.overrides)
+        config = load_preset(args.preset).with_overrides(
+            args.overrides + (['train.system_metrics_every_s=0'] if args.no_system_metrics
+                              else []))
     except ConfigError as e:
         print(f'ddsp-train: error: {e}', file=sys.stderr)
         return EXIT_USAGE
@@ -561,10 +568,11 @@ def main(argv: list[str] | None = None) -> int:
         from trainer.tracking import run_link
 
         info = _read_run_info(Path(args.model_dir))
-        link = run_link(info.get('tracking_uri') or resolve_tracking_uri(args.tracking_uri),
-                        result['run_id'])
-        if link:
-            print(f'ddsp-train: MLflow run: {link}', file=sys.stderr)
+        uri = info.get('tracking_uri') or resolve_tracking_uri(args.tracking_uri)
+        for what, table in (('run', False), ('runs of the experiment', True)):
+            link = run_link(uri, result['run_id'], runs_table=table)
+            if link:
+                print(f'ddsp-train: MLflow {what}: {link}', file=sys.stderr)
     print(json.dumps(result, default=_json_default))
     return EXIT_OK
 

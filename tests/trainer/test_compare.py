@@ -4,12 +4,16 @@ version logged without a kind tag, and two experiments at once."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import re
+import sys
 
 import pytest
 from mlflow.tracking import MlflowClient
 
+from tests.browser import SCREENSHOTS, browser, wait
 from tests.trainer.conftest import TINY_LAYOUT
 from tests.trainer.mlflow_server import MlflowServer
 from trainer import testing
@@ -32,21 +36,34 @@ def data(tmp_path_factory):
     return d
 
 
-def _train(server, data, model_dir, experiment, name, capsys=None):
-    """One plain ``ddsp-train`` run (tiny preset, a summary at its last step); its run id."""
-    code = train_main(['--preset', 'tiny', '--data', str(data), '--steps', str(STEPS),
-                       '--model_dir', str(model_dir), '--tracking_uri', server.uri,
-                       '--experiment', experiment, '--run_name', name, '--no_progress',
-                       '--set', f'train.summary_every={STEPS}', '--set', 'train.log_every=2'])
+def _train(server, data, model_dir, experiment, name, stderr=None):
+    """One plain ``ddsp-train`` run (tiny preset, a summary at its last step); its run id.
+    What it prints goes to ``stderr`` if given."""
+    with contextlib.redirect_stderr(stderr or sys.stderr), \
+            contextlib.redirect_stdout(stderr or sys.stdout):
+        code = train_main([
+            '--preset', 'tiny', '--data', str(data), '--steps', str(STEPS),
+            '--model_dir', str(model_dir), '--tracking_uri', server.uri,
+            '--experiment', experiment, '--run_name', name, '--no_progress',
+            '--set', f'train.summary_every={STEPS}', '--set', 'train.log_every=2'])
     assert code == 0
     return json.loads((model_dir / 'mlflow_run.json').read_text())['run_id']
 
 
 @pytest.fixture(scope='module')
-def plain(server, data, tmp_path_factory):
-    """Experiment 'plain': two ddsp-train runs and nothing else."""
+def plain_with_output(server, data, tmp_path_factory):
+    """Experiment 'plain': two ddsp-train runs and nothing else; (run ids by name, what
+    ddsp-train printed)."""
     tmp = tmp_path_factory.mktemp('plain')
-    return {name: _train(server, data, tmp / name, 'plain', name) for name in ('one', 'two')}
+    stderr = io.StringIO()
+    ids = {name: _train(server, data, tmp / name, 'plain', name, stderr)
+           for name in ('plain-one', 'plain-two')}
+    return ids, stderr.getvalue()
+
+
+@pytest.fixture(scope='module')
+def plain(plain_with_output):
+    return plain_with_output[0]
 
 
 def _compare(server, out, *args):
@@ -62,7 +79,7 @@ def _table_names(out):
 def test_an_experiment_of_plain_training_runs_compares_them_all(server, plain, tmp_path,
                                                                 capsys):
     assert _compare(server, tmp_path / 'cmp', '--experiment', 'plain') == 0
-    assert _table_names(tmp_path / 'cmp') == ['one', 'two']
+    assert _table_names(tmp_path / 'cmp') == ['plain-one', 'plain-two']
     report = (tmp_path / 'cmp' / 'listening_report.html').read_text()
     assert len(re.findall(r'<audio controls', report)) == 1 + 2  # the original + each run
     client = MlflowClient(server.uri)
@@ -74,7 +91,7 @@ def test_an_experiment_of_plain_training_runs_compares_them_all(server, plain, t
                                      "tags.`ddsp.kind` = 'comparison'")
     assert len(comparisons) == 1
     assert _compare(server, tmp_path / 'again', '--experiment', 'plain') == 0
-    assert _table_names(tmp_path / 'again') == ['one', 'two']
+    assert _table_names(tmp_path / 'again') == ['plain-one', 'plain-two']
 
 
 @pytest.mark.slow
@@ -126,3 +143,91 @@ def test_two_experiments_are_compared_together(server, plain, data, tmp_path):
 def test_an_unknown_experiment_is_a_usage_error(server, tmp_path, capsys):
     assert _compare(server, tmp_path / 'cmp', '--experiment', 'no-such-experiment') == 2
     assert "--experiment 'no-such-experiment': no such experiment" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_finished_ddsp_train_run_has_mlflow_system_metrics(server, plain, data, tmp_path):
+    client = MlflowClient(server.uri)
+    for run_id in plain.values():
+        metrics = client.get_run(run_id).data.metrics
+        assert {'system/cpu_utilization_percentage',
+                'system/system_memory_usage_megabytes'} <= set(metrics), sorted(metrics)
+    # --no_system_metrics turns them off
+    code = train_main(['--preset', 'tiny', '--data', str(data), '--steps', '2',
+                       '--model_dir', str(tmp_path / 'quiet'), '--tracking_uri', server.uri,
+                       '--experiment', 'no-system-metrics', '--no_progress',
+                       '--no_system_metrics'])
+    assert code == 0
+    run_id = json.loads((tmp_path / 'quiet' / 'mlflow_run.json').read_text())['run_id']
+    run = client.get_run(run_id)
+    assert run.data.params['train.system_metrics_every_s'] == '0.0'
+    assert not [k for k in run.data.metrics if k.startswith('system/')]
+
+
+#: In the UI's GenAI view (what MLflow 3 opens without workflowType): its sidebar and overview.
+GENAI_ONLY = ('Observability', 'Sessions')
+
+
+def _printed_links(stderr: str, prefix: str) -> dict[str, str]:
+    """``{'what': url}`` of the lines ``<prefix>: ... <what>: http...`` a command printed."""
+    return {m.group(1): m.group(2) for m in re.finditer(
+        rf'^{re.escape(prefix)}: (?:MLflow )?([^:\n]+): (http://\S+)', stderr, re.M)}
+
+
+@pytest.mark.slow
+def test_printed_links_open_the_model_training_view_and_system_metrics_show(
+        server, plain_with_output, tmp_path, capsys):
+    from selenium.webdriver.common.by import By
+
+    names, printed = list(plain_with_output[0]), plain_with_output[1]
+    assert 'View run' not in printed  # MLflow's own GenAI-view links are off
+    train_links = _printed_links(printed, 'ddsp-train')
+    assert set(train_links) == {'run', 'runs of the experiment'}, printed
+    assert _compare(server, tmp_path / 'cmp', '--experiment', 'plain') == 0
+    compare_links = _printed_links(capsys.readouterr().err, 'ddsp-compare')
+    assert set(compare_links) == {'listening report', 'the 2 best runs side by side'}
+    for link in (*train_links.values(), *compare_links.values()):
+        assert link.startswith(server.uri) and 'workflowType=machine_learning' in link
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    chrome = browser(tmp_path)
+
+    def body():
+        return chrome.find_element(By.TAG_NAME, 'body').text
+
+    try:
+        # Without the view, MLflow 3 opens the experiment on its GenAI traces overview...
+        chrome.get(train_links['runs of the experiment'].split('?')[0])
+        wait(lambda: all(word in body() for word in GENAI_ONLY))
+        # ... the printed link opens the runs table, listing both runs.
+        chrome.get(train_links['runs of the experiment'])
+        wait(lambda: 'Run Name' in body() and all(n in body() for n in names))
+        assert not any(word in body() for word in GENAI_ONLY)
+        assert 'workflowType=machine_learning' in chrome.current_url
+        chrome.save_screenshot(str(SCREENSHOTS / 'runs_table_from_printed_link.png'))
+        # The run's page, and its System metrics tab with a chart per metric.
+        chrome.get(train_links['run'])
+        tab = wait(lambda: chrome.find_element(By.XPATH, "//*[text()='System metrics']"))
+        assert not any(word in body() for word in GENAI_ONLY)
+        tab.click()
+        wait(lambda: all(f'(system/{key})' in body() for key in (
+            'cpu_utilization_percentage', 'system_memory_usage_megabytes')))
+        charts = wait(lambda: chrome.find_elements(By.CSS_SELECTOR, 'svg.main-svg'))
+        assert len(charts) >= 2
+        chrome.save_screenshot(str(SCREENSHOTS / 'system_metrics.png'))
+        # ddsp-compare's links: the listening report plays both runs; the run comparison.
+        chrome.get(compare_links['listening report'])
+        frame = wait(lambda: chrome.find_element(By.TAG_NAME, 'iframe'))
+        chrome.switch_to.frame(frame)
+        assert len(wait(lambda: chrome.find_elements(By.TAG_NAME, 'audio'))) == 1 + 2
+        chrome.switch_to.default_content()
+        chrome.get(compare_links['the 2 best runs side by side'])
+        wait(lambda: 'Comparing 2 Runs' in body() and all(n in body() for n in names))
+        assert not any(word in body() for word in GENAI_ONLY)
+        chrome.save_screenshot(str(SCREENSHOTS / 'compare_from_printed_link.png'))
+    except BaseException:
+        chrome.switch_to.default_content()
+        chrome.save_screenshot(str(SCREENSHOTS / 'printed_links_failure.png'))
+        (SCREENSHOTS / 'printed_links_failure.txt').write_text(body())
+        raise
+    finally:
+        chrome.quit()
