@@ -159,14 +159,33 @@ def ui_hint(tracking_uri: str, link: str) -> str:
     return f'{link} (serve the store first: mlflow ui --backend-store-uri {tracking_uri})'
 
 
+@contextlib.contextmanager
+def http_settings(env: Mapping[str, str]) -> Iterator[None]:
+    """Temporarily set MLflow's HTTP client variables (``MLFLOW_HTTP_REQUEST_*``: MLflow reads
+    them from the environment at each request; there is no per-client setting)."""
+    with _ENV_LOCK:
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        try:
+            yield
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
+
 def run_link(tracking_uri: str, run_id: str, artifact: str | None = None,
              client=None, runs_table: bool = False) -> str | None:
     """:func:`ui_link` of a run's page (or one of its artifacts, or with ``runs_table`` its
-    experiment's runs table), with :func:`ui_hint`; None if the run cannot be read (the store
-    is unreachable): a link is never worth a failure."""
+    experiment's runs table), with :func:`ui_hint`; None if the run cannot be read at once (the
+    store is unreachable: one try, 5 s at most): a link is never worth a failure or a wait."""
     try:
-        client = client or make_client(tracking_uri)
-        experiment_id = client.get_run(run_id).info.experiment_id
+        with http_settings({'MLFLOW_HTTP_REQUEST_MAX_RETRIES': '0',
+                            'MLFLOW_HTTP_REQUEST_TIMEOUT': '5'}):
+            client = client or make_client(tracking_uri)
+            experiment_id = client.get_run(run_id).info.experiment_id
     except Exception as error:  # noqa: BLE001 - see above
         logger.debug('no link to run %s: %s', run_id, error)
         return None
@@ -462,18 +481,8 @@ class Tracker:
     def _http_limits(self, **overrides: str) -> Iterator[None]:
         """Temporarily apply this tracker's HTTP retry/timeout settings (MLflow reads them from
         the environment at each request; there is no per-client setting)."""
-        env = {**self._http_env, **overrides}
-        with _ENV_LOCK:
-            saved = {k: os.environ.get(k) for k in env}
-            os.environ.update(env)
-            try:
-                yield
-            finally:
-                for key, value in saved.items():
-                    if value is None:
-                        os.environ.pop(key, None)
-                    else:
-                        os.environ[key] = value
+        with http_settings({**self._http_env, **overrides}):
+            yield
 
     def _require_running(self) -> None:
         if not self._started:
