@@ -18,8 +18,9 @@ runs in one working directory, so later commands find what earlier ones made (``
   ``make``: ``make -n``), never skipped.
 
 A command removed or renamed in the code, an option that no longer exists or a placeholder
-without a rule fails the test, naming the doc file and the command. Takes about 6 minutes on
-2 cores (see the report of issue 20).
+without a rule fails the test, naming the doc file and the command. Every link into MLflow's UI
+the commands print must open its model-training view (``workflowType=machine_learning``).
+Takes about 7 minutes on 2 shared cores (see the report of issue 20).
 """
 
 from __future__ import annotations
@@ -246,7 +247,7 @@ def test_every_command_of_the_docs_runs_as_written(tmp_path):
     workdir = tmp_path / 'work'
     workdir.mkdir()
     _write_inputs(workdir)
-    failures, ran, parsed = [], 0, 0
+    failures, ran, parsed, linked = [], 0, 0, set()
     with MlflowServer(tmp_path / 'server') as server:
         ctx = Context(workdir, server.uri)
         docs = doc_files()
@@ -274,6 +275,11 @@ def test_every_command_of_the_docs_runs_as_written(tmp_path):
                     ran += 1
                     assert done.returncode == 0, \
                         f'exit {done.returncode}: {done.stderr[-3000:]}'
+                    printed = done.stdout + done.stderr
+                    assert 'View run' not in printed, 'MLflow printed its GenAI-view link'
+                    for link in re.findall(r'https?://\S+/#/\S*', printed):
+                        assert 'workflowType=machine_learning' in link, link
+                        linked.add(actual.split()[0])
                 except (AssertionError, subprocess.TimeoutExpired, ValueError) as error:
                     failures.append(f'{where}: {command}\n  {error}')
                 timings.append((time.monotonic() - started, f'{where}: {command}'))
@@ -282,6 +288,9 @@ def test_every_command_of_the_docs_runs_as_written(tmp_path):
     report.write_text(''.join(f'{t:7.1f} s  {c}\n' for t, c in timings))
     assert not failures, f'{len(failures)} doc command(s) fail:\n' + '\n'.join(failures)
     assert ran >= 30 and parsed >= 6, (ran, parsed)  # the blocks were found
+    # every command that logs to MLflow printed a link into the UI's model-training view
+    assert {'ddsp-train', 'ddsp-eval', 'ddsp-export', 'ddsp-transfer', 'ddsp-sweep',
+            'ddsp-compare'} <= linked, linked
 
 
 def test_the_tables_cover_what_the_docs_use():
