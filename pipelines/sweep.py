@@ -497,6 +497,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f'ddsp-sweep: failed: {type(e).__name__}: {e}', file=sys.stderr)
         return 1
     print(format_summary(summary, resolve_tracking_uri(spec.tracking_uri)))
+    from trainer.tracking import run_link
+
+    link = run_link(resolve_tracking_uri(spec.tracking_uri), summary['parent_run_id'])
+    if link:  # the parent's page lists the trials; comparison/ and sweep/ are its artifacts
+        print(f'ddsp-sweep: MLflow parent run: {link}', file=sys.stderr)
     return 0
 
 

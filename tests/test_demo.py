@@ -56,6 +56,9 @@ def test_demo_prepares_trains_evaluates_transfers_and_says_where_to_listen(tmp_p
     client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
     run_id = printed.split('MLflow run:')[1].split()[0]
     run = client.get_run(run_id)
+    # the link it prints opens the run in the UI's model-training view
+    assert (f'http://127.0.0.1:5000/#/experiments/{run.info.experiment_id}/runs/{run_id}'
+            '?workflowType=machine_learning') in printed
     assert 'eval/spectral_distance' in run.data.metrics
     assert 'eval_loss' in run.data.metrics  # the training run watched the eval split
     top = {a.path for a in client.list_artifacts(run_id)}

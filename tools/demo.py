@@ -139,6 +139,10 @@ def main(argv=None) -> int:
             print(f'ddsp-transfer failed (exit {code})', file=sys.stderr)
             return code
 
+    from trainer.tracking import make_client, ui_link
+
+    link = ui_link(tracking_uri, make_client(tracking_uri).get_run(result['run_id'])
+                   .info.experiment_id, result['run_id'])
     print(f"""
 Done.
   dataset:     {dataset_dir}  (manifest.json, files.jsonl, TFRecord shards, dead_letters.jsonl)
@@ -153,7 +157,7 @@ Where to listen:
 
 Open the run in MLflow's UI with:
   .venv/bin/mlflow ui --backend-store-uri {tracking_uri}
-and browse to http://127.0.0.1:5000/#/experiments?workflowType=machine_learning: the run's
+and browse to {link}: the run's
 artifacts play in the browser: latest_original.wav, latest_resynthesis.wav and
 latest_spectrogram.png (the newest training summary; summaries/step_NNNNNN/ keep the history),
 eval/ (the evaluation's table and audio) and transfer/ (input, output and a spectrogram).

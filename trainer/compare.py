@@ -1,11 +1,12 @@
 """``ddsp-compare``: compare training runs by eye and by ear.
 
-``ddsp-compare --experiment NAME | --sweep PARENT_RUN_ID | --runs ID,ID,... [--metric M]
-[--out DIR]`` reads any tracking URI and gives a terminal table of the params that differ and the
-final and best metrics, overlaid metric curves (PNG), and an HTML listening report: the same
-examples' original and each run's resynthesis side by side with audio players and spectrograms,
-runs ordered by the metric. The files go to ``--out`` and are logged as artifacts
-(``comparison/``) to the sweep's parent run, or to a comparison run in the experiment.
+``ddsp-compare --experiment NAME [--experiment NAME ...] | --sweep PARENT_RUN_ID |
+--runs ID,ID,... [--metric M] [--out DIR]`` reads any tracking URI and gives a terminal table
+of the params that differ and the final and best metrics, overlaid metric curves (PNG), and an
+HTML listening report: the same examples' original and each run's resynthesis side by side
+with audio players and spectrograms, runs ordered by the metric. The files go to ``--out`` and
+are logged as artifacts (``comparison/``) to the sweep's parent run, or to a comparison run
+(tagged ``ddsp.kind`` = ``comparison``) in the (first) experiment.
 
 It is built for sweeps of hundreds of runs: runs come from paged ``search_runs`` calls, metric
 curves from the store's bulk history request (a page of runs per request), and only the
@@ -233,10 +234,17 @@ def listening_report(client, rows: Sequence[RunRow], metric: str, title: str,
     return '\n'.join(parts)
 
 
-def select_runs(client, experiment: Optional[str], sweep: Optional[str],
+def select_runs(client, experiments: Optional[Sequence[str]], sweep: Optional[str],
                 run_ids: Optional[str]) -> tuple[list, Optional[str], str]:
-    """(runs, run id to log the report to or None, a title)."""
-    if sum(x is not None for x in (experiment, sweep, run_ids)) != 1:
+    """(runs, run id to log the report to or None, a title).
+
+    ``experiments``: every training run of these experiments (:func:`trainer.tracking.
+    is_training_run`: ``ddsp-train`` runs, sweep trials, runs older versions logged without a
+    kind), never a sweep's parent or a comparison run."""
+    from trainer.tracking import is_training_run
+
+    experiments = list(experiments) if experiments else None
+    if sum(x is not None for x in (experiments, sweep, run_ids)) != 1:
         raise CompareError('give exactly one of --experiment, --sweep, --runs')
     if run_ids is not None:
         ids = [r.strip() for r in run_ids.split(',') if r.strip()]
@@ -249,13 +257,17 @@ def select_runs(client, experiment: Optional[str], sweep: Optional[str],
                                f"tags.`mlflow.parentRunId` = '{sweep}'")
         name = parent.data.tags.get('ddsp.sweep.name', parent.info.run_name)
         return runs, sweep, f'sweep {name}'
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
-        raise CompareError(f'--experiment {experiment!r}: no such experiment at '
-                           f'{client.tracking_uri}')
-    runs = search_all_runs(client, [found.experiment_id],
-                           "tags.`ddsp.kind` != 'sweep' and tags.`ddsp.kind` != 'comparison'")
-    return runs, None, f'experiment {experiment}'
+    ids = []
+    for name in experiments:
+        found = client.get_experiment_by_name(name)
+        if found is None:
+            raise CompareError(f'--experiment {name!r}: no such experiment at '
+                               f'{client.tracking_uri}')
+        if found.experiment_id not in ids:
+            ids.append(found.experiment_id)
+    runs = [r for r in search_all_runs(client, ids) if is_training_run(r)]
+    return runs, None, ('experiment ' if len(experiments) == 1 else 'experiments ') + \
+        ', '.join(experiments)
 
 
 def compare(client, runs: Sequence, metric: str, out: str, title: str,
@@ -278,8 +290,10 @@ def compare(client, runs: Sequence, metric: str, out: str, title: str,
         listening_report(client, rows, metric, f'DDSP comparison: {title}', listen))
     target = log_to_run
     if target is None and experiment_id is not None:
+        from trainer.tracking import KIND_TAG
+
         created = client.create_run(experiment_id, run_name=f'compare-{metric}', tags={
-            'ddsp.kind': 'comparison',
+            KIND_TAG: 'comparison',
             'mlflow.note.content': f'ddsp-compare of {title} on {metric}: open '
                                    'comparison/listening_report.html to listen.'})
         target = created.info.run_id
@@ -299,7 +313,10 @@ def build_arg_parser() -> argparse.ArgumentParser:
                     'final and best metrics, overlaid metric curves, and an HTML listening '
                     'report with each run\'s resynthesis of the same examples.')
     which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument('--experiment', help='every training run of an MLflow experiment')
+    which.add_argument('--experiment', action='append', metavar='NAME',
+                       help='every training run (ddsp-train runs and sweep trials; not sweep '
+                            'parents or comparisons) of an MLflow experiment; repeat it to '
+                            'compare the runs of several experiments')
     which.add_argument('--sweep', help='the trials of a sweep (its parent run id)')
     which.add_argument('--runs', help='comma-separated run ids')
     p.add_argument('--metric', default='total_loss', help='metric to order and plot by')
@@ -341,7 +358,29 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
           f'{result["best"].final:.5g}); files in {result["out"]}'
           + (f', logged to run {result["logged_to"]}' if result['logged_to'] else ''),
           file=sys.stderr)
+    for line in links(client, runs, result, args.listen):
+        print(f'ddsp-compare: {line}', file=sys.stderr)
     return 0
+
+
+def links(client, runs: Sequence, result: dict, best: int) -> list[str]:
+    """Where to look in MLflow's UI: the listening report logged to a run, and the ``best``
+    runs side by side in MLflow's run comparison."""
+    from trainer.tracking import run_link, ui_hint, ui_link
+
+    out = []
+    if result['logged_to']:
+        link = run_link(client.tracking_uri, result['logged_to'],
+                        'comparison/listening_report.html', client=client)
+        if link:
+            out.append(f'listening report: {link}')
+    chosen = [r.run_id for r in result['rows']][:max(best, 2)]
+    experiments = sorted({r.info.experiment_id for r in runs
+                          if r.info.run_id in set(chosen)})
+    out.append(f'the {len(chosen)} best runs side by side: ' + ui_hint(
+        client.tracking_uri, ui_link(client.tracking_uri, compare_run_ids=chosen,
+                                     experiment_ids=experiments)))
+    return out
 
 
 if __name__ == '__main__':

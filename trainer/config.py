@@ -192,6 +192,9 @@ class TrainConfig:
     checkpoint_data_iterator: bool = False
     log_every: int = 10
     summary_every: int = 1000
+    # MLflow's system metrics (CPU, memory, disk, network; GPU utilisation and memory where a GPU
+    # is) sampled every this many seconds into the run's system/* metrics; 0: off.
+    system_metrics_every_s: float = 5.0
 
     def __post_init__(self):
         _require(self.batch_size >= 1, 'train.batch_size', self.batch_size, 'must be >= 1')
@@ -205,7 +208,8 @@ class TrainConfig:
                  'must be > 0')
         _require(self.keep_checkpoints >= 1, 'train.keep_checkpoints', self.keep_checkpoints,
                  'must be >= 1')
-        for name in ('checkpoint_every', 'log_every', 'summary_every'):
+        for name in ('checkpoint_every', 'log_every', 'summary_every',
+                     'system_metrics_every_s'):
             _require(getattr(self, name) >= 0, f'train.{name}', getattr(self, name),
                      'must be >= 0 (0 = off)')
 

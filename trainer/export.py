@@ -1202,6 +1202,14 @@ def _training_statistics(args, trained, run_id, tracking_uri) -> tuple[dict, str
     return statistics, f'{n} training examples of {source.where}'
 
 
+def _print_link(tracking_uri: Optional[str], run_id: str, artifact: str) -> None:
+    from trainer.tracking import resolve_tracking_uri, run_link
+
+    link = run_link(resolve_tracking_uri(tracking_uri), run_id, artifact)
+    if link:
+        print(f'ddsp-export: MLflow run: {link}', file=sys.stderr)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Console entry point ``ddsp-export``."""
     from ddsp_core import runtime
@@ -1275,6 +1283,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     run_id, str(out), 'vst')
                 print(f'ddsp-export: logged {out.name} to MLflow run {run_id} under vst/',
                       file=sys.stderr)
+                _print_link(tracking_uri, run_id, f'vst/{out.name}')
             return 0
         info = export_saved_model(trained, out)  # replaces an existing --out when done
         worst = max(info['check_max_abs_error'].values())
@@ -1287,6 +1296,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                           f'{model_info.registered_model_version}' if args.register else '')
             print(f'ddsp-export: logged the MLflow Model runs:/{run_id}/{MLFLOW_MODEL_NAME} '
                   f'({model_info.model_uri}){registered}', file=sys.stderr)
+            _print_link(tracking_uri, run_id, MLFLOW_MODEL_NAME)
     except ExportError as e:
         return _fail(str(e))
     except Exception as e:  # noqa: BLE001 - report any failure with exit code 1

@@ -801,7 +801,7 @@ def run_trial(spec: SweepSpec, element: dict, parent_run_id: Optional[str],
 
     tags = {TAG_SWEEP: spec.name, TAG_SWEEP_ID: spec.sweep_id, TAG_TRIAL: str(trial.number),
             TAG_TRIAL_HASH: digest, TAG_OVERRIDES: json.dumps(overrides_of(params)),
-            TAG_KIND: 'sweep-trial'}
+            TAG_KIND: 'trial'}
     outcome = TrialOutcome(trial.number, digest, params, 'FAIL')
     try:
         config = spec.base_config().with_overrides(overrides_of(params))

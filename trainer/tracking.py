@@ -33,7 +33,7 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -44,7 +44,19 @@ from trainer import artifacts
 logger = logging.getLogger(__name__)
 
 __all__ = ['Tracker', 'FALLBACK_TAG', 'FALLBACK_URI_TAG', 'PARAM_CHANGED_TAG_PREFIX',
-           'EXPERIMENT_KIND_TAG', 'NOTE_TAG']
+           'EXPERIMENT_KIND_TAG', 'NOTE_TAG', 'KIND_TAG', 'RUN_KINDS', 'is_training_run',
+           'ui_link', 'run_link', 'ui_hint']
+
+#: Tag on every run our commands create: what kind of run it is (one of :data:`RUN_KINDS`).
+KIND_TAG = 'ddsp.kind'
+#: The kinds: a ``ddsp-train`` run, a sweep's parent run, a sweep trial (a training run, child of
+#: the parent), a ``ddsp-compare`` report run, and runs of evaluation, transfer and export.
+RUN_KINDS = ('train', 'sweep', 'trial', 'comparison', 'eval', 'transfer', 'export')
+#: The kinds whose runs are training runs (``sweep-trial``: trials of sweeps before the kinds).
+TRAINING_KINDS = frozenset({'train', 'trial', 'sweep-trial'})
+#: A metric every training run logs: a run without a kind tag (logged by a version before the
+#: tags) counts as a training run when it has it.
+TRAINING_METRIC = 'total_loss'
 
 #: Tag on a fallback run: id of the run on the (unreachable) tracking server it continues.
 FALLBACK_TAG = 'ddsp.fallback_for_run_id'
@@ -89,6 +101,97 @@ _ENV_LOCK = threading.RLock()
 
 T = TypeVar('T')
 _Op = Callable[[Any, str], T]
+
+
+def is_training_run(run) -> bool:
+    """Whether an MLflow run is a training run: its kind is ``train`` or ``trial``, or it has no
+    kind tag (an older version logged it) but has the training metric."""
+    kind = run.data.tags.get(KIND_TAG)
+    if kind is not None:
+        return kind in TRAINING_KINDS
+    return TRAINING_METRIC in run.data.metrics
+
+
+#: The query that opens MLflow 3's UI on its model-training view (runs table, run page, run
+#: comparison) instead of the GenAI one (traces) it opens by default.
+UI_VIEW_QUERY = 'workflowType=machine_learning'
+#: Where ``mlflow ui`` serves a local store (its default host and port).
+LOCAL_UI = 'http://127.0.0.1:5000'
+
+
+def _ui_base(tracking_uri: str) -> str:
+    uri = str(tracking_uri)
+    return uri.rstrip('/') if uri.startswith(('http://', 'https://')) else LOCAL_UI
+
+
+def ui_link(tracking_uri: str, experiment_id: str | None = None, run_id: str | None = None,
+            artifact: str | None = None, compare_run_ids: Sequence[str] | None = None,
+            experiment_ids: Sequence[str] | None = None) -> str:
+    """A link into MLflow's UI, in its model-training view, for a store: the experiments list,
+    an experiment's runs table (``experiment_id``), a run's page (``run_id``), one of its
+    artifacts (``artifact``: a path inside the run), or the comparison of runs
+    (``compare_run_ids`` of ``experiment_ids``). A server's own address for an ``http(s)``
+    store; for a local store, where ``mlflow ui --backend-store-uri URI`` serves it
+    (:func:`ui_hint`)."""
+    import json
+    from urllib.parse import quote
+
+    base = f'{_ui_base(tracking_uri)}/#'
+    if compare_run_ids:
+        runs = quote(json.dumps(list(compare_run_ids)), safe='')
+        experiments = quote(json.dumps(list(experiment_ids or [experiment_id])), safe='')
+        return f'{base}/compare-runs?runs={runs}&experiments={experiments}&{UI_VIEW_QUERY}'
+    if experiment_id is None:
+        return f'{base}/experiments?{UI_VIEW_QUERY}'
+    path = f'/experiments/{experiment_id}/runs'
+    if run_id:
+        path += f'/{run_id}'
+        if artifact:
+            path += '/artifacts/' + quote(artifact.strip('/'))
+    return f'{base}{path}?{UI_VIEW_QUERY}'
+
+
+def ui_hint(tracking_uri: str, link: str) -> str:
+    """``link`` as a user can follow it: as is for a server; for a local store, with the
+    command that serves it."""
+    if str(tracking_uri).startswith(('http://', 'https://')):
+        return link
+    return f'{link} (serve the store first: mlflow ui --backend-store-uri {tracking_uri})'
+
+
+@contextlib.contextmanager
+def http_settings(env: Mapping[str, str]) -> Iterator[None]:
+    """Temporarily set MLflow's HTTP client variables (``MLFLOW_HTTP_REQUEST_*``: MLflow reads
+    them from the environment at each request; there is no per-client setting)."""
+    with _ENV_LOCK:
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        try:
+            yield
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
+
+def run_link(tracking_uri: str, run_id: str, artifact: str | None = None,
+             client=None, runs_table: bool = False) -> str | None:
+    """:func:`ui_link` of a run's page (or one of its artifacts, or with ``runs_table`` its
+    experiment's runs table), with :func:`ui_hint`; None if the run cannot be read at once (the
+    store is unreachable: one try, 5 s at most): a link is never worth a failure or a wait."""
+    try:
+        with http_settings({'MLFLOW_HTTP_REQUEST_MAX_RETRIES': '0',
+                            'MLFLOW_HTTP_REQUEST_TIMEOUT': '5'}):
+            client = client or make_client(tracking_uri)
+            experiment_id = client.get_run(run_id).info.experiment_id
+    except Exception as error:  # noqa: BLE001 - see above
+        logger.debug('no link to run %s: %s', run_id, error)
+        return None
+    if runs_table:
+        return ui_hint(tracking_uri, ui_link(tracking_uri, experiment_id))
+    return ui_hint(tracking_uri, ui_link(tracking_uri, experiment_id, run_id, artifact))
 
 
 def _stringify(value: object) -> str:
@@ -205,8 +308,14 @@ def _sqlite_schema_lock(uri: str) -> Iterator[None]:
 
 
 def make_client(uri: str):
-    """An ``MlflowClient`` for ``uri`` whose store is ready (schema created under a lock)."""
+    """An ``MlflowClient`` for ``uri`` whose store is ready (schema created under a lock).
+
+    MLflow's own "View run at" lines (printed to stdout when a run on a server ends) are turned
+    off: they open the UI's GenAI view, and stdout is our commands' result (ddsp-train's JSON);
+    the commands print :func:`ui_link` links instead."""
     from mlflow.tracking import MlflowClient
+
+    os.environ.setdefault('MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT', 'true')
 
     with _sqlite_schema_lock(uri):
         client = MlflowClient(tracking_uri=uri)
@@ -285,6 +394,10 @@ class Tracker:
         probe_interval_s: While in fallback, how often to check whether the server is back
             (default: env ``DDSP_TRACKING_PROBE_SECS``, else 60 s).
         experiment_description: Description of a newly created experiment.
+        system_metrics_every_s: Log MLflow's system metrics (``system/*``: CPU, memory, disk,
+            network; GPU utilisation and memory where a GPU is) to the run every this many
+            seconds, with MLflow's own monitor; 0: off. A last sample is logged when the run
+            ends, so short runs have one too. Paused while logging goes to the fallback store.
 
     Usable as a context manager: the run ends FINISHED, or FAILED if the block raised.
     Methods are thread-safe (one lock per tracker).
@@ -300,6 +413,7 @@ class Tracker:
         http_max_retries: int = 2,
         probe_interval_s: float | None = None,
         experiment_description: str | None = None,
+        system_metrics_every_s: float = 0.0,
     ) -> None:
         if not isinstance(experiment, str) or not experiment.strip():
             raise ValueError(f'experiment must be a non-empty name, got {experiment!r}')
@@ -328,6 +442,8 @@ class Tracker:
         self._tags: dict[str, str] = {}
         self._run_name: str | None = None
         self.fallback_events: list[str] = []  # one line per switch / recovery, for summaries
+        self._system_metrics_every_s = float(system_metrics_every_s or 0.0)
+        self._system_monitor = None
 
     # ------------------------------------------------------------------ properties
     @property
@@ -365,18 +481,8 @@ class Tracker:
     def _http_limits(self, **overrides: str) -> Iterator[None]:
         """Temporarily apply this tracker's HTTP retry/timeout settings (MLflow reads them from
         the environment at each request; there is no per-client setting)."""
-        env = {**self._http_env, **overrides}
-        with _ENV_LOCK:
-            saved = {k: os.environ.get(k) for k in env}
-            os.environ.update(env)
-            try:
-                yield
-            finally:
-                for key, value in saved.items():
-                    if value is None:
-                        os.environ.pop(key, None)
-                    else:
-                        os.environ[key] = value
+        with http_settings({**self._http_env, **overrides}):
+            yield
 
     def _require_running(self) -> None:
         if not self._started:
@@ -431,6 +537,7 @@ class Tracker:
         logger.warning('%s', message)
         self.fallback_events.append(f'tracking server unavailable ({what}); logging to '
                                     f'{self._fallback_dir}')
+        self._stop_system_metrics(last_sample=False, wait=False)
         client = self._fallback()
         experiment_id = ensure_experiment(
             client, self._experiment, (self._fallback_dir / 'artifacts').as_uri(),
@@ -498,7 +605,53 @@ class Tracker:
                        self._tracking_uri, report.describe())
         self.fallback_events.append(f'tracking server back: {report.describe()}')
         self._fallback_run_id = None
+        if end_status is None:
+            self._start_system_metrics(resume=True)
         return True
+
+    def _start_system_metrics(self, resume: bool) -> None:
+        """Start MLflow's system-metrics monitor on the server run (not in fallback mode)."""
+        if self._system_metrics_every_s <= 0 or self.is_fallback or not self._run_id or \
+                self._system_monitor is not None:
+            return
+        try:
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+            with self._http_limits():
+                monitor = SystemMetricsMonitor(
+                    self._run_id, sampling_interval=self._system_metrics_every_s,
+                    resume_logging=resume, tracking_uri=self._tracking_uri)
+            monitor.start()
+            self._system_monitor = monitor
+        except Exception as error:  # noqa: BLE001 - system metrics must not stop training
+            logger.warning('MLflow system metrics are off for this run: %s',
+                           str(error).splitlines()[0][:300] if str(error) else
+                           type(error).__name__)
+
+    def _stop_system_metrics(self, last_sample: bool = True, wait: bool = True) -> None:
+        """Stop the monitor (and log the samples of the last, unfinished interval), waiting at
+        most a few seconds (or, with ``wait`` false, not at all): an unreachable server must
+        not hold the run's end."""
+        monitor, self._system_monitor = self._system_monitor, None
+        if monitor is None:
+            return
+
+        def finish():
+            monitor.finish()
+            if last_sample:
+                metrics = monitor.aggregate_metrics()
+                if metrics:
+                    monitor.publish_metrics(metrics)
+                    monitor.mlflow_logger.flush()
+
+        stopper = threading.Thread(target=finish, name='ddsp-system-metrics-stop', daemon=True)
+        stopper.start()
+        if not wait:
+            return
+        stopper.join(timeout=max(15.0, 2 * self._system_metrics_every_s))
+        if stopper.is_alive():
+            logger.warning('MLflow system metrics: the monitor did not stop in time; its last '
+                           'samples may be missing')
 
     @staticmethod
     def _find_run(client, run_id: str):
@@ -568,6 +721,7 @@ class Tracker:
                 self._switch_to_fallback(error, 'starting the run', run_id=run_id,
                                          run_name=run_name)
             self._started = True
+            self._start_system_metrics(resume=run_id is not None)
             if overlong:
                 self._call(lambda client, rid: client.log_dict(
                     rid, overlong, 'params/overlong_params.json'), 'log overlong params')
@@ -815,6 +969,7 @@ class Tracker:
         with self._lock:
             if not self._started or self._ended:
                 return
+            self._stop_system_metrics()
             if self.is_fallback:
                 self._fallback_client.set_terminated(self._fallback_run_id, status)
                 self._ended = True

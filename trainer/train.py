@@ -33,6 +33,7 @@ import numpy as np
 
 from trainer.config import Config, ConfigError, available_presets, load_preset, resolve_data
 from trainer.lock import ModelDirLock, ModelDirLocked
+from trainer.tracking import KIND_TAG
 from trainer.tracking_sync import FALLBACK_DIRNAME, RUN_FILENAME
 from trainer.trainer import (
     MANIFEST_COPY,
@@ -308,11 +309,13 @@ def _run(trainer: Trainer, steps: int, *, tracking_uri, experiment, run_name, tr
         from trainer.tracking import Tracker
         tracker = Tracker(tracking_uri=tracking_uri, experiment=experiment or 'ddsp',
                           local_fallback_dir=str(model_dir / FALLBACK_DIRNAME),
+                          system_metrics_every_s=tc.system_metrics_every_s,
                           experiment_description='DDSP autoencoder training runs (ddsp-train). '
                           'Listen to latest_resynthesis.wav of each run; compare runs on '
                           'total_loss.')
     source = trainer.source
     tags = {
+        KIND_TAG: 'train',  # a sweep's trials say 'trial' in extra_tags
         'ddsp.git_commit': artifacts.git_commit(),
         'ddsp.dataset_fingerprint': source.fingerprint,
         'ddsp.dataset_path': str(source.spec),
@@ -504,6 +507,10 @@ def build_parser() -> argparse.ArgumentParser:
                         '(at logged steps) and at the end, when the dataset has an eval split '
                         '(default: train.checkpoint_every; 0: never)')
     p.add_argument('--no_tracking', action='store_true', help='do not log to MLflow')
+    p.add_argument('--no_system_metrics', action='store_true',
+                   help="do not log MLflow's system metrics (CPU, memory, GPU... every "
+                        'train.system_metrics_every_s seconds; same as --set '
+                        'train.system_metrics_every_s=0)')
     p.add_argument('--sync_tracking', action='store_true',
                    help='only copy what --model_dir/mlruns (the fallback store used while the '
                         'tracking server was unreachable) holds to the server, then exit')
@@ -534,14 +541,16 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return EXIT_USAGE
     try:
-        config = load_preset(args.preset).with_overrides(args.overrides)
+        config = load_preset(args.preset).with_overrides(
+            args.overrides + (['train.system_metrics_every_s=0'] if args.no_system_metrics
+                              else []))
     except ConfigError as e:
         print(f'ddsp-train: error: {e}', file=sys.stderr)
         return EXIT_USAGE
     runtime.import_tensorflow()
     from trainer.data import DataError, open_source
     from trainer.strategy import make_strategy
-    from trainer.tracking import quiet_mlflow_logging
+    from trainer.tracking import quiet_mlflow_logging, resolve_tracking_uri
 
     quiet_mlflow_logging(args.verbose)
 
@@ -586,6 +595,15 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     for event in result.get('tracking_events', []):
         print(f'ddsp-train: MLflow: {event}', file=sys.stderr)
+    if result.get('run_id'):
+        from trainer.tracking import run_link
+
+        info = _read_run_info(Path(args.model_dir))
+        uri = info.get('tracking_uri') or resolve_tracking_uri(args.tracking_uri)
+        for what, table in (('run', False), ('runs of the experiment', True)):
+            link = run_link(uri, result['run_id'], runs_table=table)
+            if link:
+                print(f'ddsp-train: MLflow {what}: {link}', file=sys.stderr)
     print(json.dumps(result, default=_json_default))
     return EXIT_OK
 

@@ -10,6 +10,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from ddsp_core import records
+from tests.browser import browser as _browser
+from tests.browser import wait as _wait
 from tests.trainer.mlflow_server import MlflowServer
 from trainer import sweep as S
 from trainer import testing
@@ -227,43 +229,6 @@ def test_bad_specs_name_the_key(tmp_path, server, dataset):
               space={'train.learning_rate': {'uniform': [0.001, 0.01]}})
     with pytest.raises(S.SweepError, match='unknown key'):
         S.parse_spec({'name': 'x', 'data': 'd', 'steps': 1, 'space': {'a': [1]}, 'trails': 3})
-
-
-def _browser(tmp_path):
-    import shutil
-
-    from selenium import webdriver
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-
-    chromium = shutil.which('chromium') or shutil.which('chromium-browser')
-    driver = shutil.which('chromedriver')
-    assert chromium and driver, ("Debian's chromium and chromium-driver are needed for the UI "
-                                 'test (.ci/run installs them)')
-    options = Options()
-    for arg in ('--headless=new', '--no-sandbox', '--disable-gpu', '--disable-quic',
-                '--no-first-run', '--disable-background-networking',
-                '--disable-component-update', '--disable-sync', '--window-size=1900,1200',
-                f'--user-data-dir={tmp_path / "chromium-profile"}',
-                '--autoplay-policy=no-user-gesture-required'):
-        options.add_argument(arg)
-    options.binary_location = chromium
-    return webdriver.Chrome(service=Service(driver), options=options)
-
-
-def _wait(predicate, timeout=60):
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-            if value:
-                return value
-        except Exception:  # noqa: BLE001 - the page is still rendering
-            pass
-        time.sleep(0.5)
-    raise AssertionError('the page did not show what was expected')
 
 
 @pytest.mark.slow

@@ -450,3 +450,26 @@ def test_ddsp_train_run_on_the_server_holds_params_metrics_audio_plots_and_model
     saved = client.download_artifacts(run.info.run_id, 'checkpoints/config.json',
                                       str(tmp_path / 'dl'))
     assert json.loads(open(saved).read())['model']['n_harmonics'] == config.model.n_harmonics
+
+
+def test_ui_links_open_the_model_training_view():
+    from trainer.tracking import ui_hint, ui_link
+
+    server = 'http://127.0.0.1:5005/'
+    view = '?workflowType=machine_learning'
+    assert ui_link(server) == f'http://127.0.0.1:5005/#/experiments{view}'
+    assert ui_link(server, '3') == f'http://127.0.0.1:5005/#/experiments/3/runs{view}'
+    assert ui_link(server, '3', 'abc') == f'http://127.0.0.1:5005/#/experiments/3/runs/abc{view}'
+    assert ui_link(server, '3', 'abc', 'comparison/listening report.html') == (
+        'http://127.0.0.1:5005/#/experiments/3/runs/abc/artifacts/comparison/'
+        f'listening%20report.html{view}')
+    assert ui_link(server, compare_run_ids=['a', 'b'], experiment_ids=['3']) == (
+        'http://127.0.0.1:5005/#/compare-runs?runs=%5B%22a%22%2C%20%22b%22%5D'
+        '&experiments=%5B%223%22%5D&workflowType=machine_learning')
+    # a local store: where `mlflow ui` serves it, and the command that does
+    local = 'sqlite:////tmp/x/mlflow.db'
+    link = ui_link(local, '1', 'abc')
+    assert link == f'http://127.0.0.1:5000/#/experiments/1/runs/abc{view}'
+    assert ui_hint(local, link) == (f'{link} (serve the store first: mlflow ui '
+                                    f'--backend-store-uri {local})')
+    assert ui_hint(server, link) == link
