@@ -656,10 +656,7 @@ def start_trial(study, spec: SweepSpec, element: dict, digest_of):
         other = same_point(study, trial, params)
         if other is None:
             return trial, params, None
-        trial.set_user_attr('duplicate_of', other.number)
-        trial.set_user_attr('error', f'the point of trial {other.number} '
-                                     f'({_state(other)}); not run twice')
-        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        _reject_duplicate(study, trial, other, 'the point of trial', 'not run twice')
         return None, params, TrialOutcome(
             trial.number, digest_of(params), params, 'SKIPPED', error=f'not run: the point of '
             f'trial {other.number} ({_state(other)})')
@@ -676,10 +673,7 @@ def start_trial(study, spec: SweepSpec, element: dict, digest_of):
         other = same_point(study, trial, params)
         if other is None:
             return trial, params, None
-        trial.set_user_attr('duplicate_of', other.number)
-        trial.set_user_attr('error', f'proposed the point of trial {other.number} '
-                                     f'({_state(other)}); asked again')
-        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        _reject_duplicate(study, trial, other, 'proposed the point of trial', 'asked again')
     digest = digest_of(params)
     return None, params, TrialOutcome(
         trial.number, digest, params, 'SKIPPED',
@@ -687,6 +681,16 @@ def start_trial(study, spec: SweepSpec, element: dict, digest_of):
         run_id=other.user_attrs.get('run_id'),
         error=f'not run: {1 + MAX_REASKS} proposals were points of other trials (the last '
               f'trial {other.number}, {_state(other)})')
+
+
+def _reject_duplicate(study, trial, other, what: str, then: str) -> None:
+    """Record ``trial`` as a FAIL whose point is ``other``'s (``duplicate_of`` and the reason
+    in its user attributes): it is never trained."""
+    import optuna
+
+    trial.set_user_attr('duplicate_of', other.number)
+    trial.set_user_attr('error', f'{what} {other.number} ({_state(other)}); {then}')
+    study.tell(trial, state=optuna.trial.TrialState.FAIL)
 
 
 def _fallback_point(spec: SweepSpec, visited: list, attempt: int) -> dict[str, Any]:
