@@ -86,8 +86,7 @@ def newest_readable_checkpoint(directory: str | os.PathLike) -> str | None:
         return None
     candidates = [state.model_checkpoint_path]
     candidates += [p for p in reversed(state.all_model_checkpoint_paths) if p not in candidates]
-    candidates = [p if os.path.isabs(p) or '://' in p else os.path.join(str(directory), p)
-                  for p in candidates]
+    # (get_checkpoint_state has already joined the index's relative paths to ``directory``)
     skipped = []
     for prefix in candidates:
         problem = checkpoint_problem(prefix)

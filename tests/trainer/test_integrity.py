@@ -248,3 +248,27 @@ def test_full_disk_stops_with_one_line_naming_the_path_and_a_rerun_resumes(tmp_p
     assert _train(data, model_dir, 10, '--no_tracking') == 0
     result = json.loads(capsys.readouterr().out)
     assert result['resumed_from'] == 5 and result['step'] == 10
+
+
+@pytest.mark.parametrize('relative', [False, True])
+def test_newest_readable_checkpoint_of_a_relative_or_absolute_model_dir(tmp_path, monkeypatch,
+                                                                       relative):
+    """A --model_dir given relative to the working directory (as the docs' runs/violin) finds
+    its checkpoints, and falls back past a damaged newest one."""
+    import tensorflow as tf
+
+    from trainer.trainer import newest_readable_checkpoint
+
+    monkeypatch.chdir(tmp_path)
+    model_dir = 'runs/violin' if relative else str(tmp_path / 'runs' / 'violin')
+    step = tf.Variable(0)
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(step=step), model_dir,
+                                         max_to_keep=3)
+    for s in (1, 2):
+        step.assign(s)
+        manager.save(checkpoint_number=s)
+    assert newest_readable_checkpoint(model_dir) == os.path.join(model_dir, 'ckpt-2')
+    (data,) = [p for p in os.listdir(model_dir) if p.startswith('ckpt-2.data')]
+    with open(os.path.join(model_dir, data), 'r+b') as f:
+        f.truncate(2)
+    assert newest_readable_checkpoint(model_dir) == os.path.join(model_dir, 'ckpt-1')
