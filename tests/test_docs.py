@@ -84,6 +84,8 @@ PARSE_ONLY = [
     (r'^TF_CONFIG=', 'needs a cluster of machines'),
     (r'^(?:\w+=\S+ )*(?:pip|python -m pip) ', 'installs packages (the environment is the lock)'),
     (r'^(?:\w+=\S+ )*make ', 'make demo/test/venv: tests/test_demo.py and make test run them'),
+    (r'\b(?:db|mlflow)\.internal\b', "a team's database and tracking servers: "
+     'tests/pipelines/test_sweep_postgres.py runs that set-up on loopback'),
 ]
 
 
@@ -208,6 +210,14 @@ def check_by_parsing(command: str, ctx: Context) -> None:
         return
     if tokens[0] == 'make':
         argv, cwd = ['make', '-n', *tokens[1:]], ROOT
+    elif tokens[0] == 'createdb':  # PostgreSQL's tools read --help only as the first argument
+        done = subprocess.run(['createdb', '--help'], capture_output=True, text=True,
+                              timeout=60)
+        assert done.returncode == 0, f'createdb --help: exit {done.returncode}'
+        for option in (t for t in tokens[1:] if t.startswith('-')):
+            assert re.search(rf'(?m)^\s+{re.escape(option)}\b', done.stdout), \
+                f'createdb has no option {option}'
+        return
     else:  # pip: its own parser reads every option before --help
         argv, cwd = [*tokens, '--help'], ctx.workdir
         if argv[0] == 'python':

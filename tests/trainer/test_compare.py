@@ -209,8 +209,11 @@ def test_printed_links_open_the_model_training_view_and_system_metrics_show(
         tab = wait(lambda: chrome.find_element(By.XPATH, "//*[text()='System metrics']"))
         assert not any(word in body() for word in GENAI_ONLY)
         tab.click()
-        wait(lambda: all(f'(system/{key})' in body() for key in (
-            'cpu_utilization_percentage', 'system_memory_usage_megabytes')))
+        # a chart per metric, titled by its name ('(system/<name>)' beside a line chart of
+        # several samples, the bare name above a bar of one)
+        wait(lambda: re.search(r'System metrics\s*\(\d+\)', body()) and all(
+            key in body() for key in ('cpu_utilization_percentage',
+                                      'system_memory_usage_megabytes')))
         charts = wait(lambda: chrome.find_elements(By.CSS_SELECTOR, 'svg.main-svg'))
         assert len(charts) >= 2
         chrome.save_screenshot(str(SCREENSHOTS / 'system_metrics.png'))
