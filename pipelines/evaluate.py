@@ -257,19 +257,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                      model.sample_rate)
             print(f'ddsp-eval: logged eval/* metrics and eval/ artifacts to MLflow run '
                   f'{run_id}', file=sys.stderr)
-            _print_link(args.tracking_uri or model.run_info.get('tracking_uri'), run_id)
+            from trainer.tracking import print_run_link
+
+            print_run_link('ddsp-eval', args.tracking_uri or model.run_info.get('tracking_uri'),
+                           run_id, 'eval')
         except Exception as e:  # noqa: BLE001 - results are on disk; say why MLflow failed
             print(f'ddsp-eval: warning: could not log to MLflow run {run_id}: {e}',
                   file=sys.stderr)
     return 0
-
-
-def _print_link(tracking_uri, run_id: str) -> None:
-    from trainer.tracking import resolve_tracking_uri, run_link
-
-    link = run_link(resolve_tracking_uri(tracking_uri), run_id, 'eval')
-    if link:
-        print(f'ddsp-eval: MLflow run: {link}', file=sys.stderr)
 
 
 def _result_from_rows(model, source, rows: list[dict], capacity: str, listen: int = 3):

@@ -66,12 +66,13 @@ def plan(spec, study, fingerprint: str) -> list[dict]:
     re-asked duplicate proposal does not count)."""
     from trainer import sweep as S
 
-    if spec.algorithm in ('grid', 'random', 'qmc'):
+    if spec.algorithm not in S.ASKING:
         points = S.sweep_points(spec)
         todo, seen = [], set()
+        done = S.finished_digests(study)  # one read of the study, not one per point
         for params in points:
             digest = S.trial_hash(spec, params, fingerprint)
-            if digest in seen or S.finished(study, digest) is not None:
+            if digest in seen or digest in done:
                 continue
             seen.add(digest)
             todo.append({'mode': 'point', 'params': params})
@@ -324,8 +325,11 @@ def summarize(spec, client, parent_run_id: str, metric: str) -> dict:
     if spec.objectives:  # no single best: the Pareto front, Optuna's plot of it
         pareto = sorted(t.number for t in study.best_trials) if complete else []
         if complete:
-            client.log_figure(parent_run_id, _pareto_front(spec, study, metric),
-                              'sweep/pareto_front.png')
+            import matplotlib.pyplot as plt
+
+            figure = _pareto_front(spec, study, metric)  # a pyplot figure: closed after
+            client.log_figure(parent_run_id, figure, 'sweep/pareto_front.png')
+            plt.close(figure)
     elif complete:
         best = (min if spec.direction == 'minimize' else max)(complete,
                                                               key=lambda r: r['value'])
@@ -443,27 +447,30 @@ def spec_from_args(args):
     if args.overrides is not None:
         flags['set'] = args.overrides
     if args.objective is not None:
-        objectives = {}
-        for item in args.objective:
-            key, sep, direction = item.partition('=')
-            if not sep:
-                raise S.SweepError(f'--objective {item!r}: expected METRIC=DIRECTION')
-            objectives[key.strip()] = direction.strip()
-        flags['objectives'] = objectives
+        flags['objectives'] = _key_values(args.objective, '--objective', 'METRIC=DIRECTION',
+                                          str.strip)
     if args.space is not None:
-        space = {}
-        for item in args.space:
-            key, sep, raw = item.partition('=')
-            if not sep:
-                raise S.SweepError(f'--space {item!r}: expected KEY=JSON')
-            try:
-                space[key.strip()] = json.loads(raw)
-            except json.JSONDecodeError as e:
-                raise S.SweepError(f'--space {item!r}: not JSON ({e})') from None
-        flags['space'] = space
+        flags['space'] = _key_values(args.space, '--space', 'KEY=JSON', json.loads)
     if args.spec:
         return S.load_spec(args.spec, flags)
     return S.parse_spec({k: v for k, v in flags.items() if v is not None}, 'flags')
+
+
+def _key_values(items, flag: str, form: str, convert) -> dict:
+    """``{key: convert(value)}`` of repeated ``KEY=VALUE`` options; SweepError naming the
+    option for an item without ``=`` or a value ``convert`` refuses."""
+    from trainer import sweep as S
+
+    out = {}
+    for item in items:
+        key, sep, raw = item.partition('=')
+        if not sep:
+            raise S.SweepError(f'{flag} {item!r}: expected {form}')
+        try:
+            out[key.strip()] = convert(raw)
+        except ValueError as e:  # json.JSONDecodeError is one
+            raise S.SweepError(f'{flag} {item!r}: not JSON ({e})') from None
+    return out
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

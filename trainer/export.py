@@ -1093,10 +1093,10 @@ def export_vst(trained, out: str | os.PathLike, statistics: dict) -> dict:
     with tempfile.TemporaryDirectory(prefix='ddsp-vst-') as tmp:
         flatbuffer = convert_vst(trained, tmp)
     tmp_path = out.with_name(out.name + '.tmp')
-    tmp_path.write_bytes(flatbuffer)
     metadata = vst_metadata(statistics, trained.config)
-    append_metadata(tmp_path, metadata)
-    try:
+    try:  # a failed write (a full disk) or check leaves no partial file
+        tmp_path.write_bytes(flatbuffer)
+        append_metadata(tmp_path, metadata)
         check = check_vst_model(tmp_path, trained)
         if read_metadata(tmp_path) != metadata:
             raise ExportCheckError(f'{METADATA_FILE} does not read back from {tmp_path}')
@@ -1202,14 +1202,6 @@ def _training_statistics(args, trained, run_id, tracking_uri) -> tuple[dict, str
     return statistics, f'{n} training examples of {source.where}'
 
 
-def _print_link(tracking_uri: Optional[str], run_id: str, artifact: str) -> None:
-    from trainer.tracking import resolve_tracking_uri, run_link
-
-    link = run_link(resolve_tracking_uri(tracking_uri), run_id, artifact)
-    if link:
-        print(f'ddsp-export: MLflow run: {link}', file=sys.stderr)
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Console entry point ``ddsp-export``."""
     from ddsp_core import runtime
@@ -1226,7 +1218,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from trainer.config import ConfigError
     from trainer.data import DataError
     from trainer.inference import RUNS_PREFIX, ModelDirError, TrainedModel
-    from trainer.tracking import quiet_mlflow_logging
+    from trainer.tracking import print_run_link, quiet_mlflow_logging
 
     quiet_mlflow_logging(args.verbose)
     if args.register and args.format != 'saved_model':
@@ -1283,7 +1275,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     run_id, str(out), 'vst')
                 print(f'ddsp-export: logged {out.name} to MLflow run {run_id} under vst/',
                       file=sys.stderr)
-                _print_link(tracking_uri, run_id, f'vst/{out.name}')
+                print_run_link('ddsp-export', tracking_uri, run_id, f'vst/{out.name}')
             return 0
         info = export_saved_model(trained, out)  # replaces an existing --out when done
         worst = max(info['check_max_abs_error'].values())
@@ -1296,7 +1288,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                           f'{model_info.registered_model_version}' if args.register else '')
             print(f'ddsp-export: logged the MLflow Model runs:/{run_id}/{MLFLOW_MODEL_NAME} '
                   f'({model_info.model_uri}){registered}', file=sys.stderr)
-            _print_link(tracking_uri, run_id, MLFLOW_MODEL_NAME)
+            print_run_link('ddsp-export', tracking_uri, run_id, MLFLOW_MODEL_NAME)
     except ExportError as e:
         return _fail(str(e))
     except Exception as e:  # noqa: BLE001 - report any failure with exit code 1

@@ -53,6 +53,7 @@ import numpy as np
 import yaml
 
 from trainer.config import Config, ConfigError, load_preset
+from trainer.tracking import KIND_TAG as TAG_KIND
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +70,6 @@ TAG_OVERRIDES = 'ddsp.sweep.overrides'
 TAG_STATE = 'ddsp.sweep.state'
 TAG_ERROR = 'ddsp.sweep.error'
 TAG_PRUNED_AT = 'ddsp.sweep.pruned_at_step'
-TAG_KIND = 'ddsp.kind'
 
 
 class SweepError(ValueError):
@@ -263,6 +263,9 @@ def parse_spec(d: dict, source: str = 'sweep') -> SweepSpec:
     for ok, key, what in checks:
         if not ok:
             raise SweepError(f'{source}: {key} = {getattr(spec, key)!r}; expected {what}')
+    if spec.objectives and spec.algorithm == 'cmaes':
+        raise SweepError(f'{source}: algorithm cmaes with objectives: Optuna\'s CMA-ES '
+                         'samples single-objective studies only (use tpe or random)')
     if spec.objectives and spec.pruner != 'none':
         raise SweepError(f'{source}: pruner {spec.pruner} with objectives: Optuna prunes '
                          'single-objective studies only (use pruner none)')
@@ -363,7 +366,7 @@ def pruner_settings(spec: SweepSpec) -> dict[str, int]:
     median of one trial is no median; Optuna's default 5, at most half a small sweep) or before
     its first quarter of the steps (the warm-up, when every learning rate's loss is still
     noisy)."""
-    trials = len(grid_points(spec)) if spec.algorithm == 'grid' else spec.trials
+    trials = space_size(spec) if spec.algorithm == 'grid' else spec.trials
     return {'startup': min(5, max(1, trials // 2)),
             'warmup': max(spec.report_every, spec.steps // 4)}
 
@@ -451,9 +454,8 @@ def make_sampler(spec: SweepSpec):
         return _trial_seeded_sampler(lambda seed: optuna.samplers.TPESampler(
             seed=seed, n_startup_trials=startup, constant_liar=True),
             spec.seed)
-    # grid, random and qmc points are enqueued (see sweep_points)
-    return _trial_seeded_sampler(lambda seed: optuna.samplers.RandomSampler(seed=seed),
-                                 spec.seed)
+    # grid, random and qmc points are enqueued whole (see sweep_points): nothing is drawn
+    return optuna.samplers.RandomSampler(seed=spec.seed)
 
 
 SQLITE_LOCK_TIMEOUT_SECS = 120
@@ -482,6 +484,12 @@ def open_study(spec: SweepSpec):
         # default is 5 s, and a "database is locked" in the middle of tell() leaves a trial
         # finished in the study but reported as failed).
         engine_kwargs = {'connect_args': {'timeout': SQLITE_LOCK_TIMEOUT_SECS}}
+    else:
+        # every element opens the study anew: without a pool its connections close with it
+        # (a pool per opened study would hold a server's connections until garbage collection)
+        import sqlalchemy.pool
+
+        engine_kwargs = {'poolclass': sqlalchemy.pool.NullPool}
     heartbeat = {}
     if spec.heartbeat:
         with warnings.catch_warnings():  # an experimental class
@@ -601,6 +609,12 @@ def finished(study, digest: str):
     return None
 
 
+def finished_digests(study) -> set[str]:
+    """The hashes that have a finished trial (:func:`finished` of all of them, one read)."""
+    return {digest for digest, trials in _trials_by_digest(study).items()
+            if any(_state(t) in _FINISHED for t in trials)}
+
+
 def _enqueued_digest(params: dict) -> str:
     return hashlib.sha256(json.dumps(overrides_of(params)).encode()).hexdigest()[:16]
 
@@ -638,7 +652,11 @@ def start_trial(study, spec: SweepSpec, element: dict, digest_of):
     fail_stale_trials(study)
     if mode == 'resume':
         frozen = study.get_trials(deepcopy=False)[element['number']]
-        return optuna.trial.Trial(study, frozen._trial_id), dict(frozen.params), None
+        if _state(frozen) == 'RUNNING':
+            return optuna.trial.Trial(study, frozen._trial_id), dict(frozen.params), None
+        # failed as stale since the sweep was planned (its worker died): the retry the
+        # study enqueued for it is what the ask below takes
+        mode = 'ask'
     if mode == 'point':
         params = element['params']
         digest = digest_of(params)
@@ -838,6 +856,7 @@ def run_trial(spec: SweepSpec, element: dict, parent_run_id: Optional[str],
             outcome.values = [float(v) for v in values.values()]
             study.tell(trial, outcome.values if spec.objectives else float(value))
     except KeyboardInterrupt:
+        beating.stop()
         raise
     except Exception as e:  # noqa: BLE001 - a failing trial is recorded, the sweep goes on
         beating.stop()

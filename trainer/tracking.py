@@ -45,13 +45,14 @@ logger = logging.getLogger(__name__)
 
 __all__ = ['Tracker', 'FALLBACK_TAG', 'FALLBACK_URI_TAG', 'PARAM_CHANGED_TAG_PREFIX',
            'EXPERIMENT_KIND_TAG', 'NOTE_TAG', 'KIND_TAG', 'RUN_KINDS', 'is_training_run',
-           'ui_link', 'run_link', 'ui_hint']
+           'ui_link', 'run_link', 'ui_hint', 'print_run_link']
 
 #: Tag on every run our commands create: what kind of run it is (one of :data:`RUN_KINDS`).
 KIND_TAG = 'ddsp.kind'
 #: The kinds: a ``ddsp-train`` run, a sweep's parent run, a sweep trial (a training run, child of
-#: the parent), a ``ddsp-compare`` report run, and runs of evaluation, transfer and export.
-RUN_KINDS = ('train', 'sweep', 'trial', 'comparison', 'eval', 'transfer', 'export')
+#: the parent) and a ``ddsp-compare`` report run. (ddsp-eval, -transfer and -export create no
+#: run: they log into the training run of the model they use.)
+RUN_KINDS = ('train', 'sweep', 'trial', 'comparison')
 #: The kinds whose runs are training runs (``sweep-trial``: trials of sweeps before the kinds).
 TRAINING_KINDS = frozenset({'train', 'trial', 'sweep-trial'})
 #: A metric every training run logs: a run without a kind tag (logged by a version before the
@@ -104,7 +105,8 @@ _Op = Callable[[Any, str], T]
 
 
 def is_training_run(run) -> bool:
-    """Whether an MLflow run is a training run: its kind is ``train`` or ``trial``, or it has no
+    """Whether an MLflow run is a training run: its kind is ``train`` or ``trial`` (or
+    ``sweep-trial``, as trials were tagged before the kinds), or it has no
     kind tag (an older version logged it) but has the training metric."""
     kind = run.data.tags.get(KIND_TAG)
     if kind is not None:
@@ -192,6 +194,17 @@ def run_link(tracking_uri: str, run_id: str, artifact: str | None = None,
     if runs_table:
         return ui_hint(tracking_uri, ui_link(tracking_uri, experiment_id))
     return ui_hint(tracking_uri, ui_link(tracking_uri, experiment_id, run_id, artifact))
+
+
+def print_run_link(prog: str, tracking_uri: str | None, run_id: str,
+                   artifact: str | None = None) -> None:
+    """Print ``PROG: MLflow run: LINK`` to stderr (:func:`run_link` of the run, or of one of
+    its artifacts), or nothing when the store cannot be read at once."""
+    import sys
+
+    link = run_link(resolve_tracking_uri(tracking_uri), run_id, artifact)
+    if link:
+        print(f'{prog}: MLflow run: {link}', file=sys.stderr)
 
 
 def _stringify(value: object) -> str:

@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
+from ddsp_core import runtime
 from trainer.tracking import (
     CLOSED_BY_RECOVERY_TAG,
     CONTINUED_IN_TAG,
@@ -233,7 +234,7 @@ def sync_model_dir(model_dir: str | os.PathLike, tracking_uri: Optional[str] = N
             if info.get('run_id') == run.info.run_id and report.target_run_id != run.info.run_id:
                 info['run_id'] = report.target_run_id  # resume on the server from now on
                 info['tracking_uri'] = uri
-                run_file.write_text(json.dumps(info) + '\n')
+                runtime.write_atomic(run_file, json.dumps(info) + '\n')  # read on resume
         return reports
     finally:
         lock.release()

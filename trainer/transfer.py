@@ -958,11 +958,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             where = log_to_mlflow(result, run_id, tracking_uri)
             print(f'ddsp-transfer: logged the input, output and spectrogram to MLflow run '
                   f'{run_id} under {where}/', file=sys.stderr)
-            from trainer.tracking import resolve_tracking_uri, run_link
+            from trainer.tracking import print_run_link
 
-            link = run_link(resolve_tracking_uri(tracking_uri), run_id, where)
-            if link:
-                print(f'ddsp-transfer: MLflow run: {link}', file=sys.stderr)
+            print_run_link('ddsp-transfer', tracking_uri, run_id, where)
         except Exception as e:  # noqa: BLE001 - the output is written; say why MLflow failed
             print(f'ddsp-transfer: warning: could not log to MLflow run {run_id}: {e}',
                   file=sys.stderr)

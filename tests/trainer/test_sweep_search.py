@@ -215,3 +215,25 @@ def test_the_reporter_smooths_a_training_loss_and_reports_eval_loss_as_it_is(tmp
     eval_report = S.Reporter(spec, trial, 'eval_loss')
     eval_report(20, {'eval_loss': 3.0})
     assert study.get_trials()[0].intermediate_values[20] == 3.0
+
+
+def test_a_resume_element_whose_trial_was_failed_meanwhile_asks_instead(tmp_path):
+    """Planned as 'resume' while RUNNING, failed as stale before its element ran (its worker
+    died): the element takes a new (or the retry's) trial instead of training a finished one."""
+    import optuna
+
+    spec = _spec(tmp_path, trials=3)
+    study = S.open_study(spec)
+    dead = study.ask(S.distributions(spec))
+    study.tell(dead, state=optuna.trial.TrialState.FAIL)
+    trial, params, skipped = S.start_trial(
+        study, spec, {'mode': 'resume', 'number': dead.number},
+        lambda p: S.trial_hash(spec, p, 'synthetic'))
+    assert skipped is None and trial.number != dead.number
+    assert study.get_trials()[trial.number].state.name == 'RUNNING' and params
+
+
+def test_cmaes_with_objectives_is_refused_when_the_spec_is_read(tmp_path):
+    with pytest.raises(S.SweepError, match='cmaes with objectives'):
+        _spec(tmp_path, algorithm='cmaes', pruner='none',
+              objectives={'steps_per_sec': 'maximize'})
