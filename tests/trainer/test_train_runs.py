@@ -43,7 +43,7 @@ def _popen(cmd, **env):
                             cwd=ROOT, env=_env(**env))
 
 
-def _wait_for(predicate, timeout_s, proc=None, what=''):
+def _wait_for(predicate, timeout_s, proc=None, what='', poll_s=0.2):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if predicate():
@@ -51,7 +51,7 @@ def _wait_for(predicate, timeout_s, proc=None, what=''):
         if proc is not None and proc.poll() is not None:
             raise AssertionError(f'process ended while waiting for {what}: '
                                  f'{proc.communicate()[1][-3000:]}')
-        time.sleep(0.2)
+        time.sleep(poll_s)
     raise AssertionError(f'timed out waiting for {what}')
 
 
@@ -157,8 +157,11 @@ def test_kill_9_and_sigterm_then_resume_log_every_step_once_with_exact_weights(
         tmp_path, tiny_dataset, tiny_config):
     uri = f'sqlite:///{tmp_path / "mlflow.db"}'
     model_dir = tmp_path / 'crashy'
+    # (no system metrics: their sampler writes to the SQLite store whose history this test
+    # polls, and a slower poll can miss the 8-step window between two checkpoints)
     flags = ['--tracking_uri', uri, '--set', 'train.checkpoint_every=10',
-             '--set', 'train.log_every=1', '--set', 'train.summary_every=0']
+             '--set', 'train.log_every=1', '--set', 'train.summary_every=0',
+             '--no_system_metrics']
     client = MlflowClient(uri)
 
     def run_id():
@@ -175,7 +178,8 @@ def test_kill_9_and_sigterm_then_resume_log_every_step_once_with_exact_weights(
     # 1. kill -9 between checkpoints: steps after ckpt-10 are in the history, not checkpointed.
     proc = _popen(_train_cmd(tiny_dataset, model_dir, 1000, *flags))
     try:
-        _wait_for(lambda: max(logged() or [0]) >= 12, 300, proc, 'step 12 in the history')
+        _wait_for(lambda: max(logged() or [0]) >= 12, 300, proc, 'step 12 in the history',
+                  poll_s=0.02)
         proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=60)
     finally:
