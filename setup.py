@@ -44,7 +44,9 @@ setup(
     extras_require={
         'test': ['pytest>=8,<10', 'ruff>=0.6', 'apache-beam[gcp]>=2.70,<3', 'selenium>=4.20,<5',
                  'mktestdocs>=0.2,<1', 'uv>=0.5,<1',
-                 'psycopg[binary]>=3.2,<4', 'psycopg2-binary>=2.9,<3'],
+                 'psycopg[binary]>=3.2,<4', 'psycopg2-binary>=2.9,<3',
+                 # GCS's JSON API on loopback for the gs:// tests (tests/gcs_emulator.py)
+                 'gcp-storage-emulator>=2026.7'],
         'gcp': ['apache-beam[gcp]>=2.70,<3'],
         # Drivers for a PostgreSQL server holding MLflow's runs (psycopg) and Optuna's study
         # (SQLAlchemy's default postgresql:// driver, psycopg2).
