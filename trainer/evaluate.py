@@ -231,13 +231,33 @@ def format_table(result: EvaluationResult) -> str:
 
 
 def write_outputs(result: EvaluationResult, out_dir: str | os.PathLike,
-                  sample_rate: int) -> Path:
+                  sample_rate: int) -> str:
     """Write ``examples.jsonl`` (one row per example), ``aggregate.json``, the best and worst
     examples' ``{original,resynthesis}.wav`` and ``spectrogram.png`` under ``best/`` and
-    ``worst/``, and the same for the listening examples under ``listen/<example id>/``."""
+    ``worst/``, and the same for the listening examples under ``listen/<example id>/``.
+
+    ``out_dir`` is a local folder or a TensorFlow filesystem URL (``gs://...``): there, the files
+    are written to a local temporary folder and then copied up one by one. Returns ``out_dir``.
+    """
+    if '://' in str(out_dir):
+        import tensorflow as tf
+
+        with tempfile.TemporaryDirectory(prefix='ddsp-eval-') as tmp:
+            _write_local_outputs(result, Path(tmp), sample_rate)
+            for folder, _, files in os.walk(tmp):
+                relative = os.path.relpath(folder, tmp)
+                target = str(out_dir).rstrip('/') + ('' if relative == '.' else '/' + relative)
+                tf.io.gfile.makedirs(target)
+                for name in sorted(files):
+                    tf.io.gfile.copy(os.path.join(folder, name), f'{target}/{name}',
+                                     overwrite=True)
+        return str(out_dir)
+    return str(_write_local_outputs(result, Path(out_dir), sample_rate))
+
+
+def _write_local_outputs(result: EvaluationResult, out: Path, sample_rate: int) -> Path:
     from trainer import artifacts
 
-    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with open(out / 'examples.jsonl', 'w') as f:
         for row in result.rows:

@@ -31,9 +31,12 @@ class ModelDirError(ValueError):
 
 
 def _local_model_dir(model: str, tracking_uri: Optional[str]) -> Path:
-    """A local directory holding the model: ``model`` itself, or the model directory an MLflow
-    run logged (its ``checkpoints/`` artifacts; ``runs:/RUN_ID`` or ``runs:/RUN_ID/PATH``)
+    """A local directory holding the model: ``model`` itself, a model directory copied to a
+    bucket (``gs://...``, any TensorFlow filesystem URL) or the model directory an MLflow run
+    logged (its ``checkpoints/`` artifacts; ``runs:/RUN_ID`` or ``runs:/RUN_ID/PATH``),
     downloaded to a temp dir."""
+    if '://' in str(model):
+        return _download_model_dir(str(model))
     if not str(model).startswith(RUNS_PREFIX):
         path = Path(model)
         if not path.is_dir():
@@ -53,6 +56,33 @@ def _local_model_dir(model: str, tracking_uri: Optional[str]) -> Path:
     except Exception as e:  # noqa: BLE001 - MLflow raises several kinds
         raise ModelDirError(f'--model {model}: cannot download {uri} ({e})') from e
     return Path(local)
+
+
+def _download_model_dir(url: str) -> Path:
+    """Copy a model directory under a TensorFlow filesystem URL (``gs://...``) to a temp dir
+    removed at exit (its ``mlruns/`` fallback store and lock are not needed to load it)."""
+    import tensorflow as tf
+
+    from trainer.tracking_sync import FALLBACK_DIRNAME
+
+    url = url.rstrip('/')
+    try:
+        if not tf.io.gfile.isdir(url):
+            raise ModelDirError(f'--model {url}: no such directory')
+        target = Path(tempfile.mkdtemp(prefix='ddsp-model-'))
+        atexit.register(shutil.rmtree, target, ignore_errors=True)
+        for folder, _, files in tf.io.gfile.walk(url):
+            relative = folder[len(url):].strip('/')
+            if relative.split('/')[0] == FALLBACK_DIRNAME:
+                continue
+            (target / relative).mkdir(parents=True, exist_ok=True)
+            for name in files:
+                if not name.startswith('.'):
+                    tf.io.gfile.copy(f'{folder.rstrip("/")}/{name}', str(target / relative / name),
+                                     overwrite=True)
+    except tf.errors.OpError as e:
+        raise ModelDirError(f'--model {url}: cannot read it ({e.message})') from e
+    return target
 
 
 def _named_in_checkpoint(checkpoint: str, key: str) -> set[str]:

@@ -154,9 +154,6 @@ class SweepSpec:
     def storage_url(self) -> str:
         if self.storage:
             return self.storage
-        if '://' in self.out:
-            raise SweepError('storage: a gs:// output_dir needs an explicit Optuna storage URL '
-                             '(e.g. a Cloud SQL database: postgresql://...)')
         return f'sqlite:///{os.path.abspath(os.path.join(self.out, "optuna.db"))}'
 
     @property
@@ -263,6 +260,10 @@ def parse_spec(d: dict, source: str = 'sweep') -> SweepSpec:
     for ok, key, what in checks:
         if not ok:
             raise SweepError(f'{source}: {key} = {getattr(spec, key)!r}; expected {what}')
+    if '://' in spec.out:  # trials are model directories under it: local folders
+        raise SweepError(f'{source}: output_dir = {spec.out!r}: the trials\' model directories '
+                         'are made under it and must be local folders (their checkpoints are '
+                         'logged to each trial\'s MLflow run, which is where to find them)')
     if spec.objectives and spec.algorithm == 'cmaes':
         raise SweepError(f'{source}: algorithm cmaes with objectives: Optuna\'s CMA-ES '
                          'samples single-objective studies only (use tpe or random)')

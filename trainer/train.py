@@ -202,6 +202,18 @@ def _default_run_name(config: Config, source) -> str:
     return f'{config.preset}-{name}-{secrets.token_hex(2)}'
 
 
+def check_local_model_dir(model_dir: str | os.PathLike, flag: str = '--model_dir') -> None:
+    """A model directory is a local folder: its lock (``flock``), run id and fallback MLflow
+    store need a local filesystem. A URL (``gs://...``) is refused here rather than taken as a
+    relative path (``Path('gs://b/m')`` is the local folder ``gs:/b/m``)."""
+    if '://' in str(model_dir):
+        raise ConfigError(
+            f'{flag} {model_dir}: a model directory must be a local folder (its lock, run id '
+            'and fallback MLflow store need a local filesystem). Train into a local folder: '
+            'its checkpoints are logged to the MLflow run (--model runs:/RUN_ID works '
+            'anywhere), and the folder can be copied to a bucket afterwards.')
+
+
 def train(config: Config, data, model_dir: str | os.PathLike, steps: int,
           strategy: str = 'default', tracking_uri: str | None = None,
           experiment: str | None = None, run_name: str | None = None, tracker=None,
@@ -253,6 +265,7 @@ def train(config: Config, data, model_dir: str | os.PathLike, steps: int,
 
     if steps <= 0:
         raise ConfigError(f'--steps must be positive, got {steps}')
+    check_local_model_dir(model_dir)
     if isinstance(strategy, str):  # before TensorFlow runs anything (multi_worker needs that)
         strategy = strategy_lib.make_strategy(strategy)
     source = data if isinstance(data, data_lib.DataSource) else data_lib.open_source(
@@ -541,6 +554,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return EXIT_USAGE
     try:
+        check_local_model_dir(args.model_dir)
         config = load_preset(args.preset).with_overrides(
             args.overrides + (['train.system_metrics_every_s=0'] if args.no_system_metrics
                               else []))
