@@ -253,6 +253,66 @@ def _fast_harmonic_synthesis(f0_hz: tf.Tensor, harmonic_amplitudes: tf.Tensor, n
     return tf.reshape(audio, [batch, n_samples])
 
 
+def harmonic_frames(f0_hz: tf.Tensor, harmonic_amplitudes: tf.Tensor, hop: int,
+                    sample_rate: int = 16000, amp_resample_method: Text = 'window',
+                    initial_phase: Optional[tf.Tensor] = None):
+    """Harmonic synthesis of consecutive frames, from a carried phase: a block of a longer
+    signal, or (zero phase, the last frame repeated) a whole one.
+
+    Frame i sits at sample i * hop; over the interval to the next frame f0 moves linearly and
+    the amplitudes are cross-faded ('window': Hann, 'linear'), as `harmonic_synthesis` does when
+    n_samples is a multiple of n_frames. The fundamental's phase is accumulated in float64 and
+    harmonic k uses k times it; harmonics at or above Nyquist are silenced sample by sample.
+    Blocks joined by their phases equal the whole signal's synthesis up to float rounding. The
+    number of frames may be known only at run time.
+
+    Args:
+      f0_hz: [batch, n + 1, 1] Hz: the block's n frames and the frame after them (the next
+        block's first; at a signal's end, the last frame again).
+      harmonic_amplitudes: [batch, n + 1, n_harmonics] linear amplitude of each harmonic.
+      hop: Samples per frame.
+      sample_rate: Hz.
+      amp_resample_method: 'window' or 'linear'.
+      initial_phase: [batch, 1] float64 phase of the fundamental before the block's first
+        sample (the previous block's final phase), or None (0).
+
+    Returns:
+      (audio [batch, n * hop] float32, final phase [batch, 1] float64 in [0, 2*pi)).
+    """
+    if amp_resample_method not in ('window', 'linear'):
+        raise ValueError("harmonic_frames: amp_resample_method must be 'window' or 'linear', "
+                         f'got {amp_resample_method!r}.')
+    f0_hz = tf_float32(f0_hz)
+    harmonic_amplitudes = tf_float32(harmonic_amplitudes)
+    batch, n_frames = tf.shape(f0_hz)[0], tf.shape(f0_hz)[1] - 1
+    n_harmonics = int(harmonic_amplitudes.shape[-1])
+    frac = tf.range(hop, dtype=tf.float32) / float(hop)
+    f0_audio = f0_hz[:, :-1] + frac * (f0_hz[:, 1:] - f0_hz[:, :-1])  # [B, n, hop]
+    f0_audio = tf.reshape(f0_audio, [batch, n_frames * hop, 1])
+    phase = tf.cumsum(tf.cast(f0_audio, tf.float64) * (TWO_PI / float(sample_rate)), axis=1)
+    if initial_phase is not None:
+        phase += tf.cast(initial_phase, tf.float64)[:, :, tf.newaxis]
+    phase = phase - TWO_PI * tf.floor(phase / TWO_PI)
+    nyquist = sample_rate / 2.0
+    harmonics = tf.range(1, n_harmonics + 1, dtype=tf.float32)
+    # Only the harmonics audible somewhere in the block are rendered.
+    n_audible = tf.reduce_max(tf.reduce_sum(tf.cast(f0_hz * harmonics < nyquist, tf.int32), -1))
+    harmonics = harmonics[:tf.maximum(n_audible, 1)]
+    sines = tf.where(f0_audio * harmonics < nyquist,
+                     tf.sin(tf.cast(phase, tf.float32) * harmonics), 0.0)
+    n_rendered = tf.shape(harmonics)[0]
+    sines = tf.reshape(sines, [batch, n_frames, hop, n_rendered])
+    bounds = tf.stack([harmonic_amplitudes[:, :-1, :n_rendered],
+                       harmonic_amplitudes[:, 1:, :n_rendered]], axis=-1)  # [B, n, k, 2]
+    partial = tf.matmul(sines, bounds)  # [B, n, hop, 2]
+    if amp_resample_method == 'window':
+        w_start, w_end = resampling.window_weights(hop)
+    else:
+        w_start, w_end = 1.0 - frac, frac
+    audio = partial[..., 0] * w_start + partial[..., 1] * w_end
+    return tf.reshape(audio, [batch, n_frames * hop]), phase[:, -1, :]
+
+
 def harmonic_synthesis(frequencies: tf.Tensor, amplitudes: tf.Tensor,
                        harmonic_shifts: Optional[tf.Tensor] = None,
                        harmonic_distribution: Optional[tf.Tensor] = None,
