@@ -167,6 +167,10 @@ class Reverb(processors.Processor):
         wet = core.fft_convolve(audio, ir, padding='same', delay_compensation=0)
         return wet + audio if self._add_dry else wet
 
+    def initial_state(self, ir_size: int, batch_size: int = 1) -> TensorDict:
+        """The state before a signal's first block (:meth:`get_signal_chunk`): no tail."""
+        return {'tail': tf.zeros([batch_size, int(ir_size) - 1], tf.float64)}
+
     def get_signal_chunk(self, audio: tf.Tensor, ir: tf.Tensor,
                          state: Optional[TensorDict] = None):
         """Reverberates one block of a longer signal (stateful, any length: streaming).

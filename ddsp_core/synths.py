@@ -126,6 +126,10 @@ class Harmonic(processors.Processor):
             amp_resample_method=self.amp_resample_method,
             use_angular_cumsum=self.use_angular_cumsum)
 
+    def initial_state(self, batch_size: int = 1) -> TensorDict:
+        """The state before a signal's first block (:meth:`get_signal_chunk`): phase 0."""
+        return {'phase': tf.zeros([batch_size, 1], tf.float64)}
+
     def get_signal_chunk(self, amplitudes: tf.Tensor, harmonic_distribution: tf.Tensor,
                          f0_hz: tf.Tensor, hop: int, state: Optional[TensorDict] = None):
         """Renders one block of a longer signal (stateful, any length: streaming).
@@ -248,6 +252,12 @@ class FilteredNoise(processors.Processor):
         """Samples by which :meth:`get_signal_chunk`'s output lags the signal: the filters'
         centring delay, half their length."""
         return filters.impulse_response_size(n_filter_banks, self.window_size) // 2
+
+    def initial_state(self, n_filter_banks: int, hop: int, batch_size: int = 1) -> TensorDict:
+        """The state before a signal's first block (:meth:`get_signal_chunk`): no tail."""
+        ir_size = filters.impulse_response_size(n_filter_banks, self.window_size)
+        fft_size = filters.get_fft_size(hop, ir_size, power_of_2=True)
+        return {'tail': tf.zeros([batch_size, fft_size - hop], tf.float32)}
 
     def get_signal_chunk(self, magnitudes: tf.Tensor, noise: tf.Tensor, hop: int,
                          state: Optional[TensorDict] = None):

@@ -210,7 +210,9 @@ def frequency_filter_frames(audio: tf.Tensor, magnitudes: tf.Tensor, hop: int,
     audio = tf_float32(audio)
     impulse_response = frequency_impulse_response(magnitudes, window_size=window_size)
     fft_size = get_fft_size(hop, int(impulse_response.shape[-1]), power_of_2=True)
-    batch, n_frames = tf.shape(impulse_response)[0], tf.shape(impulse_response)[1]
+    batch = tf.shape(impulse_response)[0]
+    n_frames = (int(impulse_response.shape[1]) if impulse_response.shape[1] is not None
+                else tf.shape(impulse_response)[1])
     frames = tf.reshape(audio, [batch, n_frames, hop])
     convolved = tf.signal.irfft(tf.signal.rfft(frames, [fft_size])
                                 * tf.signal.rfft(impulse_response, [fft_size]), [fft_size])
@@ -237,8 +239,8 @@ def convolve_block(audio: tf.Tensor, impulse_response: tf.Tensor,
     audio = tf.cast(tf_float32(audio), tf.float64)
     impulse_response = tf.cast(tf_float32(impulse_response), tf.float64)
     ir_size = int(impulse_response.shape[-1])
-    n = tf.shape(audio)[1]
-    fft_size = next_power_of_2(n + ir_size - 1)
+    n = int(audio.shape[1]) if audio.shape[1] is not None else tf.shape(audio)[1]
+    fft_size = next_power_of_2(tf.convert_to_tensor(n + ir_size - 1, tf.int32))
     # Padded here, not by rfft's fft_length: TensorFlow's rfft of an empty block is not zero.
     padded = tf.pad(audio, [[0, 0], [0, fft_size - n]])
     full = tf.signal.irfft(tf.signal.rfft(padded)

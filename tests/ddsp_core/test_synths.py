@@ -246,3 +246,37 @@ def test_filtered_noise_blocks_with_carried_tails_equal_the_one_shot_filter(wind
         blocks.append(state['tail'].numpy()[:, :delay])
         out = np.concatenate(blocks, 1)[:, delay:]
         np.testing.assert_allclose(out, one_shot, atol=1e-5, err_msg=str(sizes))
+
+
+def test_block_synthesis_runs_for_a_length_known_only_at_call_time():
+    """The stateful forms trace once for any number of frames (a SavedModel's signature)."""
+    from ddsp_core import effects
+
+    hop, sr = 64, 8000
+    harmonic = synths.Harmonic(hop, sr, scale_fn=None)
+    noise = synths.FilteredNoise(hop, window_size=0, scale_fn=None)
+    reverb = effects.Reverb(trainable=False)
+    ir = tf.constant(np.linspace(0.5, 0.0, 100, dtype=np.float32)[None])
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, 1]), tf.TensorSpec([None, None, 4]),
+                                  tf.TensorSpec([None, None, 9]), tf.TensorSpec([None, None])])
+    def render(f0, dist, mags, white):
+        audio, _ = harmonic.get_signal_chunk(tf.ones_like(f0), dist, f0, hop)
+        filtered, _ = noise.get_signal_chunk(mags, white, hop)
+        wet, _ = reverb.get_signal_chunk(audio + filtered[:, :tf.shape(audio)[1]], ir)
+        return audio, filtered, wet
+
+    rng = np.random.default_rng(3)
+    for n in (3, 11):
+        f0 = np.full((2, n + 1, 1), 440.0, np.float32)
+        dist = rng.uniform(0, 1, (2, n + 1, 4)).astype(np.float32)
+        mags = rng.uniform(0, 1, (2, n, 9)).astype(np.float32)
+        white = rng.uniform(-1, 1, (2, n * hop)).astype(np.float32)
+        got = render(f0, dist, mags, white)
+        audio, _ = harmonic.get_signal_chunk(tf.ones_like(f0), dist, f0, hop)
+        filtered, _ = noise.get_signal_chunk(mags, white, hop)
+        wet, _ = reverb.get_signal_chunk(audio + filtered, ir)
+        for mine, eager in zip(got, (audio, filtered, wet), strict=True):
+            assert mine.shape == (2, n * hop)
+            np.testing.assert_allclose(mine, eager, atol=1e-6)
+    assert render.experimental_get_tracing_count() == 1
