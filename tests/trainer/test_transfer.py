@@ -353,9 +353,9 @@ def test_streamed_equals_one_shot_for_every_decoder_and_synth_setting(overrides,
     n = int(1.2 * frame_rate)
     f0, loud = _controls(n)
     reference = _one_shot(model, f0, loud, (0, 4))
-    # A hop of 320 samples is not a power of two: the one-shot's float32 interpolation
-    # positions (t / 320) are rounded, the streamed ones exact; both agree to ~1e-5.
-    rel = 2e-6 if frame_rate == 250 else 3e-5
+    # The one-shot model renders the whole sequence as one chunk of the same synthesis (exact
+    # interpolation positions t / hop, also for a hop of 320 that is not a power of two).
+    rel = 2e-6
     for chunk in (1, 37, 1000):
         synth = StreamingSynth(model, chunk_frames=chunk, noise_seed=(0, 4))
         out = synth.synthesize(f0, loud, loud if synth.uses_power else None)
