@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from ddsp_core import core, processors, synths
+from ddsp_core.dsp import filters
 
 TensorDict = processors.TensorDict
 
@@ -165,6 +166,32 @@ class Reverb(processors.Processor):
         ir = self._mask_dry_ir(self._match_dimensions(audio, ir))
         wet = core.fft_convolve(audio, ir, padding='same', delay_compensation=0)
         return wet + audio if self._add_dry else wet
+
+    def initial_state(self, ir_size: int, batch_size: int = 1) -> TensorDict:
+        """The state before a signal's first block (:meth:`get_signal_chunk`): no tail."""
+        return {'tail': tf.zeros([batch_size, int(ir_size) - 1], tf.float64)}
+
+    def get_signal_chunk(self, audio: tf.Tensor, ir: tf.Tensor,
+                         state: Optional[TensorDict] = None):
+        """Reverberates one block of a longer signal (stateful, any length: streaming).
+
+        The convolution's tail beyond the block is carried (float64) into the next block, so
+        blocks processed one after another equal `get_signal` of the whole signal (whose wet
+        part is cropped to its length) up to float rounding; a single block is `get_signal`.
+
+        Args:
+          audio: [batch, n] dry audio (n may be known only at run time).
+          ir: [batch or 1, ir_size] impulse response (first sample zeroed here, as in
+            `get_signal`).
+          state: {'tail': [batch, ir_size - 1] float64} from the previous block, or None.
+
+        Returns:
+          ([batch, n] wet (+ dry when add_dry), the state after the block).
+        """
+        audio = _audio(audio, type(self).__name__)
+        ir = self._mask_dry_ir(self._match_dimensions(audio, ir))
+        wet, tail = filters.convolve_block(audio, ir, None if state is None else state['tail'])
+        return (wet + audio if self._add_dry else wet), {'tail': tail}
 
 
 class ExpDecayReverb(Reverb):

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 from typing import Callable, Optional, Text
 
+import numpy as np
 import tensorflow as tf
 
 from ddsp_core import core, processors
+from ddsp_core.dsp import filters, oscillators
 
 TensorDict = processors.TensorDict
 
-__all__ = ['FilteredNoise', 'Harmonic', 'Sinusoidal', 'TensorToAudio', 'Wavetable']
+__all__ = ['FilteredNoise', 'Harmonic', 'NoiseStream', 'Sinusoidal', 'TensorToAudio',
+           'Wavetable']
 
 
 def _frames(x, name: Text, processor: Text) -> tf.Tensor:
@@ -123,6 +126,83 @@ class Harmonic(processors.Processor):
             amp_resample_method=self.amp_resample_method,
             use_angular_cumsum=self.use_angular_cumsum)
 
+    def initial_state(self, batch_size: int = 1) -> TensorDict:
+        """The state before a signal's first block (:meth:`get_signal_chunk`): phase 0."""
+        return {'phase': tf.zeros([batch_size, 1], tf.float64)}
+
+    def get_signal_chunk(self, amplitudes: tf.Tensor, harmonic_distribution: tf.Tensor,
+                         f0_hz: tf.Tensor, hop: int, state: Optional[TensorDict] = None):
+        """Renders one block of a longer signal (stateful, any length: streaming).
+
+        The block's frames sit every `hop` samples; the controls have one row more than the
+        block has frames: the next block's first frame (at a signal's end, the last one again),
+        towards which the last interval moves. The oscillator's phase is carried in float64, so
+        blocks rendered one after another from each other's state join without a seam, and a
+        single block of a whole signal (zero state, last frame repeated) is its one-shot
+        rendering (`get_signal` with n_samples = n_frames * hop, up to float rounding).
+
+        Args:
+          amplitudes: [batch, n + 1, 1] linear amplitude (the scaled controls).
+          harmonic_distribution: [batch, n + 1, n_harmonics].
+          f0_hz: [batch, n + 1, 1] Hz.
+          hop: Samples per frame.
+          state: {'phase': [batch, 1] float64} from the previous block, or None (phase 0).
+
+        Returns:
+          (audio [batch, n * hop], the state after the block).
+        """
+        harmonic_amplitudes = (_frames(amplitudes, 'amplitudes', self.name)
+                               * _frames(harmonic_distribution, 'harmonic_distribution',
+                                         self.name))
+        audio, phase = oscillators.harmonic_frames(
+            _frames(f0_hz, 'f0_hz', self.name), harmonic_amplitudes, hop,
+            sample_rate=self.sample_rate, amp_resample_method=self.amp_resample_method,
+            initial_phase=None if state is None else state['phase'])
+        return audio, {'phase': phase}
+
+
+class NoiseStream:
+    """The white noise of `tf.random.stateless_uniform([1, n], seed, -1.0, 1.0,
+    alg='philox')`, read block by block from any sample on.
+
+    Philox is counter based: four float32 samples per counter step, so a block starting at
+    sample s reads from the seed's counter plus s // 4, skipping s % 4 samples. A stream of any
+    length can so be drawn in pieces, each equal to that stretch of the one-shot draw.
+    """
+
+    ALGORITHM = 1  # tf.random.Algorithm.PHILOX
+
+    def __init__(self, seed):
+        """Args: seed: [2] int32, as `tf.random.stateless_uniform`'s."""
+        key, counter = tf.raw_ops.StatelessRandomGetKeyCounter(
+            seed=tf.constant(np.asarray(seed, np.int32)))
+        self.key = key.numpy()
+        self.counter = counter.numpy()
+
+    @staticmethod
+    def offset_counter(counter: np.ndarray, steps: int) -> np.ndarray:
+        """`counter` (128 bits, little-endian [low, high] uint64) plus `steps`."""
+        low = int(counter[0]) + int(steps)
+        high = (int(counter[1]) + (low >> 64)) % (1 << 64)
+        return np.array([low % (1 << 64), high], np.uint64)
+
+    def position(self, start: int) -> tuple[np.ndarray, int]:
+        """(counter, skip) of sample `start`, for :meth:`read`."""
+        return self.offset_counter(self.counter, int(start) // 4), int(start) % 4
+
+    @classmethod
+    def read(cls, key, counter, skip, n_samples) -> tf.Tensor:
+        """[1, n_samples] samples in [-1, 1) from a :meth:`position` (graph-safe: the
+        arguments may be tensors)."""
+        uniform = tf.raw_ops.StatelessRandomUniformV2(
+            shape=[1, n_samples + 3], key=key, counter=counter, alg=cls.ALGORITHM)
+        return uniform[:, skip:skip + n_samples] * 2.0 - 1.0
+
+    def block(self, start: int, n_samples: int) -> tf.Tensor:
+        """Samples [start, start + n_samples) of the stream, [1, n_samples]."""
+        counter, skip = self.position(start)
+        return self.read(tf.constant(self.key), tf.constant(counter), skip, n_samples)
+
 
 class FilteredNoise(processors.Processor):
     """White noise shaped by a time-varying linear-phase filter (subtractive synthesis)."""
@@ -167,6 +247,43 @@ class FilteredNoise(processors.Processor):
         noise = tf.random.uniform([batch, self.n_samples], minval=-1.0, maxval=1.0)
         noise = tf.ensure_shape(noise, [magnitudes.shape[0], self.n_samples])
         return core.frequency_filter(noise, magnitudes, window_size=self.window_size)
+
+    def latency(self, n_filter_banks: int) -> int:
+        """Samples by which :meth:`get_signal_chunk`'s output lags the signal: the filters'
+        centring delay, half their length."""
+        return filters.impulse_response_size(n_filter_banks, self.window_size) // 2
+
+    def initial_state(self, n_filter_banks: int, hop: int, batch_size: int = 1) -> TensorDict:
+        """The state before a signal's first block (:meth:`get_signal_chunk`): no tail."""
+        ir_size = filters.impulse_response_size(n_filter_banks, self.window_size)
+        fft_size = filters.get_fft_size(hop, ir_size, power_of_2=True)
+        return {'tail': tf.zeros([batch_size, fft_size - hop], tf.float32)}
+
+    def get_signal_chunk(self, magnitudes: tf.Tensor, noise: tf.Tensor, hop: int,
+                         state: Optional[TensorDict] = None):
+        """Filters one block of a longer signal's noise (stateful, any length: streaming).
+
+        Each `hop`-sample frame of `noise` is filtered by its frame's response; the
+        convolution tails that reach past the block are carried in the state. The output lags
+        by :meth:`latency` samples (the filters are centred on their frame): a signal's first
+        block begins with that many samples before the signal, and the first that many samples
+        of the last block's state `'tail'` end it. A single block of a whole signal, so
+        cropped, is `core.frequency_filter(noise, magnitudes, window_size)` (`get_signal` with
+        that noise).
+
+        Args:
+          magnitudes: [batch, n, n_filter_banks] linear gains (the scaled controls).
+          noise: [batch, n * hop] white noise (e.g. from a :class:`NoiseStream`).
+          hop: Samples per frame.
+          state: {'tail': [batch, fft_size - hop]} from the previous block, or None.
+
+        Returns:
+          (audio [batch, n * hop], the state after the block).
+        """
+        audio, tail = filters.frequency_filter_frames(
+            noise, _frames(magnitudes, 'magnitudes', self.name), hop,
+            window_size=self.window_size, tail=None if state is None else state['tail'])
+        return audio, {'tail': tail}
 
 
 class Wavetable(processors.Processor):

@@ -21,10 +21,13 @@ around the SavedModel: ``mlflow.pyfunc.load_model('runs:/RUN_ID/model').predict(
 training data's note ranges) appended as a zip. Only a model of the plugin's shape (the ``vst``
 preset) can be exported so; the error names what differs.
 
-The networks are rebuilt here from the trained weights as plain TensorFlow (dense, layer norm,
-leaky ReLU, a GRU or LSTM written out step by step), and the synthesizers are written for a
-frame count known only at call time, so that neither Keras nor this project is needed to run
-the exports.
+Both are computed by the trained model's own Keras layers and processors, with their weights:
+the decoder's inference paths (:meth:`trainer.model.RnnFcDecoder.call_with_state` for a whole
+sequence, :meth:`~trainer.model.RnnFcDecoder.step` for the plugin's single frame, loop-free so
+that TFLite's converter turns it into builtin ops), and the synthesizers' any-length rendering
+(``get_signal_chunk`` of ``ddsp_core``'s ``Harmonic``, ``FilteredNoise`` and ``Reverb``, one
+chunk the whole sequence). The exports are traced graphs: running them needs TensorFlow only,
+neither Keras nor this project.
 """
 
 from __future__ import annotations
@@ -53,8 +56,6 @@ EXPORT_INFO = 'ddsp_export.json'
 SEED_NAME = 'seed'
 #: The features the decoder's inputs are computed from (``model.decoder_inputs``).
 FEATURE_OF_INPUT = {'ld_scaled': 'loudness_db', 'pw_scaled': 'power_db', 'f0_scaled': 'f0_hz'}
-NOISE_INITIAL_BIAS = -5.0  # trainer.model's FilteredNoise
-LEAKY_RELU_ALPHA = 0.2  # the reference's fc stacks (trainer.layers.LEAKY_RELU_ALPHA)
 
 # ---- what the DDSP-VST plugin expects (docs/vst.md sections 1.1, 1.2, 4) ------------------------
 VST_SAMPLE_RATE = 16000
@@ -87,9 +88,6 @@ class ExportCheckError(RuntimeError):
     """An export does not reproduce the trained model (a bug: exit code 1)."""
 
 
-# ================================================================================================
-# The networks as plain TensorFlow, from the trained Keras weights
-# ================================================================================================
 def _tf():
     """TensorFlow, imported quietly the first time (also called while tracing functions)."""
     tf = sys.modules.get('tensorflow')
@@ -98,270 +96,6 @@ def _tf():
     from ddsp_core import runtime
 
     return runtime.import_tensorflow()
-
-
-def _values(variable) -> np.ndarray:
-    return np.asarray(variable.numpy() if hasattr(variable, 'numpy') else variable, np.float32)
-
-
-class _Dense:
-    """y = x @ kernel + bias on the last axis; 2-D inputs stay 2-D (TFLite FULLY_CONNECTED)."""
-
-    def __init__(self, tf, kernel, bias, name):
-        self.kernel = tf.Variable(_values(kernel), trainable=False, name=f'{name}/kernel')
-        self.bias = tf.Variable(_values(bias), trainable=False, name=f'{name}/bias')
-        self.variables = [self.kernel, self.bias]
-
-    def __call__(self, tf, x):
-        if x.shape.rank == 2:
-            return tf.matmul(x, self.kernel) + self.bias
-        shape = tf.shape(x)
-        y = tf.matmul(tf.reshape(x, [-1, self.kernel.shape[0]]), self.kernel) + self.bias
-        return tf.reshape(y, tf.concat([shape[:-1], [self.kernel.shape[1]]], axis=0))
-
-
-class _NormDense:
-    """Dense -> LayerNorm (last axis) -> leaky ReLU: one layer of ``trainer.layers.MLP``."""
-
-    def __init__(self, tf, dense, norm, name):
-        self.dense = _Dense(tf, dense.kernel, dense.bias, name)
-        self.gamma = tf.Variable(_values(norm.gamma), trainable=False, name=f'{name}/gamma')
-        self.beta = tf.Variable(_values(norm.beta), trainable=False, name=f'{name}/beta')
-        self.epsilon = float(norm.epsilon)
-        self.variables = [*self.dense.variables, self.gamma, self.beta]
-
-    def __call__(self, tf, x):
-        a = self.dense(tf, x)
-        mean = tf.reduce_mean(a, axis=-1, keepdims=True)
-        variance = tf.reduce_mean(tf.math.squared_difference(a, mean), axis=-1, keepdims=True)
-        u = (a - mean) * tf.math.rsqrt(variance + self.epsilon) * self.gamma + self.beta
-        return tf.nn.leaky_relu(u, alpha=LEAKY_RELU_ALPHA)
-
-
-def _mlp(tf, mlp, name):
-    return [_NormDense(tf, d, n, f'{name}/{i}')
-            for i, (d, n) in enumerate(zip(mlp.dense_layers, mlp.norm_layers, strict=True))]
-
-
-class DecoderNet:
-    """The RnnFc decoder (:class:`trainer.model.RnnFcDecoder`) as plain TensorFlow variables and
-    ops, for a whole sequence (:meth:`sequence`) or one frame with its state (:meth:`step`).
-
-    A plain object: a ``tf.Module`` that uses it must also hold :attr:`variables` (a list
-    attribute) so that they are tracked and saved with it.
-
-    Args:
-        decoder: the trained Keras decoder.
-        rnn_type: ``model.rnn_type`` ('gru' and 'keras_gru': the Keras GRU with
-            ``reset_after``; 'lstm').
-    """
-
-    def __init__(self, decoder, rnn_type: str):
-        tf = _tf()
-        self.input_keys = tuple(decoder.input_keys)
-        self.output_splits = tuple((name, int(n)) for name, n in decoder.output_splits)
-        self.input_stacks = [_mlp(tf, stack, f'in_{k}')
-                             for k, stack in zip(self.input_keys, decoder.input_stacks,
-                                                 strict=True)]
-        cell = getattr(decoder.rnn, 'cell', decoder.rnn)
-        self.rnn_type = 'lstm' if rnn_type == 'lstm' else 'gru'
-        self.units = int(cell.units)
-        self.rnn_kernel = tf.Variable(_values(cell.kernel), trainable=False, name='rnn/kernel')
-        self.rnn_recurrent = tf.Variable(_values(cell.recurrent_kernel), trainable=False,
-                                         name='rnn/recurrent_kernel')
-        bias = _values(cell.bias)
-        if self.rnn_type == 'gru' and bias.shape != (2, 3 * self.units):
-            raise ExportError(f'the decoder GRU has a bias of shape {bias.shape}; only the Keras '
-                              'layout with reset_after (bias [2, 3 * units]) is supported')
-        self.rnn_bias = tf.Variable(bias, trainable=False, name='rnn/bias')
-        self.out_stack = _mlp(tf, decoder.out_stack, 'out_mlp')
-        self.dense_out = _Dense(tf, decoder.dense_out.kernel, decoder.dense_out.bias,
-                                'dense_out')
-
-    @property
-    def variables(self) -> list:
-        """Every variable, in a fixed order."""
-        layers = [layer for stack in self.input_stacks for layer in stack] + self.out_stack
-        return [v for layer in layers for v in layer.variables] + [
-            self.rnn_kernel, self.rnn_recurrent, self.rnn_bias, *self.dense_out.variables]
-
-    @property
-    def state_size(self) -> int:
-        return 2 * self.units if self.rnn_type == 'lstm' else self.units
-
-    def _stacks(self, tf, inputs: dict):
-        parts = []
-        for key, stack in zip(self.input_keys, self.input_stacks, strict=True):
-            x = inputs[key]
-            for layer in stack:
-                x = layer(tf, x)
-            parts.append(x)
-        return parts
-
-    def _rnn_input_bias(self):
-        return self.rnn_bias[0] if self.rnn_type == 'gru' else self.rnn_bias
-
-    def _cell(self, tf, xw, state):
-        """One recurrence step from the projected input ``xw`` (x @ kernel + input bias)."""
-        if self.rnn_type == 'gru':
-            hu = tf.matmul(state, self.rnn_recurrent) + self.rnn_bias[1]
-            x_z, x_r, x_h = tf.split(xw, 3, axis=-1)
-            h_z, h_r, h_h = tf.split(hu, 3, axis=-1)
-            z = tf.sigmoid(x_z + h_z)
-            r = tf.sigmoid(x_r + h_r)
-            n = tf.tanh(x_h + r * h_h)
-            return z * state + (1.0 - z) * n, None
-        h, c = tf.split(state, 2, axis=-1)
-        gates = xw + tf.matmul(h, self.rnn_recurrent)
-        i, f, g, o = tf.split(gates, 4, axis=-1)
-        c = tf.sigmoid(f) * c + tf.sigmoid(i) * tf.tanh(g)
-        h = tf.sigmoid(o) * tf.tanh(c)
-        return h, tf.concat([h, c], axis=-1)
-
-    def _head(self, tf, parts, hidden):
-        x = tf.concat([*parts, hidden], axis=-1)
-        for layer in self.out_stack:
-            x = layer(tf, x)
-        x = self.dense_out(tf, x)
-        sizes = [n for _, n in self.output_splits]
-        return dict(zip([name for name, _ in self.output_splits], tf.split(x, sizes, axis=-1),
-                        strict=True))
-
-    def sequence(self, inputs: dict) -> dict:
-        """inputs: {key: [batch, n_frames, 1]} -> raw controls {split: [batch, n_frames, n]},
-        from a zero state."""
-        tf = _tf()
-        parts = self._stacks(tf, inputs)
-        x = tf.concat(parts, axis=-1) if len(parts) > 1 else parts[0]
-        batch = tf.shape(x)[0]
-        xw = tf.matmul(tf.reshape(x, [-1, x.shape[-1]]), self.rnn_kernel) + \
-            self._rnn_input_bias()
-        xw = tf.transpose(tf.reshape(xw, [batch, -1, xw.shape[-1]]), [1, 0, 2])
-
-        def step(carry, xw_t):
-            h, full = self._cell(tf, xw_t, carry[1])
-            return h, (h if full is None else full)
-
-        zero = tf.zeros([batch, self.state_size])
-        hs, _ = tf.scan(step, xw, initializer=(tf.zeros([batch, self.units]), zero))
-        return self._head(tf, parts, tf.transpose(hs, [1, 0, 2]))
-
-    def step(self, inputs: dict, state):
-        """inputs: {key: [batch, 1]}, state [batch, state_size] -> (raw controls {split:
-        [batch, n]}, new state [batch, state_size]); rank-2 ops only."""
-        tf = _tf()
-        parts = self._stacks(tf, inputs)
-        x = tf.concat(parts, axis=-1) if len(parts) > 1 else parts[0]
-        xw = tf.matmul(x, self.rnn_kernel) + self._rnn_input_bias()
-        h, full = self._cell(tf, xw, state)
-        return self._head(tf, parts, h), (h if full is None else full)
-
-
-def scale_controls(raw: dict, f0_hz, sample_rate: int) -> dict:
-    """The synthesizers' ``get_controls``: exp_sigmoid amplitude and harmonic distribution (the
-    latter zeroed at and above Nyquist and normalised), exp_sigmoid(noise - 5).
-
-    Args:
-        raw: {'amps' [..., 1], 'harmonic_distribution' [..., n_harmonics],
-            'noise_magnitudes' [..., n_bands]} decoder outputs.
-        f0_hz: [..., 1] Hz.
-    """
-    from ddsp_core import core
-
-    harmonics = core.normalize_harmonics(core.exp_sigmoid(raw['harmonic_distribution']), f0_hz,
-                                         sample_rate)
-    return {'amplitudes': core.exp_sigmoid(raw['amps']), 'harmonic_distribution': harmonics,
-            'noise_magnitudes': core.exp_sigmoid(raw['noise_magnitudes'] + NOISE_INITIAL_BIAS)}
-
-
-# ================================================================================================
-# Synthesis for a frame count known at call time
-# ================================================================================================
-def harmonic_audio(f0_hz, amplitudes, harmonic_distribution, hop: int, sample_rate: int,
-                   method: str = 'window'):
-    """Additive synthesis as ``ddsp_core.synths.Harmonic.get_signal`` (same values up to float
-    rounding), for any number of frames.
-
-    Args:
-        f0_hz: [batch, n_frames, 1] Hz; frame i sits at sample i * hop (the last one is held).
-        amplitudes: [batch, n_frames, 1] linear.
-        harmonic_distribution: [batch, n_frames, n_harmonics] (normalised).
-        hop: samples per frame.
-        method: amplitude interpolation within a hop, 'window' (Hann cross-fade) or 'linear'.
-
-    Returns:
-        [batch, n_frames * hop] audio.
-    """
-    from ddsp_core import core
-    from ddsp_core.dsp import resampling
-
-    tf = _tf()
-    harm = amplitudes * harmonic_distribution
-    n_harmonics = int(harm.shape[-1])
-    batch, n_frames = tf.shape(harm)[0], tf.shape(harm)[1]
-    n_samples = n_frames * hop
-    # f0 at audio rate: linear interpolation between frames (ddsp_core.core.resample 'linear').
-    pos = tf.range(n_samples, dtype=tf.float32) * (tf.cast(n_frames, tf.float32)
-                                                   / tf.cast(n_samples, tf.float32))
-    i0 = tf.minimum(tf.cast(tf.floor(pos), tf.int32), n_frames - 1)
-    i1 = tf.minimum(i0 + 1, n_frames - 1)
-    frac = (pos - tf.cast(i0, tf.float32))[tf.newaxis, :, tf.newaxis]
-    f0_0, f0_1 = tf.gather(f0_hz, i0, axis=1), tf.gather(f0_hz, i1, axis=1)
-    f0_audio = f0_0 + frac * (f0_1 - f0_0)  # [B, T, 1]
-    phase = core.accumulate_phase(tf.cast(f0_audio, tf.float64) * (2.0 * np.pi / sample_rate))
-    k = tf.linspace(1.0, float(n_harmonics), n_harmonics)
-    sines = tf.where(f0_audio * k < sample_rate / 2.0, tf.sin(phase * k), 0.0)  # [B, T, K]
-    sines = tf.reshape(sines, [batch, n_frames, hop, n_harmonics])
-    following = tf.concat([harm[:, 1:], harm[:, -1:]], axis=1)
-    bounds = tf.stack([harm, following], axis=-1)  # [B, F, K, 2]
-    partial = tf.matmul(sines, bounds)  # [B, F, hop, 2]
-    if method == 'window':
-        w_start, w_end = resampling.window_weights(hop)
-    else:
-        w_end = tf.range(hop, dtype=tf.float32) / float(hop)
-        w_start = 1.0 - w_end
-    audio = partial[..., 0] * w_start + partial[..., 1] * w_end
-    return tf.reshape(audio, [batch, n_samples])
-
-
-def filtered_noise_audio(magnitudes, noise, hop: int, window_size: int):
-    """``ddsp_core.core.frequency_filter(noise, magnitudes, window_size)`` for any number of
-    frames: each hop of ``noise`` [batch, n_frames * hop] filtered by its frame's linear-phase
-    FIR (magnitudes [batch, n_frames, n_bands], linear gains 0 Hz..Nyquist), overlap-added,
-    delay compensated."""
-    from ddsp_core.dsp import filters
-
-    tf = _tf()
-    ir = filters.frequency_impulse_response(magnitudes, window_size=window_size)
-    ir_size = int(ir.shape[-1])
-    fft_size = filters.get_fft_size(hop, ir_size, power_of_2=True)
-    batch, n_frames = tf.shape(magnitudes)[0], tf.shape(magnitudes)[1]
-    frames = tf.reshape(noise, [batch, n_frames, hop])
-    convolved = tf.signal.irfft(tf.signal.rfft(frames, [fft_size])
-                                * tf.signal.rfft(ir, [fft_size]), [fft_size])
-    out = tf.signal.overlap_and_add(convolved, hop)
-    start = ir_size // 2
-    return out[:, start:start + n_frames * hop]
-
-
-def _next_power_of_2(tf, n):
-    """Smallest power of two >= n (int32 n >= 1), with integer ops."""
-    n = n - 1
-    for shift in (1, 2, 4, 8, 16):
-        n = tf.bitwise.bitwise_or(n, tf.bitwise.right_shift(n, shift))
-    return n + 1
-
-
-def reverb_audio(audio, ir):
-    """``ddsp_core.effects.Reverb`` (first IR sample zeroed, wet + dry) for any length: audio
-    [batch, n_samples], ir [ir_size] -> [batch, n_samples]."""
-    tf = _tf()
-    ir = tf.concat([tf.zeros([1]), ir[1:]], axis=0)[tf.newaxis, :]
-    n_samples = tf.shape(audio)[1]
-    fft_size = _next_power_of_2(tf, n_samples + int(ir.shape[-1]) - 1)
-    wet = tf.signal.irfft(tf.signal.rfft(audio, [fft_size]) * tf.signal.rfft(ir, [fft_size]),
-                          [fft_size])[:, :n_samples]
-    return wet + audio
 
 
 # ================================================================================================
@@ -382,45 +116,49 @@ def _check_exportable(config) -> None:
                           'from the audio; ddsp-export supports models without one')
 
 
-def _reverb_ir(net) -> Optional[np.ndarray]:
-    from ddsp_core import effects
-
-    for processor in net.processor_group.processors:
-        if isinstance(processor, effects.Reverb):
-            return _values(processor._ir)  # noqa: SLF001 - the trained IR variable
-    return None
+def _tf_variables(*layers) -> list:
+    """The TensorFlow variables under the Keras layers' weights (a ``tf.Module`` tracks and
+    saves these, not the Keras wrappers; None layers are skipped)."""
+    tf = _tf()
+    found = []
+    for layer in layers:
+        for weight in [] if layer is None else layer.weights:
+            variable = getattr(weight, 'value', weight)
+            if not isinstance(variable, tf.Variable):
+                raise ExportError(f'{weight.path}: not backed by a TensorFlow variable')
+            found.append(variable)
+    return found
 
 
 def build_synthesis_module(trained):
-    """A ``tf.Module`` holding the trained weights whose ``serve`` and ``controls`` functions
-    take [batch, n_frames] features of any n_frames (see the module docstring)."""
-    from ddsp_core import core, spectral_ops
+    """A ``tf.Module`` holding the trained model's decoder and reverb (their weights) whose
+    ``serve`` and ``controls`` functions take [batch, n_frames] features of any n_frames (see
+    the module docstring)."""
+    from trainer.streaming import StreamingError, synth_processors
 
     tf = _tf()
     config = trained.config
     _check_exportable(config)
-    d, m = config.data, config.model
+    net = trained.model
+    try:
+        harmonic, noise, reverb = synth_processors(net)
+    except StreamingError as e:
+        raise ExportError(str(e)) from None
     names = feature_names(config)
-    hop, sample_rate = d.hop_samples, d.sample_rate
+    hop = config.data.hop_samples
+    n_bands = int(config.model.n_noise_bands)
+    latency = noise.latency(n_bands)
     train_seed = int(config.train.seed)
     module = tf.Module(name='ddsp_synthesis')
-    decoder = DecoderNet(trained.model.decoder, m.rnn_type)
-    module.decoder_variables = decoder.variables
-    ir = _reverb_ir(trained.model)
-    module.reverb_ir = None if ir is None else tf.Variable(ir, trainable=False, name='reverb_ir')
+    module.weights = _tf_variables(net.decoder, reverb)  # saved with the module
 
     def run_controls(features):
-        f0_hz = features['f0_hz'][..., tf.newaxis]
-        scaled = {
-            'f0_scaled': core.hz_to_midi(f0_hz) / spectral_ops.F0_RANGE,
-            'ld_scaled': (features['loudness_db'][..., tf.newaxis] / core.DB_RANGE + 1.0
-                          if 'loudness_db' in features else None),
-            'pw_scaled': (features['power_db'][..., tf.newaxis] / core.DB_RANGE + 1.0
-                          if 'power_db' in features else None),
-        }
-        raw = decoder.sequence({k: scaled[k] for k in decoder.input_keys})
-        controls = scale_controls(raw, f0_hz, sample_rate)
-        controls['f0_hz'] = f0_hz
+        feats = net.preprocess({k: v[..., tf.newaxis] for k, v in features.items()})
+        state = net.decoder.initial_state(tf.shape(features['f0_hz'])[0])
+        raw, _ = net.decoder.call_with_state(feats, state)
+        controls = harmonic.get_controls(raw['amps'], raw['harmonic_distribution'],
+                                         feats['f0_hz'])
+        controls['noise_magnitudes'] = noise.get_controls(raw['noise_magnitudes'])['magnitudes']
         return controls
 
     specs = [tf.TensorSpec([None, None], tf.float32, name=n) for n in names]
@@ -430,16 +168,21 @@ def build_synthesis_module(trained):
         features = dict(zip(names, args[:-1], strict=True))
         controls = run_controls(features)
         batch, n_frames = tf.shape(args[0])[0], tf.shape(args[0])[1]
-        harmonic = harmonic_audio(controls['f0_hz'], controls['amplitudes'],
-                                  controls['harmonic_distribution'], hop, sample_rate,
-                                  m.amp_resample_method)
+
+        def held(x):  # the frame after the last: the last again (one chunk: the whole signal)
+            return tf.concat([x, x[:, -1:]], axis=1)
+
+        audio, _ = harmonic.get_signal_chunk(
+            *(held(controls[k]) for k in ('amplitudes', 'harmonic_distribution', 'f0_hz')), hop)
         noise_seed = tf.stack([tf.constant(train_seed, tf.int32), tf.cast(args[-1], tf.int32)])
         white = tf.random.stateless_uniform([batch, n_frames * hop], seed=noise_seed,
                                             minval=-1.0, maxval=1.0, alg='philox')
-        noise = filtered_noise_audio(controls['noise_magnitudes'], white, hop,
-                                     m.noise_window_size)
-        dry = noise + harmonic
-        wet = dry if module.reverb_ir is None else reverb_audio(dry, module.reverb_ir)
+        filtered, state = noise.get_signal_chunk(controls['noise_magnitudes'], white, hop)
+        filtered = tf.concat([filtered, state['tail'][:, :latency]], axis=1)[:, latency:]
+        dry = filtered + audio
+        if reverb is None:
+            return {'audio': dry, 'audio_dry': dry}
+        wet, _ = reverb.get_signal_chunk(dry, reverb.get_controls(dry)['ir'])
         return {'audio': wet, 'audio_dry': dry}
 
     @tf.function(input_signature=specs)
@@ -740,15 +483,17 @@ def vst_warnings(config) -> list[str]:
 
 def build_vst_module(trained):
     """A ``tf.Module`` whose ``call(f0_scaled [1], pw_scaled [1], state [512])`` runs one frame
-    and returns (amplitude [1], harmonic distribution [60], noise magnitudes [65], state
-    [512]), the weights held as plain variables (see docs/vst.md section 5.2)."""
+    of the trained decoder (:meth:`trainer.model.RnnFcDecoder.step`) and its synthesizers'
+    ``get_controls``, returning (amplitude [1], harmonic distribution [60], noise magnitudes
+    [65], state [512]) (see docs/vst.md section 5.2)."""
     from ddsp_core import core, spectral_ops
+    from trainer.streaming import synth_processors
 
     tf = _tf()
+    net = trained.model
+    harmonic, noise, _ = synth_processors(net)
     module = tf.Module(name='ddsp_vst')
-    decoder = DecoderNet(trained.model.decoder, trained.config.model.rnn_type)
-    module.decoder_variables = decoder.variables
-    sample_rate = trained.config.data.sample_rate
+    module.weights = _tf_variables(net.decoder)  # saved with the module, frozen by TFLite
 
     @tf.function(input_signature=[tf.TensorSpec([1], tf.float32),
                                   tf.TensorSpec([1], tf.float32),
@@ -756,14 +501,18 @@ def build_vst_module(trained):
     def call(f0_scaled, pw_scaled, state):
         inputs = {'f0_scaled': tf.reshape(f0_scaled, [1, 1]),
                   'pw_scaled': tf.reshape(pw_scaled, [1, 1])}
-        raw, new_state = decoder.step({k: inputs[k] for k in decoder.input_keys},
-                                      tf.reshape(state, [1, VST_STATE]))
-        f0_hz = core.midi_to_hz(inputs['f0_scaled'] * spectral_ops.F0_RANGE)
-        controls = scale_controls(raw, f0_hz, sample_rate)
+        raw, new_state = net.decoder.step({k: inputs[k] for k in net.decoder.input_keys},
+                                          [tf.reshape(state, [1, VST_STATE])])
+        # One frame, as the processors take frames: [1, 1, n] (reshapes: RESHAPE in TFLite).
+        raw = {k: tf.reshape(v, [1, 1, -1]) for k, v in raw.items()}
+        f0_hz = tf.reshape(core.midi_to_hz(inputs['f0_scaled'] * spectral_ops.F0_RANGE),
+                           [1, 1, 1])
+        controls = harmonic.get_controls(raw['amps'], raw['harmonic_distribution'], f0_hz)
+        magnitudes = noise.get_controls(raw['noise_magnitudes'])['magnitudes']
         return (tf.reshape(controls['amplitudes'], [1]),
                 tf.reshape(controls['harmonic_distribution'], [VST_N_HARMONICS]),
-                tf.reshape(controls['noise_magnitudes'], [VST_N_NOISE]),
-                tf.reshape(new_state, [VST_STATE]))
+                tf.reshape(magnitudes, [VST_N_NOISE]),
+                tf.reshape(new_state[0], [VST_STATE]))
 
     module.call = call
     return module

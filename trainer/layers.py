@@ -17,7 +17,7 @@ import keras
 import tensorflow as tf
 
 __all__ = ['FastGRU', 'LEAKY_RELU_ALPHA', 'MLP', 'dense_norm_act', 'gru_sequence', 'make_rnn',
-           'rnn_initial_state', 'rnn_with_state']
+           'rnn_initial_state', 'rnn_step', 'rnn_with_state']
 
 # Slope of tf.nn.leaky_relu (its default), used by the reference's fc stacks.
 LEAKY_RELU_ALPHA = 0.2
@@ -147,6 +147,27 @@ class MLP(keras.layers.Layer):
             x = dense_norm_act(tf.cast(x, dtype), tf.cast(dense.kernel, dtype),
                                tf.cast(dense.bias, tf.float32), tf.cast(norm.gamma, tf.float32),
                                tf.cast(norm.beta, tf.float32), epsilon=norm.epsilon)
+        return x
+
+    def plain(self, x):
+        """:meth:`call` in plain TensorFlow ops (no XLA fusion, no custom gradient; inference):
+        what a runtime with builtin ops only (TFLite) can run. x: [..., channels]."""
+        for dense, norm in zip(self.dense_layers, self.norm_layers, strict=True):
+            dtype = dense.compute_dtype
+            x = tf.cast(x, dtype)
+            kernel = tf.cast(dense.kernel, dtype)
+            if x.shape.rank == 2:
+                a = tf.matmul(x, kernel)
+            else:
+                a = tf.reshape(tf.matmul(tf.reshape(x, [-1, kernel.shape[0]]), kernel),
+                               tf.concat([tf.shape(x)[:-1], [kernel.shape[1]]], axis=0))
+            a = tf.cast(a, tf.float32) + tf.cast(dense.bias, tf.float32)
+            mean = tf.reduce_mean(a, axis=-1, keepdims=True)
+            variance = tf.reduce_mean(tf.math.squared_difference(a, mean), axis=-1,
+                                      keepdims=True)
+            u = ((a - mean) * tf.math.rsqrt(variance + norm.epsilon)
+                 * tf.cast(norm.gamma, tf.float32) + tf.cast(norm.beta, tf.float32))
+            x = tf.cast(tf.nn.leaky_relu(u, alpha=LEAKY_RELU_ALPHA), dtype)
         return x
 
 
@@ -362,6 +383,21 @@ class FastGRU(keras.layers.Layer):
         states = tf.transpose(hs, [1, 0, 2])
         return tf.cast(states, dtype), states
 
+    def step(self, x, state):
+        """One time step from ``state`` (inference: no loop, rank-2 ops only, so that TFLite's
+        builtin ops run it): x [batch, channels], state [batch, units] float32 -> the new
+        state [batch, units] float32 (also the output)."""
+        dtype = self.compute_dtype
+        bias = tf.cast(self.bias, tf.float32)
+        xw = tf.cast(tf.matmul(tf.cast(x, dtype), tf.cast(self.kernel, dtype)), tf.float32)
+        xw += bias[0]
+        hu = tf.matmul(state, tf.cast(self.recurrent_kernel, tf.float32)) + bias[1]
+        x_z, x_r, x_h = tf.split(xw, 3, axis=-1)
+        h_z, h_r, h_h = tf.split(hu, 3, axis=-1)
+        z = tf.sigmoid(x_z + h_z)
+        n = tf.tanh(x_h + tf.sigmoid(x_r + h_r) * h_h)
+        return n + z * (state - n)
+
 
 def rnn_initial_state(layer, batch_size: int = 1) -> list:
     """The zero state of a decoder/encoder RNN (:func:`make_rnn`) as a list of float32
@@ -376,7 +412,8 @@ def rnn_with_state(layer, x, state: list, keep: int | None = None):
 
     Args:
         layer: a :class:`FastGRU`, ``keras.layers.GRU`` or ``keras.layers.LSTM``.
-        x: [batch, time, channels] inputs.
+        x: [batch, time, channels] inputs (time may be known only at run time when ``keep`` is
+            None).
         state: from :func:`rnn_initial_state` or an earlier call.
         keep: return the state after the first ``keep`` steps (default: all of them), so that
             a chunk can look ahead past the steps it keeps.
@@ -384,11 +421,9 @@ def rnn_with_state(layer, x, state: list, keep: int | None = None):
     Returns:
         (outputs [batch, time, units], state after step ``keep``).
     """
-    if keep is None:
-        keep = int(x.shape[1])
     if isinstance(layer, FastGRU):
         outputs, states = layer.run_from(x, state[0])
-        return outputs, [states[:, keep - 1]]
+        return outputs, [states[:, -1] if keep is None else states[:, keep - 1]]
     # Keras RNNs: the inner loop returns the states; run the kept steps first, then the rest.
     dtype = layer.cell.compute_dtype
     x = tf.convert_to_tensor(x)
@@ -398,11 +433,31 @@ def rnn_with_state(layer, x, state: list, keep: int | None = None):
     kept = [tf.cast(s, tf.float32) for s in (kept if isinstance(kept, (list, tuple))
                                              else [kept])]
     outputs = head
-    if keep < int(x.shape[1]):
+    if keep is not None and keep < int(x.shape[1]):
         _, tail, _ = layer.inner_loop(sequences=tf.cast(x[:, keep:], dtype),
                                       initial_state=[tf.cast(s, dtype) for s in kept], mask=None)
         outputs = tf.concat([head, tail], axis=1)
     return tf.cast(outputs, layer.compute_dtype), kept
+
+
+def rnn_step(layer, x, state: list):
+    """One step of a decoder/encoder RNN (:func:`make_rnn`) from ``state`` (inference, no
+    loop: the layer's cell for the Keras RNNs, :meth:`FastGRU.step` for the fast GRU).
+
+    Args:
+        x: [batch, channels] one frame's inputs.
+        state: from :func:`rnn_initial_state` or an earlier call.
+
+    Returns:
+        (output [batch, units], the new state).
+    """
+    if isinstance(layer, FastGRU):
+        h = layer.step(x, tf.cast(state[0], tf.float32))
+        return h, [h]
+    dtype = layer.cell.compute_dtype
+    out, new = layer.cell(tf.cast(x, dtype), [tf.cast(s, dtype) for s in state])
+    new = new if isinstance(new, (list, tuple)) else [new]
+    return tf.cast(out, tf.float32), [tf.cast(s, tf.float32) for s in new]
 
 
 def make_rnn(rnn_type: str, units: int, name: str, dtype=None):

@@ -18,7 +18,14 @@ import tensorflow as tf
 
 from ddsp_core import core, effects, losses, processors, spectral_ops, synths
 from trainer.config import DataConfig, ModelConfig
-from trainer.layers import MLP, FastGRU, make_rnn  # noqa: F401 - FastGRU re-exported
+from trainer.layers import (
+    MLP,
+    FastGRU,  # noqa: F401 - re-exported
+    make_rnn,
+    rnn_initial_state,
+    rnn_step,
+    rnn_with_state,
+)
 
 NOISE_SEED_KEY = 'noise_seed'
 NOISE_RNG_ALG = 'philox'  # see SeededFilteredNoise
@@ -74,20 +81,72 @@ class RnnFcDecoder(keras.layers.Layer):
         self.dense_out = keras.layers.Dense(sum(n for _, n in self.output_splits),
                                             name='dense_out', dtype='float32')
 
-    def call(self, inputs: dict):
-        """inputs: {key: [batch, n_frames, channels]} -> {split name: [batch, n_frames, size]}."""
+    def _stacks(self, inputs: dict) -> list:
+        """The input MLPs' outputs, in the RNN's compute dtype."""
         stacked = [stack(inputs[k]) for k, stack in zip(self.input_keys, self.input_stacks,
                                                         strict=True)]
         # Under a mixed policy the stacks may end in float32 (a single float32 first layer) while
         # the RNN computes in bfloat16: concatenate in the RNN's compute dtype.
         dtype = self.rnn.compute_dtype
-        stacked = [tf.cast(part, dtype) for part in stacked]
-        x = tf.concat(stacked, axis=-1) if len(stacked) > 1 else stacked[0]
-        x = tf.concat([*stacked, tf.cast(self.rnn(x), dtype)], axis=-1)
+        return [tf.cast(part, dtype) for part in stacked]
+
+    def _head(self, stacked: list, rnn_out) -> dict:
+        """concat(input MLPs, RNN) -> output MLP -> dense -> the named splits."""
+        x = tf.concat([*stacked, tf.cast(rnn_out, self.rnn.compute_dtype)], axis=-1)
         x = self.dense_out(tf.cast(self.out_stack(x), tf.float32))
         sizes = [n for _, n in self.output_splits]
         parts = tf.split(x, sizes, axis=-1)
         return {name: part for (name, _), part in zip(self.output_splits, parts, strict=True)}
+
+    def call(self, inputs: dict):
+        """inputs: {key: [batch, n_frames, channels]} -> {split name: [batch, n_frames, size]}."""
+        stacked = self._stacks(inputs)
+        x = tf.concat(stacked, axis=-1) if len(stacked) > 1 else stacked[0]
+        return self._head(stacked, self.rnn(x))
+
+    # ---- inference with an explicit recurrent state (streaming, export) ---------------------
+    def initial_state(self, batch_size: int = 1) -> list:
+        """The RNN's zero state: [h] (GRU) or [h, c] (LSTM), float32 [batch, units] each."""
+        return rnn_initial_state(self.rnn, batch_size)
+
+    def call_with_state(self, inputs: dict, state: list, keep: int | None = None):
+        """:meth:`call` from a given RNN state (inference, no gradient): how a long sequence
+        is decoded chunk by chunk, each chunk starting from the state the last one left.
+
+        Args:
+            inputs: {key: [batch, n_frames, channels]}.
+            state: from :meth:`initial_state` or an earlier call.
+            keep: return the state after the first ``keep`` frames (default: all), so that a
+                chunk can look ahead past the frames it keeps.
+
+        Returns:
+            ({split name: [batch, n_frames, size]}, the state after frame ``keep``).
+        """
+        stacked = self._stacks(inputs)
+        x = tf.concat(stacked, axis=-1) if len(stacked) > 1 else stacked[0]
+        rnn_out, state = rnn_with_state(self.rnn, x, state, keep)
+        return self._head(stacked, rnn_out), state
+
+    def step(self, inputs: dict, state: list):
+        """One frame from a given RNN state, without a loop (what a per-frame runtime such as
+        the DDSP-VST plugin calls; TFLite converts it to builtin ops).
+
+        Args:
+            inputs: {key: [batch, channels]}.
+            state: from :meth:`initial_state` or an earlier call.
+
+        Returns:
+            ({split name: [batch, size]}, the new state).
+        """
+        stacked = [tf.cast(stack.plain(inputs[k]), self.rnn.compute_dtype)
+                   for k, stack in zip(self.input_keys, self.input_stacks, strict=True)]
+        x = tf.concat(stacked, axis=-1) if len(stacked) > 1 else stacked[0]
+        rnn_out, state = rnn_step(self.rnn, x, state)
+        x = tf.concat([*stacked, tf.cast(rnn_out, self.rnn.compute_dtype)], axis=-1)
+        x = self.dense_out(tf.cast(self.out_stack.plain(x), tf.float32))
+        parts = tf.split(x, [n for _, n in self.output_splits], axis=-1)
+        return ({name: part for (name, _), part in zip(self.output_splits, parts, strict=True)},
+                state)
 
 
 class SeededFilteredNoise(synths.FilteredNoise):

@@ -166,6 +166,91 @@ def frequency_impulse_response(magnitudes: tf.Tensor, window_size: int = 0) -> t
     return apply_window_to_impulse_response(zero_phase_ir, window_size)
 
 
+def impulse_response_size(n_frequencies: int, window_size: int = 0) -> int:
+    """Length of `frequency_impulse_response`'s responses for `n_frequencies` magnitudes: the
+    window size (rounded down to odd when it crops), or 2 * (n_frequencies - 1)."""
+    ir_size = 2 * (int(n_frequencies) - 1)
+    if window_size <= 0 or window_size >= ir_size:
+        return ir_size
+    return window_size - 1 if window_size % 2 == 0 else int(window_size)
+
+
+def next_power_of_2(n: tf.Tensor) -> tf.Tensor:
+    """Smallest power of two >= n, for an int32 tensor n >= 1 known only at run time (integer
+    ops: exact, and convertible to TFLite)."""
+    n = n - 1
+    for shift in (1, 2, 4, 8, 16):
+        n = tf.bitwise.bitwise_or(n, tf.bitwise.right_shift(n, shift))
+    return n + 1
+
+
+def frequency_filter_frames(audio: tf.Tensor, magnitudes: tf.Tensor, hop: int,
+                            window_size: int = 0, tail: Optional[tf.Tensor] = None):
+    """`frequency_filter` of consecutive blocks of a longer signal, the filters' tails carried.
+
+    Each `hop`-sample frame of the block is convolved with its own frame's response and the
+    results are overlap-added; what reaches past the block is returned as the next block's
+    `tail`. The output is not delay-compensated: sample t of a block is sample t - ir_size // 2
+    of the whole signal's `frequency_filter` (ir_size from `impulse_response_size`), so the
+    first ir_size // 2 samples of a signal's first block precede it, and the first
+    ir_size // 2 samples of the last block's tail complete it. The number of frames may be
+    known only at run time; a single block (zero tail) is the one-shot filter.
+
+    Args:
+      audio: [batch, n_frames * hop].
+      magnitudes: [batch, n_frames, n_frequencies] linear gains from 0 Hz to Nyquist.
+      hop: Samples per frame.
+      window_size: Filter length (see `frequency_impulse_response`).
+      tail: [batch, fft_size - hop] from the previous block, or None (zeros), with fft_size =
+        get_fft_size(hop, ir_size).
+
+    Returns:
+      (filtered [batch, n_frames * hop], tail [batch, fft_size - hop]).
+    """
+    audio = tf_float32(audio)
+    impulse_response = frequency_impulse_response(magnitudes, window_size=window_size)
+    fft_size = get_fft_size(hop, int(impulse_response.shape[-1]), power_of_2=True)
+    batch = tf.shape(impulse_response)[0]
+    n_frames = (int(impulse_response.shape[1]) if impulse_response.shape[1] is not None
+                else tf.shape(impulse_response)[1])
+    frames = tf.reshape(audio, [batch, n_frames, hop])
+    convolved = tf.signal.irfft(tf.signal.rfft(frames, [fft_size])
+                                * tf.signal.rfft(impulse_response, [fft_size]), [fft_size])
+    full = tf.signal.overlap_and_add(convolved, hop)  # [batch, (n_frames - 1) * hop + fft_size]
+    if tail is not None:
+        full += tf.pad(tf_float32(tail), [[0, 0], [0, n_frames * hop]])
+    return full[:, :n_frames * hop], full[:, n_frames * hop:]
+
+
+def convolve_block(audio: tf.Tensor, impulse_response: tf.Tensor,
+                   tail: Optional[tf.Tensor] = None):
+    """Convolution of a block of a longer signal with a fixed response, its tail carried
+    (overlap-add; computed in float64, so that any blocking gives the same sums).
+
+    Args:
+      audio: [batch, n] (n may be known only at run time).
+      impulse_response: [batch or 1, ir_size].
+      tail: [batch, ir_size - 1] float64 from the previous block, or None (zeros).
+
+    Returns:
+      (the full convolution's samples at the block's positions [batch, n] float32, tail
+      [batch, ir_size - 1] float64).
+    """
+    audio = tf.cast(tf_float32(audio), tf.float64)
+    impulse_response = tf.cast(tf_float32(impulse_response), tf.float64)
+    ir_size = int(impulse_response.shape[-1])
+    n = int(audio.shape[1]) if audio.shape[1] is not None else tf.shape(audio)[1]
+    fft_size = next_power_of_2(tf.convert_to_tensor(n + ir_size - 1, tf.int32))
+    # Padded here, not by rfft's fft_length: TensorFlow's rfft of an empty block is not zero.
+    padded = tf.pad(audio, [[0, 0], [0, fft_size - n]])
+    full = tf.signal.irfft(tf.signal.rfft(padded)
+                           * tf.signal.rfft(impulse_response, [fft_size]), [fft_size])
+    full = full[:, :n + ir_size - 1]
+    if tail is not None:
+        full += tf.pad(tail, [[0, 0], [0, n]])
+    return tf.cast(full[:, :n], tf.float32), full[:, n:]
+
+
 def sinc(x, threshold=1e-20):
     """Normalised sinc, sin(pi x) / (pi x), with sinc(0) = 1."""
     x = tf_float32(x)

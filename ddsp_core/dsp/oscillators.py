@@ -184,29 +184,79 @@ def harmonic_oscillator_bank(frequency: tf.Tensor, amplitude_envelopes: tf.Tenso
     return audio, phase[:, -1:, :1]
 
 
+def _length(x: tf.Tensor):
+    """x's axis 1: a Python int when known while tracing (static shapes stay static), else a
+    tensor."""
+    return int(x.shape[1]) if x.shape[1] is not None else tf.shape(x)[1]
+
+
 def _fast_harmonic_synthesis(f0_hz: tf.Tensor, harmonic_amplitudes: tf.Tensor, n_samples: int,
                              sample_rate: int, amp_resample_method: str,
                              use_angular_cumsum: bool) -> tf.Tensor:
-    """Harmonic synthesis without audio-rate amplitude envelopes.
+    """Harmonic synthesis of a whole signal of n_samples = n_frames * hop: one block of
+    `harmonic_frames` from phase 0, the last frame held for the final interval."""
+    hop = n_samples // int(harmonic_amplitudes.shape[1])
+    audio, _ = harmonic_frames(tf.concat([f0_hz, f0_hz[:, -1:]], axis=1),
+                               tf.concat([harmonic_amplitudes, harmonic_amplitudes[:, -1:]],
+                                         axis=1),
+                               hop, sample_rate, amp_resample_method,
+                               use_angular_cumsum=use_angular_cumsum)
+    return audio
 
-    Harmonics are integer multiples of one fundamental, so a single phase is accumulated and
-    harmonic k uses k times it. Amplitudes are cross-faded between neighbouring frames (the
-    'window' or 'linear' upsampling); instead of upsampling every harmonic's amplitude to audio
-    rate, the per-sample sinusoids of one hop are contracted with the two bounding frames'
-    amplitudes by one batched matmul. The result equals
-    `oscillator_bank(resample(freqs), resample(amps, method))` up to float rounding: harmonics
-    that cross Nyquist within a hop are rendered separately, sample by sample, so the
-    per-sample Nyquist mask never has to be built over [batch, n_samples, n_harmonics].
+
+def harmonic_frames(f0_hz: tf.Tensor, harmonic_amplitudes: tf.Tensor, hop: int,
+                    sample_rate: int = 16000, amp_resample_method: Text = 'window',
+                    initial_phase: Optional[tf.Tensor] = None, use_angular_cumsum: bool = False):
+    """Harmonic synthesis of consecutive frames from a carried phase: a block of a longer
+    signal, or (zero phase, the last frame repeated) a whole one.
+
+    Frame i sits at sample i * hop; over the interval to the next frame f0 moves linearly and
+    the amplitudes are cross-faded ('window': Hann, 'linear'), as `harmonic_synthesis` renders
+    when n_samples is a multiple of n_frames (it calls this). Harmonics are integer multiples
+    of one fundamental, so a single phase is accumulated (float64) and harmonic k uses k times
+    it. Instead of upsampling every harmonic's amplitude to audio rate, the per-sample sinusoids
+    of one hop are contracted with the two bounding frames' amplitudes by one batched matmul;
+    harmonics that cross Nyquist within a hop are rendered separately, sample by sample, so the
+    per-sample Nyquist mask never has to be built over [batch, n_samples, n_harmonics]. Blocks
+    joined by their phases equal the whole signal's synthesis up to float rounding. The number
+    of frames may be known only at run time.
+
+    Args:
+      f0_hz: [batch, n + 1, 1] Hz: the block's n frames and the frame after them (the next
+        block's first; at a signal's end, the last frame again).
+      harmonic_amplitudes: [batch, n + 1, n_harmonics] linear amplitude of each harmonic.
+      hop: Samples per frame.
+      sample_rate: Hz.
+      amp_resample_method: 'window' or 'linear'.
+      initial_phase: [batch, 1] float64 phase of the fundamental before the block's first
+        sample (the previous block's final phase), or None (0).
+      use_angular_cumsum: Accumulate the phase with `angular_cumsum` (float32 chunks; the
+        block's length must be known when tracing, and `initial_phase` is not taken).
+
+    Returns:
+      (audio [batch, n * hop] float32, final phase [batch, 1] float64 in [0, 2*pi)).
     """
-    n_frames = int(harmonic_amplitudes.shape[1])
+    if amp_resample_method not in ('window', 'linear'):
+        raise ValueError("harmonic_frames: amp_resample_method must be 'window' or 'linear', "
+                         f'got {amp_resample_method!r}.')
+    f0_all, amps_all = tf_float32(f0_hz), tf_float32(harmonic_amplitudes)
+    f0_hz, f0_next = f0_all[:, :-1], f0_all[:, 1:]
+    harmonic_amplitudes, amps_next = amps_all[:, :-1], amps_all[:, 1:]
+    batch, n_frames = tf.shape(f0_hz)[0], _length(f0_hz)
     n_harmonics = int(harmonic_amplitudes.shape[-1])
-    hop = n_samples // n_frames
-    f0_audio = resampling.resample(f0_hz, n_samples, method='linear')  # [B, T, 1]
-    phase = _phase(f0_audio, sample_rate, use_angular_cumsum)
+    frac = tf.range(hop, dtype=tf.float32) / float(hop)
+    f0_audio = tf.reshape(f0_hz + frac * (f0_next - f0_hz), [batch, n_frames * hop, 1])
+    if use_angular_cumsum:
+        phase = angular_cumsum(f0_audio * (TWO_PI / float(sample_rate)))
+        final_phase = tf.cast(phase[:, -1, :], tf.float64)
+    else:
+        phase = tf.cumsum(tf.cast(f0_audio, tf.float64) * (TWO_PI / float(sample_rate)), axis=1)
+        if initial_phase is not None:
+            phase += tf.cast(initial_phase, tf.float64)[:, :, tf.newaxis]
+        phase = phase - TWO_PI * tf.stop_gradient(tf.floor(phase / TWO_PI))
+        final_phase = phase[:, -1, :]
+        phase = tf.cast(phase, tf.float32)
     harmonics = tf.linspace(1.0, float(n_harmonics), n_harmonics)
-    # Interval m runs from frame m to frame m+1 (the last frame is held for the final interval).
-    f0_next = tf.concat([f0_hz[:, 1:, :], f0_hz[:, -1:, :]], axis=1)
-    amps_next = tf.concat([harmonic_amplitudes[:, 1:, :], harmonic_amplitudes[:, -1:, :]], axis=1)
     nyquist = sample_rate / 2.0
     # Frequency moves linearly within an interval, so harmonic k is below Nyquist throughout
     # when k * max(f0) is, and above it throughout when k * min(f0) is not. Audible harmonics
@@ -219,8 +269,7 @@ def _fast_harmonic_synthesis(f0_hz: tf.Tensor, harmonic_amplitudes: tf.Tensor, n
     if amp_resample_method == 'window':
         w_start, w_end = resampling.window_weights(hop)
     else:  # linear
-        w_end = tf.range(hop, dtype=tf.float32) / float(hop)
-        w_start = 1.0 - w_end
+        w_start, w_end = 1.0 - frac, frac
 
     # 1) Harmonics below Nyquist for the whole interval: one batched matmul per hop, over only
     #    as many harmonics as are audible anywhere in the batch.
@@ -229,7 +278,6 @@ def _fast_harmonic_synthesis(f0_hz: tf.Tensor, harmonic_amplitudes: tf.Tensor, n
                        tf.where(below_throughout, amps_next, zeros)], axis=-1)  # [B, F, K, 2]
     n_rendered = tf.maximum(tf.reduce_max(n_always), 1)
     sines = tf.sin(phase * harmonics[:n_rendered])  # [B, T, n_rendered]
-    batch = tf.shape(sines)[0]
     sines = tf.reshape(sines, [batch, n_frames, hop, n_rendered])
     partial = tf.matmul(sines, bounds[:, :, :n_rendered, :])  # [B, F, hop, 2]
     audio = partial[..., 0] * w_start + partial[..., 1] * w_end  # [B, F, hop]
@@ -250,7 +298,7 @@ def _fast_harmonic_synthesis(f0_hz: tf.Tensor, harmonic_amplitudes: tf.Tensor, n
     envelopes = (a_start[:, :, tf.newaxis, :] * w_start[:, tf.newaxis]
                  + a_end[:, :, tf.newaxis, :] * w_end[:, tf.newaxis])  # [B, F, hop, C]
     audio += tf.reduce_sum(crossing_sines * envelopes, axis=-1)
-    return tf.reshape(audio, [batch, n_samples])
+    return tf.reshape(audio, [batch, n_frames * hop]), final_phase
 
 
 def harmonic_synthesis(frequencies: tf.Tensor, amplitudes: tf.Tensor,

@@ -191,3 +191,21 @@ def test_mod_delay_constant_phase_is_a_pure_delay():
     # phase 1 -> center + depth = 25 ms.
     out = delay(impulse, tf.ones([1, 20, 1]), tf.ones([1, 20, 1])).numpy()[0]
     assert out[100 + 400] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_reverb_blocks_with_carried_tail_equal_the_one_shot_reverb():
+    rng = np.random.default_rng(2)
+    ir = (rng.normal(0, 0.1, 300) * np.exp(-np.arange(300) / 80.0)).astype(np.float32)
+    signal = rng.normal(0, 1, (1, 2000)).astype(np.float32)
+    reverb = effects.Reverb(trainable=False)
+    one_shot = reverb.get_signal(signal, ir[None]).numpy()
+    cuts = [0, 7, 7, 300, 301, 900, 1999, 2000]  # empty, short, IR-long and long blocks
+    state, blocks = None, []
+    for a, b in zip(cuts[:-1], cuts[1:], strict=True):
+        out, state = reverb.get_signal_chunk(signal[:, a:b], ir[None], state)
+        blocks.append(out.numpy())
+    np.testing.assert_allclose(np.concatenate(blocks, 1), one_shot, atol=1e-5)
+    assert state['tail'].shape == (1, 299)
+    # Without the tail the wet part of later blocks is missing.
+    alone, _ = reverb.get_signal_chunk(signal[:, 900:], ir[None])
+    assert np.abs(alone.numpy() - one_shot[:, 900:]).max() > 0.1

@@ -172,3 +172,111 @@ def test_bad_control_shape_names_the_argument():
     synth = synths.Harmonic(n_samples=N)
     with pytest.raises(ValueError, match='f0_hz'):
         synth(constant(1.0), constant(1.0, channels=3), tf.zeros([1, F, 1, 1]))
+
+
+# ---- stateful, any-length synthesis (streaming) ----------------------------------------------
+def _chunks(n, sizes):
+    """Consecutive (start, end) blocks of n frames, of the given sizes cycled."""
+    out, start, i = [], 0, 0
+    while start < n:
+        end = min(start + sizes[i % len(sizes)], n)
+        out.append((start, end))
+        start, i = end, i + 1
+    return out
+
+
+@pytest.mark.parametrize('method', ['window', 'linear'])
+def test_harmonic_blocks_from_carried_phase_equal_the_one_shot_rendering(method):
+    rng = np.random.default_rng(0)
+    n, hop, sr = 30, 64, 8000
+    f0 = np.linspace(100.0, 1500.0, n, dtype=np.float32)[None, :, None]  # crosses 4 kHz
+    amps = rng.uniform(0.1, 1.0, (1, n, 1)).astype(np.float32)
+    dist = rng.uniform(0.0, 1.0, (1, n, 8)).astype(np.float32)
+    harmonic = synths.Harmonic(n * hop, sr, scale_fn=None, amp_resample_method=method)
+    one_shot = harmonic.get_signal(amps, dist, f0).numpy()
+
+    def rows(x, start, end):  # the block's frames and the next one (the last one held)
+        return x[:, np.minimum(np.arange(start, end + 1), n - 1)]
+
+    for sizes in ([n], [1], [7, 3], [22]):
+        state, blocks = None, []
+        for start, end in _chunks(n, sizes):
+            audio, state = harmonic.get_signal_chunk(
+                rows(amps, start, end), rows(dist, start, end), rows(f0, start, end), hop, state)
+            blocks.append(audio.numpy())
+        np.testing.assert_allclose(np.concatenate(blocks, 1), one_shot, atol=1e-5,
+                                   err_msg=str(sizes))
+    # A phase not carried shows: restarting the second block at phase 0 is a seam.
+    _, after_first = harmonic.get_signal_chunk(rows(amps, 0, 7), rows(dist, 0, 7),
+                                               rows(f0, 0, 7), hop)
+    fresh, _ = harmonic.get_signal_chunk(rows(amps, 7, 14), rows(dist, 7, 14), rows(f0, 7, 14),
+                                         hop)
+    assert np.abs(fresh.numpy() - one_shot[:, 7 * hop:14 * hop]).max() > 0.1
+    assert after_first['phase'].dtype == tf.float64
+
+
+def test_noise_stream_blocks_read_the_one_shot_uniform_draw():
+    seed = (3, 11)
+    full = tf.random.stateless_uniform([1, 4096], seed=seed, minval=-1.0, maxval=1.0,
+                                       alg='philox').numpy()
+    stream = synths.NoiseStream(seed)
+    for start in (0, 1, 64, 1003, 4000):
+        np.testing.assert_array_equal(stream.block(start, 96).numpy(),
+                                      full[:, start:start + 96])
+    high = synths.NoiseStream.offset_counter(np.array([2**64 - 1, 5], np.uint64), 2)
+    assert [int(v) for v in high] == [1, 6]  # carries into the high word
+
+
+@pytest.mark.parametrize('window_size,n_bands', [(0, 17), (0, 129), (31, 65)])
+def test_filtered_noise_blocks_with_carried_tails_equal_the_one_shot_filter(window_size, n_bands):
+    rng = np.random.default_rng(1)
+    n, hop = 24, 64
+    mags = rng.uniform(0.0, 1.0, (2, n, n_bands)).astype(np.float32)
+    noise = rng.uniform(-1.0, 1.0, (2, n * hop)).astype(np.float32)
+    proc = synths.FilteredNoise(n * hop, window_size=window_size, scale_fn=None)
+    one_shot = core.frequency_filter(noise, mags, window_size=window_size).numpy()
+    delay = proc.latency(n_bands)
+    assert delay == core.frequency_impulse_response(mags, window_size).shape[-1] // 2
+    for sizes in ([n], [1], [5, 2]):
+        state, blocks = None, []
+        for start, end in _chunks(n, sizes):
+            audio, state = proc.get_signal_chunk(mags[:, start:end],
+                                                 noise[:, start * hop:end * hop], hop, state)
+            blocks.append(audio.numpy())
+        blocks.append(state['tail'].numpy()[:, :delay])
+        out = np.concatenate(blocks, 1)[:, delay:]
+        np.testing.assert_allclose(out, one_shot, atol=1e-5, err_msg=str(sizes))
+
+
+def test_block_synthesis_runs_for_a_length_known_only_at_call_time():
+    """The stateful forms trace once for any number of frames (a SavedModel's signature)."""
+    from ddsp_core import effects
+
+    hop, sr = 64, 8000
+    harmonic = synths.Harmonic(hop, sr, scale_fn=None)
+    noise = synths.FilteredNoise(hop, window_size=0, scale_fn=None)
+    reverb = effects.Reverb(trainable=False)
+    ir = tf.constant(np.linspace(0.5, 0.0, 100, dtype=np.float32)[None])
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, 1]), tf.TensorSpec([None, None, 4]),
+                                  tf.TensorSpec([None, None, 9]), tf.TensorSpec([None, None])])
+    def render(f0, dist, mags, white):
+        audio, _ = harmonic.get_signal_chunk(tf.ones_like(f0), dist, f0, hop)
+        filtered, _ = noise.get_signal_chunk(mags, white, hop)
+        wet, _ = reverb.get_signal_chunk(audio + filtered[:, :tf.shape(audio)[1]], ir)
+        return audio, filtered, wet
+
+    rng = np.random.default_rng(3)
+    for n in (3, 11):
+        f0 = np.full((2, n + 1, 1), 440.0, np.float32)
+        dist = rng.uniform(0, 1, (2, n + 1, 4)).astype(np.float32)
+        mags = rng.uniform(0, 1, (2, n, 9)).astype(np.float32)
+        white = rng.uniform(-1, 1, (2, n * hop)).astype(np.float32)
+        got = render(f0, dist, mags, white)
+        audio, _ = harmonic.get_signal_chunk(tf.ones_like(f0), dist, f0, hop)
+        filtered, _ = noise.get_signal_chunk(mags, white, hop)
+        wet, _ = reverb.get_signal_chunk(audio + filtered, ir)
+        for mine, eager in zip(got, (audio, filtered, wet), strict=True):
+            assert mine.shape == (2, n * hop)
+            np.testing.assert_allclose(mine, eager, atol=1e-6)
+    assert render.experimental_get_tracing_count() == 1

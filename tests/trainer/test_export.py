@@ -137,39 +137,6 @@ def test_saved_model_runs_any_length_in_plain_tensorflow_like_the_trained_model(
         assert np.abs(got[f'audio_{n}_0'] - got[f'audio_{n}_5']).max() > 1e-5
 
 
-@pytest.mark.parametrize('method', ['window', 'linear'])
-def test_synthesis_for_a_length_known_at_call_time_is_ddsp_cores(method):
-    from ddsp_core import effects, synths
-
-    rng = np.random.default_rng(0)
-    n_frames, hop, sr = 30, 64, 8000
-    f0 = np.linspace(100.0, 1500.0, n_frames, dtype=np.float32)[None, :, None]  # crosses 4 kHz
-    amps = rng.uniform(0.1, 1.0, (1, n_frames, 1)).astype(np.float32)
-    dist = rng.uniform(0.0, 1.0, (1, n_frames, 8)).astype(np.float32)
-    mags = rng.uniform(0.0, 1.0, (1, n_frames, 17)).astype(np.float32)
-    noise = rng.uniform(-1.0, 1.0, (1, n_frames * hop)).astype(np.float32)
-    ir = rng.normal(0.0, 0.1, 300).astype(np.float32)
-    def spec(channels):
-        return tf.TensorSpec([None, None, channels], tf.float32)
-
-    @tf.function(input_signature=[spec(1), spec(1), spec(8), spec(17),
-                                  tf.TensorSpec([None, None])])
-    def dynamic(f0, amps, dist, mags, noise):
-        harmonic = export.harmonic_audio(f0, amps, dist, hop, sr, method)
-        filtered = export.filtered_noise_audio(mags, noise, hop, window_size=0)
-        return harmonic, filtered, export.reverb_audio(harmonic, tf.constant(ir))
-
-    harmonic, filtered, wet = dynamic(f0, amps, dist, mags, noise)
-    ref = synths.Harmonic(n_frames * hop, sr, scale_fn=None, amp_resample_method=method)
-    np.testing.assert_allclose(harmonic, ref.get_signal(amps, dist, f0), atol=1e-5)
-    from ddsp_core import core
-
-    np.testing.assert_allclose(filtered, core.frequency_filter(noise, mags, window_size=0),
-                               atol=1e-5)
-    reverb = effects.Reverb(trainable=False)
-    np.testing.assert_allclose(wet, reverb.get_signal(harmonic, ir[None]), atol=1e-5)
-
-
 # ---- MLflow Model ----------------------------------------------------------------------------
 PLAIN_MLFLOW_LOADER = textwrap.dedent('''
     import sys

@@ -137,6 +137,38 @@ def test_mlp_matches_keras_dense_layernorm_leaky_relu(n_layers):
     assert [v.path for v in mlp.weights] == names
     assert [tuple(v.shape) for v in mlp.dense_layers[0].weights] == [(5, 6), (6,)]
     assert isinstance(mlp.norm_layers[0], keras.layers.LayerNormalization)
+    # The inference path in plain ops computes the same values (rank 3 and one frame).
+    np.testing.assert_allclose(mlp.plain(x), reference(x), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(mlp.plain(x[:, 0]), reference(x)[:, 0], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize('rnn_type', ['gru', 'keras_gru', 'lstm'])
+def test_decoder_with_state_chunk_by_chunk_and_step_by_step_is_the_decoder(tiny_resolved,
+                                                                            rnn_type):
+    """The decoder's inference paths (chunks with a carried state; single loop-free steps)
+    give what its training call gives on the whole sequence."""
+    config = tiny_resolved.with_overrides([f'model.rnn_type={rnn_type}'])
+    model = Autoencoder(config.model, config.data)
+    model(model.dummy_features(1))
+    decoder, n = model.decoder, 12
+    t = np.linspace(0.0, 1.0, n, dtype=np.float32)[None, :, None]
+    inputs = {'f0_scaled': tf.constant(0.4 + 0.2 * t), 'ld_scaled': tf.constant(1.0 - t)}
+    want = decoder(inputs)
+    state, chunks = decoder.initial_state(), []
+    for a, b in ((0, 5), (5, 6), (6, 12)):
+        # One frame of lookahead past the kept ones: the state is the one after frame b.
+        out, state = decoder.call_with_state({k: v[:, a:b + 1] for k, v in inputs.items()},
+                                             state, keep=b - a)
+        chunks.append({k: v[:, :b - a] for k, v in out.items()})
+    state, steps = decoder.initial_state(), []
+    for i in range(n):
+        out, state = decoder.step({k: v[:, i] for k, v in inputs.items()}, state)
+        steps.append(out)
+    for name in want:
+        chunked = tf.concat([c[name] for c in chunks], axis=1)
+        stepped = tf.stack([s[name] for s in steps], axis=1)
+        np.testing.assert_allclose(chunked, want[name], atol=2e-5, err_msg=name)
+        np.testing.assert_allclose(stepped, want[name], atol=2e-5, err_msg=name)
 
 
 def test_mlp_in_bfloat16_matches_float32_to_bfloat16_precision():

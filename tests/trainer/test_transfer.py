@@ -19,7 +19,7 @@ from ddsp_core import records
 from tests.trainer.conftest import TINY_LAYOUT
 from trainer import testing
 from trainer import transfer as tr
-from trainer.streaming import ReverbStream, StreamingSynth, philox_key_counter
+from trainer.streaming import StreamingSynth
 
 ROOT = Path(__file__).resolve().parents[2]
 #: The training tones' pitch range: a melody in 220-300 Hz is an octave below it.
@@ -308,35 +308,7 @@ def test_adjust_attenuates_unconfident_quiet_frames_only():
     assert 0.3 < info.attenuated_fraction < 0.7
 
 
-# ---- streaming building blocks -------------------------------------------------------------------
-def test_reverb_stream_equals_the_full_convolution():
-    rng = np.random.default_rng(2)
-    ir = rng.normal(0, 0.1, 300) * np.exp(-np.arange(300) / 80.0)
-    signal = rng.normal(0, 1, 2000)
-    stream = ReverbStream(ir, add_dry=True)
-    cuts = [0, 7, 7, 300, 301, 900, 1999, 2000]  # empty, short, IR-long and long blocks
-    pairs = zip(cuts[:-1], cuts[1:], strict=True)
-    out = np.concatenate([stream.process(signal[a:b]) for a, b in pairs])
-    expected = np.convolve(signal, ir)[:2000] + signal
-    np.testing.assert_allclose(out, expected, atol=1e-5)
-
-
-def test_noise_counter_offsets_read_the_same_stream_as_stateless_uniform():
-    seed = (3, 11)
-    full = tf.random.stateless_uniform([1, 4096], seed=seed, minval=-1.0, maxval=1.0,
-                                       alg='philox').numpy()[0]
-    key, counter = philox_key_counter(seed)
-    from trainer.streaming import _offset_counter
-
-    for offset in (0, 64, 1000, 4000):
-        part = tf.raw_ops.StatelessRandomUniformV2(
-            shape=[1, 96], key=key, counter=_offset_counter(counter, offset // 4),
-            alg=1).numpy()[0] * 2.0 - 1.0
-        np.testing.assert_array_equal(part, full[offset:offset + 96])
-    high = _offset_counter(np.array([2**64 - 1, 5], np.uint64), 2)
-    assert [int(v) for v in high] == [1, 6]  # carries into the high word
-
-
+# ---- streaming (its building blocks are ddsp_core's: tests/ddsp_core/test_synths.py) -------
 def _one_shot(model, f0, loud, seed, dry=False):
     """The model's own whole-sequence rendering (its window set to the sequence's length);
     ``loud`` is also the power for a decoder that takes it."""
@@ -381,9 +353,9 @@ def test_streamed_equals_one_shot_for_every_decoder_and_synth_setting(overrides,
     n = int(1.2 * frame_rate)
     f0, loud = _controls(n)
     reference = _one_shot(model, f0, loud, (0, 4))
-    # A hop of 320 samples is not a power of two: the one-shot's float32 interpolation
-    # positions (t / 320) are rounded, the streamed ones exact; both agree to ~1e-5.
-    rel = 2e-6 if frame_rate == 250 else 3e-5
+    # The one-shot model renders the whole sequence as one chunk of the same synthesis (exact
+    # interpolation positions t / hop, also for a hop of 320 that is not a power of two).
+    rel = 2e-6
     for chunk in (1, 37, 1000):
         synth = StreamingSynth(model, chunk_frames=chunk, noise_seed=(0, 4))
         out = synth.synthesize(f0, loud, loud if synth.uses_power else None)
