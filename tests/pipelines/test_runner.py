@@ -139,3 +139,34 @@ def test_local_default_and_worker_threads(monkeypatch):
     named = ['--runner', 'PortableRunner']
     assert runner.with_local_default(named) == named
     assert runner.local_worker_threads(PipelineOptions(named)) is None
+
+
+# ---- the opening every console script shares (ddsp_core.runtime.open_cli) ---------------------
+def test_every_console_script_opens_through_open_cli(monkeypatch, capsys):
+    """--help is exit 0 and a bad flag exit 2 (usage and one error line) for every command;
+    the commands reach open_cli (a broken opening shows in all of them)."""
+    import importlib
+    import re
+    from pathlib import Path
+
+    from ddsp_core import runtime
+
+    setup = (Path(__file__).parents[2] / 'setup.py').read_text()
+    scripts = re.findall(r"'(ddsp-[a-z]+) = ([\w.]+):main'", setup)
+    assert len(scripts) == 8
+    opened = []
+    real = runtime.open_cli
+
+    def spy(parser, argv=None, **kwargs):
+        opened.append(parser.prog)
+        return real(parser, argv, **kwargs)
+
+    monkeypatch.setattr(runtime, 'open_cli', spy)
+    for name, module in scripts:
+        main = importlib.import_module(module).main
+        assert main(['--help']) == 0, name
+        assert name in capsys.readouterr().out
+        assert main(['--no_such_flag']) == 2, name
+        err = capsys.readouterr().err
+        assert f'{name}: error:' in err, (name, err)  # the flag, or a required one first
+    assert sorted(set(opened)) == sorted(name for name, _ in scripts)
