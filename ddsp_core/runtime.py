@@ -81,6 +81,21 @@ def open_cli(parser: argparse.ArgumentParser, argv=None, *, quiet_loggers: tuple
     return args
 
 
+def set_threads(threads: int) -> bool:
+    """Run this process's TensorFlow ops on ``threads`` intra-op (and inter-op) threads.
+
+    Only possible before TensorFlow's first op; returns whether the process now runs with that
+    many (False: TensorFlow already started with another setting, which is kept)."""
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:  # TensorFlow already initialised in this process
+        return tf.config.threading.get_intra_op_parallelism_threads() == threads
+    return True
+
+
 @contextlib.contextmanager
 def captured_native_stderr(enabled: bool = True) -> Iterator[None]:
     """Send file descriptor 2 (native code's standard error) to a temporary file for the

@@ -323,8 +323,7 @@ def build_pipeline(pipeline: beam.Pipeline, entries: Sequence[InputEntry], outpu
         lambda el, err: _dead_letter(el, err, 'decode')))
     chunks = decoded.good | 'Spread' >> beam.Reshuffle()
 
-    handler = CrepeModelHandler(opts.crepe_capacity, opts.frame_rate, opts.inference_batch_size,
-                                intra_op_threads=runner.local_worker_threads(pipeline.options))
+    handler = CrepeModelHandler(opts.crepe_capacity, opts.frame_rate, opts.inference_batch_size)
     inferred, failed = (chunks
                         | 'CREPE' >> RunInference(handler).with_exception_handling())
     dead.append(failed.failed_inferences | 'CrepeDL' >> beam.FlatMapTuple(

@@ -45,13 +45,9 @@ class RunTrial(beam.DoFn):
     def setup(self):
         from ddsp_core import runtime
 
-        tf = runtime.import_tensorflow()
+        runtime.import_tensorflow()
         if self.threads:
-            try:
-                tf.config.threading.set_intra_op_parallelism_threads(self.threads)
-                tf.config.threading.set_inter_op_parallelism_threads(self.threads)
-            except RuntimeError:  # TensorFlow already running in this worker
-                pass
+            runtime.set_threads(self.threads)  # kept as it is when TensorFlow already runs
 
     def process(self, element):
         from trainer.sweep import run_trial
