@@ -80,7 +80,9 @@ class CrepeModelHandler(ModelHandler[dict, PredictionResult, Any]):
     def load_model(self):
         from ddsp_core import runtime
         from ddsp_core.f0 import load_crepe_forward
+        from pipelines.runner import claim_worker_gpus
 
+        claim_worker_gpus()  # a local worker's own GPU(s), before TensorFlow starts
         tf = runtime.import_tensorflow()
         if self.intra_op_threads and not runtime.set_threads(self.intra_op_threads):
             log.warning('TensorFlow already started in this process with other thread settings '

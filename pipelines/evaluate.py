@@ -53,8 +53,10 @@ class EvaluationModelHandler(ModelHandler[tuple, PredictionResult, Any]):
 
     def load_model(self):
         from ddsp_core import runtime
+        from pipelines.runner import claim_worker_gpus
         from trainer.inference import TrainedModel
 
+        claim_worker_gpus()  # a local worker's own GPU(s), before TensorFlow starts
         runtime.import_tensorflow()
         return TrainedModel.load(self.model_spec, self.example_secs, self.tracking_uri)
 

@@ -9,15 +9,19 @@
   runner (Beam's DirectRunner, by default multi-process) and how the machine's cores are shared
   between its worker processes.
 - :func:`run_and_wait`: run a pipeline to the end, the local runner's gRPC servers on loopback
-  only (:func:`loopback_only_servers`).
+  only (:func:`loopback_only_servers`) and, on a machine with GPUs, each local worker process
+  given its own of them (:func:`local_gpus` in the launcher, :func:`claim_worker_gpus` in the
+  worker before TensorFlow starts) instead of every process claiming all of them.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import sys
+import tempfile
 from typing import Optional, Sequence
 
 from apache_beam.options.pipeline_options import (
@@ -33,6 +37,14 @@ LOCAL_RUNNERS = ('DirectRunner', 'BundleBasedDirectRunner', 'SwitchingDirectRunn
 #: Local runners whose ``--direct_running_mode multi_processing`` starts worker processes.
 _MULTI_PROCESS_RUNNERS = ('DirectRunner', 'BundleBasedDirectRunner', 'SwitchingDirectRunner',
                           'FnApiRunner')
+
+
+#: Set by :func:`local_gpus` for the local worker processes: the directory of their slot locks,
+#: and each slot's GPUs ('0,2;1,3': slot 0 gets GPUs 0 and 2, slot 1 GPUs 1 and 3).
+WORKER_SLOTS_ENV = 'DDSP_WORKER_SLOTS'
+WORKER_GPUS_ENV = 'DDSP_WORKER_GPUS'
+
+log = logging.getLogger(__name__)
 
 
 class BeamArgsError(ValueError):
@@ -229,6 +241,120 @@ def loopback_only_servers():
             module.grpc = original
 
 
+# ---- one GPU (or several) per local worker ------------------------------------------------------
+def visible_gpus(env=None) -> list[str]:
+    """The GPUs this process may use, as ``CUDA_VISIBLE_DEVICES`` entries: that variable's list
+    when it is set (CUDA stops at ``-1``), else every GPU the NVIDIA driver reports (none
+    without a driver). Asks the driver through NVML, which claims no GPU memory."""
+    env = os.environ if env is None else env
+    listed = env.get('CUDA_VISIBLE_DEVICES')
+    if listed is not None:
+        out = []
+        for item in (x.strip() for x in listed.split(',')):
+            if not item or item == '-1':
+                break
+            out.append(item)
+        return out
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            return [str(i) for i in range(pynvml.nvmlDeviceGetCount())]
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:  # noqa: BLE001 - no driver, no library: no GPU
+        return []
+
+
+def gpu_assignment(devices: Sequence[str], workers: int) -> list[list[str]]:
+    """Each of ``workers`` processes' GPUs, round robin: with at least as many GPUs as workers,
+    worker i gets GPUs i, i + workers, ... (each its own); with more workers than GPUs, worker
+    i shares GPU i mod N with the others that get it."""
+    devices = list(devices)
+    if not devices or workers < 1:
+        return [[] for _ in range(max(workers, 0))]
+    if workers <= len(devices):
+        return [devices[i::workers] for i in range(workers)]
+    return [[devices[i % len(devices)]] for i in range(workers)]
+
+
+@contextlib.contextmanager
+def local_gpus(options: PipelineOptions):
+    """While a multi-process local job runs: tell its worker processes (through the environment
+    they inherit) which GPUs each slot gets (:func:`gpu_assignment`); yields the table, or None
+    when there is nothing to split (no GPU, not several local workers)."""
+    workers = local_worker_count(options)
+    devices = visible_gpus()
+    if not devices or not workers or workers < 2:
+        yield None
+        return
+    table = gpu_assignment(devices, workers)
+    saved = {k: os.environ.get(k) for k in (WORKER_SLOTS_ENV, WORKER_GPUS_ENV)}
+    with tempfile.TemporaryDirectory(prefix='ddsp-worker-slots-') as slots:
+        os.environ[WORKER_SLOTS_ENV] = slots
+        os.environ[WORKER_GPUS_ENV] = ';'.join(','.join(gpus) for gpus in table)
+        try:
+            yield table
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
+
+_held_slots: list[int] = []  # slot lock files held open for the life of the worker process
+_claimed: dict[str, Optional[list[str]]] = {}
+
+
+def _claim_slot(directory: str, count: int) -> int:
+    """The lowest free slot of ``count`` (an exclusive lock on its file, held while this process
+    lives: a worker that dies frees its slot for the one that replaces it); when every slot is
+    held, the process id's slot (shared)."""
+    import fcntl
+
+    for index in range(count):
+        fd = os.open(os.path.join(directory, f'slot-{index}'), os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue
+        _held_slots.append(fd)
+        return index
+    return os.getpid() % count
+
+
+def claim_worker_gpus(env=None) -> Optional[list[str]]:
+    """In a local worker process, before TensorFlow starts: take a free slot of those
+    :func:`local_gpus` announced and make its GPUs the only ones this process sees
+    (``CUDA_VISIBLE_DEVICES``), with memory growth (``TF_FORCE_GPU_ALLOW_GROWTH``), so that
+    processes sharing a GPU do not each reserve all its memory. Returns the GPUs (once per
+    process; later calls return the same), or None outside such a job."""
+    env = os.environ if env is None else env
+    if 'gpus' in _claimed:
+        return _claimed['gpus']
+    slots, table = env.get(WORKER_SLOTS_ENV), env.get(WORKER_GPUS_ENV)
+    if not slots or table is None:
+        return None
+    groups = [g.split(',') if g else [] for g in table.split(';')]
+    gpus = groups[_claim_slot(slots, len(groups))]
+    if 'tensorflow' in sys.modules and _tensorflow_started():
+        log.warning('TensorFlow already started in this worker: it keeps every GPU instead of '
+                    '%s', ','.join(gpus))
+    env['CUDA_VISIBLE_DEVICES'] = ','.join(gpus) if gpus else '-1'
+    env['TF_FORCE_GPU_ALLOW_GROWTH'] = 'true'
+    _claimed['gpus'] = gpus
+    return gpus
+
+
+def _tensorflow_started() -> bool:
+    from ddsp_core import runtime
+
+    return bool(getattr(runtime, '_started', False))
+
+
 def run_and_wait(pipeline, what: str = 'pipeline', error: type[Exception] = RuntimeError):
     """Run ``pipeline`` to the end (a local runner's servers on loopback only).
 
@@ -240,7 +366,7 @@ def run_and_wait(pipeline, what: str = 'pipeline', error: type[Exception] = Runt
     """
     options = pipeline.options
     local = is_local_runner(options)
-    with loopback_only_servers() if local else contextlib.nullcontext():
+    with loopback_only_servers() if local else contextlib.nullcontext(), local_gpus(options):
         result = pipeline.run()
         if result is None or options.view_as(TestOptions).dry_run:
             return None

@@ -44,7 +44,9 @@ class RunTrial(beam.DoFn):
 
     def setup(self):
         from ddsp_core import runtime
+        from pipelines.runner import claim_worker_gpus
 
+        claim_worker_gpus()  # a local worker's own GPU(s), before TensorFlow starts
         runtime.import_tensorflow()
         if self.threads:
             runtime.set_threads(self.threads)  # kept as it is when TensorFlow already runs

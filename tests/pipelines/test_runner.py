@@ -170,3 +170,71 @@ def test_every_console_script_opens_through_open_cli(monkeypatch, capsys):
         err = capsys.readouterr().err
         assert f'{name}: error:' in err, (name, err)  # the flag, or a required one first
     assert sorted(set(opened)) == sorted(name for name, _ in scripts)
+
+
+# ---- one GPU (or several) per local worker, on a fake device list -------------------------------
+def test_gpu_assignment_round_robin():
+    assert runner.gpu_assignment(['0', '1', '2', '3'], 2) == [['0', '2'], ['1', '3']]
+    assert runner.gpu_assignment(['0', '1', '2', '3'], 4) == [['0'], ['1'], ['2'], ['3']]
+    assert runner.gpu_assignment(['0', '1'], 3) == [['0'], ['1'], ['0']]  # shared, one each
+    assert runner.gpu_assignment(['GPU-a', 'GPU-b', 'GPU-c'], 2) == [['GPU-a', 'GPU-c'],
+                                                                     ['GPU-b']]
+    assert runner.gpu_assignment([], 2) == [[], []]
+
+
+def test_visible_gpus_follow_cuda_visible_devices():
+    assert runner.visible_gpus({'CUDA_VISIBLE_DEVICES': '2, 3'}) == ['2', '3']
+    assert runner.visible_gpus({'CUDA_VISIBLE_DEVICES': '1,-1,3'}) == ['1']  # CUDA stops at -1
+    assert runner.visible_gpus({'CUDA_VISIBLE_DEVICES': ''}) == []
+
+
+def test_each_worker_claims_its_own_slot(monkeypatch, tmp_path):
+    """Three processes' claims (one lock file each) on 4 fake GPUs shared by 3 workers: each
+    its own slot, the GPUs round robin, memory growth on; a dead worker's slot is free again."""
+    import os
+
+    monkeypatch.setattr(runner, '_held_slots', [])
+    claims = []
+    for _ in range(3):  # a process each: a fresh claim record, the locks of the others held
+        monkeypatch.setattr(runner, '_claimed', {})
+        env = {runner.WORKER_SLOTS_ENV: str(tmp_path), runner.WORKER_GPUS_ENV: '0,3;1;2'}
+        claims.append((runner.claim_worker_gpus(env), env['CUDA_VISIBLE_DEVICES'],
+                       env['TF_FORCE_GPU_ALLOW_GROWTH']))
+        assert runner.claim_worker_gpus(env) == claims[-1][0]  # once per process
+    assert claims == [(['0', '3'], '0,3', 'true'), (['1'], '1', 'true'), (['2'], '2', 'true')]
+    os.close(runner._held_slots.pop(1))  # the second worker dies
+    assert runner._claim_slot(str(tmp_path), 3) == 1  # its replacement takes its slot
+    for fd in runner._held_slots:
+        os.close(fd)
+    monkeypatch.setattr(runner, '_claimed', {})
+    assert runner.claim_worker_gpus({}) is None  # not a local worker of a split job
+
+
+@pytest.mark.slow
+def test_local_workers_of_a_job_each_see_their_own_gpus(monkeypatch, tmp_path):
+    """Two DirectRunner worker processes on a machine showing 4 (fake) GPUs: each process sees
+    only its own two (CUDA_VISIBLE_DEVICES), with memory growth; the launcher's environment is
+    as before afterwards."""
+    import os
+
+    import apache_beam as beam
+
+    monkeypatch.setenv('CUDA_VISIBLE_DEVICES', '0,1,2,3')
+    out = str(tmp_path)
+
+    def report(element):
+        gpus = runner.claim_worker_gpus()
+        with open(os.path.join(out, f'{os.getpid()}'), 'w') as f:
+            f.write(f'{",".join(gpus)} {os.environ["CUDA_VISIBLE_DEVICES"]} '
+                    f'{os.environ["TF_FORCE_GPU_ALLOW_GROWTH"]}')
+        return element
+
+    pipeline = beam.Pipeline(options=PipelineOptions(runner.with_local_default([], workers=2)))
+    _ = pipeline | beam.Create(list(range(8))) | beam.Reshuffle() | beam.Map(report)
+    runner.run_and_wait(pipeline)
+    seen = {p.name: p.read_text() for p in tmp_path.iterdir()}
+    assert seen and str(os.getpid()) not in seen  # the work ran in worker processes
+    assert set(seen.values()) <= {'0,2 0,2 true', '1,3 1,3 true'}
+    assert len(set(seen.values())) == len(seen)  # no two processes share a slot
+    assert os.environ['CUDA_VISIBLE_DEVICES'] == '0,1,2,3'
+    assert runner.WORKER_GPUS_ENV not in os.environ
