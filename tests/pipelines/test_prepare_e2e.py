@@ -256,6 +256,28 @@ def test_an_in_process_run_writes_the_same_bytes(runs, tmp_path):
     assert json.loads((out / records.MANIFEST).read_text())['fingerprint'] == m1['fingerprint']
 
 
+@pytest.mark.slow
+def test_a_portable_runner_run_writes_the_same_bytes(runs, tmp_path):
+    """Beam's portable runner (job service and external worker pool on 127.0.0.1; the workers
+    share this virtual environment, see tests/pipelines/portable.py) writes the DirectRunner's
+    bytes."""
+    from tests.pipelines import listening
+    from tests.pipelines.portable import portable_runner
+
+    src, out1, m1, _, _ = runs
+    out = tmp_path / 'portable'
+    with portable_runner() as args:
+        manifest = prepare_dataset(os.path.join(src, '*'), str(out), pipeline_args=args,
+                                   num_shards=4, **KW)
+        servers = listening.listeners(os.getpid())  # job service, worker pool, job's servers
+    assert len(servers) >= 2 and all(s.loopback for s in servers), servers
+    names = sorted(os.listdir(out1))
+    assert names == sorted(os.listdir(out))
+    for name in names:  # shards, manifest, ledger, dead letters
+        assert _sha256(os.path.join(out1, name)) == _sha256(out / name), name
+    assert manifest['fingerprint'] == m1['fingerprint']
+
+
 # ---- a dataset whose eval split gets no file, in the reference layout; overwriting it -------
 @pytest.fixture(scope='module')
 def one_split(tmp_path_factory):
