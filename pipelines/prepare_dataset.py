@@ -41,7 +41,6 @@ from pipelines import audio_io, chunking, examples, manifest, runner, splitting,
 from pipelines.crepe_inference import CrepeModelHandler
 from pipelines.inputs import FILE, InputEntry, expand_inputs
 from pipelines.options import SPLIT_METHODS, OptionError, PrepareOptions, parse_db_or_none
-from pipelines.runner import local_worker_threads, loopback_only_servers  # noqa: F401 (re-exported)
 
 log = logging.getLogger('ddsp-prepare')
 NAMESPACE = 'ddsp_prepare'

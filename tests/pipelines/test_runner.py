@@ -134,6 +134,10 @@ def test_local_default_and_worker_threads(monkeypatch):
     assert runner.local_worker_threads(default) == 1  # one worker per core
     given = runner.with_local_default(['--direct_num_workers', '2'])
     assert runner.local_worker_threads(PipelineOptions(given)) == 4
+    many = runner.with_local_default(['--direct_num_workers=16'])
+    assert runner.local_worker_threads(PipelineOptions(many)) == 1
+    in_process = ['--runner=DirectRunner']  # and remote runners: TensorFlow's own default
+    assert runner.local_worker_threads(PipelineOptions(in_process)) is None
     forced = runner.with_local_default(['--direct_num_workers=2'], workers=4)
     assert runner.local_worker_threads(PipelineOptions(forced)) == 2  # --parallel wins
     named = ['--runner', 'PortableRunner']
