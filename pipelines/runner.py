@@ -120,10 +120,15 @@ def open_beam_cli(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]]
     :func:`ddsp_core.runtime.open_cli` on the command's own part (an option neither the command
     nor Beam knows is a usage error naming it).
 
+    The launcher's own TensorFlow (reading the dataset, the sweep's summary, an in-process
+    evaluation) takes GPU memory as it needs it (``TF_FORCE_GPU_ALLOW_GROWTH``, unless set)
+    rather than all of every GPU its local workers are to share.
+
     Returns ``(args, beam_args)``, or the exit code to return at once (0 ``--help``, 2 usage).
     """
     from ddsp_core import runtime
 
+    os.environ.setdefault('TF_FORCE_GPU_ALLOW_GROWTH', 'true')
     argv = sys.argv[1:] if argv is None else argv
     try:
         own, beam_args = split_beam_args(argv, parser)

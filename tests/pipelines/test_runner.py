@@ -109,9 +109,13 @@ def test_a_beam_option_without_its_value_is_a_usage_error(capsys):
     assert '--job_endpoint needs a value' in capsys.readouterr().err
 
 
-def test_help_is_exit_0(capsys):
+def test_help_is_exit_0(capsys, monkeypatch):
+    monkeypatch.delenv('TF_FORCE_GPU_ALLOW_GROWTH', raising=False)
     assert runner.open_beam_cli(sweep.build_arg_parser(), ['--help'], configure=False) == 0
     assert 'ddsp-sweep' in capsys.readouterr().out
+    import os
+
+    assert os.environ['TF_FORCE_GPU_ALLOW_GROWTH'] == 'true'  # the launcher's GPU memory too
 
 
 def test_eval_beam_options_without_a_runner_are_refused(capsys):
