@@ -70,6 +70,10 @@ PLACEHOLDERS = [
      lambda ctx: 'ddsp-prepare --input gs://bucket/violin/*.wav '
                  '--output_dir gs://bucket/datasets/violin '),
     (r'--data \.\.\. ', lambda ctx: '--data data/violin '),
+    # "--runner DataflowRunner ... --setup_file": the runner's options of the command before it
+    (r'--runner DataflowRunner \.\.\. ',
+     lambda ctx: '--runner DataflowRunner --project my-project --region us-central1 '
+                 '--temp_location gs://bucket/tmp '),
 ]
 
 #: The recordings the docs assume: (path, seconds, sample rate). ``recordings/`` gets one file
