@@ -57,6 +57,45 @@ def configure_cli(verbose: bool, quiet_loggers: tuple[str, ...] = ()) -> None:
             logging.getLogger(name).setLevel(logging.ERROR)
 
 
+def open_cli(parser: argparse.ArgumentParser, argv=None, *, quiet_loggers: tuple[str, ...] = (),
+             configure: bool = True, unknown_note: str | None = None,
+             ) -> argparse.Namespace | int:
+    """The opening every console script shares: parse ``argv`` with ``parser`` and, unless
+    ``configure`` is off, :func:`configure_cli` (``--verbose`` where the parser has it).
+
+    Returns the parsed arguments, or the exit code to return at once: 0 after ``--help``, 2 for
+    bad usage (argparse has printed the usage and one error line). With ``unknown_note``, the
+    options the parser does not know are one error naming them, followed by the note (e.g.
+    ``'neither a ddsp-prepare flag nor a Beam pipeline option'``)."""
+    try:
+        if unknown_note is None:
+            args = parser.parse_args(argv)
+        else:
+            args, unknown = parser.parse_known_args(argv)
+            if unknown:
+                parser.error(f'unknown option(s) {" ".join(unknown)} ({unknown_note})')
+    except SystemExit as e:
+        return int(e.code or 0) if isinstance(e.code, (int, type(None))) else 2
+    if configure:
+        configure_cli(bool(getattr(args, 'verbose', False)), quiet_loggers)
+    return args
+
+
+def set_threads(threads: int) -> bool:
+    """Run this process's TensorFlow ops on ``threads`` intra-op (and inter-op) threads.
+
+    Only possible before TensorFlow's first op; returns whether the process now runs with that
+    many (False: TensorFlow already started with another setting, which is kept)."""
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:  # TensorFlow already initialised in this process
+        return tf.config.threading.get_intra_op_parallelism_threads() == threads
+    return True
+
+
 @contextlib.contextmanager
 def captured_native_stderr(enabled: bool = True) -> Iterator[None]:
     """Send file descriptor 2 (native code's standard error) to a temporary file for the

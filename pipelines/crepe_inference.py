@@ -9,6 +9,11 @@ round differently for other call shapes, e.g. a call of one frame), which keeps 
 byte-identical across runs. Decoding to f0 (``ddsp_core.f0.activations_to_f0``,
 Viterbi or local average) is then done per chunk by :func:`pipelines.examples.chunk_features`.
 
+Same bytes whatever the worker's share of the cores: TensorFlow's kernels sum in an order that
+depends on the intra-op thread count for some call shapes (e.g. a chunk's last call of a few
+frames), so every process that runs the handler runs TensorFlow on ``CREPE_THREADS`` threads
+(set before its first op; parallelism comes from worker processes, one per core by default).
+
 The model is loaded once per worker process (``ddsp_core.f0.load_crepe_forward``: CREPE's network
 from crepe's weights, ~2x faster than its Keras model on CPU, same activations); with
 ``share_across_processes=True`` Beam's multi-process sharing keeps one copy per machine instead.
@@ -27,6 +32,8 @@ log = logging.getLogger(__name__)
 
 # Chunks are grouped into one RunInference batch until they hold this many model batches.
 MODEL_BATCHES_PER_BEAM_BATCH = 8
+#: TensorFlow threads of a process running CREPE for ddsp-prepare (fixed: see the docstring).
+CREPE_THREADS = 1
 
 
 def crepe_audio(chunk: dict) -> np.ndarray:
@@ -50,15 +57,15 @@ class CrepeModelHandler(ModelHandler[dict, PredictionResult, Any]):
         frame_rate: frames per second (must divide 16000).
         inference_batch_size: frames per model call.
         share_across_processes: share one model per machine between worker processes.
-        intra_op_threads: TensorFlow threads per worker process (None: TensorFlow's default,
-            all cores). Several local worker processes on one machine are fastest with
-            cores / workers threads each (no oversubscription); set before the worker's first
-            TensorFlow op, else left alone with a log line.
+        intra_op_threads: TensorFlow threads of the worker process (default
+            ``CREPE_THREADS``, the same on every runner so that the activations are; None:
+            TensorFlow's default, all cores); set before the worker's first TensorFlow op,
+            else left alone with a warning (the bytes may then differ from other runs').
     """
 
     def __init__(self, model_capacity: str = 'full', frame_rate: int = 250,
                  inference_batch_size: int = 512, share_across_processes: bool = False,
-                 intra_op_threads: Optional[int] = None):
+                 intra_op_threads: Optional[int] = CREPE_THREADS):
         # BatchElements measures batches in frames (element_size_fn), so chunks of several
         # files share a Beam batch until it holds MODEL_BATCHES_PER_BEAM_BATCH model calls'
         # worth (each chunk still gets its own model calls).
@@ -73,14 +80,14 @@ class CrepeModelHandler(ModelHandler[dict, PredictionResult, Any]):
     def load_model(self):
         from ddsp_core import runtime
         from ddsp_core.f0 import load_crepe_forward
+        from pipelines.runner import claim_worker_gpus
 
+        claim_worker_gpus()  # a local worker's own GPU(s), before TensorFlow starts
         tf = runtime.import_tensorflow()
-        if self.intra_op_threads:
-            try:
-                tf.config.threading.set_intra_op_parallelism_threads(self.intra_op_threads)
-                tf.config.threading.set_inter_op_parallelism_threads(self.intra_op_threads)
-            except RuntimeError:  # TensorFlow already initialised in this process
-                log.info('TensorFlow already initialised; keeping its thread settings')
+        if self.intra_op_threads and not runtime.set_threads(self.intra_op_threads):
+            log.warning('TensorFlow already started in this process with other thread settings '
+                        'than CREPE\'s %d: its activations may differ in the last bits from '
+                        'a run in fresh worker processes', self.intra_op_threads)
         model = load_crepe_forward(self.model_capacity)
         try:
             gpus = tf.config.list_logical_devices('GPU')

@@ -26,7 +26,7 @@ from typing import Any, Iterable, Optional, Sequence
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import PipelineOptions
 
 log = logging.getLogger('ddsp-eval')
 
@@ -53,8 +53,10 @@ class EvaluationModelHandler(ModelHandler[tuple, PredictionResult, Any]):
 
     def load_model(self):
         from ddsp_core import runtime
+        from pipelines.runner import claim_worker_gpus
         from trainer.inference import TrainedModel
 
+        claim_worker_gpus()  # a local worker's own GPU(s), before TensorFlow starts
         runtime.import_tensorflow()
         return TrainedModel.load(self.model_spec, self.example_secs, self.tracking_uri)
 
@@ -119,22 +121,14 @@ def evaluate_on_beam(model: str, source, out_dir: str, crepe_capacity: str, step
                      pipeline_args: Sequence[str], batch_size: int = 8,
                      tracking_uri: Optional[str] = None) -> list[dict]:
     """Run the evaluation job; returns the rows (read back from ``examples.jsonl``)."""
-    from pipelines.prepare_dataset import loopback_only_servers
+    from pipelines import runner
 
-    options = PipelineOptions(list(pipeline_args))
-    runner = options.view_as(StandardOptions).runner
-    local = runner in (None, 'DirectRunner')
     if '://' not in out_dir:
         os.makedirs(out_dir, exist_ok=True)
-    pipeline = beam.Pipeline(options=options)
+    pipeline = beam.Pipeline(options=PipelineOptions(list(pipeline_args)))
     build_pipeline(pipeline, model, source, out_dir, crepe_capacity, step, batch_size,
                    tracking_uri)
-    import contextlib
-
-    with loopback_only_servers() if local else contextlib.nullcontext():
-        state = pipeline.run().wait_until_finish()
-    if str(state) not in ('DONE', 'PipelineState.DONE'):
-        raise RuntimeError(f'evaluation pipeline finished in state {state}')
+    runner.run_and_wait(pipeline, 'evaluation pipeline')
     with FileSystems.open(FileSystems.join(out_dir, 'examples.jsonl')) as f:
         return [json.loads(line) for line in f.read().decode().splitlines() if line.strip()]
 
@@ -180,13 +174,12 @@ def build_arg_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Console entry point ``ddsp-eval``."""
     from ddsp_core import runtime
+    from pipelines import runner
 
-    parser = build_arg_parser()
-    try:
-        args, beam_args = parser.parse_known_args(argv)
-    except SystemExit as e:
-        return int(e.code or 0)
-    runtime.configure_cli(args.verbose, quiet_loggers=('apache_beam',))
+    opened = runner.open_beam_cli(build_arg_parser(), argv)
+    if isinstance(opened, int):
+        return opened
+    args, beam_args = opened
     runtime.import_tensorflow()
     from trainer import evaluate as evaluation
     from trainer.config import ConfigError
@@ -195,7 +188,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from trainer.tracking import quiet_mlflow_logging
 
     quiet_mlflow_logging(args.verbose)
-    beam_run = any(a == '--runner' or a.startswith('--runner=') for a in beam_args)
+    beam_run = runner.runner_name(PipelineOptions(beam_args)) is not None
     if beam_args and not beam_run:
         print(f'ddsp-eval: error: unknown option(s) {" ".join(beam_args)} (Beam options need '
               'a --runner)', file=sys.stderr)

@@ -20,7 +20,6 @@ Pipeline (each step a thin shell around a pure function of :mod:`pipelines.audio
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import json
 import logging
@@ -34,11 +33,11 @@ import soundfile as sf
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import RunInference
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, TestOptions
+from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
 
 from ddsp_core import records
 from ddsp_core.f0 import CREPE_SAMPLE_RATE
-from pipelines import audio_io, chunking, examples, manifest, splitting, stats
+from pipelines import audio_io, chunking, examples, manifest, runner, splitting, stats
 from pipelines.crepe_inference import CrepeModelHandler
 from pipelines.inputs import FILE, InputEntry, expand_inputs
 from pipelines.options import SPLIT_METHODS, OptionError, PrepareOptions, parse_db_or_none
@@ -309,21 +308,6 @@ def _existing_shards(output_dir: str) -> list[str]:
 
 
 # ---- pipeline ----------------------------------------------------------------------------------
-def local_worker_threads(options: PipelineOptions) -> Optional[int]:
-    """TensorFlow threads per worker for a multi-process DirectRunner (cores / workers), so that
-    the workers' CREPE calls do not oversubscribe the cores; None for other runners."""
-    from apache_beam.options.pipeline_options import DirectOptions
-
-    runner = options.view_as(StandardOptions).runner
-    direct = options.view_as(DirectOptions)
-    if runner not in ('DirectRunner', 'BundleBasedDirectRunner', 'FnApiRunner') or \
-            direct.direct_running_mode != 'multi_processing':
-        return None
-    cores = os.cpu_count() or 1
-    workers = direct.direct_num_workers or cores
-    return max(1, cores // workers)
-
-
 def build_pipeline(pipeline: beam.Pipeline, entries: Sequence[InputEntry], output_dir: str,
                    opts: PrepareOptions, inputs: Sequence[str]) -> None:
     """Add the prepare job to ``pipeline`` (``entries`` from :func:`expand_inputs`)."""
@@ -338,8 +322,7 @@ def build_pipeline(pipeline: beam.Pipeline, entries: Sequence[InputEntry], outpu
         lambda el, err: _dead_letter(el, err, 'decode')))
     chunks = decoded.good | 'Spread' >> beam.Reshuffle()
 
-    handler = CrepeModelHandler(opts.crepe_capacity, opts.frame_rate, opts.inference_batch_size,
-                                intra_op_threads=local_worker_threads(pipeline.options))
+    handler = CrepeModelHandler(opts.crepe_capacity, opts.frame_rate, opts.inference_batch_size)
     inferred, failed = (chunks
                         | 'CREPE' >> RunInference(handler).with_exception_handling())
     dead.append(failed.failed_inferences | 'CrepeDL' >> beam.FlatMapTuple(
@@ -399,62 +382,7 @@ def _pipeline_options(pipeline_args: Optional[Sequence[str]]) -> PipelineOptions
     if unknown:
         raise OptionError(f'unknown option(s) {", ".join("--" + u for u in unknown)} '
                           '(neither a ddsp-prepare flag nor a Beam pipeline option; see --help)')
-    std = options.view_as(StandardOptions)
-    if std.runner is None:
-        # Local default: Beam's DirectRunner, one process per core.
-        extra = ['--runner=DirectRunner', '--direct_running_mode=multi_processing']
-        if not any(a.startswith('--direct_num_workers') for a in args):
-            extra.append('--direct_num_workers=0')
-        options = PipelineOptions(args + extra)
-    return options
-
-
-def _is_local_runner(options: PipelineOptions) -> bool:
-    runner = options.view_as(StandardOptions).runner
-    return runner in (None, 'DirectRunner', 'BundleBasedDirectRunner', 'FnApiRunner',
-                      'PrismRunner') or getattr(runner, '__name__', '') == 'DirectRunner'
-
-
-@contextlib.contextmanager
-def loopback_only_servers():
-    """Make the local runner's gRPC servers listen on the loopback interface instead of all
-    interfaces, where Beam puts them: the control, data, state and logging planes between the
-    runner and its worker processes (``worker_handlers``) and each worker's logging server
-    (``local_job_service``). The workers reach them at ``localhost`` either way."""
-    from apache_beam.runners.portability import local_job_service
-    from apache_beam.runners.portability.fn_api_runner import worker_handlers
-
-    modules = (worker_handlers, local_job_service)
-    real = [m.grpc for m in modules]
-    grpc = real[0]
-
-    class _Server:
-        def __init__(self, server):
-            self._server = server
-
-        def add_insecure_port(self, address):
-            if address.startswith('[::]:'):
-                address = 'localhost:' + address[len('[::]:'):]
-            return self._server.add_insecure_port(address)
-
-        def __getattr__(self, name):
-            return getattr(self._server, name)
-
-    class _Grpc:
-        def __getattr__(self, name):
-            return getattr(grpc, name)
-
-        @staticmethod
-        def server(*args, **kwargs):
-            return _Server(grpc.server(*args, **kwargs))
-
-    for module in modules:
-        module.grpc = _Grpc()
-    try:
-        yield
-    finally:
-        for module, original in zip(modules, real, strict=True):
-            module.grpc = original
+    return PipelineOptions(runner.with_local_default(args))
 
 
 def check_output_dir(output_dir: str, overwrite: bool) -> list[str]:
@@ -516,14 +444,9 @@ def prepare_dataset(input_patterns: Sequence[str] | str, output_dir: str,
     t0 = time.time()
     pipeline = beam.Pipeline(options=beam_options)
     build_pipeline(pipeline, entries, output_dir, opts, input_patterns)
-    local = _is_local_runner(beam_options)
-    with loopback_only_servers() if local else contextlib.nullcontext():
-        result = pipeline.run()
-        if result is None or beam_options.view_as(TestOptions).dry_run:
-            return None  # the runner only built the job (DataflowRunner --dry_run)
-        state = result.wait_until_finish()
-    if str(state) not in ('DONE', 'PipelineState.DONE'):
-        raise PrepareError(f'pipeline finished in state {state}')
+    result = runner.run_and_wait(pipeline, error=PrepareError)
+    if result is None:
+        return None  # the runner only built the job (DataflowRunner --dry_run)
     _log_metrics(result)
     if not FileSystems.exists(manifest_path):
         raise PrepareError(f'the pipeline finished but wrote no {manifest_path}')
@@ -675,11 +598,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Console entry point ``ddsp-prepare``. Exit codes: 0 done, 1 failed, 2 bad usage."""
     from ddsp_core import runtime
 
-    parser = build_arg_parser()
-    try:
-        args, beam_args = parser.parse_known_args(argv)
-    except SystemExit as e:
-        return int(e.code or 0)
+    opened = runner.open_beam_cli(build_arg_parser(), argv, configure=False)
+    if isinstance(opened, int):
+        return opened
+    args, beam_args = opened
     if args.verify:
         return verify_main(args.verify)
     missing = [flag for flag, value in (('--input', args.input),
@@ -703,7 +625,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         opts = PrepareOptions(**kwargs).validate()
         print(f'ddsp-prepare: {len(args.input)} pattern(s) -> {args.output_dir} '
               f'({opts.layout.describe()}; CREPE {opts.crepe_capacity} on '
-              f'{_runner_description(beam_args)})', file=sys.stderr, flush=True)
+              f'{runner.describe_runner(beam_args)})', file=sys.stderr, flush=True)
         result = prepare_dataset(args.input, args.output_dir, opts, pipeline_args=beam_args,
                                  overwrite=args.overwrite)
     except OptionError as e:
@@ -753,16 +675,6 @@ def verify_main(directory: str) -> int:
     print(f'ddsp-prepare: --verify {directory}: all {len(checked)} shards match '
           f'{found.path} ({how})', file=sys.stderr)
     return 0
-
-
-def _runner_description(beam_args: Sequence[str]) -> str:
-    runner = next((a.split('=', 1)[1] for a in beam_args if a.startswith('--runner=')), None)
-    if runner is None and '--runner' in beam_args:
-        i = list(beam_args).index('--runner')
-        runner = beam_args[i + 1] if i + 1 < len(beam_args) else None
-    if runner in (None, 'DirectRunner'):
-        return f'the local DirectRunner, {os.cpu_count() or 1} cores'
-    return runner
 
 
 if __name__ == '__main__':

@@ -29,7 +29,7 @@ import time
 from typing import Optional, Sequence
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import PipelineOptions
 
 log = logging.getLogger('ddsp-sweep')
 
@@ -44,14 +44,12 @@ class RunTrial(beam.DoFn):
 
     def setup(self):
         from ddsp_core import runtime
+        from pipelines.runner import claim_worker_gpus
 
-        tf = runtime.import_tensorflow()
+        claim_worker_gpus()  # a local worker's own GPU(s), before TensorFlow starts
+        runtime.import_tensorflow()
         if self.threads:
-            try:
-                tf.config.threading.set_intra_op_parallelism_threads(self.threads)
-                tf.config.threading.set_inter_op_parallelism_threads(self.threads)
-            except RuntimeError:  # TensorFlow already running in this worker
-                pass
+            runtime.set_threads(self.threads)  # kept as it is when TensorFlow already runs
 
     def process(self, element):
         from trainer.sweep import run_trial
@@ -125,20 +123,16 @@ def ensure_parent_run(spec, client, experiment_id: str, metric: str, fingerprint
 
 def local_parallelism(spec, pipeline_args: Sequence[str]) -> tuple[list[str], Optional[int]]:
     """Pipeline args with the local default (multi-process DirectRunner, one worker per
-    parallel trial) and the TensorFlow threads per worker (cores / workers)."""
-    options = PipelineOptions(list(pipeline_args))
-    if options.view_as(StandardOptions).runner is not None:
-        return list(pipeline_args), None
-    cores = os.cpu_count() or 1
-    args = list(pipeline_args) + ['--runner=DirectRunner',
-                                  '--direct_running_mode=multi_processing',
-                                  f'--direct_num_workers={spec.parallel}']
-    return args, max(1, cores // spec.parallel)
+    parallel trial) and the TensorFlow threads per local worker (cores / workers)."""
+    from pipelines import runner
+
+    args = runner.with_local_default(pipeline_args, workers=spec.parallel)
+    return args, runner.local_worker_threads(PipelineOptions(args))
 
 
 def run_sweep(spec, pipeline_args: Sequence[str] = (), summarize_now: bool = True) -> dict:
     """Run (or continue) a sweep. Returns its summary (:func:`summarize`)."""
-    from pipelines.prepare_dataset import _is_local_runner, loopback_only_servers
+    from pipelines import runner
     from trainer import sweep as S
     from trainer.data import open_source
     from trainer.tracking import ensure_experiment, make_client, resolve_tracking_uri
@@ -167,13 +161,7 @@ def run_sweep(spec, pipeline_args: Sequence[str] = (), summarize_now: bool = Tru
              | 'Plan' >> beam.Create(todo)
              | 'Spread' >> beam.Reshuffle()
              | 'Trial' >> beam.ParDo(RunTrial(spec, parent, threads)))
-        import contextlib
-
-        with loopback_only_servers() if _is_local_runner(options) else \
-                contextlib.nullcontext():
-            state = pipeline.run().wait_until_finish()
-        if str(state) not in ('DONE', 'PipelineState.DONE'):
-            raise RuntimeError(f'sweep pipeline finished in state {state}')
+        runner.run_and_wait(pipeline, 'sweep pipeline')
     elapsed = time.time() - started
     summary = summarize(spec, client, parent, metric) if summarize_now else {}
     summary.update({'parent_run_id': parent, 'ran': len(todo), 'wall_secs': elapsed})
@@ -475,13 +463,12 @@ def _key_values(items, flag: str, form: str, convert) -> dict:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     from ddsp_core import runtime
+    from pipelines import runner
 
-    parser = build_arg_parser()
-    try:
-        args, beam_args = parser.parse_known_args(argv)
-    except SystemExit as e:
-        return int(e.code or 0)
-    runtime.configure_cli(args.verbose, quiet_loggers=('apache_beam',))
+    opened = runner.open_beam_cli(build_arg_parser(), argv)
+    if isinstance(opened, int):
+        return opened
+    args, beam_args = opened
     runtime.import_tensorflow()
     from trainer.config import ConfigError
     from trainer.data import DataError

@@ -70,6 +70,10 @@ PLACEHOLDERS = [
      lambda ctx: 'ddsp-prepare --input gs://bucket/violin/*.wav '
                  '--output_dir gs://bucket/datasets/violin '),
     (r'--data \.\.\. ', lambda ctx: '--data data/violin '),
+    # "--runner DataflowRunner ... --setup_file": the runner's options of the command before it
+    (r'--runner DataflowRunner \.\.\. ',
+     lambda ctx: '--runner DataflowRunner --project my-project --region us-central1 '
+                 '--temp_location gs://bucket/tmp '),
 ]
 
 #: The recordings the docs assume: (path, seconds, sample rate). ``recordings/`` gets one file
@@ -186,14 +190,19 @@ def _parse_ddsp(tokens: list[str]) -> None:
     (entry,) = [e for e in entry_points(group='console_scripts') if e.name == tokens[0]]
     module = importlib.import_module(entry.module)
     build = getattr(module, 'build_arg_parser', None) or module.build_parser
+    own, beam_args = tokens[1:], []
+    if entry.module.startswith('pipelines.'):  # the Beam commands' own opening
+        from pipelines.runner import split_beam_args
+
+        own, beam_args = split_beam_args(own, build())
     try:
-        _, rest = build().parse_known_args(tokens[1:])
+        _, rest = build().parse_known_args(own)
     except SystemExit as e:
         raise AssertionError(f'{tokens[0]} rejects its arguments (exit {e.code})') from None
-    if rest and not entry.module.startswith('pipelines.'):
-        raise AssertionError(f'{tokens[0]}: unknown arguments {rest}')
     if rest:
-        options = PipelineOptions(rest)
+        raise AssertionError(f'{tokens[0]}: unknown arguments {rest}')
+    if beam_args:
+        options = PipelineOptions(beam_args)
         unknown = set(options.get_all_options(retain_unknown_options=True)) - \
             set(options.get_all_options())
         assert not unknown, f'{tokens[0]}: unknown pipeline options {sorted(unknown)}'

@@ -330,12 +330,11 @@ def build_arg_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = build_arg_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as e:
-        return int(e.code or 0)
-    logging.basicConfig(level=logging.WARNING, format='%(levelname)s %(name)s: %(message)s')
+    from ddsp_core import runtime
+
+    args = runtime.open_cli(build_arg_parser(), argv)
+    if isinstance(args, int):
+        return args
     from trainer.tracking import make_client, quiet_mlflow_logging, resolve_tracking_uri
 
     quiet_mlflow_logging()

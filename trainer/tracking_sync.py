@@ -257,8 +257,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument('--tracking_uri', default=None,
                         help='the tracking server (default: the one the run used, from '
                              'mlflow_run.json)')
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format='%(levelname)s %(name)s: %(message)s')
+    args = runtime.open_cli(parser, argv)
+    if isinstance(args, int):
+        return args
     try:
         reports = sync_model_dir(args.model_dir, args.tracking_uri)
     except FileNotFoundError as e:

@@ -537,12 +537,9 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``ddsp-train``; returns the exit code (0 ok, 1 failed, 2 usage, 130 ^C)."""
     from ddsp_core import runtime
 
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as e:
-        return int(e.code or 0)
-    runtime.configure_cli(args.verbose)
+    args = runtime.open_cli(build_parser(), argv)
+    if isinstance(args, int):
+        return args
     if args.sync_tracking:
         from trainer.tracking_sync import main as sync_main
         return sync_main([args.model_dir] + (['--tracking_uri', args.tracking_uri]

@@ -878,12 +878,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Console entry point ``ddsp-transfer``."""
     from ddsp_core import runtime
 
-    parser = build_arg_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as e:
-        return int(e.code or 0)
-    runtime.configure_cli(args.verbose)
+    args = runtime.open_cli(build_arg_parser(), argv)
+    if isinstance(args, int):
+        return args
     # Cheap checks first, before TensorFlow starts.
     try:
         check_output(args.output, args.subtype)

@@ -140,16 +140,12 @@ def test_48k_keeps_audio_at_48k_and_adds_audio_16k_for_crepe(tmp_path):
         assert np.std(offset) < 0.5
 
 
-def test_local_workers_share_the_cores_between_them(monkeypatch):
-    from pipelines.prepare_dataset import _pipeline_options, local_worker_threads
+def test_every_runner_runs_crepe_on_the_same_thread_count():
+    """The handler's TensorFlow thread count is fixed, not the worker's share of the cores
+    (tests/pipelines/test_prepare_e2e.py compares the bytes of runs with other shares)."""
+    from pipelines.crepe_inference import CREPE_THREADS, CrepeModelHandler
 
-    monkeypatch.setattr('os.cpu_count', lambda: 8)
-    assert local_worker_threads(_pipeline_options([])) == 1  # default: one worker per core
-    assert local_worker_threads(_pipeline_options(['--direct_num_workers=2'])) == 4
-    assert local_worker_threads(_pipeline_options(['--direct_num_workers=16'])) == 1
-    # In-process runners and remote runners keep TensorFlow's own default.
-    assert local_worker_threads(_pipeline_options(['--runner=DirectRunner'])) is None
-    assert local_worker_threads(_pipeline_options(['--runner=DataflowRunner'])) is None
+    assert CrepeModelHandler('tiny').intra_op_threads == CREPE_THREADS == 1
 
 
 def _synthetic_chunk(n_frames, seed):

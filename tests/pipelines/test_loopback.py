@@ -6,7 +6,7 @@ from concurrent import futures
 
 import pytest
 
-from pipelines.prepare_dataset import loopback_only_servers
+from pipelines.runner import loopback_only_servers
 from tests.pipelines import listening
 
 

@@ -414,3 +414,25 @@ def test_a_multi_objective_sweep_has_a_pareto_front(tmp_path, server, dataset):
     with pytest.raises(S.SweepError, match='prunes single-objective studies only'):
         _spec(tmp_path, server, dataset, objectives={'steps_per_sec': 'maximize'},
               pruner='median')
+
+
+@pytest.mark.slow
+def test_a_sweep_on_the_portable_runner_with_spaced_beam_options(tmp_path, server, dataset):
+    """The reported command: ddsp-sweep's flags, then `--runner PortableRunner --job_endpoint
+    ...` spelled with spaces (once "PortableRunner: no such sweep file"); the trial runs in the
+    portable runner's worker (tests/pipelines/portable.py) and is recorded in MLflow."""
+    from pipelines.sweep import main
+    from tests.pipelines.portable import portable_runner
+
+    with portable_runner() as args:
+        beam = [token for arg in args for token in arg.split('=', 1)]  # --runner X ...
+        code = main(['--name', 'portable', '--data', str(dataset), '--steps', '4',
+                     '--space', 'train.learning_rate=[0.003]', '--algorithm', 'grid',
+                     '--set', 'train.summary_every=100', '--output_dir', str(tmp_path / 'out'),
+                     '--tracking_uri', server.uri, *beam])
+    assert code == 0
+    spec = S.parse_spec({'name': 'portable', 'data': str(dataset), 'steps': 4,
+                         'space': {'train.learning_rate': [0.003]}})
+    runs = _runs(MlflowClient(server.uri), spec)
+    children = [r for r in runs if r.data.tags.get('mlflow.parentRunId')]
+    assert len(children) == 1 and children[0].data.tags[S.TAG_STATE] == 'COMPLETE'

@@ -103,6 +103,32 @@ def _rows(path):
 
 
 @pytest.mark.slow
+def test_ddsp_eval_on_the_portable_runner_agrees_with_a_local_evaluation(trained, tmp_path,
+                                                                        capsys):
+    """ddsp-eval with Beam's portable runner (job service and worker pool on 127.0.0.1, see
+    tests/pipelines/portable.py), its options spelled with spaces before the command's flags:
+    the same rows as an evaluation in this process."""
+    from pipelines.evaluate import main
+    from tests.pipelines.portable import portable_runner
+
+    data, model_dir = trained
+    common = ['--model', str(model_dir), '--data', str(data), '--crepe_capacity', 'tiny',
+              '--batch_size', '1', '--no_mlflow', '--no_progress']
+    assert main([*common, '--out', str(tmp_path / 'local')]) == 0
+    with portable_runner() as args:
+        beam = [token for arg in args for token in arg.split('=', 1)]  # --runner X ...
+        assert main([*beam, *common, '--out', str(tmp_path / 'portable')]) == 0
+    assert '(on Beam)' in capsys.readouterr().err  # the job ran on the runner
+    a = _rows(tmp_path / 'local' / 'examples.jsonl')
+    b = _rows(tmp_path / 'portable' / 'examples.jsonl')
+    assert len(a) == 4 and set(a) == set(b)
+    for key, row in a.items():
+        for metric, value in row.items():
+            if isinstance(value, float) and np.isfinite(value):
+                assert b[key][metric] == pytest.approx(value, rel=1e-6, abs=1e-9), (key, metric)
+
+
+@pytest.mark.slow
 def test_ddsp_eval_locally_and_on_two_beam_workers_agree(trained, tmp_path):
     data, model_dir = trained
     common = ['--model', model_dir, '--data', data, '--crepe_capacity', 'tiny',
