@@ -1,28 +1,86 @@
-"""ddsp-compare on a sweep of many runs: wall time against a real `mlflow server` (HTTP).
+"""ddsp-compare on a sweep of many runs: wall time and peak memory against a real `mlflow server`.
 
-Starts an `mlflow server` on 127.0.0.1 (SQLite backend), creates a parent run and N child runs
-(differing params, a `total_loss` history of S steps each, the latest summary audio and
-spectrogram for each), then times ``trainer.compare.compare`` (paged searches, bulk metric
-histories, audio for the --listen best runs only) and, for scale, the per-run history requests
-it avoids. Reports JSON.
+Starts an `mlflow server` on 127.0.0.1 (SQLite backend, or ``--backend postgresql``: a
+throw-away PostgreSQL server from ``tests/postgres_server.py``), creates a sweep parent and N
+child runs (differing params, a `total_loss` history of S steps each), then runs
+``ddsp-compare --sweep PARENT`` against the server as a user does (``python -m
+trainer.compare`` in a child process) and reports its wall time and peak RSS as JSON.
 
-    python benchmarks/bench_compare.py                  # 200 runs x 100 steps
-    python benchmarks/bench_compare.py --runs 500 --out results.json
+The runs are written straight into the server's backend store (an ``MlflowClient`` on the
+store's URL, ``log_batch``, ``--threads`` at a time) so that 10,000 runs take minutes, not an
+hour; the audio and spectrogram a listening report plays are uploaded through the server for
+the ``--artifact_runs`` best runs only (ddsp-compare lists and downloads artifacts of the
+``--listen`` best runs only, so the other runs' artifacts do not change what it does).
+``--per_run`` also times one ``get-history`` request per run, for scale.
+
+    python benchmarks/bench_compare.py                  # 200 runs x 100 steps, SQLite
+    python benchmarks/bench_compare.py --backend postgresql --runs 10000 --out results.json
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def populate(store_uri: str, experiment: str, parent: str, runs: int, steps: int,
+             threads: int) -> list[tuple[float, str]]:
+    """Create the child runs in the backend store directly; (final loss, run id) of each."""
+    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(store_uri)
+    rng = np.random.default_rng(0)
+    floors = rng.uniform(2, 6, runs)
+    rates = 10 ** rng.uniform(-4, -2, runs)
+
+    def one(i: int) -> tuple[float, str]:
+        run = client.create_run(experiment, run_name=f'trial-{i}',
+                                tags={'mlflow.parentRunId': parent, 'ddsp.kind': 'trial'})
+        now = int(time.time() * 1000)
+        losses = [Metric('total_loss', float(floors[i] + 5 * np.exp(-s / 30)), now, s)
+                  for s in range(1, steps + 1)]
+        client.log_batch(run.info.run_id, metrics=losses, params=[
+            Param('train.learning_rate', f'{rates[i]:.3g}'), Param('model.rnn_channels', '32'),
+            Param('model.mlp_units', str(16 * (1 + i % 3)))],
+            tags=[RunTag('ddsp.trial', str(i))])
+        client.set_terminated(run.info.run_id)
+        return losses[-1].value, run.info.run_id
+
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(one, range(runs)))
+
+
+def run_compare(uri: str, parent: str, out: Path, listen: int,
+                profile: str | None = None) -> dict:
+    """``ddsp-compare --sweep`` in a child process: wall seconds, peak RSS (MB), exit code."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL='2')
+    command = [sys.executable] + (['-m', 'cProfile', '-o', profile] if profile else []) + [
+        '-m', 'trainer.compare', '--sweep', parent, '--tracking_uri',
+               uri, '--out', str(out), '--listen', str(listen)]
+    start = time.perf_counter()
+    process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE)
+    stderr = process.stderr.read()
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - start
+    process.returncode = os.waitstatus_to_exitcode(status)
+    return {'command': ' '.join(command), 'compare_secs': wall,
+            'compare_peak_rss_mb': usage.ru_maxrss / 1024, 'exit_code': process.returncode,
+            'stderr_tail': stderr.decode(errors='replace')[-600:]}
 
 
 def main(argv=None) -> int:
@@ -30,14 +88,19 @@ def main(argv=None) -> int:
     p.add_argument('--runs', type=int, default=200)
     p.add_argument('--steps', type=int, default=100)
     p.add_argument('--listen', type=int, default=8)
+    p.add_argument('--backend', choices=('sqlite', 'postgresql'), default='sqlite')
+    p.add_argument('--threads', type=int, default=4, help='threads writing the runs')
+    p.add_argument('--artifact_runs', type=int, default=20,
+                   help='the best runs that get the listening files')
+    p.add_argument('--per_run', action='store_true',
+                   help='also time one get-history request per run')
+    p.add_argument('--profile', metavar='PATH', help='run ddsp-compare under cProfile, stats here')
     p.add_argument('--out', help='also write the JSON here')
     args = p.parse_args(argv)
 
-    from mlflow.entities import Metric, Param
-
+    from tests.postgres_server import PostgresServer
     from tests.trainer.mlflow_server import MlflowServer
     from trainer import artifacts
-    from trainer.compare import compare, metric_histories, search_all_runs
     from trainer.tracking import make_client, quiet_mlflow_logging
 
     quiet_mlflow_logging()
@@ -47,51 +110,43 @@ def main(argv=None) -> int:
     for name in ('latest_original.wav', 'latest_resynthesis.wav'):
         artifacts.write_wav(root / name, tone, sr)
     artifacts.spectrogram_comparison_png(root / 'latest_spectrogram.png', tone, tone, sr)
-    with MlflowServer(root / 'server') as server:
+    with ExitStack() as stack:
+        store_uri = None
+        if args.backend == 'postgresql':
+            store_uri = stack.enter_context(PostgresServer()).create_database('mlflow')
+        server = stack.enter_context(MlflowServer(root / 'server', backend_store_uri=store_uri))
+        store_uri = server.backend_store_uri
         client = make_client(server.uri)
         experiment = client.create_experiment('bench-compare')
         parent = client.create_run(experiment, run_name='sweep-bench').info.run_id
-        rng = np.random.default_rng(0)
         started = time.perf_counter()
-        for i in range(args.runs):
-            run = client.create_run(experiment, run_name=f'trial-{i}',
-                                    tags={'mlflow.parentRunId': parent})
-            lr = float(10 ** rng.uniform(-4, -2))
-            floor = float(rng.uniform(2, 6))
-            now = int(time.time() * 1000)
-            losses = [Metric('total_loss', floor + 5 * np.exp(-s / 30), now, s)
-                      for s in range(1, args.steps + 1)]
-            client.log_batch(run.info.run_id, metrics=losses, params=[
-                Param('train.learning_rate', f'{lr:.3g}'), Param('model.rnn_channels', '32'),
-                Param('model.mlp_units', str(16 * (1 + i % 3)))])
+        finals = populate(store_uri, experiment, parent, args.runs, args.steps, args.threads)
+        for _, run_id in sorted(finals)[:args.artifact_runs]:
             for name in ('latest_original.wav', 'latest_resynthesis.wav',
                          'latest_spectrogram.png'):
-                client.log_artifact(run.info.run_id, str(root / name))
-            client.set_terminated(run.info.run_id)
+                client.log_artifact(run_id, str(root / name))
         setup_secs = time.perf_counter() - started
-        runs = search_all_runs(client, [experiment], f"tags.`mlflow.parentRunId` = '{parent}'")
-        t0 = time.perf_counter()
-        result = compare(client, runs, 'total_loss', str(root / 'cmp'), 'bench',
-                         listen=args.listen, log_to_run=parent)
-        compare_secs = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        bulk = metric_histories(client, [r.info.run_id for r in runs], 'total_loss')
-        bulk_secs = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        for r in runs:
-            client.get_metric_history(r.info.run_id, 'total_loss')
-        per_run_secs = time.perf_counter() - t0
+        result = run_compare(server.uri, parent, root / 'cmp', args.listen, args.profile)
+        table = (root / 'cmp' / 'table.txt').read_text().splitlines() \
+            if result['exit_code'] == 0 else []
+        per_run_secs = None
+        if args.per_run:
+            t0 = time.perf_counter()
+            for _, run_id in finals:
+                client.get_metric_history(run_id, 'total_loss')
+            per_run_secs = time.perf_counter() - t0
     text = json.dumps({
-        'runs': len(runs), 'steps': args.steps, 'listen': args.listen,
-        'compare_secs': compare_secs, 'bulk_history_secs': bulk_secs,
+        'runs': args.runs, 'steps': args.steps, 'listen': args.listen, 'backend': args.backend,
+        **result, 'table_rows': len(table) - 2 if table else 0,
+        'best': table[1].split()[0] if len(table) > 1 else None,
+        'expected_best': f'trial-{int(np.argmin([f for f, _ in finals]))}',
         'per_run_history_secs': per_run_secs, 'setup_secs': setup_secs,
-        'points_read': sum(len(v) for v in bulk.values()),
-        'best': result['best'].name, 'cpu_count': os.cpu_count(),
+        'cpu_count': os.cpu_count(),
     }, indent=2)
     print(text)
     if args.out:
         Path(args.out).write_text(text + '\n')
-    return 0
+    return 0 if result['exit_code'] == 0 else 1
 
 
 if __name__ == '__main__':

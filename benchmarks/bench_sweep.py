@@ -11,8 +11,18 @@ A second baseline is what a user does without ddsp-sweep: the same 4 trainings a
 ``ddsp-train`` processes one after another (``python -m trainer.train``, same preset, steps and
 learning rates; no eval-split passes, which the sweep's trials also make); ``--no_cli`` skips it.
 
+A third mode, ``--scale N [N ...]``, measures how the overhead grows with the number of
+trials: a TPE sweep of N trials (``--steps`` each, one ``eval_loss`` at the end) per N on 2
+workers with Optuna's study and MLflow's runs on a throw-away PostgreSQL server
+(``tests/postgres_server.py``, an ``mlflow server`` on it), both on 127.0.0.1. Besides the
+per-trial overhead above it reports, per block of 20 trials in start order, the mean gap
+between one trial's MLflow run ending and the next one starting on the same worker process
+(the trial's ``worker`` attribute): asking the sampler, opening the study, recording the
+outcome, the parent's progress.
+
     python benchmarks/bench_sweep.py                 # 4 trials x 60 steps, 1 repeat
     python benchmarks/bench_sweep.py --steps 300 --repeats 2 --out results.json
+    python benchmarks/bench_sweep.py --scale 20 200 --steps 30 --out results.json
 """
 
 from __future__ import annotations
@@ -76,6 +86,52 @@ def run_cli(root: Path, data: Path, steps: int, tag: str) -> dict:
     return {'mode': 'ddsp-train x4', 'wall_secs': time.perf_counter() - start}
 
 
+def run_scale(root: Path, data: Path, trials: int, steps: int) -> dict:
+    """A TPE sweep of ``trials`` trials on 2 workers, study and runs on PostgreSQL."""
+    from mlflow.tracking import MlflowClient
+
+    from pipelines.sweep import run_sweep
+    from tests.postgres_server import PostgresServer
+    from tests.trainer.mlflow_server import MlflowServer
+    from trainer import sweep as S
+
+    with PostgresServer() as postgres, MlflowServer(
+            root / f'mlflow-{trials}',
+            backend_store_uri=postgres.create_database('mlflow')) as server:
+        spec = S.parse_spec({
+            'name': f'scale-{trials}', 'preset': 'tiny', 'data': str(data), 'steps': steps,
+            'algorithm': 'tpe', 'trials': trials, 'parallel': 2, 'report_every': steps,
+            'space': {'train.learning_rate': {'loguniform': [1e-4, 1e-2]},
+                      'train.grad_clip_norm': {'uniform': [1.0, 5.0]}},
+            'set': ['train.summary_every=0'], 'output_dir': str(root / f'scale-{trials}'),
+            'storage': postgres.create_database('optuna'), 'tracking_uri': server.uri})
+        start = time.perf_counter()
+        summary = run_sweep(spec)
+        wall = time.perf_counter() - start
+        client = MlflowClient(server.uri)
+        runs = {r.info.run_id: r.info for r in client.search_runs(
+            [client.get_experiment_by_name(spec.experiment_name).experiment_id],
+            max_results=5000)}
+        trials_run = [t for t in S.sweep_trials(S.open_study(spec))
+                      if t.user_attrs.get('run_id') in runs]
+    spans = sorted((runs[t.user_attrs['run_id']].start_time / 1000.0,
+                    runs[t.user_attrs['run_id']].end_time / 1000.0, t.user_attrs['worker'])
+                   for t in trials_run)
+    durations = [end - begin for begin, end, _ in spans]
+    gaps, last_end = [], {}
+    for begin, end, worker in spans:
+        if worker in last_end:
+            gaps.append((begin, begin - last_end[worker]))
+        last_end[worker] = end
+    blocks = [statistics.mean(g for _, g in gaps[i:i + 20]) for i in range(0, len(gaps), 20)]
+    return {'trials': trials, 'steps': steps, 'wall_secs': wall,
+            'complete': summary['complete'], 'fail': summary['fail'],
+            'reasked': summary['reasked'], 'mean_trial_run_secs': statistics.mean(durations),
+            'overhead_per_trial_secs': wall * 2 / len(durations) - statistics.mean(durations),
+            'mean_gap_between_runs_secs': statistics.mean(g for _, g in gaps),
+            'gap_per_20_trials_secs': blocks}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--steps', type=int, default=60)
@@ -83,6 +139,8 @@ def main(argv=None) -> int:
     p.add_argument('--out', help='also write the JSON here')
     p.add_argument('--no_cli', action='store_true',
                    help='skip the 4-ddsp-train-processes baseline')
+    p.add_argument('--scale', type=int, nargs='+', metavar='N',
+                   help='instead: TPE sweeps of N trials each on PostgreSQL, 2 workers')
     args = p.parse_args(argv)
 
     from ddsp_core import records, runtime
@@ -96,6 +154,14 @@ def main(argv=None) -> int:
     layout = records.Layout(16000, 250, 1.0)
     testing.write_dataset(data, layout, n_examples=16, n_shards=2, seed=0)
     testing.write_dataset(data, layout, n_examples=4, n_shards=1, seed=1, split='eval')
+    if args.scale:
+        text = json.dumps({'scale': [run_scale(root, data, n, args.steps) for n in args.scale],
+                           'cpu_count': os.cpu_count(), 'machine': platform.machine()},
+                          indent=2)
+        print(text)
+        if args.out:
+            Path(args.out).write_text(text + '\n')
+        return 0
     runs, cli = [], []
     for i in range(args.repeats):
         order = (2, 1, 'cli') if i % 2 == 0 else ('cli', 1, 2)

@@ -35,14 +35,25 @@ log = logging.getLogger('ddsp-sweep')
 
 
 class RunTrial(beam.DoFn):
-    """An element of the plan -> :class:`trainer.sweep.TrialOutcome` (as a dict)."""
+    """An element of the plan -> :class:`trainer.sweep.TrialOutcome` (as a dict).
+
+    With a heartbeat (the default) the trial trains in a child process this DoFn supervises
+    (:class:`trainer.sweep.TrialProcess`): when that process dies, the element lives on and
+    runs the trial's retry from its checkpoint. Without one, in the worker itself."""
 
     def __init__(self, spec, parent_run_id: Optional[str], threads: Optional[int] = None):
         self.spec = spec
         self.parent_run_id = parent_run_id
         self.threads = threads
+        self.trials = None
 
     def setup(self):
+        if self.spec.heartbeat:
+            from trainer.sweep import TrialProcess
+
+            self.trials = TrialProcess(self.threads)
+            self.trials.start()  # imports TensorFlow while the pipeline starts
+            return
         from ddsp_core import runtime
         from pipelines.runner import claim_worker_gpus
 
@@ -52,10 +63,17 @@ class RunTrial(beam.DoFn):
             runtime.set_threads(self.threads)  # kept as it is when TensorFlow already runs
 
     def process(self, element):
+        if self.trials is not None:
+            yield self.trials.run(self.spec, element, self.parent_run_id)
+            return
         from trainer.sweep import run_trial
 
         outcome = run_trial(self.spec, element, self.parent_run_id)
         yield outcome.to_dict()
+
+    def teardown(self):
+        if self.trials is not None:
+            self.trials.close()
 
 
 def plan(spec, study, fingerprint: str) -> list[dict]:
@@ -186,7 +204,9 @@ def _rows(study) -> list[dict]:
                      'step': max(t.intermediate_values) if t.intermediate_values else None,
                      'digest': t.user_attrs.get('digest'), 'run_id': t.user_attrs.get('run_id'),
                      'error': t.user_attrs.get('error') or (
-                         'its worker stopped (no heartbeat)' if state == 'FAIL' else None),
+                         'its worker stopped (no heartbeat)' if state == 'FAIL' else
+                         'its worker stopped (no heartbeat); run again by a retry'
+                         if state == 'RETRIED' else None),
                      **{f'param.{k}': v for k, v in t.params.items()}})
     return rows
 
@@ -397,8 +417,8 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument('--space', action='append', default=None, metavar='KEY=JSON',
                    help='a searched key, e.g. \'train.learning_rate={"loguniform": [1e-4, '
                         '1e-2]}\' or \'model.rnn_channels=[16, 32]\' (repeatable)')
-    p.add_argument('--algorithm', choices=('grid', 'random', 'tpe', 'qmc', 'cmaes'),
-                   help='default random')
+    p.add_argument('--algorithm', choices=('grid', 'random', 'tpe', 'qmc', 'cmaes', 'gp'),
+                   help='default random (gp is refused: it needs PyTorch)')
     p.add_argument('--trials', type=int, help='number of trials (random, qmc, tpe, cmaes)')
     p.add_argument('--parallel', type=int, help='trials at once (default 2)')
     p.add_argument('--metric', help='metric to optimise (default eval_loss with an eval split)')

@@ -44,6 +44,7 @@ import json
 import logging
 import math
 import os
+import socket
 import time
 import warnings
 from pathlib import Path
@@ -245,6 +246,10 @@ def parse_spec(d: dict, source: str = 'sweep') -> SweepSpec:
         spec = SweepSpec(**kwargs)
     except TypeError as e:
         raise SweepError(f'{source}: {e}') from None
+    if spec.algorithm == 'gp':
+        raise SweepError(f'{source}: algorithm gp: Optuna\'s Gaussian-process sampler '
+                         '(GPSampler) needs PyTorch, which this project does not install (a '
+                         'large dependency for one sampler); use tpe, or cmaes for numeric keys')
     checks = [
         (isinstance(spec.steps, int) and spec.steps > 0, 'steps', 'a positive integer'),
         (spec.direction in ('minimize', 'maximize'), 'direction', 'minimize or maximize'),
@@ -759,7 +764,8 @@ class Reporter:
 
 
 def run_trial(spec: SweepSpec, element: dict, parent_run_id: Optional[str],
-              progress: bool = False) -> TrialOutcome:
+              progress: bool = False,
+              on_start: Optional[Callable[[int], None]] = None) -> TrialOutcome:
     """Run one trial of a sweep: train it (or finish it), report to Optuna, record in MLflow.
 
     Args:
@@ -768,6 +774,8 @@ def run_trial(spec: SweepSpec, element: dict, parent_run_id: Optional[str],
             (tpe: a new point from the sampler, which has seen every finished trial) or
             ``{'mode': 'resume', 'number': N}`` (an interrupted trial).
         parent_run_id: the sweep's MLflow parent run.
+        on_start: called with the trial's number once the trial is the study's (before
+            training; :class:`TrialProcess` learns so which trial its child runs).
 
     Returns:
         A :class:`TrialOutcome`. Failures (bad hyperparameters, divergence, out of memory...)
@@ -806,6 +814,9 @@ def run_trial(spec: SweepSpec, element: dict, parent_run_id: Optional[str],
     digest = digest_of(params)
     trial.set_user_attr('digest', digest)
     trial.set_user_attr('overrides', overrides_of(params))
+    trial.set_user_attr('worker', f'{socket.gethostname()}:{os.getpid()}')
+    if on_start is not None:
+        on_start(trial.number)
     model_dir = trial_dir(spec, digest)
     trial.set_user_attr('model_dir', model_dir)
     last: dict[str, float] = {}
@@ -925,6 +936,150 @@ class _Heartbeat:
         if self.thread is not None:
             self.thread.join()
             self.thread = None
+
+
+def _trial_worker(connection, threads: Optional[int]) -> None:
+    """The child process of a :class:`TrialProcess`: TensorFlow imported once, then trial
+    after trial as the parent sends them (``None``: stop)."""
+    from ddsp_core import runtime
+
+    tf = runtime.import_tensorflow()
+    if threads:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    while True:
+        try:
+            message = connection.recv()
+        except EOFError:  # the parent went away
+            return
+        if message is None:
+            return
+        spec, element, parent_run_id = message
+        try:
+            outcome = run_trial(spec, element, parent_run_id,
+                                on_start=lambda number: connection.send(('started', number)))
+        except BaseException as e:  # the parent raises it; an interrupt also ends this process
+            connection.send(('error', f'{type(e).__name__}: {e}'))
+            raise
+        connection.send(('outcome', outcome.to_dict()))
+
+
+def _exit_reason(exitcode: Optional[int]) -> str:
+    if exitcode is not None and exitcode < 0:
+        import signal
+
+        try:
+            return f'was killed by {signal.Signals(-exitcode).name}'
+        except ValueError:
+            return f'was killed by signal {-exitcode}'
+    return f'exited with code {exitcode}'
+
+
+class TrialProcess:
+    """Runs a sweep's trials in a child process it supervises, so that a trial whose process
+    dies (kill -9, the kernel's out-of-memory killer) is retried within the same sweep run.
+
+    The child (started with ``spawn``, TensorFlow imported once) runs :func:`run_trial` for
+    each element and tells the parent the trial's number when it starts. If the child dies,
+    the parent waits until the study fails that trial as stale (its heartbeat stopped for the
+    grace period, four heartbeats: Optuna's heartbeat, :func:`fail_stale_trials`), whose
+    retry callback enqueues the same point again; then it resumes the element in a new child,
+    which takes that retry: the same model directory, so training goes on from the trial's
+    last checkpoint in the same MLflow run (``mlflow_run.json`` names it). After
+    :data:`MAX_RETRIES` deaths of one element its outcome is a FAIL naming the cause.
+
+    The supervisor is the Beam element's process (:class:`pipelines.sweep.RunTrial`), so it
+    outlives the trial's process on any runner."""
+
+    def __init__(self, threads: Optional[int] = None):
+        self.threads = threads
+        self.process = None
+        self.connection = None
+
+    def start(self) -> None:
+        import multiprocessing
+
+        context = multiprocessing.get_context('spawn')  # no fork of a process with threads
+        parent, child = context.Pipe()
+        self.process = context.Process(target=_trial_worker, args=(child, self.threads),
+                                       name='ddsp-sweep-trial', daemon=True)
+        self.process.start()
+        child.close()
+        self.connection = parent
+
+    def close(self) -> None:
+        if self.process is None:
+            return
+        try:
+            self.connection.send(None)
+        except OSError:
+            pass
+        self.process.join(30)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+        self.connection.close()
+        self.process = self.connection = None
+
+    def _run_once(self, spec: SweepSpec, element: dict, parent_run_id: Optional[str],
+                  started: list) -> Optional[dict]:
+        """The outcome, or None when the child died (the trial's number, if it got one, is
+        appended to ``started``)."""
+        if self.process is None or not self.process.is_alive():
+            self.close()
+            self.start()
+        try:
+            self.connection.send((spec, element, parent_run_id))
+            while True:
+                kind, value = self.connection.recv()
+                if kind == 'started':
+                    started.append(value)
+                elif kind == 'outcome':
+                    return value
+                else:
+                    raise RuntimeError(f'sweep {spec.name}: the trial process failed: {value}')
+        except (EOFError, OSError):  # the child died
+            return None
+
+    def run(self, spec: SweepSpec, element: dict, parent_run_id: Optional[str]) -> dict:
+        """Run ``element`` (see :func:`run_trial`) to its outcome (as a dict), through
+        deaths of the trial's process."""
+        for _ in range(MAX_RETRIES + 1):
+            started: list[int] = []
+            outcome = self._run_once(spec, element, parent_run_id, started)
+            if outcome is not None:
+                return outcome
+            self.process.join(10)
+            reason = (f'its trial process (pid {self.process.pid}) '
+                      f'{_exit_reason(self.process.exitcode)}')
+            self.close()
+            if not started:  # died before it had a trial: run the element again
+                logger.warning('sweep %s: %s before starting a trial; starting it again',
+                               spec.name, reason)
+                continue
+            number = started[-1]
+            logger.warning('sweep %s trial %d: %s; retried once the study fails it (%d s '
+                           'without a heartbeat)', spec.name, number, reason,
+                           4 * spec.heartbeat)
+            if not _wait_until_failed(spec, number):
+                return TrialOutcome(number, '', {}, 'FAIL', error=f'{reason}; the trial is '
+                                    'still RUNNING in the study after its grace period').to_dict()
+            element = {'mode': 'resume', 'number': number}
+        return TrialOutcome(started[-1] if started else -1, '', {}, 'FAIL', error=(
+            f'{reason}: {MAX_RETRIES + 1} times, not retried again')).to_dict()
+
+
+def _wait_until_failed(spec: SweepSpec, number: int) -> bool:
+    """Wait for the study to fail trial ``number`` as stale (True), at most a few heartbeats
+    past its grace period (False)."""
+    study = open_study(spec)
+    deadline = time.monotonic() + 6 * spec.heartbeat + 30
+    while time.monotonic() < deadline:
+        fail_stale_trials(study)
+        if _state(study.get_trials(deepcopy=False)[number]) != 'RUNNING':
+            return True
+        time.sleep(max(0.2, spec.heartbeat / 4))
+    return False
 
 
 def _read_run_id(model_dir: str) -> Optional[str]:

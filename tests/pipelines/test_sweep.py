@@ -332,11 +332,12 @@ def test_tpe_in_parallel_runs_six_distinct_points(tmp_path, server, dataset):
 
 
 @pytest.mark.slow
-def test_a_trial_whose_worker_is_killed_is_retried_from_its_checkpoint_with_the_same_run(
+def test_a_trial_whose_process_is_killed_is_retried_in_the_same_sweep_run(
         tmp_path, server, dataset):
-    """kill -9 of the process training a trial: its heartbeat stops, the sweep's next run
-    fails it (Optuna's heartbeat) and runs it again (the retry callback) at the same point,
-    from its checkpoint, in the same MLflow run."""
+    """kill -9 of the process training a trial while ddsp-sweep runs: its heartbeat stops,
+    the element that supervised it waits for the study to fail it (Optuna's heartbeat) and
+    runs the retry (the retry callback) at the same point in a new process, from the trial's
+    checkpoint, in the same MLflow run; the sweep ends with exit 0."""
     import os
     import signal
     import subprocess
@@ -344,46 +345,48 @@ def test_a_trial_whose_worker_is_killed_is_retried_from_its_checkpoint_with_the_
     import time
     from pathlib import Path
 
-    from pipelines.sweep import run_sweep
-
     d = {'name': 'killed', 'preset': 'tiny', 'data': str(dataset), 'steps': 150,
          'algorithm': 'tpe', 'trials': 1, 'parallel': 1, 'report_every': 10, 'heartbeat': 1,
          'space': {'train.learning_rate': {'loguniform': [1e-4, 1e-2]}},
          'set': ['train.summary_every=1000', 'train.checkpoint_every=10'],
          'output_dir': str(tmp_path / 'out'), 'tracking_uri': server.uri}
     spec = S.parse_spec(d)
-    worker = subprocess.Popen(
-        [sys.executable, '-c', 'import json, sys; from trainer import sweep as S; '
-         'S.run_trial(S.parse_spec(json.loads(sys.argv[1])), {"mode": "ask"}, None)',
-         json.dumps(d)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sweep = subprocess.Popen(
+        [sys.executable, '-m', 'pipelines.sweep', '--name', 'killed', '--data', str(dataset),
+         '--steps', '150', '--algorithm', 'tpe', '--trials', '1', '--parallel', '1',
+         '--report_every', '10', '--heartbeat', '1', '--space',
+         'train.learning_rate={"loguniform": [1e-4, 1e-2]}', '--set',
+         'train.summary_every=1000', '--set', 'train.checkpoint_every=10', '--output_dir',
+         str(tmp_path / 'out'), '--tracking_uri', server.uri],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and worker.poll() is None:
+        pid, deadline = None, time.monotonic() + 300
+        while pid is None and time.monotonic() < deadline and sweep.poll() is None:
+            time.sleep(0.2)
+            if not os.path.exists(spec.storage_url[len('sqlite:///'):]):
+                continue
             trials = S.open_study(spec).get_trials()
             model_dir = trials[0].user_attrs.get('model_dir') if trials else None
             if model_dir and trials[0].user_attrs.get('run_id') and \
                     list(Path(model_dir).glob('ckpt-*.index')):
-                break
-            time.sleep(0.5)
-        assert worker.poll() is None, 'the trial ended before it could be killed'
-        os.kill(worker.pid, signal.SIGKILL)
-        worker.wait(timeout=30)
+                pid = int(trials[0].user_attrs['worker'].rsplit(':', 1)[1])
+        assert pid is not None and pid != sweep.pid, 'the trial ended before it was killed'
+        os.kill(pid, signal.SIGKILL)
+        output, _ = sweep.communicate(timeout=300)
     finally:
-        if worker.poll() is None:
-            worker.kill()
-    (killed,) = S.open_study(spec).get_trials()
-    assert killed.state.name == 'RUNNING'
-    time.sleep(4 * spec.heartbeat + 1)  # the grace period
-    summary = run_sweep(spec)
-    states = {r['trial']: r['state'] for r in summary['rows']}
-    assert states == {0: 'RETRIED', 1: 'COMPLETE'}, summary['rows']
-    assert summary['trials'] == summary['complete'] == 1 and summary['fail'] == 0
-    retry = S.open_study(spec).get_trials()[1]
+        if sweep.poll() is None:
+            sweep.kill()
+    assert sweep.returncode == 0, output[-3000:]
+    killed, retry = S.open_study(spec).get_trials()
+    assert killed.state.name == 'FAIL' and retry.state.name == 'COMPLETE'
     assert retry.params == killed.params and retry.user_attrs['digest'] == \
         killed.user_attrs['digest']
     assert retry.user_attrs['resumed_from'] >= 10  # from the killed trial's checkpoint
+    assert retry.user_attrs['worker'] != killed.user_attrs['worker']
+    assert re.search(r'^ +0 RETRIED .*\[its worker stopped .*\n +1 COMPLETE ', output,
+                     re.M), output[-3000:]
     runs = [r for r in _runs(MlflowClient(server.uri), spec)
-            if r.info.run_id != summary['parent_run_id']]
+            if r.data.tags.get('mlflow.parentRunId')]
     assert [r.info.run_id for r in runs] == [killed.user_attrs['run_id']]
     assert runs[0].info.status == 'FINISHED' and runs[0].data.tags[S.TAG_STATE] == 'COMPLETE'
 

@@ -237,3 +237,16 @@ def test_cmaes_with_objectives_is_refused_when_the_spec_is_read(tmp_path):
     with pytest.raises(S.SweepError, match='cmaes with objectives'):
         _spec(tmp_path, algorithm='cmaes', pruner='none',
               objectives={'steps_per_sec': 'maximize'})
+
+
+def test_gp_is_refused_with_the_reason(tmp_path, capsys):
+    """Optuna's GPSampler needs PyTorch, which the project does not install: one clear line,
+    exit 2, from the spec file and from the command line."""
+    from pipelines.sweep import main
+
+    with pytest.raises(S.SweepError, match='gp: .*needs PyTorch'):
+        _spec(tmp_path, algorithm='gp')
+    assert main(['--name', 'x', '--data', str(tmp_path), '--steps', '1', '--algorithm', 'gp',
+                 '--space', f'{LR}=' + '{"loguniform": [1e-4, 1e-2]}',
+                 '--output_dir', str(tmp_path / 'out')]) == 2
+    assert 'needs PyTorch' in capsys.readouterr().err
