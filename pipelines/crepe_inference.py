@@ -54,11 +54,16 @@ class CrepeModelHandler(ModelHandler[dict, PredictionResult, Any]):
             all cores). Several local worker processes on one machine are fastest with
             cores / workers threads each (no oversubscription); set before the worker's first
             TensorFlow op, else left alone with a log line.
+        precision: CREPE's number format, 'float32' or 'bfloat16' ('auto' is resolved where
+            the model loads, i.e. on the worker; ``ddsp-prepare`` passes a resolved one).
+        crepe_rate: frames per second CREPE runs at (default ``frame_rate``; lower with
+            ``--f0_hop_ms``, the f0 being interpolated to ``frame_rate`` afterwards).
     """
 
     def __init__(self, model_capacity: str = 'full', frame_rate: int = 250,
                  inference_batch_size: int = 512, share_across_processes: bool = False,
-                 intra_op_threads: Optional[int] = None):
+                 intra_op_threads: Optional[int] = None, precision: str = 'float32',
+                 crepe_rate: Optional[int] = None):
         # BatchElements measures batches in frames (element_size_fn), so chunks of several
         # files share a Beam batch until it holds MODEL_BATCHES_PER_BEAM_BATCH model calls'
         # worth (each chunk still gets its own model calls).
@@ -69,6 +74,8 @@ class CrepeModelHandler(ModelHandler[dict, PredictionResult, Any]):
         self.frame_rate = frame_rate
         self.inference_batch_size = inference_batch_size
         self.intra_op_threads = intra_op_threads
+        self.precision = precision
+        self.crepe_rate = crepe_rate or frame_rate
 
     def load_model(self):
         from ddsp_core import runtime
@@ -81,11 +88,11 @@ class CrepeModelHandler(ModelHandler[dict, PredictionResult, Any]):
                 tf.config.threading.set_inter_op_parallelism_threads(self.intra_op_threads)
             except RuntimeError:  # TensorFlow already initialised in this process
                 log.info('TensorFlow already initialised; keeping its thread settings')
-        model = load_crepe_forward(self.model_capacity)
+        model = load_crepe_forward(self.model_capacity, self.precision)
         try:
             gpus = tf.config.list_logical_devices('GPU')
-            log.info('CREPE %s loaded; running on %s', self.model_capacity,
-                     gpus[0].name if gpus else 'CPU')
+            log.info('CREPE %s (%s) loaded; running on %s', self.model_capacity,
+                     model.precision, gpus[0].name if gpus else 'CPU')
         except Exception:  # pragma: no cover - logging only
             pass
         return model
@@ -104,7 +111,7 @@ class CrepeModelHandler(ModelHandler[dict, PredictionResult, Any]):
             return []
         # One chunk's frames per model call (see the module docstring): deterministic bits.
         return [PredictionResult(chunk, self.activations(
-                    model, crepe_frames(crepe_audio(chunk), self.frame_rate, padding='center')),
+                    model, crepe_frames(crepe_audio(chunk), self.crepe_rate, padding='center')),
                     self.model_capacity)
                 for chunk in batch]
 

@@ -90,14 +90,18 @@ def chunk_features(chunk: dict[str, Any], activations: np.ndarray, opts: Prepare
 
     Args:
         chunk: a chunk from ``DecodeFile`` (``spec``, ``audio`` at ``opts.sample_rate``).
-        activations: CREPE activations of the chunk's segment, float32 [n_seg_frames + 1, 360].
+        activations: CREPE activations of the chunk's segment, float32 [n_seg_frames + 1, 360]
+            (at ``opts.crepe_rate``: fewer frames with ``f0_hop_ms``, interpolated here).
         opts: options.
     """
-    from ddsp_core.f0 import activations_to_f0
+    from ddsp_core.f0 import activations_to_f0, interpolate_f0
     from ddsp_core.spectral_ops import compute_loudness
 
     spec = chunk['spec']
     f0, conf = activations_to_f0(np.asarray(activations), viterbi=opts.viterbi)
+    if opts.crepe_rate != opts.frame_rate:  # --f0_hop_ms: to the segment's frames
+        f0, conf = interpolate_f0(f0, conf, opts.crepe_rate, opts.frame_rate,
+                                  spec.seg_end - spec.seg_first + 1)
     loud = compute_loudness(chunk['audio'], sample_rate=opts.sample_rate,
                             frame_rate=opts.frame_rate, n_fft=opts.loudness_n_fft,
                             use_tf=False, padding='center')

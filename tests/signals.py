@@ -22,3 +22,72 @@ def band_energy(audio, lo_hz, hi_hz, sample_rate=16000):
     power = np.abs(np.fft.rfft(audio * np.hanning(len(audio)))) ** 2
     freqs = np.fft.rfftfreq(len(audio), 1.0 / sample_rate)
     return float(power[(freqs >= lo_hz) & (freqs < hi_hz)].sum())
+
+
+#: Harmonic amplitudes (k = 1, 2, ...) of the instruments `melody` plays: a flute-like tone
+#: (few harmonics), a bowed-string-like one (all harmonics, 1/k), a clarinet-like one (odd
+#: harmonics) and a bright brass-like one.
+MELODY_INSTRUMENTS = {
+    'flute': (1.0, 0.35, 0.12, 0.05),
+    'string': tuple(1.0 / k for k in range(1, 16)),
+    'clarinet': tuple((1.0 / k if k % 2 else 0.04 / k) for k in range(1, 12)),
+    'brass': tuple(1.0 / k ** 0.6 for k in range(1, 20)),
+}
+
+
+def melody(seconds, instrument='string', seed=0, sample_rate=16000):
+    """A legato melody with a known f0: held notes with vibrato (5.5 Hz, +-35 cents) and runs
+    of fast notes (12 per second) with short glides between notes, over about two octaves
+    (110-880 Hz), played by one of MELODY_INSTRUMENTS (harmonics above 7 kHz left out), with a
+    little noise.
+
+    Returns:
+      (audio float32 [n], f0_hz float64 [n]): the signal and its f0 at every sample.
+    """
+    rng = np.random.default_rng(seed)
+    n = int(seconds * sample_rate)
+    t = np.arange(n) / sample_rate
+    midi = np.empty(n)
+    vibrato = np.zeros(n)
+    pos = 0
+    note = 57 + rng.integers(-5, 6)
+    while pos < n:
+        if rng.random() < 0.5:  # a held note with vibrato
+            length = int(rng.uniform(0.4, 0.9) * sample_rate)
+            depth = 0.35
+            notes = [note]
+        else:  # a fast run, stepwise
+            length = int(sample_rate / 12)
+            depth = 0.0
+            steps = rng.choice([-2, -1, 1, 2], size=int(rng.integers(4, 9)))
+            notes = list(note + np.cumsum(steps))
+        for m in notes:
+            if pos >= n:
+                break
+            m = int(np.clip(m, 45, 81))
+            end = min(n, pos + length)
+            midi[pos:end] = m
+            vibrato[pos:end] = depth * np.sin(2 * np.pi * 5.5 * (t[pos:end] - t[pos]))
+            pos = end
+            note = m
+    glide = int(0.01 * sample_rate)  # 10 ms portamento between notes
+    kernel = np.ones(glide) / glide
+    midi = np.convolve(np.pad(midi, (glide // 2, glide - glide // 2 - 1), mode='edge'), kernel,
+                       mode='valid')
+    f0 = 440.0 * 2.0 ** ((midi + vibrato - 69.0) / 12.0)
+    phase = 2 * np.pi * np.cumsum(f0) / sample_rate
+    amps = MELODY_INSTRUMENTS[instrument]
+    audio = np.zeros(n)
+    for k, a in enumerate(amps, start=1):
+        audio += a * np.sin(k * phase) * (k * f0 < 7000.0)
+    audio *= 0.4 / np.max(np.abs(audio))
+    audio += 0.002 * rng.standard_normal(n)
+    return audio.astype(np.float32), f0
+
+
+def f0_at_frames(f0_per_sample, frame_rate, n_frames, sample_rate=16000):
+    """The f0 at the centres of centred frames (frame i at sample i * hop), float64
+    [n_frames]; frames past the end hold the last value."""
+    hop = sample_rate // frame_rate
+    idx = np.minimum(np.arange(n_frames) * hop, len(f0_per_sample) - 1)
+    return np.asarray(f0_per_sample)[idx]
