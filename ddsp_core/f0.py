@@ -49,9 +49,9 @@ _model_lock = threading.Lock()
 
 __all__ = [
     'CREPE_CAPACITIES', 'CREPE_FRAME_SIZE', 'CREPE_N_BINS', 'CREPE_PRECISIONS', 'CREPE_SAMPLE_RATE',
-    'CrepeForward', 'activations_to_f0', 'analysis_rate', 'bfloat16_hardware', 'crepe_frames',
-    'crepe_weights_path', 'interpolate_f0', 'load_crepe_forward', 'load_crepe_model',
-    'predict_activations', 'predict_f0', 'resolve_crepe_precision',
+    'CrepeForward', 'activations_to_f0', 'analysis_offset', 'analysis_rate', 'bfloat16_hardware',
+    'crepe_frames', 'crepe_weights_path', 'interpolate_f0', 'load_crepe_forward',
+    'load_crepe_model', 'predict_activations', 'predict_f0', 'resolve_crepe_precision',
 ]
 
 
@@ -400,12 +400,22 @@ def analysis_rate(frame_rate, hop_ms=None) -> int:
     return int(round(rate))
 
 
-def interpolate_f0(f0_hz, confidence, from_rate, to_rate, n_frames: int
+def analysis_offset(first_frame: int, frame_rate, crepe_rate) -> int:
+    """Samples (16 kHz) from the analysis frame at or before frame `first_frame` (at
+    `frame_rate`) to that frame, when CREPE runs at `crepe_rate` on the grid of the whole
+    file (analysis frame j at sample j * 16000 // crepe_rate). A piece of audio that starts
+    at that frame is analysed on the whole file's grid when this many samples are put before
+    it; `interpolate_f0(..., offset=)` then reads its frames off that grid."""
+    return int(first_frame) * _hop_size(frame_rate) % _hop_size(crepe_rate)
+
+
+def interpolate_f0(f0_hz, confidence, from_rate, to_rate, n_frames: int, offset: int = 0
                    ) -> tuple[np.ndarray, np.ndarray]:
     """f0 and confidence of frames at `from_rate` brought to `n_frames` frames at `to_rate`.
 
     Frame i of a rate r is at sample i * (16000 // r) of the 16 kHz audio (as `crepe_frames`
-    places it, for every padding). f0 is interpolated linearly in log frequency (cents) between
+    places it, for every padding), the output frames shifted by `offset` samples
+    (`analysis_offset`). f0 is interpolated linearly in log frequency (cents) between
     the two nearest analysis frames, confidence linearly; a frame next to an f0 of 0 Hz (no
     pitch) takes its nearest neighbour's values; frames past the last analysis frame hold it.
 
@@ -420,7 +430,7 @@ def interpolate_f0(f0_hz, confidence, from_rate, to_rate, n_frames: int
     if n_frames == 0 or f0_hz.size == 0:
         return np.zeros([n_frames], np.float32), np.zeros([n_frames], np.float32)
     # Position of each output frame on the analysis grid, in analysis frames.
-    pos = np.arange(n_frames) * (_hop_size(to_rate) / _hop_size(from_rate))
+    pos = (offset + np.arange(n_frames) * _hop_size(to_rate)) / _hop_size(from_rate)
     pos = np.clip(pos, 0.0, f0_hz.size - 1)
     lo = np.floor(pos).astype(np.int64)
     hi = np.minimum(lo + 1, f0_hz.size - 1)

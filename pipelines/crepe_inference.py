@@ -111,9 +111,21 @@ class CrepeModelHandler(ModelHandler[dict, PredictionResult, Any]):
             return []
         # One chunk's frames per model call (see the module docstring): deterministic bits.
         return [PredictionResult(chunk, self.activations(
-                    model, crepe_frames(crepe_audio(chunk), self.crepe_rate, padding='center')),
+                    model, crepe_frames(self.analysed_audio(chunk), self.crepe_rate,
+                                        padding='center')),
                     self.model_capacity)
                 for chunk in batch]
+
+    def analysed_audio(self, chunk: dict) -> np.ndarray:
+        """The audio CREPE frames: the chunk's 16 kHz audio, after ``analysis_offset`` zeros
+        when CREPE runs at another rate, so that its frames lie on the whole file's grid."""
+        from ddsp_core.f0 import analysis_offset
+
+        audio = crepe_audio(chunk)
+        if self.crepe_rate == self.frame_rate:
+            return audio
+        lead = analysis_offset(chunk['spec'].seg_first, self.frame_rate, self.crepe_rate)
+        return np.concatenate([np.zeros(lead, audio.dtype), audio])
 
     def get_num_bytes(self, batch: Sequence[dict]) -> int:
         return int(sum(crepe_audio(c).nbytes for c in batch))

@@ -109,7 +109,11 @@ class PrepareOptions:
     @property
     def context_frames(self) -> int:
         """Extra frames computed on each side of a chunk (see :mod:`pipelines.chunking`)."""
-        half = max(math.ceil(CREPE_FRAME_SIZE / 2 / self.hop_16k),
+        # With --f0_hop_ms a frame's f0 also reads the analysis frame up to one analysis hop
+        # away, whose window reaches that much further.
+        reach = CREPE_FRAME_SIZE / 2 + (CREPE_SAMPLE_RATE // self.crepe_rate
+                                        if self.crepe_rate != self.frame_rate else 0)
+        half = max(math.ceil(reach / self.hop_16k),
                    math.ceil(self.loudness_n_fft / 2 / self.hop_samples))
         extra = int(round(VITERBI_CONTEXT_SECS * self.frame_rate)) if self.viterbi else 0
         return half + extra

@@ -82,7 +82,8 @@ def test_run_inference_equals_crepe_predict():
 
 def _run_chain(path, opts):
     """DecodeFile -> CREPE handler -> MakeExamples, called directly (no runner)."""
-    handler = CrepeModelHandler(opts.crepe_capacity, opts.frame_rate, opts.inference_batch_size)
+    handler = CrepeModelHandler(opts.crepe_capacity, opts.frame_rate, opts.inference_batch_size,
+                                precision=opts.crepe_precision, crepe_rate=opts.crepe_rate)
     model = handler.load_model()
     make = MakeExamples(opts)
     make.setup()
@@ -98,10 +99,11 @@ def _run_chain(path, opts):
 
 
 @pytest.mark.slow
-def test_chunked_features_equal_whole_file_features(tmp_path):
+@pytest.mark.parametrize('f0_hop_ms', [None, 10])  # 10: CREPE on the whole file's 10 ms grid
+def test_chunked_features_equal_whole_file_features(tmp_path, f0_hop_ms):
     path = str(tmp_path / 'x.wav')
     sf.write(path, _glide(3.2), 16000, subtype='FLOAT')
-    opts = dataclasses.replace(OPTS, viterbi=False, eval_fraction=0.0)
+    opts = dataclasses.replace(OPTS, viterbi=False, eval_fraction=0.0, f0_hop_ms=f0_hop_ms)
     whole = _run_chain(path, dataclasses.replace(opts, chunk_secs=30.0))
     chunked = _run_chain(path, dataclasses.replace(opts, chunk_secs=1.0))
     assert len(whole) == len(chunked) == 6  # windows at 0..2.5 s; the last one padded
