@@ -178,3 +178,14 @@ def test_activations_do_not_depend_on_the_other_chunks_in_the_batch():
         after = handler.run_inference([a, other], model)[0].inference
         np.testing.assert_array_equal(before, alone, err_msg=f'after {n_other + 1} frames')
         np.testing.assert_array_equal(after, alone, err_msg=f'before {n_other + 1} frames')
+
+
+def test_the_handler_runs_crepe_in_the_precision_and_at_the_rate_it_is_given():
+    frames = lambda result: len(result.inference)  # noqa: E731
+    chunk = _synthetic_chunk(250, 3)  # 1 s: 251 frames at 250 frames/s
+    for precision, rate, n_frames in [('bfloat16', 100, 101), ('float32', None, 251)]:
+        handler = CrepeModelHandler('tiny', 250, precision=precision, crepe_rate=rate)
+        model = handler.load_model()
+        assert model.precision == precision
+        (result,) = handler.run_inference([chunk], model)
+        assert frames(result) == n_frames
