@@ -220,6 +220,7 @@ class CrepeForward:
         low = lambda a: tf.cast(const(a), self._dtype)  # noqa: E731 - the products' inputs
         self._convs = [(low(k), const(b), int(st)) for k, b, st in convs]
         self._norms = [(const(sc), const(sh)) for sc, sh in norms]
+        self._pool_first = [bool(np.all(sc > 0)) for sc, _ in norms]
         self._dense = [const(w) for w in dense]
         self.max_batch = int(max_batch)
         self._fn = tf.function(self._forward,
@@ -229,22 +230,27 @@ class CrepeForward:
     def _forward(self, frames):
         import tensorflow as tf
 
-        (k1, b1, stride), rest = self._convs[0], self._convs[1:]
+        k1, _, stride = self._convs[0]
         width = int(k1.shape[0])
         n_out = -(-CREPE_FRAME_SIZE // stride)
         pad = max((n_out - 1) * stride + width - CREPE_FRAME_SIZE, 0)
         low = self._dtype  # float32: the casts below are no-ops
         x = tf.pad(tf.cast(frames, low), [[0, 0], [pad // 2, pad - pad // 2]])
         windows = tf.signal.frame(x, width, stride)  # [n, n_out, width]
-        y = tf.cast(tf.matmul(windows, k1[:, 0, :]), tf.float32) + b1  # [n, n_out, filters]
-        for i, block in enumerate([None, *rest]):
-            if block is not None:
-                kernel, bias, _ = block
-                y = tf.cast(tf.nn.conv1d(tf.cast(y, low), kernel, stride=1, padding='SAME'),
-                            tf.float32) + bias
+        for i, (kernel, bias, _) in enumerate(self._convs):
+            if i == 0:
+                y = tf.matmul(windows, kernel[:, 0, :])  # [n, n_out, filters]
+            else:
+                y = tf.nn.conv1d(tf.cast(y, low), kernel, stride=1, padding='SAME')
             scale, shift = self._norms[i]
-            y = tf.nn.relu(y) * scale + shift
-            y = tf.nn.max_pool1d(y, 2, 2, 'VALID')
+            if self._pool_first[i]:
+                # Bias, ReLU and a positive scale are monotone, also as rounded: pooling first
+                # gives the same bits with half the values in memory after the product.
+                y = tf.nn.max_pool1d(y, 2, 2, 'VALID')
+                y = tf.nn.relu(tf.cast(y, tf.float32) + bias) * scale + shift
+            else:
+                y = tf.nn.relu(tf.cast(y, tf.float32) + bias) * scale + shift
+                y = tf.nn.max_pool1d(y, 2, 2, 'VALID')
         y = tf.reshape(y, [tf.shape(y)[0], -1])  # time-major then channels, as crepe flattens
         return tf.sigmoid(tf.matmul(y, self._dense[0]) + self._dense[1])
 
