@@ -63,9 +63,11 @@ def throughput(capacity: str, src: str, out: str, audio_secs: float, args) -> di
     manifest = prepare_dataset(os.path.join(src, '*.wav'), out, crepe_capacity=capacity,
                                viterbi=True, frame_rate=250, eval_fraction=0.2,
                                inference_batch_size=args.inference_batch_size,
+                               crepe_precision=args.crepe_precision, f0_hop_ms=args.f0_hop_ms,
                                pipeline_args=args.pipeline_args)
     wall = time.time() - t0
-    return {'capacity': capacity, 'audio_secs': audio_secs, 'wall_secs': round(wall, 2),
+    return {'capacity': capacity, 'precision': manifest['f0']['precision'],
+            'f0_hop_ms': args.f0_hop_ms, 'audio_secs': audio_secs, 'wall_secs': round(wall, 2),
             'audio_secs_per_sec': round(audio_secs / wall, 4),
             'examples': manifest['examples'], 'dead_letters': manifest['dead_letters']}
 
@@ -100,6 +102,9 @@ def main(argv=None) -> int:
     p.add_argument('--capacities', default='tiny,full')
     p.add_argument('--lengths', default='5,5,5,5,60', help='seconds of each generated file')
     p.add_argument('--inference_batch_size', type=int, default=512)
+    p.add_argument('--crepe_precision', default='auto', choices=('auto', 'bfloat16', 'float32'))
+    p.add_argument('--f0_hop_ms', type=float, default=None,
+                   help="CREPE's analysis hop (default: every frame)")
     p.add_argument('--rss_minutes', type=float, default=60.0, help='0 skips the memory test')
     p.add_argument('--rss_capacity', default='tiny')
     p.add_argument('--pipeline_args', nargs='*', default=None,

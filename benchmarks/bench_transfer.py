@@ -11,6 +11,7 @@ capacity, the first preset's model. Reports JSON: seconds of audio per second of
     python benchmarks/bench_transfer.py                  # solo_instrument + tiny; CREPE tiny, full
     python benchmarks/bench_transfer.py --presets tiny --capacities tiny --secs 20
     python benchmarks/bench_transfer.py --out results.json  # also write the JSON to a file
+    python benchmarks/bench_transfer.py --capacities full --f0_hop_ms 10 --crepe_precision auto
 """
 
 from __future__ import annotations
@@ -102,7 +103,8 @@ def write_input(path: str, secs: float, sample_rate: int = 44100) -> None:
             out.write(x.astype(np.float32))
 
 
-def bench_end_to_end(preset: str, capacity: str, secs: float, repeats: int) -> dict:
+def bench_end_to_end(preset: str, capacity: str, secs: float, repeats: int,
+                     crepe_precision: str = 'auto', f0_hop_ms=None) -> dict:
     from trainer.inference import TrainedModel
     from trainer.transfer import transfer
 
@@ -114,19 +116,23 @@ def bench_end_to_end(preset: str, capacity: str, secs: float, repeats: int) -> d
         trained = TrainedModel(model, config, 0, Path(tmp), manifest, {})
         source = os.path.join(tmp, 'in.wav')
         write_input(source, secs)
-        transfer(trained, source, os.path.join(tmp, 'warm.wav'))  # loads CREPE, traces
+        kwargs = {'crepe_precision': crepe_precision, 'f0_hop_ms': f0_hop_ms}
+        transfer(trained, source, os.path.join(tmp, 'warm.wav'), **kwargs)  # loads, traces
         runs = []
         for _ in range(repeats):
             start = time.perf_counter()
-            result = transfer(trained, source, os.path.join(tmp, 'out.wav'))
+            result = transfer(trained, source, os.path.join(tmp, 'out.wav'), **kwargs)
             runs.append((time.perf_counter() - start, result.timings))
     total = statistics.median(t for t, _ in runs)
     analysis = statistics.median(r['analysis_s'] for _, r in runs)
     synthesis = statistics.median(r['synthesis_s'] for _, r in runs)
-    print(f'end to end {preset:15s} CREPE {capacity:5s}: {secs / total:7.2f}x realtime '
+    precision = result.settings['crepe_precision']
+    print(f'end to end {preset:15s} CREPE {capacity:5s} {precision} hop {f0_hop_ms or "frame"}: '
+          f'{secs / total:7.2f}x realtime '
           f'(analysis {secs / analysis:.2f}x, synthesis {secs / synthesis:.1f}x)',
           file=sys.stderr, flush=True)
-    return {'preset': preset, 'crepe_capacity': capacity, 'audio_secs': secs,
+    return {'preset': preset, 'crepe_capacity': capacity, 'crepe_precision': precision,
+            'f0_hop_ms': f0_hop_ms, 'audio_secs': secs,
             'median_secs': total, 'realtime_factor': secs / total,
             'analysis_secs': analysis, 'analysis_realtime_factor': secs / analysis,
             'synthesis_secs': synthesis, 'synthesis_realtime_factor': secs / synthesis,
@@ -142,6 +148,10 @@ def main(argv=None) -> int:
     p.add_argument('--e2e_secs', type=float, default=20.0, help='audio seconds, end to end')
     p.add_argument('--repeats', type=int, default=3)
     p.add_argument('--chunk_secs', type=float, default=4.0)
+    p.add_argument('--crepe_precision', default='auto', choices=('auto', 'bfloat16', 'float32'),
+                   help="CREPE's number format, end to end")
+    p.add_argument('--f0_hop_ms', type=float, default=None,
+                   help="CREPE's analysis hop, end to end (default: every frame)")
     p.add_argument('--out', default=None, help='also write the JSON here')
     args = p.parse_args(argv)
 
@@ -160,7 +170,8 @@ def main(argv=None) -> int:
         result['synthesis'] += bench_synthesis(preset, args.secs, args.repeats, args.chunk_secs)
     for capacity in [c for c in args.capacities if c != 'none']:
         result['end_to_end'].append(bench_end_to_end(args.presets[0], capacity, args.e2e_secs,
-                                                     max(1, args.repeats - 2)))
+                                                     max(1, args.repeats - 2),
+                                                     args.crepe_precision, args.f0_hop_ms))
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:

@@ -61,11 +61,16 @@ class CrepeModelHandler(ModelHandler[dict, PredictionResult, Any]):
             ``CREPE_THREADS``, the same on every runner so that the activations are; None:
             TensorFlow's default, all cores); set before the worker's first TensorFlow op,
             else left alone with a warning (the bytes may then differ from other runs').
+        precision: CREPE's number format, 'float32' or 'bfloat16' ('auto' is resolved where
+            the model loads, i.e. on the worker; ``ddsp-prepare`` passes a resolved one).
+        crepe_rate: frames per second CREPE runs at (default ``frame_rate``; lower with
+            ``--f0_hop_ms``, the f0 being interpolated to ``frame_rate`` afterwards).
     """
 
     def __init__(self, model_capacity: str = 'full', frame_rate: int = 250,
                  inference_batch_size: int = 512, share_across_processes: bool = False,
-                 intra_op_threads: Optional[int] = CREPE_THREADS):
+                 intra_op_threads: Optional[int] = CREPE_THREADS, precision: str = 'float32',
+                 crepe_rate: Optional[int] = None):
         # BatchElements measures batches in frames (element_size_fn), so chunks of several
         # files share a Beam batch until it holds MODEL_BATCHES_PER_BEAM_BATCH model calls'
         # worth (each chunk still gets its own model calls).
@@ -76,6 +81,8 @@ class CrepeModelHandler(ModelHandler[dict, PredictionResult, Any]):
         self.frame_rate = frame_rate
         self.inference_batch_size = inference_batch_size
         self.intra_op_threads = intra_op_threads
+        self.precision = precision
+        self.crepe_rate = crepe_rate or frame_rate
 
     def load_model(self):
         from ddsp_core import runtime
@@ -88,11 +95,11 @@ class CrepeModelHandler(ModelHandler[dict, PredictionResult, Any]):
             log.warning('TensorFlow already started in this process with other thread settings '
                         'than CREPE\'s %d: its activations may differ in the last bits from '
                         'a run in fresh worker processes', self.intra_op_threads)
-        model = load_crepe_forward(self.model_capacity)
+        model = load_crepe_forward(self.model_capacity, self.precision)
         try:
             gpus = tf.config.list_logical_devices('GPU')
-            log.info('CREPE %s loaded; running on %s', self.model_capacity,
-                     gpus[0].name if gpus else 'CPU')
+            log.info('CREPE %s (%s) loaded; running on %s', self.model_capacity,
+                     model.precision, gpus[0].name if gpus else 'CPU')
         except Exception:  # pragma: no cover - logging only
             pass
         return model
@@ -111,9 +118,21 @@ class CrepeModelHandler(ModelHandler[dict, PredictionResult, Any]):
             return []
         # One chunk's frames per model call (see the module docstring): deterministic bits.
         return [PredictionResult(chunk, self.activations(
-                    model, crepe_frames(crepe_audio(chunk), self.frame_rate, padding='center')),
+                    model, crepe_frames(self.analysed_audio(chunk), self.crepe_rate,
+                                        padding='center')),
                     self.model_capacity)
                 for chunk in batch]
+
+    def analysed_audio(self, chunk: dict) -> np.ndarray:
+        """The audio CREPE frames: the chunk's 16 kHz audio, after ``analysis_offset`` zeros
+        when CREPE runs at another rate, so that its frames lie on the whole file's grid."""
+        from ddsp_core.f0 import analysis_offset
+
+        audio = crepe_audio(chunk)
+        if self.crepe_rate == self.frame_rate:
+            return audio
+        lead = analysis_offset(chunk['spec'].seg_first, self.frame_rate, self.crepe_rate)
+        return np.concatenate([np.zeros(lead, audio.dtype), audio])
 
     def get_num_bytes(self, batch: Sequence[dict]) -> int:
         return int(sum(crepe_audio(c).nbytes for c in batch))

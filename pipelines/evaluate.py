@@ -28,6 +28,8 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from ddsp_core.f0 import CREPE_PRECISIONS, resolve_crepe_precision
+
 log = logging.getLogger('ddsp-eval')
 
 
@@ -41,15 +43,19 @@ class EvaluationModelHandler(ModelHandler[tuple, PredictionResult, Any]):
         crepe_capacity: CREPE model for the resynthesis' pitch.
         batch_size: examples per model call.
         tracking_uri: for ``runs:/`` models.
+        crepe_precision: CREPE's number format ('float32', 'bfloat16'; 'auto' resolves on the
+            worker).
     """
 
     def __init__(self, model: str, example_secs: float, crepe_capacity: str,
-                 batch_size: int = 8, tracking_uri: Optional[str] = None):
+                 batch_size: int = 8, tracking_uri: Optional[str] = None,
+                 crepe_precision: str = 'float32'):
         super().__init__(min_batch_size=1, max_batch_size=batch_size)
         self.model_spec = model
         self.example_secs = example_secs
         self.crepe_capacity = crepe_capacity
         self.tracking_uri = tracking_uri
+        self.crepe_precision = crepe_precision
 
     def load_model(self):
         from ddsp_core import runtime
@@ -72,7 +78,8 @@ class EvaluationModelHandler(ModelHandler[tuple, PredictionResult, Any]):
             return []
         ids = [key for key, _ in batch]
         stacked = {k: np.stack([ex[k] for _, ex in batch]) for k in records.REQUIRED_FEATURES}
-        rows = evaluate_batch(model, stacked, ids, self.crepe_capacity)
+        rows = evaluate_batch(model, stacked, ids, self.crepe_capacity,
+                              crepe_precision=self.crepe_precision)
         return [PredictionResult(key, row) for key, row in zip(ids, rows, strict=True)]
 
     def get_metrics_namespace(self) -> str:
@@ -101,11 +108,11 @@ def _write_aggregate(rows, out_dir: str, step: int, split: Optional[str]):
 
 def build_pipeline(pipeline: beam.Pipeline, model: str, source, out_dir: str,
                    crepe_capacity: str, step: int, batch_size: int = 8,
-                   tracking_uri: Optional[str] = None) -> None:
+                   tracking_uri: Optional[str] = None, crepe_precision: str = 'float32') -> None:
     """Add the evaluation job (every shard of ``source``) to ``pipeline``."""
     layout = source.layout
     handler = EvaluationModelHandler(model, layout.example_secs, crepe_capacity, batch_size,
-                                     tracking_uri)
+                                     tracking_uri, crepe_precision)
     rows = (pipeline
             | 'Shards' >> beam.Create(list(source.files))
             | 'Read' >> beam.FlatMap(_read_shard, layout)
@@ -119,7 +126,8 @@ def build_pipeline(pipeline: beam.Pipeline, model: str, source, out_dir: str,
 
 def evaluate_on_beam(model: str, source, out_dir: str, crepe_capacity: str, step: int,
                      pipeline_args: Sequence[str], batch_size: int = 8,
-                     tracking_uri: Optional[str] = None) -> list[dict]:
+                     tracking_uri: Optional[str] = None,
+                     crepe_precision: str = 'float32') -> list[dict]:
     """Run the evaluation job; returns the rows (read back from ``examples.jsonl``)."""
     from pipelines import runner
 
@@ -127,7 +135,7 @@ def evaluate_on_beam(model: str, source, out_dir: str, crepe_capacity: str, step
         os.makedirs(out_dir, exist_ok=True)
     pipeline = beam.Pipeline(options=PipelineOptions(list(pipeline_args)))
     build_pipeline(pipeline, model, source, out_dir, crepe_capacity, step, batch_size,
-                   tracking_uri)
+                   tracking_uri, crepe_precision)
     runner.run_and_wait(pipeline, 'evaluation pipeline')
     with FileSystems.open(FileSystems.join(out_dir, 'examples.jsonl')) as f:
         return [json.loads(line) for line in f.read().decode().splitlines() if line.strip()]
@@ -157,6 +165,10 @@ def build_arg_parser() -> argparse.ArgumentParser:
                    help='output directory (default: <model_dir>/eval/<split>-step_N)')
     p.add_argument('--crepe_capacity', default=None,
                    help="CREPE model for the resynthesis' pitch (default: the dataset's)")
+    p.add_argument('--crepe_precision', default='auto', choices=CREPE_PRECISIONS,
+                   help="CREPE's number format: auto is bfloat16 where the hardware has it (a CPU "
+                        'with AVX-512 BF16/AMX under oneDNN, a GPU of compute capability >= 8.0; '
+                        'decided on the launching machine), else float32')
     p.add_argument('--batch_size', type=int, default=8, help='examples per model call')
     p.add_argument('--max_examples', type=int, default=None,
                    help='evaluate only the first N examples (in-process only)')
@@ -210,22 +222,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     capacity = args.crepe_capacity or evaluation.default_crepe_capacity(
         source.manifest.data if source.manifest else model.manifest)
+    precision = resolve_crepe_precision(args.crepe_precision)
     out = args.out
     if out is None:
         base = model.model_dir if not str(args.model).startswith('runs:/') else Path('.')
         out = str(Path(base) / 'eval' / f'{source.split or "data"}-step_{model.step}')
-    print(f'ddsp-eval: model at step {model.step} on {source.describe()}; CREPE {capacity}; '
+    print(f'ddsp-eval: model at step {model.step} on {source.describe()}; CREPE {capacity} '
+          f'{precision}; '
           f'{runtime.describe_devices()}' + (' (on Beam)' if beam_run else ''),
           file=sys.stderr, flush=True)
     try:
         if beam_run:
             rows = evaluate_on_beam(str(args.model), source, out, capacity, model.step,
-                                    beam_args, args.batch_size, args.tracking_uri)
-            result = _result_from_rows(model, source, rows, capacity, args.listen)
+                                    beam_args, args.batch_size, args.tracking_uri, precision)
+            result = _result_from_rows(model, source, rows, capacity, args.listen, precision)
         else:
             result = evaluation.evaluate(model, source, capacity, args.batch_size,
                                          args.max_examples, progress=not args.no_progress,
-                                         listen=args.listen)
+                                         listen=args.listen, crepe_precision=precision)
         evaluation.write_outputs(result, out, model.sample_rate)
     except DataError as e:  # a damaged or wrongly laid out record: names the shard
         print(f'ddsp-eval: error: {e}', file=sys.stderr)
@@ -260,7 +274,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return 0
 
 
-def _result_from_rows(model, source, rows: list[dict], capacity: str, listen: int = 3):
+def _result_from_rows(model, source, rows: list[dict], capacity: str, listen: int = 3,
+                      crepe_precision: str = 'float32'):
     """An EvaluationResult from the Beam job's rows, the best, the worst and the listening
     examples resynthesised again here (a few examples) for their audio."""
     from trainer import evaluate as evaluation
@@ -276,7 +291,8 @@ def _result_from_rows(model, source, rows: list[dict], capacity: str, listen: in
     for key, example in evaluation.iter_records(source.files, source.layout):
         if key in wanted:
             batch = {k: example[k][None] for k in example}
-            (row,) = evaluation.evaluate_batch(model, batch, [key], capacity, keep_audio=True)
+            (row,) = evaluation.evaluate_batch(model, batch, [key], capacity, keep_audio=True,
+                                               crepe_precision=crepe_precision)
             found[key] = row
             if len(found) == len(wanted):
                 break

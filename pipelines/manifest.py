@@ -172,6 +172,10 @@ def build_manifest(opts: PrepareOptions, inputs: Sequence[str], ledger: Sequence
         'generator': GENERATOR,
         'fingerprint': records.fingerprint(layout, digests),
         'options': opts.to_dict(),
+        # How f0 was tracked: CREPE's size, number format (bfloat16 or float32, as resolved on
+        # the launching machine), decoding, and the analysis hop (None: every frame).
+        'f0': {'capacity': opts.crepe_capacity, 'precision': opts.crepe_precision,
+               'viterbi': opts.viterbi, 'hop_ms': opts.f0_hop_ms},
         'inputs': list(inputs),
         'files': {
             'matched': len(ledger),

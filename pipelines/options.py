@@ -7,7 +7,13 @@ import math
 from typing import Any, Optional
 
 from ddsp_core import records
-from ddsp_core.f0 import CREPE_CAPACITIES, CREPE_FRAME_SIZE, CREPE_SAMPLE_RATE
+from ddsp_core.f0 import (
+    CREPE_CAPACITIES,
+    CREPE_FRAME_SIZE,
+    CREPE_PRECISIONS,
+    CREPE_SAMPLE_RATE,
+    analysis_rate,
+)
 from ddsp_core.records import LOUDNESS_WINDOW_SECS, VITERBI_CONTEXT_SECS  # noqa: F401
 
 #: ``--split_by`` values (see :mod:`pipelines.splitting`).
@@ -36,6 +42,11 @@ class PrepareOptions:
         crepe_capacity: CREPE model size ('tiny' ... 'full').
         viterbi: Viterbi-decode CREPE's activations (else local weighted average).
         inference_batch_size: frames per CREPE model call.
+        crepe_precision: CREPE's number format: 'auto' (bfloat16 where the hardware has it,
+            else float32; resolved by :func:`pipelines.prepare_dataset.prepare_dataset` on the
+            launching machine), 'bfloat16' or 'float32'.
+        f0_hop_ms: None runs CREPE on every frame (the reference's way); else every this many
+            ms (10: CREPE's native hop), f0 and confidence interpolated to ``frame_rate``.
         drop_silence_db: windows whose loudest frame is below this loudness (dB) are dropped
             (counted in the manifest); None keeps every window.
         min_secs: source files shorter than this (s) are dead-lettered as too short.
@@ -55,6 +66,8 @@ class PrepareOptions:
     crepe_capacity: str = 'full'
     viterbi: bool = True
     inference_batch_size: int = 512
+    crepe_precision: str = 'auto'
+    f0_hop_ms: Optional[float] = None
     drop_silence_db: Optional[float] = -70.0
     min_secs: float = 0.5
     num_shards: int = 0
@@ -70,6 +83,11 @@ class PrepareOptions:
     def hop_16k(self) -> int:
         """Samples of 16 kHz audio (CREPE's input) per frame."""
         return CREPE_SAMPLE_RATE // self.frame_rate
+
+    @property
+    def crepe_rate(self) -> int:
+        """Frames per second CREPE runs at: ``frame_rate``, or 1000 / ``f0_hop_ms``."""
+        return analysis_rate(self.frame_rate, self.f0_hop_ms)
 
     @property
     def example_frames(self) -> int:
@@ -91,7 +109,11 @@ class PrepareOptions:
     @property
     def context_frames(self) -> int:
         """Extra frames computed on each side of a chunk (see :mod:`pipelines.chunking`)."""
-        half = max(math.ceil(CREPE_FRAME_SIZE / 2 / self.hop_16k),
+        # With --f0_hop_ms a frame's f0 also reads the analysis frame up to one analysis hop
+        # away, whose window reaches that much further.
+        reach = CREPE_FRAME_SIZE / 2 + (CREPE_SAMPLE_RATE // self.crepe_rate
+                                        if self.crepe_rate != self.frame_rate else 0)
+        half = max(math.ceil(reach / self.hop_16k),
                    math.ceil(self.loudness_n_fft / 2 / self.hop_samples))
         extra = int(round(VITERBI_CONTEXT_SECS * self.frame_rate)) if self.viterbi else 0
         return half + extra
@@ -134,6 +156,12 @@ class PrepareOptions:
         need(self.crepe_capacity in CREPE_CAPACITIES, 'crepe_capacity',
              f'must be one of {", ".join(CREPE_CAPACITIES)}')
         need(self.inference_batch_size >= 1, 'inference_batch_size', 'must be >= 1')
+        need(self.crepe_precision in CREPE_PRECISIONS, 'crepe_precision',
+             f'must be one of {", ".join(CREPE_PRECISIONS)}')
+        try:
+            analysis_rate(self.frame_rate, self.f0_hop_ms)
+        except ValueError as e:
+            need(False, 'f0_hop_ms', str(e).split(': ', 1)[-1])
         need(self.min_secs >= 0, 'min_secs', 'must be >= 0')
         need(self.num_shards >= 0, 'num_shards', 'must be >= 0 (0: about 128 MB per shard)')
         return self

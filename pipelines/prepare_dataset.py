@@ -20,6 +20,7 @@ Pipeline (each step a thin shell around a pure function of :mod:`pipelines.audio
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import logging
@@ -36,7 +37,7 @@ from apache_beam.ml.inference.base import RunInference
 from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
 
 from ddsp_core import records
-from ddsp_core.f0 import CREPE_SAMPLE_RATE
+from ddsp_core.f0 import CREPE_PRECISIONS, CREPE_SAMPLE_RATE, resolve_crepe_precision
 from pipelines import audio_io, chunking, examples, manifest, runner, splitting, stats
 from pipelines.crepe_inference import CrepeModelHandler
 from pipelines.inputs import FILE, InputEntry, expand_inputs
@@ -322,7 +323,8 @@ def build_pipeline(pipeline: beam.Pipeline, entries: Sequence[InputEntry], outpu
         lambda el, err: _dead_letter(el, err, 'decode')))
     chunks = decoded.good | 'Spread' >> beam.Reshuffle()
 
-    handler = CrepeModelHandler(opts.crepe_capacity, opts.frame_rate, opts.inference_batch_size)
+    handler = CrepeModelHandler(opts.crepe_capacity, opts.frame_rate, opts.inference_batch_size,
+                                precision=opts.crepe_precision, crepe_rate=opts.crepe_rate)
     inferred, failed = (chunks
                         | 'CREPE' >> RunInference(handler).with_exception_handling())
     dead.append(failed.failed_inferences | 'CrepeDL' >> beam.FlatMapTuple(
@@ -426,11 +428,11 @@ def prepare_dataset(input_patterns: Sequence[str] | str, output_dir: str,
         OptionError: bad options or inputs (message names the option or pattern).
         PrepareError: the pipeline failed.
     """
-    import dataclasses
-
     if isinstance(input_patterns, str):
         input_patterns = [input_patterns]
     opts = dataclasses.replace(options or PrepareOptions(), **option_overrides).validate()
+    # 'auto' is decided here, on the launching machine, so that the manifest records it.
+    opts = dataclasses.replace(opts, crepe_precision=resolve_crepe_precision(opts.crepe_precision))
     entries = expand_inputs(input_patterns)
     beam_options = _pipeline_options(pipeline_args)
     if '://' not in output_dir:
@@ -553,6 +555,15 @@ def build_arg_parser() -> argparse.ArgumentParser:
                    help='Viterbi-decode CREPE (per chunk)')
     p.add_argument('--inference_batch_size', type=int, default=d.inference_batch_size,
                    help='frames per CREPE model call')
+    p.add_argument('--crepe_precision', default=d.crepe_precision, choices=CREPE_PRECISIONS,
+                   help="CREPE's number format: auto is bfloat16 where the hardware has it (a CPU "
+                        'with AVX-512 BF16/AMX under oneDNN, a GPU of compute capability >= 8.0; '
+                        'decided on the launching machine), else float32; recorded in the '
+                        "manifest's f0.precision")
+    p.add_argument('--f0_hop_ms', type=float, default=d.f0_hop_ms, metavar='MS',
+                   help='run CREPE every MS milliseconds (10: its native hop) and interpolate '
+                        'f0 and confidence to --frame_rate: faster, at a small accuracy cost '
+                        '(docs/prepare.md); default: every frame, as the reference')
     p.add_argument('--drop_silence_db', type=parse_db_or_none, default=d.drop_silence_db,
                    metavar='DB',
                    help='drop windows whose loudest frame is below this loudness (dB); '
@@ -623,8 +634,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               if k not in ('input', 'output_dir', 'overwrite', 'verbose', 'verify')}
     try:
         opts = PrepareOptions(**kwargs).validate()
+        opts = dataclasses.replace(opts,
+                                   crepe_precision=resolve_crepe_precision(opts.crepe_precision))
         print(f'ddsp-prepare: {len(args.input)} pattern(s) -> {args.output_dir} '
-              f'({opts.layout.describe()}; CREPE {opts.crepe_capacity} on '
+              f'({opts.layout.describe()}; CREPE {opts.crepe_capacity} {opts.crepe_precision}'
+              f'{f" every {opts.f0_hop_ms:g} ms" if opts.f0_hop_ms else ""} on '
               f'{runner.describe_runner(beam_args)})', file=sys.stderr, flush=True)
         result = prepare_dataset(args.input, args.output_dir, opts, pipeline_args=beam_args,
                                  overwrite=args.overwrite)

@@ -91,7 +91,8 @@ def batches(items: Iterator[tuple[str, dict]], batch_size: int
 
 
 def evaluate_batch(model, batch: dict[str, np.ndarray], ids: list[str],
-                   crepe_capacity: str = 'full', keep_audio: bool = False) -> list[dict]:
+                   crepe_capacity: str = 'full', keep_audio: bool = False,
+                   crepe_precision: str = 'float32') -> list[dict]:
     """Resynthesise a batch of examples and measure each against its original.
 
     Args:
@@ -101,6 +102,7 @@ def evaluate_batch(model, batch: dict[str, np.ndarray], ids: list[str],
         ids: one id per example.
         crepe_capacity: CREPE model that tracks the resynthesis' pitch.
         keep_audio: also return ``original`` and ``resynthesis`` (float32 arrays) per row.
+        crepe_precision: CREPE's number format ('float32', 'bfloat16' or 'auto').
 
     Returns:
         One dict per example: ``id`` and the metrics of
@@ -115,7 +117,7 @@ def evaluate_batch(model, batch: dict[str, np.ndarray], ids: list[str],
         row.update(metrics.resynthesis_metrics(
             batch['audio'][i], resynth[i], model.sample_rate, model.frame_rate,
             crepe_capacity=crepe_capacity, f0_original=batch['f0_hz'][i],
-            confidence_original=batch['f0_confidence'][i]))
+            confidence_original=batch['f0_confidence'][i], crepe_precision=crepe_precision))
         if keep_audio:
             row['original'] = np.asarray(batch['audio'][i], np.float32)
             row['resynthesis'] = np.asarray(resynth[i], np.float32)
@@ -154,7 +156,7 @@ def _rank(row: dict) -> float:
 
 def evaluate(model, source, crepe_capacity: Optional[str] = None, batch_size: int = 8,
              max_examples: Optional[int] = None, progress: bool = True,
-             listen: int = 3) -> EvaluationResult:
+             listen: int = 3, crepe_precision: str = 'float32') -> EvaluationResult:
     """Evaluate a trained model on a dataset split in this process.
 
     Args:
@@ -166,6 +168,7 @@ def evaluate(model, source, crepe_capacity: Optional[str] = None, batch_size: in
         max_examples: stop after this many examples (default: all).
         progress: show a progress bar.
         listen: keep the audio of the first this many examples (see ``EvaluationResult``).
+        crepe_precision: CREPE's number format ('float32', 'bfloat16' or 'auto').
 
     Raises:
         ValueError: the data's layout does not match the model's.
@@ -194,7 +197,8 @@ def evaluate(model, source, crepe_capacity: Optional[str] = None, batch_size: in
         items = itertools.islice(items, max_examples)
     try:
         for ids, batch in batches(items, batch_size):
-            for row in evaluate_batch(model, batch, ids, capacity, keep_audio=True):
+            for row in evaluate_batch(model, batch, ids, capacity, keep_audio=True,
+                                      crepe_precision=crepe_precision):
                 audio = {k: row.pop(k) for k in ('original', 'resynthesis')}
                 rows.append(row)
                 if len(kept) < listen:

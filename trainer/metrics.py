@@ -383,11 +383,11 @@ def _to_crepe_rate(audio: np.ndarray, sample_rate: float) -> np.ndarray:
                          quality='HQ').astype(np.float32)
 
 
-def _track_f0(audio, sample_rate, frame_rate, capacity, viterbi):
+def _track_f0(audio, sample_rate, frame_rate, capacity, viterbi, precision='float32'):
     from ddsp_core import f0 as crepe
 
     return crepe.predict_f0(_to_crepe_rate(audio, sample_rate), frame_rate, viterbi=viterbi,
-                            padding='center', model_capacity=capacity)
+                            padding='center', model_capacity=capacity, precision=precision)
 
 
 def resynthesis_metrics(original, resynthesis, sample_rate: int, frame_rate: int,
@@ -395,7 +395,7 @@ def resynthesis_metrics(original, resynthesis, sample_rate: int, frame_rate: int
                         fft_sizes: Sequence[int] = DEFAULT_FFT_SIZES,
                         loudness_n_fft: Optional[int] = None,
                         confidence_threshold: float = MIN_F0_CONFIDENCE,
-                        viterbi: bool = True) -> dict:
+                        viterbi: bool = True, crepe_precision: str = 'float32') -> dict:
     """Every metric of one resynthesised example (keys: :data:`METRIC_KEYS`, see the module
     docstring).
 
@@ -419,6 +419,8 @@ def resynthesis_metrics(original, resynthesis, sample_rate: int, frame_rate: int
       loudness_n_fft: Loudness window (default 32 ms, see :func:`loudness_l1_db`).
       confidence_threshold: Smallest CREPE confidence on the original of a voiced frame.
       viterbi: CREPE's Viterbi decoding (as the reference's metrics and the datasets).
+      crepe_precision: CREPE's number format: 'float32', 'bfloat16' or 'auto'
+        (``ddsp_core.f0.resolve_crepe_precision``).
 
     Returns:
       ``{key: float}`` for the metrics and ``{key: int}`` for the counts ``voiced_frames``,
@@ -439,11 +441,13 @@ def resynthesis_metrics(original, resynthesis, sample_rate: int, frame_rate: int
                          'original).')
     n_fft = _loudness_n_fft(sample_rate, loudness_n_fft)
     if f0_original is None:
-        f0_ref, conf_ref = _track_f0(original, sample_rate, frame_rate, crepe_capacity, viterbi)
+        f0_ref, conf_ref = _track_f0(original, sample_rate, frame_rate, crepe_capacity, viterbi,
+                                     crepe_precision)
     else:
         f0_ref = _vector(f0_original, 'f0_original')
         conf_ref = _vector(confidence_original, 'confidence_original')
-    f0_est, _ = _track_f0(resynthesis, sample_rate, frame_rate, crepe_capacity, viterbi)
+    f0_est, _ = _track_f0(resynthesis, sample_rate, frame_rate, crepe_capacity, viterbi,
+                          crepe_precision)
     loud_ref = _loudness(original, sample_rate, frame_rate, n_fft)
     loud_est = _loudness(resynthesis, sample_rate, frame_rate, n_fft)
     f0_ref, conf_ref, f0_est, loud_ref, loud_est = _trim(

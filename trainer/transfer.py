@@ -48,7 +48,13 @@ import numpy as np
 from ddsp_core import runtime
 
 # ddsp-prepare's feature settings come from the dataset contract (ddsp_core.records) and CREPE.
-from ddsp_core.f0 import CREPE_FRAME_SIZE, CREPE_SAMPLE_RATE
+from ddsp_core.f0 import (
+    CREPE_FRAME_SIZE,
+    CREPE_PRECISIONS,
+    CREPE_SAMPLE_RATE,
+    analysis_rate,
+    resolve_crepe_precision,
+)
 from ddsp_core.records import (  # noqa: F401 - LOUDNESS_WINDOW_SECS is part of this API
     LOUDNESS_WINDOW_SECS,
     VITERBI_CONTEXT_SECS,
@@ -236,7 +242,8 @@ class Features:
 def analyze(path: str | os.PathLike, sample_rate: int, frame_rate: int,
             crepe_capacity: str = 'full', viterbi: bool = True, batch_size: int = CREPE_BATCH,
             chunk_secs: float = ANALYSIS_CHUNK_SECS, power_frame_size: Optional[int] = None,
-            on_seconds: Optional[Callable[[float], None]] = None) -> Features:
+            on_seconds: Optional[Callable[[float], None]] = None,
+            crepe_precision: str = 'auto', f0_hop_ms: Optional[float] = None) -> Features:
     """f0, confidence and loudness of an audio file, computed as ``ddsp-prepare`` computes
     them, chunk by chunk.
 
@@ -250,11 +257,21 @@ def analyze(path: str | os.PathLike, sample_rate: int, frame_rate: int,
         power_frame_size: also compute the frame power over frames of this many samples (as
             ``trainer.model.frame_power_db``, for decoders that take ``pw_scaled``).
         on_seconds: called with the seconds of input analysed by each step (progress).
+        crepe_precision: CREPE's number format: 'auto' (bfloat16 where the hardware has it),
+            'bfloat16' or 'float32' (``ddsp_core.f0.resolve_crepe_precision``).
+        f0_hop_ms: None runs CREPE on every frame; else every this many ms, f0 and confidence
+            interpolated to the frame rate (as ``ddsp-prepare --f0_hop_ms``).
 
     Raises:
-        TransferError: the file cannot be read, or is silent.
+        TransferError: the file cannot be read, or is silent, or ``f0_hop_ms`` is invalid.
     """
-    from ddsp_core.f0 import activations_to_f0, crepe_frames, load_crepe_forward
+    from ddsp_core.f0 import (
+        activations_to_f0,
+        analysis_offset,
+        crepe_frames,
+        interpolate_f0,
+        load_crepe_forward,
+    )
     from ddsp_core.spectral_ops import compute_loudness, compute_power
 
     hop = sample_rate // frame_rate
@@ -269,7 +286,15 @@ def analyze(path: str | os.PathLike, sample_rate: int, frame_rate: int,
     lead = max(w // 2 for w, _ in windows)  # samples before a frame's centre still needed
     chunk = max(1, int(round(chunk_secs * frame_rate)))
     context = int(round(VITERBI_CONTEXT_SECS * frame_rate)) if viterbi else 0
-    forward = load_crepe_forward(crepe_capacity)
+    try:
+        crepe_rate = analysis_rate(frame_rate, f0_hop_ms)
+    except ValueError as e:
+        raise TransferError(f'--f0_hop_ms: {e}') from None
+    # With a coarser analysis hop, CREPE runs on the whole file's grid of analysis frames
+    # (analysis_offset) and reaches one analysis hop further, so that every frame of the chunk
+    # (and its context) lies between two analysis frames.
+    extra16 = CREPE_SAMPLE_RATE // crepe_rate if crepe_rate != frame_rate else 0
+    forward = load_crepe_forward(crepe_capacity, crepe_precision)
     same_rate = sample_rate == CREPE_SAMPLE_RATE
     rates = (sample_rate,) if same_rate else (sample_rate, CREPE_SAMPLE_RATE)
     audio, audio16 = _Signal(), None
@@ -281,7 +306,7 @@ def analyze(path: str | os.PathLike, sample_rate: int, frame_rate: int,
     def needed(first: int, end: int) -> tuple[int, int]:
         """Sample ends (model rate, 16 kHz) that frames [first, end) plus context need."""
         return (max((end - 1) * hop - h + w for w, h in windows),
-                (end + context - 1) * hop16 + CREPE_FRAME_SIZE // 2)
+                (end + context - 1) * hop16 + CREPE_FRAME_SIZE // 2 + extra16)
 
     def run_chunk(first: int, end: int, n_frames: Optional[int]) -> None:
         seg = audio.get(first * hop - half, (end - 1) * hop - half + n_fft)
@@ -289,10 +314,13 @@ def analyze(path: str | os.PathLike, sample_rate: int, frame_rate: int,
                                 n_fft=n_fft, use_tf=False, padding='valid')
         lo = max(0, first - context)
         hi = end + context if n_frames is None else min(n_frames, end + context)
-        seg16 = audio16.get(lo * hop16 - CREPE_FRAME_SIZE // 2,
-                            (hi - 1) * hop16 + CREPE_FRAME_SIZE // 2)
-        activations = forward(crepe_frames(seg16, frame_rate, padding='valid'), batch_size)
+        lead = analysis_offset(lo, frame_rate, crepe_rate) if extra16 else 0
+        seg16 = audio16.get(lo * hop16 - lead - CREPE_FRAME_SIZE // 2,
+                            (hi - 1) * hop16 + CREPE_FRAME_SIZE // 2 + extra16)
+        activations = forward(crepe_frames(seg16, crepe_rate, padding='valid'), batch_size)
         f0, conf = activations_to_f0(activations, viterbi=viterbi)
+        if extra16:
+            f0, conf = interpolate_f0(f0, conf, crepe_rate, frame_rate, hi - lo, offset=lead)
         f0_parts.append(f0[first - lo:end - lo])
         conf_parts.append(conf[first - lo:end - lo])
         loud_parts.append(np.asarray(loud, np.float32).reshape(-1))
@@ -316,7 +344,7 @@ def analyze(path: str | os.PathLike, sample_rate: int, frame_rate: int,
                 break
             run_chunk(start, end, None)
             start = end
-            keep16 = (start - context) * hop16 - CREPE_FRAME_SIZE // 2
+            keep16 = (start - context) * hop16 - CREPE_FRAME_SIZE // 2 - extra16
             audio.drop_before(min(start * hop - lead, keep16) if same_rate else
                               start * hop - lead)
             if not same_rate:  # at 16 kHz audio16 is audio: dropped just above
@@ -680,6 +708,7 @@ def _manifest_option(manifest: Optional[dict], key: str, default):
 def transfer(model, input_path: str | os.PathLike, output_path: str | os.PathLike, *,
              auto_adjust: bool = True, pitch_shift: float = 0.0, loudness_shift: float = 0.0,
              quiet_db: float = QUIET_DB, dry: bool = False, crepe_capacity: Optional[str] = None,
+             crepe_precision: str = 'auto', f0_hop_ms: Optional[float] = None,
              chunk_secs: float = SYNTH_CHUNK_SECS, seed: int = 0,
              output_sample_rate: Optional[int] = None, subtype: Optional[str] = None,
              progress: bool = False, tracking_uri: Optional[str] = None) -> TransferResult:
@@ -692,6 +721,9 @@ def transfer(model, input_path: str | os.PathLike, output_path: str | os.PathLik
         auto_adjust, pitch_shift, loudness_shift, quiet_db: see :func:`adjust`.
         dry: leave out the learned reverb.
         crepe_capacity: default: the dataset's (its manifest's options), else 'full'.
+        crepe_precision: 'auto' (bfloat16 where the hardware has it), 'bfloat16' or 'float32'.
+        f0_hop_ms: CREPE's analysis hop (see :func:`analyze`); default: the dataset's
+            (``ddsp-prepare --f0_hop_ms``), else every frame.
         chunk_secs: synthesis chunk length (memory/speed; not the result).
         seed: the filtered noise's seed (with the model's ``train.seed``).
         output_sample_rate: resample the output (default: the model's rate).
@@ -719,6 +751,9 @@ def transfer(model, input_path: str | os.PathLike, output_path: str | os.PathLik
     sr, fr = trained.sample_rate, trained.frame_rate
     capacity = crepe_capacity or default_crepe_capacity(trained.manifest)
     viterbi = bool(_manifest_option(trained.manifest, 'viterbi', True))
+    if f0_hop_ms is None:
+        f0_hop_ms = _manifest_option(trained.manifest, 'f0_hop_ms', None)
+    precision = resolve_crepe_precision(crepe_precision)
     synth = StreamingSynth(trained.model, chunk_frames=max(1, int(round(chunk_secs * fr))),
                            reverb=not dry, noise_seed=(trained.config.train.seed, int(seed)))
     timings['load_s'] = time.perf_counter() - t0
@@ -729,6 +764,7 @@ def transfer(model, input_path: str | os.PathLike, output_path: str | os.PathLik
                                               '[{elapsed}<{remaining}]')
     try:
         features = analyze(input_path, sr, fr, crepe_capacity=capacity, viterbi=viterbi,
+                           crepe_precision=precision, f0_hop_ms=f0_hop_ms,
                            power_frame_size=(trained.config.model.power_frame_size
                                              if synth.uses_power else None),
                            on_seconds=lambda s: bar.update(round(s, 3)))
@@ -765,6 +801,7 @@ def transfer(model, input_path: str | os.PathLike, output_path: str | os.PathLik
                 'auto_adjust': bool(auto_adjust), 'pitch_shift': float(pitch_shift),
                 'loudness_shift': float(loudness_shift), 'quiet_db': float(quiet_db),
                 'dry': bool(dry), 'crepe_capacity': capacity, 'viterbi': viterbi,
+                'crepe_precision': precision, 'f0_hop_ms': f0_hop_ms,
                 'chunk_secs': float(chunk_secs), 'seed': int(seed), 'sample_rate': out_rate}
     return TransferResult(output, features.seconds, out_rate, features, f0, loud, adjustment,
                           settings, timings, clipped, power)
@@ -850,6 +887,15 @@ def build_arg_parser() -> argparse.ArgumentParser:
                    choices=('tiny', 'small', 'medium', 'large', 'full'),
                    help="CREPE model for the input's pitch (default: the one the training data "
                         'was prepared with)')
+    p.add_argument('--crepe_precision', default='auto', choices=CREPE_PRECISIONS,
+                   help="CREPE's number format: auto is bfloat16 where the hardware has it (a CPU "
+                        'with AVX-512 BF16/AMX under oneDNN, a GPU of compute capability >= 8.0), '
+                        'else float32')
+    p.add_argument('--f0_hop_ms', type=float, default=None, metavar='MS',
+                   help='run CREPE every MS milliseconds (10: its native hop) and interpolate f0 '
+                        'to the frame rate: faster, at a small accuracy cost (docs/transfer.md); '
+                        'default: as the training data was prepared (every frame unless '
+                        'ddsp-prepare had --f0_hop_ms)')
     p.add_argument('--chunk_secs', type=float, default=SYNTH_CHUNK_SECS,
                    help='seconds synthesised per step (memory; the audio does not depend on it)')
     p.add_argument('--sample_rate', type=int, default=None,
@@ -893,6 +939,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return _error(f'--sample_rate {args.sample_rate}: must be positive')
     if args.quiet_db < 0:
         return _error(f'--quiet_db {args.quiet_db:g}: must be >= 0')
+    if args.f0_hop_ms is not None:
+        try:
+            analysis_rate(1, args.f0_hop_ms)
+        except ValueError as e:
+            return _error(f'--f0_hop_ms: {e}')
     if os.path.abspath(args.input) == os.path.abspath(args.output):
         return _error(f'--output {args.output} is the input file')
     runtime.import_tensorflow()
@@ -915,12 +966,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     capacity = args.crepe_capacity or default_crepe_capacity(trained.manifest)
     print(f'ddsp-transfer: {info.path} ({info.seconds:.1f} s, {info.sample_rate} Hz, '
           f'{info.channels} channel{"s" if info.channels != 1 else ""}) with the model at step '
-          f'{trained.step} ({trained.sample_rate} Hz); CREPE {capacity}; '
+          f'{trained.step} ({trained.sample_rate} Hz); CREPE {capacity} '
+          f'{resolve_crepe_precision(args.crepe_precision)}; '
           f'{runtime.describe_devices()}', file=sys.stderr, flush=True)
     try:
         result = transfer(trained, args.input, args.output, auto_adjust=args.auto_adjust,
                           pitch_shift=args.pitch_shift, loudness_shift=args.loudness_shift,
                           quiet_db=args.quiet_db, dry=args.dry, crepe_capacity=capacity,
+                          crepe_precision=args.crepe_precision, f0_hop_ms=args.f0_hop_ms,
                           chunk_secs=args.chunk_secs, seed=args.seed,
                           output_sample_rate=args.sample_rate, subtype=args.subtype,
                           progress=not args.no_progress)

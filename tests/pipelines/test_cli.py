@@ -99,6 +99,8 @@ def wav(tmp_path):
     (['--frame_rate', '300'], '--frame_rate'),
     (['--chunk_secs', '2.5'], '--chunk_secs'),
     (['--crepe_capacity', 'huge'], '--crepe_capacity'),
+    (['--crepe_precision', 'half'], '--crepe_precision'),
+    (['--f0_hop_ms', '7.5'], '--f0_hop_ms'),
     (['--eval_fraction', '2'], '--eval_fraction'),
     (['--sample_rate_typo', '8000'], '--sample_rate_typo'),
 ])

@@ -82,7 +82,8 @@ def test_run_inference_equals_crepe_predict():
 
 def _run_chain(path, opts):
     """DecodeFile -> CREPE handler -> MakeExamples, called directly (no runner)."""
-    handler = CrepeModelHandler(opts.crepe_capacity, opts.frame_rate, opts.inference_batch_size)
+    handler = CrepeModelHandler(opts.crepe_capacity, opts.frame_rate, opts.inference_batch_size,
+                                precision=opts.crepe_precision, crepe_rate=opts.crepe_rate)
     model = handler.load_model()
     make = MakeExamples(opts)
     make.setup()
@@ -98,10 +99,11 @@ def _run_chain(path, opts):
 
 
 @pytest.mark.slow
-def test_chunked_features_equal_whole_file_features(tmp_path):
+@pytest.mark.parametrize('f0_hop_ms', [None, 10])  # 10: CREPE on the whole file's 10 ms grid
+def test_chunked_features_equal_whole_file_features(tmp_path, f0_hop_ms):
     path = str(tmp_path / 'x.wav')
     sf.write(path, _glide(3.2), 16000, subtype='FLOAT')
-    opts = dataclasses.replace(OPTS, viterbi=False, eval_fraction=0.0)
+    opts = dataclasses.replace(OPTS, viterbi=False, eval_fraction=0.0, f0_hop_ms=f0_hop_ms)
     whole = _run_chain(path, dataclasses.replace(opts, chunk_secs=30.0))
     chunked = _run_chain(path, dataclasses.replace(opts, chunk_secs=1.0))
     assert len(whole) == len(chunked) == 6  # windows at 0..2.5 s; the last one padded
@@ -172,3 +174,14 @@ def test_activations_do_not_depend_on_the_other_chunks_in_the_batch():
         after = handler.run_inference([a, other], model)[0].inference
         np.testing.assert_array_equal(before, alone, err_msg=f'after {n_other + 1} frames')
         np.testing.assert_array_equal(after, alone, err_msg=f'before {n_other + 1} frames')
+
+
+def test_the_handler_runs_crepe_in_the_precision_and_at_the_rate_it_is_given():
+    frames = lambda result: len(result.inference)  # noqa: E731
+    chunk = _synthetic_chunk(250, 3)  # 1 s: 251 frames at 250 frames/s
+    for precision, rate, n_frames in [('bfloat16', 100, 101), ('float32', None, 251)]:
+        handler = CrepeModelHandler('tiny', 250, precision=precision, crepe_rate=rate)
+        model = handler.load_model()
+        assert model.precision == precision
+        (result,) = handler.run_inference([chunk], model)
+        assert frames(result) == n_frames

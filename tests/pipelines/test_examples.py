@@ -124,3 +124,27 @@ def test_chunk_features_are_the_interior_frames():
     assert conf[0] == pytest.approx(0.7) and np.all(conf[1:] == 0)
     assert f0[0] > 0 and np.all(f0[1:] == 0)
     assert np.all(loud <= -79.9)  # silence is the loudness floor
+
+
+def test_chunk_features_with_f0_hop_are_interpolated_to_the_frame_rate():
+    # --f0_hop_ms 10: activations at 100 frames/s whose pitch rises 5 cents per analysis frame
+    # (two neighbouring bins, weighted); the features are at 250 frames/s, each frame's pitch
+    # read off that line at its time.
+    opts = dataclasses.replace(OPTS, viterbi=False, chunk_secs=1.0, f0_hop_ms=10)
+    spec = chunking.plan_chunks(16000 * 6, opts)[1]
+    n_seg = spec.seg_end - spec.seg_first
+    audio = np.zeros(n_seg * opts.hop_samples, np.float32)
+    n_acts = n_seg * opts.hop_16k // 160 + 2
+    pos = 40 + 0.25 * np.arange(n_acts)  # in bins
+    low = np.floor(pos).astype(int)
+    acts = np.zeros((n_acts, 360), np.float32)
+    acts[np.arange(n_acts), low] = 0.9 * (1 - (pos - low))
+    acts[np.arange(n_acts), low + 1] = 0.9 * (pos - low)
+    f0, conf, _ = examples.chunk_features({'spec': spec, 'audio': audio}, acts, opts)
+    assert f0.shape == conf.shape == (spec.end_frame - spec.first_frame,)
+    frames = np.arange(spec.first_frame, spec.end_frame) - spec.seg_first
+    lead = (spec.seg_first * 64) % 160  # the handler's zeros: frames on the file's grid
+    assert lead > 0
+    cents = 1997.3794084376191 + 20.0 * (40 + 0.25 * (lead + frames * 64) / 160)
+    np.testing.assert_allclose(f0, 10 * 2 ** (cents / 1200), rtol=1e-4)
+    assert np.all((conf >= 0.45) & (conf <= 0.9))

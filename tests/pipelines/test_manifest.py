@@ -202,3 +202,12 @@ def test_build_manifest_records_each_shards_size_and_digest_in_its_split():
     # the fingerprint is of the records, not of how they were framed in files
     assert m['fingerprint'] == manifest.build_manifest(OPTS, ['/x/*'], _ledger(), acc, shards,
                                                        2)['fingerprint']
+
+
+@pytest.mark.parametrize('precision,hop_ms', [('bfloat16', None), ('float32', 10.0)])
+def test_manifest_says_how_f0_was_tracked(precision, hop_ms):
+    opts = dataclasses.replace(OPTS, crepe_precision=precision, f0_hop_ms=hop_ms)
+    acc = _acc(train=[_stats([-10], [1], [440])] * 3)
+    m = manifest.build_manifest(opts, ['/x/*'], _ledger(), acc, {}, 2)
+    assert m['f0'] == {'capacity': 'tiny', 'precision': precision, 'viterbi': True,
+                       'hop_ms': hop_ms}

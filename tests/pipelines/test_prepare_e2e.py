@@ -11,6 +11,7 @@ import soundfile as sf
 import tensorflow as tf
 
 from ddsp_core import records
+from ddsp_core.f0 import resolve_crepe_precision
 from pipelines.inputs import assign_split, expand_inputs
 from pipelines.options import OptionError
 from pipelines.prepare_dataset import prepare_dataset
@@ -177,6 +178,11 @@ def test_manifest_reconciles_and_dead_letters_every_bad_file(runs):
     assert manifest['splits']['train']['source_hours'] == pytest.approx(train_secs / 3600,
                                                                         rel=1e-3)
     assert manifest['options']['crepe_capacity'] == 'tiny'
+    # 'auto' is resolved on this machine and recorded (bfloat16 where it has AVX-512 BF16).
+    precision = resolve_crepe_precision('auto')
+    assert manifest['f0'] == {'capacity': 'tiny', 'precision': precision, 'viterbi': True,
+                              'hop_ms': None}
+    assert manifest['options']['crepe_precision'] == precision
     assert manifest['windows_dropped_silent'] == 1  # whisper.wav's only window
 
 

@@ -131,10 +131,14 @@ def test_ddsp_eval_on_the_portable_runner_agrees_with_a_local_evaluation(trained
 @pytest.mark.slow
 def test_ddsp_eval_locally_and_on_two_beam_workers_agree(trained, tmp_path):
     data, model_dir = trained
+    # bfloat16 forced (auto would pick float32 on a CPU without it): the Beam workers must use
+    # it too for the rows to agree
     common = ['--model', model_dir, '--data', data, '--crepe_capacity', 'tiny',
-              '--batch_size', '1', '--no_mlflow', '--no_progress']
+              '--crepe_precision', 'bfloat16', '--batch_size', '1', '--no_mlflow',
+              '--no_progress']
     local = _eval([*common, '--out', tmp_path / 'local'])
     assert local.returncode == 0, local.stderr[-3000:]
+    assert 'CREPE tiny bfloat16' in local.stderr
     assert 'f0_l1_semitones' in local.stdout and 'best example' in local.stdout
     beam = _eval([*common, '--out', tmp_path / 'beam', '--runner', 'DirectRunner',
                   '--direct_running_mode', 'multi_processing', '--direct_num_workers', '2'])

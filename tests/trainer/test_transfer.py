@@ -131,13 +131,16 @@ def test_analysis_in_chunks_equals_whole_file_features(tmp_path, model_rate):
     n_fft = tr.loudness_n_fft(model_rate)
     loud = compute_loudness(audio, model_rate, 250, n_fft=n_fft, use_tf=False, padding='center')
     power = np.asarray(frame_power_db(audio[np.newaxis], model_rate, 250, 1024))[0]
-    for viterbi in (False, True):
+    # float32 every frame (the reference's way), and bfloat16 with the 10 ms analysis hop.
+    for viterbi, precision, hop_ms in [(False, 'float32', None), (True, 'float32', None),
+                                       (False, 'bfloat16', 10), (True, 'bfloat16', 10)]:
         f0, conf = predict_f0(audio16, 250, viterbi=viterbi, padding='center',
-                              model_capacity='tiny')
+                              model_capacity='tiny', precision=precision, hop_ms=hop_ms)
         # (with the power's window, the analysis keeps more audio before each chunk: only
         # at 48 kHz, so that at 16 kHz the loudness and CREPE windows alone set what is kept)
         got = tr.analyze(path, model_rate, 250, 'tiny', viterbi=viterbi, chunk_secs=0.37,
-                         power_frame_size=1024 if model_rate != 16000 else None)
+                         power_frame_size=1024 if model_rate != 16000 else None,
+                         crepe_precision=precision, f0_hop_ms=hop_ms)
         n = got.n_frames
         assert got.n_samples == len(audio) and n == -(-len(audio) // (model_rate // 250))
         np.testing.assert_allclose(got.loudness_db, loud[:n], atol=1e-4)
@@ -538,6 +541,7 @@ def test_cli_errors_exit_2_with_one_line(model_dir, tmp_path, capsys):
         (['--input', good, '--model', no_checkpoint], 'no checkpoint'),
         (['--input', good, '--output', tmp_path / 'out.xyz'], 'unknown audio format'),
         (['--input', good, '--chunk_secs', '0'], '--chunk_secs 0: must be positive'),
+        (['--input', good, '--f0_hop_ms', '7'], '--f0_hop_ms: f0 hop of 7 ms'),
         (['--input', good, '--model', tmp_path / 'nowhere'], 'no such directory'),
     ]
     for extra, message in cases:
