@@ -97,6 +97,26 @@ def set_threads(threads: int) -> bool:
 
 
 @contextlib.contextmanager
+def environ(updates: dict[str, str | None]) -> Iterator[None]:
+    """Set (``None``: unset) environment variables for the ``with`` block, then restore each to
+    what it was (unset if it was)."""
+    saved = {k: os.environ.get(k) for k in updates}
+    for key, value in updates.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@contextlib.contextmanager
 def captured_native_stderr(enabled: bool = True) -> Iterator[None]:
     """Send file descriptor 2 (native code's standard error) to a temporary file for the
     duration; replay it if the block raises. A no-op when ``enabled`` is false or stderr has no

@@ -31,6 +31,8 @@ from apache_beam.options.pipeline_options import (
     TestOptions,
 )
 
+from ddsp_core import runtime
+
 #: Runners that run the job on this machine (their workers are this machine's processes).
 LOCAL_RUNNERS = ('DirectRunner', 'BundleBasedDirectRunner', 'SwitchingDirectRunner',
                  'FnApiRunner', 'PrismRunner')
@@ -126,7 +128,6 @@ def open_beam_cli(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]]
 
     Returns ``(args, beam_args)``, or the exit code to return at once (0 ``--help``, 2 usage).
     """
-    from ddsp_core import runtime
 
     os.environ.setdefault('TF_FORCE_GPU_ALLOW_GROWTH', 'true')
     argv = sys.argv[1:] if argv is None else argv
@@ -295,18 +296,10 @@ def local_gpus(options: PipelineOptions):
         yield None
         return
     table = gpu_assignment(devices, workers)
-    saved = {k: os.environ.get(k) for k in (WORKER_SLOTS_ENV, WORKER_GPUS_ENV)}
-    with tempfile.TemporaryDirectory(prefix='ddsp-worker-slots-') as slots:
-        os.environ[WORKER_SLOTS_ENV] = slots
-        os.environ[WORKER_GPUS_ENV] = ';'.join(','.join(gpus) for gpus in table)
-        try:
-            yield table
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
+    with tempfile.TemporaryDirectory(prefix='ddsp-worker-slots-') as slots, runtime.environ({
+            WORKER_SLOTS_ENV: slots,
+            WORKER_GPUS_ENV: ';'.join(','.join(gpus) for gpus in table)}):
+        yield table
 
 
 _held_slots: list[int] = []  # slot lock files held open for the life of the worker process
@@ -355,7 +348,6 @@ def claim_worker_gpus(env=None) -> Optional[list[str]]:
 
 
 def _tensorflow_started() -> bool:
-    from ddsp_core import runtime
 
     return bool(getattr(runtime, '_started', False))
 

@@ -39,6 +39,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from ddsp_core import runtime
 from trainer import artifacts
 
 logger = logging.getLogger(__name__)
@@ -165,17 +166,8 @@ def ui_hint(tracking_uri: str, link: str) -> str:
 def http_settings(env: Mapping[str, str]) -> Iterator[None]:
     """Temporarily set MLflow's HTTP client variables (``MLFLOW_HTTP_REQUEST_*``: MLflow reads
     them from the environment at each request; there is no per-client setting)."""
-    with _ENV_LOCK:
-        saved = {k: os.environ.get(k) for k in env}
-        os.environ.update(env)
-        try:
-            yield
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
+    with _ENV_LOCK, runtime.environ(dict(env)):
+        yield
 
 
 def run_link(tracking_uri: str, run_id: str, artifact: str | None = None,

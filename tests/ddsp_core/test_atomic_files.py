@@ -108,3 +108,13 @@ def test_disk_full_message_knows_tensorflow_and_sqlite_wording():
                                                "'/d/.tmp-train-0'")
     assert runtime.disk_full_message(OSError(errno.EACCES, 'Permission denied', 'x')) is None
     assert runtime.disk_full_message(ValueError('no')) is None
+
+
+def test_environ_sets_unsets_and_restores_even_after_an_error(monkeypatch):
+    monkeypatch.setenv('DDSP_T_SET', 'before')
+    monkeypatch.delenv('DDSP_T_NEW', raising=False)
+    with pytest.raises(RuntimeError):
+        with runtime.environ({'DDSP_T_SET': None, 'DDSP_T_NEW': 'x'}):
+            assert 'DDSP_T_SET' not in os.environ and os.environ['DDSP_T_NEW'] == 'x'
+            raise RuntimeError
+    assert os.environ['DDSP_T_SET'] == 'before' and 'DDSP_T_NEW' not in os.environ
