@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import shutil
-import struct
 import subprocess
 import sys
 import tempfile
@@ -34,21 +33,13 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+from tools.midi import smf_bytes  # noqa: E402 - after the path insert
 
 SOUND_FONT = '/usr/share/sounds/sf2/FluidR3_GM.sf2'
 #: General MIDI programs (0-based) of the rendered instruments.
 GM_PROGRAMS = {'flute': 73, 'violin': 40, 'clarinet': 71, 'trumpet': 56, 'choir': 52}
 BEND_STEP_MS = 5
 ONSET_SKIP_S = 0.03
-
-
-def _varlen(n: int) -> bytes:
-    out = [n & 0x7F]
-    n >>= 7
-    while n:
-        out.append(0x80 | (n & 0x7F))
-        n >>= 7
-    return bytes(reversed(out))
 
 
 def write_midi(path: str, notes, program: int, sample_rate: int = 16000) -> None:
@@ -66,15 +57,8 @@ def write_midi(path: str, notes, program: int, sample_rate: int = 16000) -> None
             events.append((t1, bytes([0xE0, 0x00, 0x40])))
         events.append((t1, bytes([0x80, note, 0])))
     events.sort(key=lambda e: e[0])  # stable: a note's off before the next note's on
-    track, now = bytearray(), 0
-    track += b'\x00\xff\x51\x03' + (500000).to_bytes(3, 'big')  # 120 bpm: 500 ticks = 0.5 s
-    for t, data in events:
-        track += _varlen(t - now) + data
-        now = t
-    track += b'\x00\xff\x2f\x00'
-    with open(path, 'wb') as f:
-        f.write(b'MThd' + struct.pack('>IHHH', 6, 0, 1, 500))
-        f.write(b'MTrk' + struct.pack('>I', len(track)) + bytes(track))
+    with open(path, 'wb') as f:  # 120 bpm at 500 ticks per beat: 1 ms per tick
+        f.write(smf_bytes(events, ppq=500, tempo_usecs=500000))
 
 
 def render_fluidsynth(notes, program: int, seconds: float, tmp: str) -> np.ndarray:

@@ -43,7 +43,6 @@ import logging
 import os
 import platform
 import shutil
-import struct
 import subprocess
 import sys
 import time
@@ -124,19 +123,11 @@ def parse_melody(text: str) -> list[tuple[int | None, float, int]]:
     return notes
 
 
-# ---- a minimal Standard MIDI File writer -------------------------------------------------------
-def _vlq(value: int) -> bytes:
-    """A MIDI variable-length quantity."""
-    out = [value & 0x7F]
-    value >>= 7
-    while value:
-        out.append(0x80 | (value & 0x7F))
-        value >>= 7
-    return bytes(reversed(out))
-
-
+# ---- MIDI --------------------------------------------------------------------------------------
 def midi_bytes(notes, bpm: float, program: int, ppq: int = 480) -> bytes:
     """A format-0 Standard MIDI File: tempo, program change and the notes on channel 1."""
+    from tools.midi import smf_bytes
+
     events = []  # (tick, order, bytes): note-offs (order 0) before note-ons at the same tick
     tick = 0
     for pitch, beats, velocity in notes:
@@ -146,16 +137,9 @@ def midi_bytes(notes, bpm: float, program: int, ppq: int = 480) -> bytes:
             events.append((tick + max(1, int(round(length * LEGATO))), 0,
                            bytes([0x80, pitch, 64])))
         tick += length
-    usecs = int(round(60e6 / bpm))
-    track = _vlq(0) + b'\xff\x51\x03' + usecs.to_bytes(3, 'big')
-    track += _vlq(0) + bytes([0xC0, program])
-    now = 0
-    for at, _, data in sorted(events):
-        track += _vlq(at - now) + data
-        now = at
-    track += _vlq(ppq) + b'\xff\x2f\x00'  # end of track a beat after the last event
-    header = b'MThd' + struct.pack('>IHHH', 6, 0, 1, ppq)
-    return header + b'MTrk' + struct.pack('>I', len(track)) + track
+    timed = [(0, bytes([0xC0, program]))] + [(at, data) for at, _, data in sorted(events)]
+    # end of track a beat after the last event
+    return smf_bytes(timed, ppq, int(round(60e6 / bpm)), end_after=ppq)
 
 
 # ---- rendering ---------------------------------------------------------------------------------
