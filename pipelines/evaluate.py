@@ -224,9 +224,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         source.manifest.data if source.manifest else model.manifest)
     precision = resolve_crepe_precision(args.crepe_precision)
     out = args.out
-    if out is None:
-        base = model.model_dir if not str(args.model).startswith('runs:/') else Path('.')
-        out = str(Path(base) / 'eval' / f'{source.split or "data"}-step_{model.step}')
+    if out is None:  # beside the model: its own folder, or the bucket it was read from
+        name = f'eval/{source.split or "data"}-step_{model.step}'
+        if '://' in str(args.model):  # model.model_dir is a temporary download
+            out = f'{str(args.model).rstrip("/")}/{name}'
+        else:
+            base = model.model_dir if not str(args.model).startswith('runs:/') else Path('.')
+            out = str(Path(base) / name)
     print(f'ddsp-eval: model at step {model.step} on {source.describe()}; CREPE {capacity} '
           f'{precision}; '
           f'{runtime.describe_devices()}' + (' (on Beam)' if beam_run else ''),

@@ -48,6 +48,11 @@ class RunTrial(beam.DoFn):
         self.trials = None
 
     def setup(self):
+        from pipelines.runner import claim_worker_gpus
+
+        # a local worker's own GPU(s), before TensorFlow starts here or in the trial process
+        # (which inherits the environment)
+        claim_worker_gpus()
         if self.spec.heartbeat:
             from trainer.sweep import TrialProcess
 
@@ -55,9 +60,7 @@ class RunTrial(beam.DoFn):
             self.trials.start()  # imports TensorFlow while the pipeline starts
             return
         from ddsp_core import runtime
-        from pipelines.runner import claim_worker_gpus
 
-        claim_worker_gpus()  # a local worker's own GPU(s), before TensorFlow starts
         runtime.import_tensorflow()
         if self.threads:
             runtime.set_threads(self.threads)  # kept as it is when TensorFlow already runs

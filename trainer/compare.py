@@ -73,26 +73,19 @@ def _server_bulk(store, run_ids: Sequence[str], key: str, max_points: int):
 def metric_histories(client, run_ids: Sequence[str], key: str,
                      max_points: int = 1000) -> dict[str, list[tuple[int, float]]]:
     """run id -> [(step, value)] of ``key``, sampled to at most ``max_points`` per run: one
-    request per page of :data:`BULK_RUNS` runs to an ``mlflow server`` (its bulk endpoint) or
-    a database store (its own bulk query), :data:`BULK_THREADS` pages at a time; one history
-    request per run elsewhere."""
+    request per page of :data:`BULK_RUNS` runs to an ``mlflow server`` (its bulk endpoint),
+    :data:`BULK_THREADS` pages at a time; one history request per run elsewhere (MLflow's
+    database stores have no per-run-sampled bulk query)."""
     import concurrent.futures
 
-    from mlflow.store.tracking.abstract_store import AbstractStore
     from mlflow.store.tracking.rest_store import RestStore
 
     store = getattr(getattr(client, '_tracking_client', None), 'store', None)
-    native = store is not None and (
-        type(store).get_metric_history_bulk_interval
-        is not AbstractStore.get_metric_history_bulk_interval)
 
     def page_of(page: list[str]) -> list[tuple[str, int, float]]:
         points = None
         if isinstance(store, RestStore):
             points = _server_bulk(store, page, key, max_points)
-        elif native:
-            points = [(p.run_id, int(p.step), float(p.value)) for p in
-                      store.get_metric_history_bulk_interval(page, key, max_points, None, None)]
         if points is None:
             points = [(run_id, m.step, m.value) for run_id in page
                       for m in client.get_metric_history(run_id, key)]

@@ -943,10 +943,9 @@ def _trial_worker(connection, threads: Optional[int]) -> None:
     after trial as the parent sends them (``None``: stop)."""
     from ddsp_core import runtime
 
-    tf = runtime.import_tensorflow()
+    runtime.import_tensorflow()
     if threads:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(threads)
+        runtime.set_threads(threads)
     while True:
         try:
             message = connection.recv()

@@ -71,6 +71,10 @@ def test_bad_hops_and_precisions_raise(hop_ms):
 
 
 def test_auto_precision_follows_the_hardware(monkeypatch):
+    import tensorflow as tf
+
+    # the CPU's case wherever the test runs (a GPU is asked first)
+    monkeypatch.setattr(tf.config, 'list_physical_devices', lambda *_: [])
     monkeypatch.delenv('TF_ENABLE_ONEDNN_OPTS', raising=False)
     monkeypatch.setattr(f0, '_cpu_flags', lambda: {'avx512f', 'avx512_bf16'})
     assert f0.resolve_crepe_precision('auto') == 'bfloat16'

@@ -142,12 +142,19 @@ def test_48k_keeps_audio_at_48k_and_adds_audio_16k_for_crepe(tmp_path):
         assert np.std(offset) < 0.5
 
 
-def test_every_runner_runs_crepe_on_the_same_thread_count():
-    """The handler's TensorFlow thread count is fixed, not the worker's share of the cores
-    (tests/pipelines/test_prepare_e2e.py compares the bytes of runs with other shares)."""
+def test_every_runner_runs_crepe_on_the_same_thread_count(monkeypatch):
+    """The handler's TensorFlow thread count is fixed, not the worker's share of the cores, and
+    loading the model sets it (tests/pipelines/test_prepare_e2e.py compares the bytes of runs
+    with other shares)."""
+    from ddsp_core import runtime
     from pipelines.crepe_inference import CREPE_THREADS, CrepeModelHandler
 
-    assert CrepeModelHandler('tiny').intra_op_threads == CREPE_THREADS == 1
+    calls = []
+    monkeypatch.setattr(runtime, 'set_threads', lambda n: calls.append(n) or True)
+    handler = CrepeModelHandler('tiny')
+    assert handler.intra_op_threads == CREPE_THREADS == 1
+    handler.load_model()
+    assert calls == [1]
 
 
 def _synthetic_chunk(n_frames, seed):

@@ -226,11 +226,16 @@ def test_a_resume_element_whose_trial_was_failed_meanwhile_asks_instead(tmp_path
     study = S.open_study(spec)
     dead = study.ask(S.distributions(spec))
     study.tell(dead, state=optuna.trial.TrialState.FAIL)
+    # what the heartbeat's stale-trial handling does: a retry of the same point is queued
+    optuna.storages.RetryFailedTrialCallback()(study, study.get_trials()[dead.number])
     trial, params, skipped = S.start_trial(
         study, spec, {'mode': 'resume', 'number': dead.number},
         lambda p: S.trial_hash(spec, p, 'synthetic'))
     assert skipped is None and trial.number != dead.number
-    assert study.get_trials()[trial.number].state.name == 'RUNNING' and params
+    assert study.get_trials()[trial.number].state.name == 'RUNNING'
+    # the element took the dead trial's retry: the same point, recorded as its retry
+    assert trial.params == dead.params and params
+    assert dead.number in study.get_trials()[trial.number].system_attrs.get('retry_history', [])
 
 
 def test_cmaes_with_objectives_is_refused_when_the_spec_is_read(tmp_path):
