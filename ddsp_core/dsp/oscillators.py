@@ -231,7 +231,7 @@ def harmonic_frames(f0_hz: tf.Tensor, harmonic_amplitudes: tf.Tensor, hop: int,
       initial_phase: [batch, 1] float64 phase of the fundamental before the block's first
         sample (the previous block's final phase), or None (0).
       use_angular_cumsum: Accumulate the phase with `angular_cumsum` (float32 chunks; the
-        block's length must be known when tracing, and `initial_phase` is not taken).
+        block's length must be known when tracing, and an `initial_phase` is refused).
 
     Returns:
       (audio [batch, n * hop] float32, final phase [batch, 1] float64 in [0, 2*pi)).
@@ -247,13 +247,17 @@ def harmonic_frames(f0_hz: tf.Tensor, harmonic_amplitudes: tf.Tensor, hop: int,
     frac = tf.range(hop, dtype=tf.float32) / float(hop)
     f0_audio = tf.reshape(f0_hz + frac * (f0_next - f0_hz), [batch, n_frames * hop, 1])
     if use_angular_cumsum:
+        if initial_phase is not None:
+            raise ValueError('harmonic_frames: initial_phase is carried in float64, which the '
+                             'angular cumsum does not accumulate in; use '
+                             'use_angular_cumsum=False to carry phase between chunks.')
         phase = angular_cumsum(f0_audio * (TWO_PI / float(sample_rate)))
         final_phase = tf.cast(phase[:, -1, :], tf.float64)
     else:
         phase = tf.cumsum(tf.cast(f0_audio, tf.float64) * (TWO_PI / float(sample_rate)), axis=1)
         if initial_phase is not None:
             phase += tf.cast(initial_phase, tf.float64)[:, :, tf.newaxis]
-        phase = phase - TWO_PI * tf.stop_gradient(tf.floor(phase / TWO_PI))
+        phase = wrap_phase(phase)
         final_phase = phase[:, -1, :]
         phase = tf.cast(phase, tf.float32)
     harmonics = tf.linspace(1.0, float(n_harmonics), n_harmonics)

@@ -280,3 +280,13 @@ def test_block_synthesis_runs_for_a_length_known_only_at_call_time():
             assert mine.shape == (2, n * hop)
             np.testing.assert_allclose(mine, eager, atol=1e-6)
     assert render.experimental_get_tracing_count() == 1
+
+
+def test_harmonic_frames_refuses_a_carried_phase_it_would_drop():
+    from ddsp_core.dsp import oscillators
+
+    f0 = tf.fill([1, 3, 1], 440.0)
+    amps = tf.fill([1, 3, 2], 0.1)
+    with pytest.raises(ValueError, match='initial_phase'):
+        oscillators.harmonic_frames(f0, amps, 64, use_angular_cumsum=True,
+                                    initial_phase=tf.zeros([1, 1], tf.float64))
