@@ -106,3 +106,53 @@ def test_prepare_with_separate_workers_writes_the_local_bytes(worker, tmp_path):
     for name in names:
         assert _sha256(local / name) == _sha256(out / name), name
     assert manifest['fingerprint'] == m1['fingerprint']
+
+
+def _rows(path):
+    return {r['id']: r for r in map(json.loads, path.read_text().splitlines())}
+
+
+def test_a_sweep_and_an_evaluation_with_separate_workers(worker, tmp_path):
+    """ddsp-sweep: a trial trains in a separate worker (in a process spawned from it, with its
+    python) and is recorded in MLflow; ddsp-eval of that trial's model through the separate
+    workers gives the rows of an evaluation in this process."""
+    import numpy as np
+    from mlflow.tracking import MlflowClient
+
+    from ddsp_core import records
+    from pipelines.evaluate import main as evaluate
+    from pipelines.sweep import main as sweep
+    from tests.trainer.mlflow_server import MlflowServer
+    from trainer import testing
+
+    data = tmp_path / 'data'
+    layout = records.Layout(16000, 250, 1.0)
+    testing.write_dataset(data, layout, n_examples=8, n_shards=2, seed=0)
+    testing.write_dataset(data, layout, n_examples=4, n_shards=1, seed=9, split='eval')
+    python, home = worker
+    out = tmp_path / 'sweep'
+    with MlflowServer(tmp_path / 'mlflow') as server:
+        with portable_runner(python, home) as args:
+            code = sweep(['--name', 'separate', '--data', str(data), '--steps', '4',
+                          '--space', 'train.learning_rate=[0.003]', '--algorithm', 'grid',
+                          '--set', 'train.summary_every=100', '--output_dir', str(out),
+                          '--tracking_uri', server.uri, *args])
+        assert code == 0
+        client = MlflowClient(server.uri)
+        experiment = client.get_experiment_by_name('ddsp-sweep-separate')
+        runs = client.search_runs([experiment.experiment_id])
+    children = [r for r in runs if r.data.tags.get('mlflow.parentRunId')]
+    assert len(children) == 1 and children[0].data.tags['ddsp.sweep.state'] == 'COMPLETE'
+    (model_dir,) = (out / 'trials').iterdir()
+    common = ['--model', str(model_dir), '--data', str(data), '--crepe_capacity', 'tiny',
+              '--batch_size', '1', '--no_mlflow', '--no_progress']
+    assert evaluate([*common, '--out', str(tmp_path / 'local')]) == 0
+    with portable_runner(python, home) as args:
+        assert evaluate([*common, '--out', str(tmp_path / 'separate'), *args]) == 0
+    a = _rows(tmp_path / 'local' / 'examples.jsonl')
+    b = _rows(tmp_path / 'separate' / 'examples.jsonl')
+    assert len(a) == 4 and set(a) == set(b)
+    for key, row in a.items():
+        for metric, value in row.items():
+            if isinstance(value, float) and np.isfinite(value):
+                assert b[key][metric] == pytest.approx(value, rel=1e-6, abs=1e-9), (key, metric)
