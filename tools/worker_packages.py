@@ -3,7 +3,7 @@ its installation the way Beam's Python SDK container installs staged packages.
 
     python tools/worker_packages.py build OUT [--weights DIR] [--wheelhouse DIR] [--crepe_cache DIR]
     python tools/worker_packages.py install OUT [--python PY]
-    python tools/worker_packages.py venv OUT [--cache DIR]
+    python tools/worker_packages.py venv OUT VENV [--cache DIR]
     python tools/worker_packages.py options OUT
 
 ``build`` (run with the project's virtual environment, ``make venv``) writes into OUT:
@@ -30,8 +30,9 @@ in without dependencies, and again with them. The Dockerfile of the Dataflow wor
 fresh virtual environment (``tests/pipelines/test_worker_env.py``). It uses the standard library
 only: it runs before this project is installed.
 
-``venv`` makes a virtual environment from OUT alone, as a worker's (:func:`worker_venv`; kept
-under ``--cache`` by the requirements, default ``~/.cache/ddsp-platform/worker-env``).
+``venv`` makes a virtual environment VENV from OUT alone, as a worker's (:func:`worker_venv`:
+the requirements in an environment kept under ``--cache`` by their digest, default
+``~/.cache/ddsp-platform/worker-env``; the extra packages in VENV).
 
 ``options`` prints the Beam options that stage OUT for a job's workers (``--requirements_file``
 and one ``--extra_package`` a package).
@@ -284,18 +285,24 @@ def requirements_digest(out: str, python: str) -> str:
     return digest.hexdigest()[:16]
 
 
-def worker_venv(out: str, cache: str, base_python: str = sys._base_executable) -> str:
-    """A virtual environment made from ``out`` alone, as a worker's: created by
-    ``base_python -m venv`` (no site-packages of this one), then :func:`install` of ``out``
-    with ``pip`` confined to a wheelhouse of the locked versions (``PIP_NO_INDEX``,
-    ``PIP_FIND_LINKS``: it stands for PyPI). The environment and the wheelhouse are kept under
-    ``cache/<requirements_digest>/`` and reused while the requirements stay the same; the extra
-    packages (the project's sdist, crepe) are installed again each call, as at a worker's
-    start. Returns the environment's ``python``."""
+def worker_venv(out: str, cache: str, venv: str,
+                base_python: str = sys._base_executable) -> str:
+    """A virtual environment at ``venv`` made from ``out`` alone, as a worker's, in two layers
+    like a worker image's and its start:
+
+    - the requirements: an environment created by ``base_python -m venv`` (no site-packages of
+      this one) with ``out``'s requirements installed by :func:`install`, pip confined to a
+      wheelhouse of the locked versions (``PIP_NO_INDEX``, ``PIP_FIND_LINKS``: it stands for
+      PyPI). It and the wheelhouse are kept under ``cache/<requirements_digest>/``, made once
+      per set of requirements and never changed afterwards;
+    - the extra packages (crepe, the project's sdist): a new environment at ``venv`` that sees
+      the kept one's packages (a ``.pth`` file naming its site-packages) and gets them with
+      :func:`install`'s commands, as at a worker's start.
+
+    Returns ``venv``'s ``python``."""
     key = requirements_digest(out, base_python)
     root = os.path.join(os.path.abspath(cache), key)
-    venv, wheelhouse = os.path.join(root, 'venv'), os.path.join(root, 'wheelhouse')
-    python = os.path.join(venv, 'bin', 'python')
+    kept, wheelhouse = os.path.join(root, 'venv'), os.path.join(root, 'wheelhouse')
     os.makedirs(root, exist_ok=True)
     with open(os.path.join(root, '.lock'), 'w') as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one builder at a time; the others wait and reuse
@@ -305,16 +312,24 @@ def worker_venv(out: str, cache: str, base_python: str = sys._base_executable) -
                 names = [_name(line) for line in f if line.strip()]
             build_wheelhouse(lock_blocks, names, wheelhouse)
             open(os.path.join(wheelhouse, '.complete'), 'w').close()
-        complete = os.path.exists(os.path.join(venv, '.complete'))
-        if not complete:
-            shutil.rmtree(venv, ignore_errors=True)
-            _run([base_python, '-m', 'venv', venv], f'creating {venv}')
-        with _pip_index(wheelhouse):
-            # A kept environment has these requirements (they are its key): only the extra
-            # packages again, as a worker of an image with the requirements installed does.
-            install(out, python, requirements=not complete)
-        open(os.path.join(venv, '.complete'), 'w').close()
+        if not os.path.exists(os.path.join(kept, '.complete')):
+            shutil.rmtree(kept, ignore_errors=True)  # (an interrupted build)
+            _run([base_python, '-m', 'venv', kept], f'creating {kept}')
+            with _pip_index(wheelhouse):
+                install(out, os.path.join(kept, 'bin', 'python'), extra_packages=False)
+            open(os.path.join(kept, '.complete'), 'w').close()
+    _run([base_python, '-m', 'venv', venv], f'creating {venv}')
+    python = os.path.join(venv, 'bin', 'python')
+    with open(os.path.join(_site_packages(python), '_ddsp_requirements.pth'), 'w') as f:
+        f.write(_site_packages(os.path.join(kept, 'bin', 'python')) + '\n')
+    with _pip_index(wheelhouse):
+        install(out, python, requirements=False)
     return python
+
+
+def _site_packages(python: str) -> str:
+    return subprocess.run([python, '-c', 'import sysconfig; print(sysconfig.get_path("purelib"))'],
+                          capture_output=True, text=True, check=True).stdout.strip()
 
 
 @contextlib.contextmanager
@@ -347,10 +362,11 @@ def _pip(python: str, args, what: str, check: bool = True) -> bool:
     return done.returncode == 0
 
 
-def install(out: str, python: str = sys.executable, requirements: bool = True) -> None:
+def install(out: str, python: str = sys.executable, requirements: bool = True,
+            extra_packages: bool = True) -> None:
     """Install ``out`` into ``python``'s environment with the pip commands of Beam's SDK
-    container (module docstring), in its order: requirements (unless ``requirements`` is
-    False), then the extra packages."""
+    container (module docstring), in its order: the requirements, then the extra packages
+    (either left out when False)."""
     out = os.path.abspath(out)
     listed = os.path.join(out, REQUIREMENTS)
     if requirements and os.path.isfile(listed):
@@ -359,7 +375,7 @@ def install(out: str, python: str = sys.executable, requirements: bool = True) -
         _pip(python, ['-r', listed, '--no-index', '--no-deps', '--find-links', out],
              'requirements from the staged folder', check=False)
         _pip(python, ['-r', listed, '--find-links', out], 'requirements')
-    for package in _extra_packages(out):
+    for package in _extra_packages(out) if extra_packages else []:
         path = os.path.join(out, package)
         _pip(python, ['--upgrade', '--force-reinstall', '--no-deps', path], package)
         _pip(python, [path], package)
@@ -383,6 +399,7 @@ def main(argv=None) -> int:
                    help='the Python whose environment gets them (default: this one)')
     v = sub.add_parser('venv', help='a virtual environment made from OUT alone (cached)')
     v.add_argument('out')
+    v.add_argument('venv', help='the new environment (the requirements under --cache)')
     v.add_argument('--cache', default=DEFAULT_CACHE,
                    help=f'where environments are kept, by requirements (default {DEFAULT_CACHE})')
     o = sub.add_parser('options', help='print the Beam options that stage OUT')
@@ -396,7 +413,7 @@ def main(argv=None) -> int:
         elif args.command == 'install':
             install(args.out, args.python)
         elif args.command == 'venv':
-            print(worker_venv(args.out, args.cache))
+            print(worker_venv(args.out, args.cache, args.venv))
         else:
             print(' '.join(beam_options(args.out)))
     except (WorkerPackagesError, OSError) as e:

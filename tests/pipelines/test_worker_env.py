@@ -39,7 +39,7 @@ def worker(tmp_path_factory):
     packages = str(root / 'packages')
     cache = os.environ.get('DDSP_WORKER_ENV_CACHE') or W.DEFAULT_CACHE
     W.build(packages, W.default_weights(), crepe_cache=cache)
-    return W.worker_venv(packages, cache), str(root / 'home')
+    return W.worker_venv(packages, cache, str(root / 'venv')), str(root / 'home')
 
 
 def _sha256(path):
