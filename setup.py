@@ -20,7 +20,7 @@ setup(
     python_requires='>=3.11',
     packages=find_packages(include=['ddsp_core', 'ddsp_core.*', 'pipelines', 'pipelines.*',
                                     'trainer', 'trainer.*']),
-    package_data={'trainer': ['presets/*.yaml']},
+    package_data={'trainer.model': ['presets/*.yaml']},
     install_requires=[
         'tensorflow>=2.21,<2.22',
         'keras>=3.10,<4',

@@ -36,7 +36,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import RunInference
 from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
 
-from ddsp_core import records
+from ddsp_core import records, shards
 from ddsp_core.f0 import CREPE_PRECISIONS, CREPE_SAMPLE_RATE, resolve_crepe_precision
 from pipelines import audio_io, chunking, examples, manifest, runner, splitting, stats
 from pipelines.crepe_inference import CrepeModelHandler
@@ -219,7 +219,7 @@ class WriteShard(beam.DoFn):
     written under a temporary name and renamed (a retried bundle rewrites it whole). ``None``
     items are placeholders that make every shard index appear (empty shards are written too).
     Yields ``(split, file name, n_records, {'bytes', 'sha256'})``: the size and digest of the
-    bytes as they were written (:class:`ddsp_core.records.DigestingWriter`, no second read)."""
+    bytes as they were written (:class:`ddsp_core.shards.DigestingWriter`, no second read)."""
 
     def __init__(self, output_dir: str):
         self.output_dir = output_dir
@@ -234,7 +234,7 @@ class WriteShard(beam.DoFn):
         tmp = FileSystems.join(self.output_dir, f'.tmp-{name}')
         with FileSystems.create(tmp, mime_type='application/octet-stream',
                                 compression_type='uncompressed') as f:
-            out = records.DigestingWriter(f)
+            out = shards.DigestingWriter(f)
             for _key, data in items:
                 _TFRecordUtil.write_record(out, data)
         if FileSystems.exists(final):
@@ -664,7 +664,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def verify_main(directory: str) -> int:
     """``ddsp-prepare --verify DATASET_DIR``: check every shard against the manifest
-    (:func:`ddsp_core.records.verify_shards`); one line per damaged shard. Exit codes: 0 all
+    (:func:`ddsp_core.shards.verify_shards`); one line per damaged shard. Exit codes: 0 all
     match, 1 a shard is missing or differs, 2 no readable manifest there."""
     from ddsp_core import runtime
 
@@ -674,7 +674,7 @@ def verify_main(directory: str) -> int:
     except records.LayoutError as e:
         print(f'ddsp-prepare: error: --verify {directory}: {e}', file=sys.stderr)
         return 2
-    checked, problems = records.verify_shards(found)
+    checked, problems = shards.verify_shards(found)
     for line in problems:
         print(f'ddsp-prepare: {line}', file=sys.stderr)
     recorded = sum(found.shard_file(p) is not None for p in checked)

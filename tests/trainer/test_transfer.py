@@ -559,7 +559,7 @@ def test_cli_errors_exit_2_with_one_line(model_dir, tmp_path, capsys):
 def test_cli_transfers_and_logs_to_the_models_mlflow_run(model_dir, tmp_path, capsys):
     """Stereo 22.05 kHz FLAC in, output at the input's rate; --log_to_mlflow adds the input,
     output, spectrogram and settings to the model's run without changing its status."""
-    from trainer.tracking.tracker import make_client
+    from trainer.tracking.store import make_client
 
     model = tmp_path / 'model'
     shutil.copytree(model_dir, model)

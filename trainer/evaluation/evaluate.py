@@ -23,7 +23,7 @@ from typing import Iterator, Optional
 
 import numpy as np
 
-from ddsp_core import records
+from ddsp_core import records, shards
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def iter_records(files, layout: records.Layout) -> Iterator[tuple[str, dict]]:
             try:
                 raw = next(records_of, None)
             except tf.errors.OpError:
-                found = records.find_damaged_record(str(path))
+                found = shards.find_damaged_record(str(path))
                 where, why = found if found else (offset, 'unreadable')
                 raise DataError(f'{path}: damaged record at byte {where} ({why}); ddsp-prepare '
                                 f'--verify {os.path.dirname(str(path))} checks every shard'
@@ -72,7 +72,7 @@ def iter_records(files, layout: records.Layout) -> Iterator[tuple[str, dict]]:
                                       f'{path} record {i} (byte {offset})')
             except records.LayoutError as e:
                 raise DataError(str(e)) from None
-            offset += records.RECORD_FRAMING_BYTES + len(data)
+            offset += shards.RECORD_FRAMING_BYTES + len(data)
             yield f'{name}#{i}', example
 
 
@@ -292,7 +292,7 @@ def log_to_mlflow(result: EvaluationResult, run_id: str, tracking_uri: Optional[
     metrics at the model's step, and the files of :func:`write_outputs` under ``eval/``."""
     from mlflow.entities import Metric
 
-    from trainer.tracking.tracker import make_client, resolve_tracking_uri
+    from trainer.tracking.store import make_client, resolve_tracking_uri
 
     client = make_client(resolve_tracking_uri(tracking_uri))
     now = int(time.time() * 1000)

@@ -54,7 +54,7 @@ import numpy as np
 import yaml
 
 from trainer.model.config import Config, ConfigError, load_preset
-from trainer.tracking.tracker import KIND_TAG as TAG_KIND
+from trainer.tracking.store import KIND_TAG as TAG_KIND
 
 logger = logging.getLogger(__name__)
 
@@ -1082,18 +1082,16 @@ def _wait_until_failed(spec: SweepSpec, number: int) -> bool:
 
 
 def _read_run_id(model_dir: str) -> Optional[str]:
-    path = Path(model_dir) / 'mlflow_run.json'
-    try:
-        return json.loads(path.read_text()).get('run_id') if path.exists() else None
-    except (OSError, ValueError):
-        return None
+    from trainer.model.model_dir import read_run_info
+
+    return read_run_info(model_dir).get('run_id')
 
 
 def _record_in_mlflow(spec: SweepSpec, outcome: TrialOutcome, tags: dict,
                       parent_run_id: Optional[str], metric: str) -> None:
     """Tag the child run with the trial's state (a run for a trial that failed before training
     started is created here, FAILED with its error) and keep the parent current."""
-    from trainer.tracking.tracker import ensure_experiment, make_client, resolve_tracking_uri
+    from trainer.tracking.store import ensure_experiment, make_client, resolve_tracking_uri
 
     client = make_client(resolve_tracking_uri(spec.tracking_uri))
     if outcome.run_id is None and outcome.state == 'FAIL':

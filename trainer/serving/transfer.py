@@ -830,7 +830,7 @@ def log_to_mlflow(result: TransferResult, run_id: str, tracking_uri: Optional[st
         The artifact path used.
     """
     from trainer.tracking import artifacts
-    from trainer.tracking.tracker import make_client, resolve_tracking_uri
+    from trainer.tracking.store import make_client, resolve_tracking_uri
 
     client = make_client(resolve_tracking_uri(tracking_uri))
     stem = Path(result.settings['input']).stem
@@ -951,7 +951,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from trainer.model.config import ConfigError
     from trainer.serving.inference import ModelDirError, TrainedModel
     from trainer.serving.streaming import StreamingError
-    from trainer.tracking.tracker import quiet_mlflow_logging
+    from trainer.tracking.store import quiet_mlflow_logging
 
     quiet_mlflow_logging(args.verbose)
     try:
@@ -1001,7 +1001,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         # names the training machine's store); a model directory to its run's store
         tracking_uri = args.tracking_uri
         if tracking_uri is None:
-            from trainer.tracking.tracker import resolve_tracking_uri
+            from trainer.tracking.store import resolve_tracking_uri
 
             tracking_uri = (resolve_tracking_uri(None) if str(args.model).startswith('runs:/')
                             else trained.run_info.get('tracking_uri'))
@@ -1009,7 +1009,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             where = log_to_mlflow(result, run_id, tracking_uri)
             print(f'ddsp-transfer: logged the input, output and spectrogram to MLflow run '
                   f'{run_id} under {where}/', file=sys.stderr)
-            from trainer.tracking.tracker import print_run_link
+            from trainer.tracking.store import print_run_link
 
             print_run_link('ddsp-transfer', tracking_uri, run_id, where)
         except Exception as e:  # noqa: BLE001 - the output is written; say why MLflow failed
