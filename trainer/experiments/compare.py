@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import base64
 import dataclasses
-import html
 import json
 import logging
 import math
@@ -232,34 +231,22 @@ def listening_report(client, rows: Sequence[RunRow], metric: str, title: str,
                 if 'spectrogram.png' in files:
                     entry['png'] = _data_uri(files['spectrogram.png'], 'image/png')
                 cells.setdefault(name, []).append((r, entry))
-    parts = [f'<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}'
-             '</title><style>body{font-family:sans-serif;margin:1.5em}table{border-collapse:'
-             'collapse}td,th{border:1px solid #ccc;padding:6px;vertical-align:top}'
-             'img{width:360px}</style></head><body>',
-             f'<h1>{html.escape(title)}</h1>',
-             f'<p>{len(chosen)} runs, best {html.escape(metric)} first; each row plays the '
-             'original, then every run\'s resynthesis of the same example.</p>']
-    if not cells:
-        parts.append('<p>No run has listening examples (latest_resynthesis.wav or '
-                     'eval/listen/).</p>')
-    for name, entries in sorted(cells.items()):
-        parts.append(f'<h2>{html.escape(name)}</h2><table><tr><th>original</th>')
-        parts.extend(f'<th>{html.escape(r.name)}<br>{html.escape(metric)} '
-                     f'{r.final:.4g}</th>' for r, _ in entries)
-        parts.append('</tr><tr><td>')
-        if name in originals:
-            parts.append(f'<audio controls preload="none" src="{originals[name]}"></audio>')
-        parts.append('</td>')
-        for _, entry in entries:
-            parts.append('<td>')
-            if 'audio' in entry:
-                parts.append(f'<audio controls preload="none" src="{entry["audio"]}"></audio>')
-            if 'png' in entry:
-                parts.append(f'<br><img alt="spectrogram" src="{entry["png"]}">')
-            parts.append('</td>')
-        parts.append('</tr></table>')
-    parts.append('</body></html>')
-    return '\n'.join(parts)
+    examples = [{'name': name,
+                 'original': originals.get(name),
+                 'cells': [{'run': r.name, 'value': r.final, **entry} for r, entry in entries]}
+                for name, entries in sorted(cells.items())]
+    return _report_template().render(title=title, metric=metric, n_runs=len(chosen),
+                                      examples=examples)
+
+
+def _report_template():
+    """The listening report's jinja2 template (``templates/listening_report.html``), with
+    autoescaping: run names, metric names and example names are user data."""
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.PackageLoader('trainer.experiments', 'templates'),
+                             autoescape=True, undefined=jinja2.StrictUndefined)
+    return env.get_template('listening_report.html')
 
 
 def select_runs(client, experiments: Optional[Sequence[str]], sweep: Optional[str],
