@@ -378,6 +378,12 @@ class Manifest:
                 return files[name]
         return None
 
+    def option(self, key: str, default=None):
+        """An option the dataset was prepared with (``options.<key>`` of ``ddsp-prepare``), or
+        ``default`` when the manifest does not record it."""
+        value = self.statistic('options', key)
+        return default if value is None else value
+
     def statistic(self, *keys, default=None):
         """A nested value of the manifest (``statistic('splits', 'train', 'loudness_db',
         'mean')``), or ``default``."""

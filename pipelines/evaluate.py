@@ -221,7 +221,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f'ddsp-eval: error: {e}', file=sys.stderr)
         return 2
     capacity = args.crepe_capacity or evaluation.default_crepe_capacity(
-        source.manifest.data if source.manifest else model.manifest)
+        source.manifest or model.manifest)
     precision = resolve_crepe_precision(args.crepe_precision)
     out = args.out
     if out is None:  # beside the model: its own folder, or the bucket it was read from

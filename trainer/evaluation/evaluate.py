@@ -32,10 +32,10 @@ RANK_METRIC = 'spectral_distance'
 METRIC_PREFIX = 'eval/'
 
 
-def default_crepe_capacity(manifest: Optional[dict]) -> str:
-    """The CREPE model the dataset was prepared with (so the resynthesis is tracked alike)."""
-    options = (manifest or {}).get('options') or {}
-    return str(options.get('crepe_capacity') or 'full')
+def default_crepe_capacity(manifest: Optional[records.Manifest]) -> str:
+    """The CREPE model the dataset was prepared with, so that a resynthesis is tracked alike
+    ('full' when the manifest does not say or there is none)."""
+    return str(manifest.option('crepe_capacity') or 'full') if manifest else 'full'
 
 
 def iter_records(files, layout: records.Layout) -> Iterator[tuple[str, dict]]:
@@ -184,8 +184,7 @@ def evaluate(model, source, crepe_capacity: Optional[str] = None, batch_size: in
         raise ValueError(f'{source.where} holds {layout.describe()}, the model is built for '
                          f'{data.example_secs:g} s at {data.sample_rate} Hz, {data.frame_rate} '
                          'frames/s')
-    capacity = crepe_capacity or default_crepe_capacity(
-        source.manifest.data if source.manifest else model.manifest)
+    capacity = crepe_capacity or default_crepe_capacity(source.manifest or model.manifest)
     total = source.manifest.split_examples(source.split) if (source.manifest and
                                                               source.split) else None
     if max_examples is not None:

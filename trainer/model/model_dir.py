@@ -30,6 +30,8 @@ import socket
 import sys
 from pathlib import Path
 
+from ddsp_core.records import Manifest
+
 logger = logging.getLogger(__name__)
 
 CONFIG_FILENAME = 'config.json'
@@ -77,17 +79,18 @@ def write_run_info(model_dir: str | os.PathLike, info: dict) -> Path:
     return runtime.write_atomic(Path(model_dir) / RUN_FILENAME, json.dumps(info) + '\n')
 
 
-def read_manifest(model_dir: str | os.PathLike) -> dict | None:
-    """The training dataset's manifest copied into the model directory, or None."""
+def read_manifest(model_dir: str | os.PathLike) -> Manifest | None:
+    """The training dataset's manifest, as the model directory keeps a copy of it (typed: its
+    layout, fingerprint, options and statistics), or None for a model trained without one."""
     path = Path(model_dir) / MANIFEST_FILENAME
-    return json.loads(path.read_text()) if path.exists() else None
+    return Manifest(json.loads(path.read_text()), str(path)) if path.exists() else None
 
 
-def write_manifest(model_dir: str | os.PathLike, manifest: dict) -> Path:
+def write_manifest(model_dir: str | os.PathLike, manifest: Manifest) -> Path:
     from ddsp_core import runtime
 
     return runtime.write_atomic(Path(model_dir) / MANIFEST_FILENAME,
-                                json.dumps(manifest, indent=2, sort_keys=True) + '\n')
+                                json.dumps(manifest.data, indent=2, sort_keys=True) + '\n')
 
 
 def fallback_dir(model_dir: str | os.PathLike) -> Path:

@@ -136,7 +136,7 @@ def _training_statistics(args, trained, run_id, tracking_uri) -> tuple[dict, str
         raise ExportError(f'--data {data}: {layout.describe()}; the model was trained at '
                           f'{trained.config.data.sample_rate} Hz, '
                           f'{trained.config.data.frame_rate} frames/s')
-    trained_on = (trained.manifest or {}).get('fingerprint')
+    trained_on = trained.manifest.statistic('fingerprint') if trained.manifest else None
     if trained_on and source.fingerprint != trained_on:
         print(f'ddsp-export: warning: --data {data} has fingerprint {source.fingerprint}, the '
               f'model was trained on {trained_on}; metadata.json describes --data',

@@ -19,6 +19,7 @@ from typing import Optional
 
 import numpy as np
 
+from ddsp_core import records
 from trainer.model import model_dir as model_dir_lib
 from trainer.model.config import CONFIG_FILENAME, Config, ConfigError
 from trainer.model.model_dir import ModelDirError
@@ -142,7 +143,7 @@ class TrainedModel:
         config: its config, with ``data.example_secs`` the window it was built for.
         step: the checkpoint's training step.
         model_dir: where it was loaded from.
-        manifest: the training dataset's manifest (dict), or None.
+        manifest: the training dataset's manifest (:class:`ddsp_core.records.Manifest`), or None.
         run_info: ``mlflow_run.json`` (run id, tracking URI), or {}.
     """
 
@@ -150,7 +151,7 @@ class TrainedModel:
     config: Config
     step: int
     model_dir: Path
-    manifest: Optional[dict]
+    manifest: Optional[records.Manifest]
     run_info: dict
 
     @classmethod

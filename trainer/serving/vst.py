@@ -358,10 +358,9 @@ NOTE_STATISTICS = ('mean_min_pitch_note', 'mean_max_pitch_note', 'mean_min_power
                    'mean_max_power_note')
 
 
-def manifest_note_statistics(manifest: Optional[dict]) -> Optional[dict]:
-    node = manifest or {}
-    for key in MANIFEST_NOTE_STATISTICS:
-        node = node.get(key) if isinstance(node, dict) else None
+def manifest_note_statistics(manifest) -> Optional[dict]:
+    """The note statistics a :class:`ddsp_core.records.Manifest` holds, or None."""
+    node = manifest.statistic(*MANIFEST_NOTE_STATISTICS) if manifest else None
     if isinstance(node, dict) and all(isinstance(node.get(k), (int, float))
                                       for k in NOTE_STATISTICS):
         return {k: float(node[k]) for k in NOTE_STATISTICS}

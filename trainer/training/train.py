@@ -323,7 +323,7 @@ def _run(trainer: Trainer, steps: int, *, tracking_uri, experiment, run_name, tr
         config.save(model_dir)
         _log_dataset_input(tracker, source)
         if source.manifest is not None:
-            model_dir_lib.write_manifest(model_dir, source.manifest.data)
+            model_dir_lib.write_manifest(model_dir, source.manifest)
 
     def write_summaries(step):
         if summary_batch is None or step <= logged_through:
