@@ -24,6 +24,7 @@ from typing import Iterable
 
 import numpy as np
 
+from ddsp_core.audio_stream import SignalBuffer
 from pipelines.options import PrepareOptions
 
 
@@ -80,36 +81,6 @@ def plan_chunks(n_samples: int, opts: PrepareOptions) -> list[ChunkSpec]:
     return specs
 
 
-class _Buffer:
-    """A growing 1-D signal of known final length, of which only a tail is kept."""
-
-    def __init__(self, length: int):
-        self.length = length  # logical length; samples past it are ignored, before it zero-filled
-        self.offset = 0  # absolute index of self.data[0]
-        self.data = np.zeros(0, np.float32)
-        self.received = 0
-
-    def append(self, x: np.ndarray):
-        self.data = np.concatenate([self.data, x.astype(np.float32, copy=False)])
-        self.received += len(x)
-
-    def ready(self, end: int, finished: bool) -> bool:
-        return finished or self.received >= min(end, self.length)
-
-    def get(self, start: int, end: int) -> np.ndarray:
-        out = np.zeros(end - start, np.float32)
-        lo, hi = max(start, self.offset), min(end, self.offset + len(self.data), self.length)
-        if hi > lo:
-            out[lo - start:hi - start] = self.data[lo - self.offset:hi - self.offset]
-        return out
-
-    def drop_before(self, start: int):
-        cut = max(0, min(start - self.offset, len(self.data)))
-        if cut:
-            self.data = self.data[cut:]
-            self.offset += cut
-
-
 def iter_chunk_audio(blocks: Iterable[tuple[np.ndarray, ...]], lengths: tuple[int, ...],
                      hops: tuple[int, ...], specs: list[ChunkSpec]):
     """Cut streamed audio into chunk segments as soon as each is complete.
@@ -125,7 +96,7 @@ def iter_chunk_audio(blocks: Iterable[tuple[np.ndarray, ...]], lengths: tuple[in
         ``(spec, segments)``: segments[i] is float32 [(seg_end - seg_first) * hops[i]], samples
         ``seg_first * hop ... seg_end * hop`` of stream i, zero past the file's end.
     """
-    bufs = [_Buffer(n) for n in lengths]
+    bufs = [SignalBuffer(n) for n in lengths]
     pending = list(specs)
 
     def emit(finished):

@@ -45,7 +45,7 @@ from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
-from ddsp_core import runtime
+from ddsp_core import audio_stream, runtime
 
 # ddsp-prepare's feature settings come from the dataset contract (ddsp_core.records) and CREPE.
 from ddsp_core.f0 import (
@@ -66,11 +66,9 @@ logger = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
-READ_BLOCK = 1 << 16  # source frames decoded per read
 #: Frames per CREPE model call: small, since CrepeForward holds a [batch, 256, 512] window matrix
 #: (256 MB at 512 frames); as fast as larger batches on CPU, activations equal to the last bits.
 CREPE_BATCH = 64
-RESAMPLE_QUALITY = 'HQ'
 #: Frames analysed per step (CREPE + loudness), 20 s at 250 frames/s.
 ANALYSIS_CHUNK_SECS = 20.0
 #: Default synthesis chunk (s).
@@ -136,79 +134,43 @@ def audio_info(path: str | os.PathLike) -> AudioInfo:
 
 
 def stream_audio(path: str | os.PathLike, target_rates: Sequence[int],
-                 block: int = READ_BLOCK) -> Iterator[tuple[np.ndarray, ...]]:
-    """Decode a file block by block, mixed down to mono, resampled to each rate.
+                 block: int = audio_stream.READ_BLOCK) -> Iterator[tuple[np.ndarray, ...]]:
+    """Decode a file block by block, mixed down to mono, resampled to each rate
+    (``ddsp_core.audio_stream.stream_file``, as ``ddsp-prepare`` reads its inputs).
 
-    ``soxr``'s streaming resampler (quality 'HQ', as ``ddsp-prepare``), whose concatenated
-    output equals resampling the whole file at once; memory is bounded by ``block``.
+    ``soxr``'s streaming resampler (quality 'HQ'), whose concatenated output equals
+    resampling the whole file at once; memory is bounded by ``block``.
 
     Yields:
         Tuples with one float32 array per target rate (lengths vary; the resamplers' delay is
         flushed with the last block).
 
     Raises:
-        TransferError: the file cannot be decoded, or holds NaN/Inf samples.
+        TransferError: the file cannot be decoded, or holds NaN/Inf samples, or no samples.
     """
     import soundfile as sf
-    import soxr
 
     path = str(path)
+    received = 0
+
+    def check(mono: np.ndarray, before: int) -> None:
+        nonlocal received
+        finite = np.isfinite(mono)
+        if not finite.all():
+            bad = before + int(np.argmin(finite))
+            raise TransferError(f'{path}: contains NaN/Inf samples (first at '
+                                f'{bad / rate:.3f} s)')
+        received = before + len(mono)
+
     try:
         with sf.SoundFile(path) as snd:
             rate = int(snd.samplerate)
-            streams = [None if r == rate else
-                       soxr.ResampleStream(rate, int(r), 1, dtype='float32',
-                                           quality=RESAMPLE_QUALITY) for r in target_rates]
-            pending, done = None, 0
-            while True:
-                data = snd.read(frames=block, dtype='float32', always_2d=True)
-                if data.shape[0] == 0:
-                    break
-                mono = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
-                if not np.isfinite(mono).all():
-                    bad = done + int(np.argmin(np.isfinite(mono)))
-                    raise TransferError(f'{path}: contains NaN/Inf samples (first at '
-                                        f'{bad / rate:.3f} s)')
-                done += len(mono)
-                if pending is not None:
-                    yield tuple(pending if s is None else s.resample_chunk(pending, last=False)
-                                for s in streams)
-                pending = np.ascontiguousarray(mono)
+            for blocks in audio_stream.stream_file(snd, target_rates, block, check):
+                if not received:
+                    raise TransferError(f'{path}: no audio (0 samples)')
+                yield blocks
     except (sf.SoundFileError, RuntimeError) as e:
         raise _sound_file_error(path, e) from e
-    if pending is None:
-        raise TransferError(f'{path}: no audio (0 samples)')
-    yield tuple(pending if s is None else s.resample_chunk(pending, last=True) for s in streams)
-
-
-class _Signal:
-    """A streamed 1-D signal of which only a window is kept, read at absolute positions (zero
-    before the start and after the end)."""
-
-    def __init__(self):
-        self.data = np.zeros(0, np.float32)
-        self.offset = 0  # absolute position of data[0]
-        self.length = None  # known when the stream ends
-
-    @property
-    def received(self) -> int:
-        return self.offset + len(self.data)
-
-    def append(self, x: np.ndarray) -> None:
-        self.data = np.concatenate([self.data, np.asarray(x, np.float32)])
-
-    def get(self, start: int, end: int) -> np.ndarray:
-        out = np.zeros(end - start, np.float32)
-        lo, hi = max(start, self.offset), min(end, self.received)
-        if hi > lo:
-            out[lo - start:hi - start] = self.data[lo - self.offset:hi - self.offset]
-        return out
-
-    def drop_before(self, position: int) -> None:
-        cut = max(0, min(position - self.offset, len(self.data)))
-        if cut:
-            self.data = self.data[cut:]
-            self.offset += cut
 
 
 # ---- analysis ----------------------------------------------------------------------------------
@@ -297,8 +259,8 @@ def analyze(path: str | os.PathLike, sample_rate: int, frame_rate: int,
     forward = load_crepe_forward(crepe_capacity, crepe_precision)
     same_rate = sample_rate == CREPE_SAMPLE_RATE
     rates = (sample_rate,) if same_rate else (sample_rate, CREPE_SAMPLE_RATE)
-    audio, audio16 = _Signal(), None
-    audio16 = audio if same_rate else _Signal()
+    audio = audio_stream.SignalBuffer()
+    audio16 = audio if same_rate else audio_stream.SignalBuffer()
     f0_parts, conf_parts, loud_parts, power_parts = [], [], [], []
     peak = 0.0
     start = 0  # first frame of the next chunk
@@ -644,12 +606,11 @@ def write_audio(blocks: Iterator[np.ndarray], path: str | os.PathLike, sample_ra
         How many samples were clipped to [-1, 1] (integer formats only).
     """
     import soundfile as sf
-    import soxr
 
     fmt = check_output(path, subtype)
     out_rate = int(output_sample_rate or sample_rate)
-    resampler = None if out_rate == sample_rate else soxr.ResampleStream(
-        sample_rate, out_rate, 1, dtype='float32', quality=RESAMPLE_QUALITY)
+    resampler = (None if out_rate == sample_rate else
+                 audio_stream.resampler(sample_rate, out_rate))
     is_float = (subtype or sf.default_subtype(fmt) or '').upper() in ('FLOAT', 'DOUBLE',
                                                                      'VORBIS', 'OPUS')
     # Written beside the output and renamed when complete: a failed or interrupted transfer

@@ -97,12 +97,11 @@ def _controls(n_frames: int, seed: int = 0):
 
 # ---- analysis ------------------------------------------------------------------------------------
 def test_settings_match_ddsp_prepare_and_trainer_does_not_import_pipelines():
-    from pipelines import audio_io, options, stats
+    from pipelines import options, stats
 
     assert tr.LOUDNESS_WINDOW_SECS == options.LOUDNESS_WINDOW_SECS
     assert tr.VITERBI_CONTEXT_SECS == options.VITERBI_CONTEXT_SECS
     assert tr.VOICED_CONFIDENCE == stats.VOICED_CONFIDENCE
-    assert tr.RESAMPLE_QUALITY == audio_io.RESAMPLE_QUALITY
     assert tr.loudness_n_fft(16000) == options.PrepareOptions().loudness_n_fft == 512
     code = ('import sys, trainer.transfer, trainer.streaming; '
             'bad = [m for m in sys.modules if m.split(".")[0] in ("pipelines", "apache_beam")]; '
