@@ -117,6 +117,18 @@ def iter_chunk_audio(blocks: Iterable[tuple[np.ndarray, ...]], lengths: tuple[in
     yield from emit(True)
 
 
+def crepe_offset(spec: ChunkSpec, frame_rate: int, crepe_rate: int) -> int:
+    """Zeros (16 kHz samples) put before a chunk's 16 kHz segment so that CREPE, running at
+    ``crepe_rate`` frames/s (``--f0_hop_ms``), frames it on the whole file's grid
+    (``ddsp_core.f0.analysis_offset`` of the segment's first frame): the RunInference handler
+    pads by it and the decoding reads the analysis frames back off the grid by it. 0 when CREPE
+    runs at ``frame_rate``."""
+    from ddsp_core.f0 import analysis_offset
+
+    return 0 if crepe_rate == frame_rate else analysis_offset(spec.seg_first, frame_rate,
+                                                              crepe_rate)
+
+
 def interior(features: np.ndarray, spec: ChunkSpec) -> np.ndarray:
     """Frames ``[first_frame, end_frame)`` of per-segment features [n_seg_frames, ...]."""
     lo = spec.first_frame - spec.seg_first

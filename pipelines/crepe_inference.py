@@ -124,15 +124,14 @@ class CrepeModelHandler(ModelHandler[dict, PredictionResult, Any]):
                 for chunk in batch]
 
     def analysed_audio(self, chunk: dict) -> np.ndarray:
-        """The audio CREPE frames: the chunk's 16 kHz audio, after ``analysis_offset`` zeros
-        when CREPE runs at another rate, so that its frames lie on the whole file's grid."""
-        from ddsp_core.f0 import analysis_offset
+        """The audio CREPE frames: the chunk's 16 kHz audio, after
+        ``pipelines.chunking.crepe_offset`` zeros, so that its frames lie on the whole file's
+        grid when CREPE runs at another rate."""
+        from pipelines.chunking import crepe_offset
 
         audio = crepe_audio(chunk)
-        if self.crepe_rate == self.frame_rate:
-            return audio
-        lead = analysis_offset(chunk['spec'].seg_first, self.frame_rate, self.crepe_rate)
-        return np.concatenate([np.zeros(lead, audio.dtype), audio])
+        lead = crepe_offset(chunk['spec'], self.frame_rate, self.crepe_rate)
+        return np.concatenate([np.zeros(lead, audio.dtype), audio]) if lead else audio
 
     def get_num_bytes(self, batch: Sequence[dict]) -> int:
         return int(sum(crepe_audio(c).nbytes for c in batch))

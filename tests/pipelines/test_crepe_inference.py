@@ -192,3 +192,20 @@ def test_the_handler_runs_crepe_in_the_precision_and_at_the_rate_it_is_given():
         assert model.precision == precision
         (result,) = handler.run_inference([chunk], model)
         assert frames(result) == n_frames
+
+
+def test_the_handler_and_the_decoding_put_a_chunk_on_the_same_analysis_grid():
+    """One offset (chunking.crepe_offset) for the zeros the handler puts before a chunk's
+    segment and for where the decoding reads the analysis frames: the padded segment starts on
+    the whole file's 10 ms grid (16 kHz hops of 160), and nothing is added at the frame rate."""
+    audio = np.ones(64 * 40, np.float32)
+    for seg_first in (0, 1, 3, 7, 250, 251):
+        spec = chunking.ChunkSpec(0, 1, seg_first, seg_first + 40, seg_first, seg_first + 40,
+                                  (seg_first,))
+        chunk = {'spec': spec, 'audio': audio, 'audio_16k': None}
+        lead = chunking.crepe_offset(spec, 250, 100)
+        assert 0 <= lead < 160 and (seg_first * 64 - lead) % 160 == 0
+        padded = CrepeModelHandler('tiny', 250, crepe_rate=100).analysed_audio(chunk)
+        assert len(padded) == len(audio) + lead and not padded[:lead].any()
+        assert chunking.crepe_offset(spec, 250, 250) == 0
+        assert CrepeModelHandler('tiny', 250).analysed_audio(chunk) is audio
