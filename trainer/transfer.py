@@ -31,6 +31,7 @@ Memory is bounded in the file's length: only frame-rate features are held for th
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
 import json
 import logging
@@ -40,6 +41,7 @@ import shutil
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Sequence
 
@@ -50,6 +52,7 @@ from ddsp_core import audio_stream, runtime
 # ddsp-prepare's feature settings come from the dataset contract (ddsp_core.records) and CREPE.
 from ddsp_core.f0 import (
     CREPE_FRAME_SIZE,
+    CREPE_N_BINS,
     CREPE_PRECISIONS,
     CREPE_SAMPLE_RATE,
     analysis_rate,
@@ -174,6 +177,96 @@ def stream_audio(path: str | os.PathLike, target_rates: Sequence[int],
 
 
 # ---- analysis ----------------------------------------------------------------------------------
+class CrepeStream:
+    """CREPE on a streamed 16 kHz signal, in a worker thread, overlapped with the caller's work.
+
+    Analysis frame ``j`` is the 1024 samples centred on sample ``j * hop`` of the whole signal
+    (``hop = 16000 // rate``; the file's grid, as ``crepe_frames`` frames it). As the signal
+    arrives (:meth:`submit_ready`), its frames go to a worker thread in model calls of
+    ``batch_size`` frames, each frame once; the caller meanwhile decodes and resamples the next
+    block, computes loudness and Viterbi-decodes earlier frames (TensorFlow runs the model
+    without the GIL). At most ``max_pending`` calls wait at a time (bounded memory; the caller
+    then waits for the oldest). :meth:`activations` returns frames ``[j0, j1)`` when they are
+    done; :meth:`drop_before` forgets those no longer needed. Use as a context manager: leaving
+    it stops the worker (pending calls are cancelled).
+
+    Args:
+        forward: ``ddsp_core.f0.CrepeForward`` (normalised frames [n, 1024] -> [n, 360]).
+        signal: the 16 kHz ``audio_stream.SignalBuffer`` being filled (zeros past its end).
+        rate: analysis frames per second (divides 16000).
+        batch_size: frames per model call.
+        max_pending: model calls in flight at most.
+    """
+
+    def __init__(self, forward, signal: audio_stream.SignalBuffer, rate: int,
+                 batch_size: int = CREPE_BATCH, max_pending: int = 16):
+        self.forward = forward
+        self.signal = signal
+        self.rate = int(rate)
+        self.hop = CREPE_SAMPLE_RATE // self.rate
+        self.batch_size = int(batch_size)
+        self.max_pending = int(max_pending)
+        self.next_frame = 0  # first frame not yet submitted
+        self._pending = collections.deque()  # futures of activations, in frame order
+        self._done = np.zeros((0, CREPE_N_BINS), np.float32)  # frames [_base, _base + n)
+        self._base = 0
+        self._pool = None
+
+    def __enter__(self) -> CrepeStream:
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix='crepe')
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    @property
+    def first_unread(self) -> int:
+        """First sample of the signal that frames not yet submitted need (drop before it)."""
+        return self.next_frame * self.hop - CREPE_FRAME_SIZE // 2
+
+    def _collect(self) -> None:
+        done = self._pending.popleft().result()
+        self._done = np.concatenate([self._done, done]) if len(self._done) else done
+
+    def _submit(self, end: int) -> None:
+        from ddsp_core.f0 import crepe_frames
+
+        first, h = self.next_frame, CREPE_FRAME_SIZE // 2
+        frames = crepe_frames(self.signal.get(first * self.hop - h, (end - 1) * self.hop + h),
+                              self.rate, padding='valid')
+        if len(self._pending) >= self.max_pending:
+            self._collect()
+        self._pending.append(self._pool.submit(self.forward, frames, self.batch_size))
+        self.next_frame = end
+
+    def submit_ready(self) -> None:
+        """Submit every full model call whose frames the signal holds."""
+        ready = (self.signal.received - CREPE_FRAME_SIZE // 2) // self.hop + 1
+        while ready - self.next_frame >= self.batch_size:
+            self._submit(self.next_frame + self.batch_size)
+
+    def submit_until(self, end: int) -> None:
+        """Submit frames up to ``end`` (the last call may be short; zeros past the signal)."""
+        while self.next_frame < end:
+            self._submit(min(end, self.next_frame + self.batch_size))
+
+    def activations(self, first: int, end: int) -> np.ndarray:
+        """Activations of frames ``[first, end)``, float32 [end - first, 360] (waits for them)."""
+        if first < self._base:
+            raise ValueError(f'frames before {self._base} were dropped (asked from {first})')
+        self.submit_until(end)
+        while self._base + len(self._done) < end:
+            self._collect()
+        return self._done[first - self._base:end - self._base]
+
+    def drop_before(self, frame: int) -> None:
+        """Forget the activations of frames before ``frame``."""
+        cut = max(0, min(frame - self._base, len(self._done)))
+        if cut:
+            self._done = self._done[cut:]
+            self._base += cut
+
+
 @dataclasses.dataclass
 class Features:
     """Frame-rate features of an input (float32 [n_frames] each) at the model's rates; the
@@ -230,7 +323,6 @@ def analyze(path: str | os.PathLike, sample_rate: int, frame_rate: int,
     from ddsp_core.f0 import (
         activations_to_f0,
         analysis_offset,
-        crepe_frames,
         interpolate_f0,
         load_crepe_forward,
     )
@@ -256,11 +348,12 @@ def analyze(path: str | os.PathLike, sample_rate: int, frame_rate: int,
     # (analysis_offset) and reaches one analysis hop further, so that every frame of the chunk
     # (and its context) lies between two analysis frames.
     extra16 = CREPE_SAMPLE_RATE // crepe_rate if crepe_rate != frame_rate else 0
-    forward = load_crepe_forward(crepe_capacity, crepe_precision)
     same_rate = sample_rate == CREPE_SAMPLE_RATE
     rates = (sample_rate,) if same_rate else (sample_rate, CREPE_SAMPLE_RATE)
     audio = audio_stream.SignalBuffer()
     audio16 = audio if same_rate else audio_stream.SignalBuffer()
+    crepe = CrepeStream(load_crepe_forward(crepe_capacity, crepe_precision), audio16, crepe_rate,
+                        batch_size)
     f0_parts, conf_parts, loud_parts, power_parts = [], [], [], []
     peak = 0.0
     start = 0  # first frame of the next chunk
@@ -271,52 +364,59 @@ def analyze(path: str | os.PathLike, sample_rate: int, frame_rate: int,
                 (end + context - 1) * hop16 + CREPE_FRAME_SIZE // 2 + extra16)
 
     def run_chunk(first: int, end: int, n_frames: Optional[int]) -> None:
+        lo = max(0, first - context)
+        hi = end + context if n_frames is None else min(n_frames, end + context)
+        # CREPE's analysis frames [j_lo, j_hi) cover frames [lo, hi) (on the file's grid; with
+        # a coarser hop from the one at or before frame lo to one past frame hi - 1).
+        offset = analysis_offset(lo, frame_rate, crepe_rate) if extra16 else 0
+        j_lo = (lo * hop16 - offset) // crepe.hop
+        j_hi = j_lo + ((hi - 1 - lo) * hop16 + extra16 + offset) // crepe.hop + 1
+        crepe.submit_until(j_hi)  # (mostly in flight already: computed as the audio came)
         seg = audio.get(first * hop - half, (end - 1) * hop - half + n_fft)
         loud = compute_loudness(seg, sample_rate=sample_rate, frame_rate=frame_rate,
                                 n_fft=n_fft, use_tf=False, padding='valid')
-        lo = max(0, first - context)
-        hi = end + context if n_frames is None else min(n_frames, end + context)
-        lead = analysis_offset(lo, frame_rate, crepe_rate) if extra16 else 0
-        seg16 = audio16.get(lo * hop16 - lead - CREPE_FRAME_SIZE // 2,
-                            (hi - 1) * hop16 + CREPE_FRAME_SIZE // 2 + extra16)
-        activations = forward(crepe_frames(seg16, crepe_rate, padding='valid'), batch_size)
-        f0, conf = activations_to_f0(activations, viterbi=viterbi)
-        if extra16:
-            f0, conf = interpolate_f0(f0, conf, crepe_rate, frame_rate, hi - lo, offset=lead)
-        f0_parts.append(f0[first - lo:end - lo])
-        conf_parts.append(conf[first - lo:end - lo])
         loud_parts.append(np.asarray(loud, np.float32).reshape(-1))
         if power_frame_size:
             size, h = windows[1]
             power = compute_power(audio.get(first * hop - h, (end - 1) * hop - h + size),
                                   sample_rate, frame_rate, frame_size=size, padding='valid')
             power_parts.append(np.asarray(power, np.float32).reshape(-1))
+        f0, conf = activations_to_f0(crepe.activations(j_lo, j_hi), viterbi=viterbi)
+        if extra16:
+            f0, conf = interpolate_f0(f0, conf, crepe_rate, frame_rate, hi - lo, offset=offset)
+        f0_parts.append(f0[first - lo:end - lo])
+        conf_parts.append(conf[first - lo:end - lo])
+        next_lo = max(0, end - context)
+        crepe.drop_before((next_lo * hop16 - analysis_offset(next_lo, frame_rate, crepe_rate))
+                          // crepe.hop)
         if on_seconds is not None:
             on_seconds((end - first) / frame_rate)
 
-    for blocks in stream_audio(path, rates):
-        audio.append(blocks[0])
-        peak = max(peak, float(np.max(np.abs(blocks[0]), initial=0.0)))
-        if not same_rate:
-            audio16.append(blocks[1])
-        while True:
-            end = start + chunk
-            need, need16 = needed(start, end)
-            if audio.received < need or audio16.received < need16:
-                break
-            run_chunk(start, end, None)
-            start = end
-            keep16 = (start - context) * hop16 - CREPE_FRAME_SIZE // 2 - extra16
-            audio.drop_before(min(start * hop - lead, keep16) if same_rate else
+    with crepe:
+        for blocks in stream_audio(path, rates):
+            audio.append(blocks[0])
+            peak = max(peak, float(np.max(np.abs(blocks[0]), initial=0.0)))
+            if not same_rate:
+                audio16.append(blocks[1])
+            crepe.submit_ready()  # CREPE runs on them while this thread reads on
+            while True:
+                end = start + chunk
+                need, need16 = needed(start, end)
+                if audio.received < need or audio16.received < need16:
+                    break
+                run_chunk(start, end, None)
+                start = end
+            # Kept: what the next chunk's loudness/power and CREPE's next frames need.
+            audio.drop_before(min(start * hop - lead, crepe.first_unread) if same_rate else
                               start * hop - lead)
             if not same_rate:  # at 16 kHz audio16 is audio: dropped just above
-                audio16.drop_before(keep16)
-    n_samples = audio.received
-    n_frames = -(-n_samples // hop)
-    while start < n_frames:
-        end = min(start + chunk, n_frames)
-        run_chunk(start, end, n_frames)
-        start = end
+                audio16.drop_before(crepe.first_unread)
+        n_samples = audio.received
+        n_frames = -(-n_samples // hop)
+        while start < n_frames:
+            end = min(start + chunk, n_frames)
+            run_chunk(start, end, n_frames)
+            start = end
     features = Features(np.concatenate(f0_parts).astype(np.float32),
                         np.concatenate(conf_parts).astype(np.float32),
                         np.concatenate(loud_parts).astype(np.float32), n_samples, sample_rate,
