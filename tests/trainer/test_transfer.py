@@ -153,6 +153,39 @@ def test_analysis_in_chunks_equals_whole_file_features(tmp_path, model_rate):
         assert np.mean(cents < 1.0) >= (1.0 if not viterbi else 0.99)
 
 
+def test_crepe_runs_in_a_worker_thread_on_each_analysis_frame_once():
+    """CrepeStream: the model calls run outside the calling thread (overlapped with its
+    decoding and Viterbi work), every frame of the file's grid is computed once and comes back
+    in order, equal to framing the whole signal; at most max_pending calls are in flight."""
+    import threading
+
+    from ddsp_core import audio_stream
+    from ddsp_core.f0 import crepe_frames
+
+    calls = []
+
+    def forward(frames, batch_size):  # a stand-in model: [n, 1024] -> [n, 360]
+        calls.append((threading.get_ident(), len(frames)))
+        return np.repeat(frames[:, :1] + frames[:, 100:101], 360, axis=1)
+
+    x = np.random.default_rng(0).standard_normal(16000).astype(np.float32)
+    signal = audio_stream.SignalBuffer()
+    with tr.CrepeStream(forward, signal, 100, batch_size=8, max_pending=2) as crepe:
+        for i in range(0, len(x), 1500):
+            signal.append(x[i:i + 1500])
+            crepe.submit_ready()
+            assert len(crepe._pending) <= 2
+        got = [crepe.activations(0, 40), crepe.activations(40, 70)]
+        crepe.drop_before(70)
+        got.append(crepe.activations(70, 101))  # the last frames: past the end, zeros
+        with pytest.raises(ValueError, match='dropped'):
+            crepe.activations(60, 80)
+    whole = forward(crepe_frames(x, 100, padding='center'), 8)
+    np.testing.assert_array_equal(np.concatenate(got), whole)
+    assert threading.get_ident() not in {t for t, _ in calls[:-1]}
+    assert sum(n for _, n in calls[:-1]) == 101  # each frame once (the last call: `whole`)
+
+
 @pytest.mark.parametrize('frame_rate,power_size', [(50, 1024), (250, 2048)])
 def test_frame_power_at_16_khz_in_chunks_equals_the_whole_files(tmp_path, frame_rate,
                                                                  power_size):
