@@ -12,9 +12,9 @@ from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that
 
 from ddsp_core import records
-from ddsp_core.f0 import activations_to_f0
+from ddsp_core.f0 import activations_to_f0, resolve_crepe_precision
 from pipelines import chunking
-from pipelines.crepe_inference import CrepeModelHandler, chunk_frame_count
+from pipelines.crepe_inference import CrepeModelHandler, chunk_frame_count, result_precision
 from pipelines.options import PrepareOptions
 from pipelines.prepare_dataset import DecodeFile, MakeExamples
 
@@ -186,12 +186,15 @@ def test_activations_do_not_depend_on_the_other_chunks_in_the_batch():
 def test_the_handler_runs_crepe_in_the_precision_and_at_the_rate_it_is_given():
     frames = lambda result: len(result.inference)  # noqa: E731
     chunk = _synthetic_chunk(250, 3)  # 1 s: 251 frames at 250 frames/s
-    for precision, rate, n_frames in [('bfloat16', 100, 101), ('float32', None, 251)]:
+    here = resolve_crepe_precision('auto')
+    for precision, rate, n_frames in [('bfloat16', 100, 101), ('float32', None, 251),
+                                      ('auto', None, 251)]:
         handler = CrepeModelHandler('tiny', 250, precision=precision, crepe_rate=rate)
-        model = handler.load_model()
-        assert model.precision == precision
+        model = handler.load_model()  # 'auto': resolved here, in the worker
+        assert model.precision == (here if precision == 'auto' else precision)
         (result,) = handler.run_inference([chunk], model)
         assert frames(result) == n_frames
+        assert result_precision(result) == model.precision  # for the manifest's f0 block
 
 
 def test_the_handler_and_the_decoding_put_a_chunk_on_the_same_analysis_grid():
