@@ -61,5 +61,5 @@ def test_prepare_and_transfer_read_audio_through_this_module_only():
                     owners.setdefault(name, set()).add(str(path.relative_to(ROOT)))
     assert owners == {name: {'ddsp_core/audio_stream.py'}
                       for name in ('soxr.ResampleStream', 'snd.read', 'drop_before')}
-    for module in ('pipelines/audio_io.py', 'trainer/serving/transfer.py'):
+    for module in ('pipelines/audio_io.py', 'trainer/serving/transfer_audio.py'):
         assert 'audio_stream.stream_file(' in (ROOT / module).read_text(), module
