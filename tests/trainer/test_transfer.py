@@ -289,7 +289,8 @@ def _manifest_from_examples(examples):
         one.pop('split')
         acc = stats.merge_split_stats(acc, one)
     opts = PrepareOptions(crepe_capacity='tiny')
-    return manifest.build_manifest(opts, ['x'], [], {'train': acc}, {}, 0)
+    return records.Manifest(manifest.build_manifest(opts, ['x'], [], {'train': acc}, {}, 0),
+                            'data/manifest.json')
 
 
 def _features(f0, conf, loud, frame_rate=250):
@@ -316,7 +317,7 @@ def test_adjust_maps_loudness_onto_the_manifest_percentiles_or_mean_std():
     np.testing.assert_allclose(np.percentile(loud, [10, 50, 90]),
                                np.percentile(train_loud, [10, 50, 90]), atol=0.5)
     # A manifest without percentiles (older ddsp-prepare): mean and std are matched.
-    del manifest['splits']['train']['loudness_db']['voiced_percentiles']
+    del manifest.data['splits']['train']['loudness_db']['voiced_percentiles']
     _, loud, info = adj.adjust(feats, adj.TrainingStats.from_manifest(manifest))
     assert info.loudness_mapping == 'mean_std'
     assert np.mean(loud) == pytest.approx(-10.0, abs=0.3)
@@ -410,9 +411,10 @@ def test_transfer_feeds_the_frame_power_to_decoders_that_take_it(tmp_path):
     model = _untrained(VST_LIKE, 1.0, 50)
     config = resolve_data(load_preset('tiny').with_overrides(VST_LIKE),
                           records.Layout(16000, 50, 1.0), 'test')
-    stats = {'splits': {'train': {'f0_hz': {'p01': 400.0, 'p99': 700.0},
-                                  'loudness_db': {'voiced_mean': -10.0, 'voiced_std': 3.0}}},
-             'options': {'crepe_capacity': 'tiny'}}
+    stats = records.Manifest(
+        {'splits': {'train': {'f0_hz': {'p01': 400.0, 'p99': 700.0},
+                              'loudness_db': {'voiced_mean': -10.0, 'voiced_std': 3.0}}},
+         'options': {'crepe_capacity': 'tiny'}}, 'data/manifest.json')
     trained = TrainedModel(model, config, 0, tmp_path, stats, {})
     path = _tone_file(tmp_path / 'in.wav', [250.0, 0.0, 280.0], 0.5)
     result = tr.transfer(trained, path, tmp_path / 'out.wav')
