@@ -7,8 +7,8 @@ DoFn::
 
     plan (grid points / seeded random points / tpe asks, minus finished trials)
       --Reshuffle--> RunTrial (train, report to Optuna, record in MLflow) --> outcomes
-    then: the parent run's summary (best trial or Pareto front, trials.csv, parallel coordinates,
-          loss curves, hyperparameter importance).
+    then: the summary, in output_dir/sweep/ and the parent run (best trial or Pareto front,
+          trials.csv from Optuna's trials_dataframe, Optuna's plots, loss curves, importances).
 
 Optuna's study (sampler, pruner, the trials' states) lives in its storage (SQLite in the sweep's
 output directory by default, or any SQLAlchemy URL, e.g. a Cloud SQL database when the trials
@@ -18,11 +18,9 @@ run on Dataflow); MLflow holds one parent run per sweep and one child run per tr
 from __future__ import annotations
 
 import argparse
-import csv
-import io
+import contextlib
 import json
 import logging
-import math
 import os
 import sys
 import time
@@ -122,8 +120,9 @@ def ensure_parent_run(spec, client, experiment_id: str, metric: str, fingerprint
     description = (f'Sweep {spec.name}: {spec.algorithm} search over '
                    f'{", ".join(p.key for p in spec.space)} ({n_trials} trials of '
                    f'{spec.steps} steps), optimising {metric} ({spec.direction}). '
-                   'The child runs are the trials; sweep/ holds trials.csv, the parallel '
-                   'coordinates, the loss curves and the importances.')
+                   'The child runs are the trials; sweep/ holds trials.csv, Optuna\'s plots '
+                   '(parallel coordinates, optimization history, importances), the loss '
+                   'curves and the importances.')
     run = client.create_run(experiment_id, run_name=f'sweep-{spec.name}', tags={
         S.TAG_SWEEP: spec.name, S.TAG_SWEEP_ID: spec.sweep_id, S.TAG_KIND: 'sweep',
         'mlflow.note.content': description, 'ddsp.dataset_fingerprint': fingerprint})
@@ -190,89 +189,130 @@ def run_sweep(spec, pipeline_args: Sequence[str] = (), summarize_now: bool = Tru
 
 
 # ---- the summary ----------------------------------------------------------------------------
-def _rows(study) -> list[dict]:
-    """A row per trial; a proposal that was an earlier trial's point (asked again, never
-    run) is state REASKED, with the reason; a trial whose worker died and that was enqueued
-    again is RETRIED."""
+#: The summary's folder: under the sweep's output directory, and in its parent run's artifacts.
+SUMMARY_DIR = 'sweep'
+
+
+def trials_table(study):
+    """The sweep's table, a row per trial: Optuna's ``trials_dataframe`` (numbers, values,
+    times, params, the trials' attributes) in the sweep's columns: ``trial``, ``state`` (a
+    proposal that was an earlier trial's point, asked again and never run, is ``REASKED``; a
+    trial whose worker died and that was enqueued again is ``RETRIED``), ``value`` (the first
+    objective's; ``values``: every objective's, in a multi-objective sweep), ``step`` (the
+    last reported), ``duration_secs``, ``datetime_start``, ``datetime_complete``, ``digest``,
+    ``run_id``, ``error`` (the reason of a FAIL, REASKED or RETRIED row) and ``param.<key>``.
+
+    Returns:
+        A pandas DataFrame (no rows for a study without trials).
+    """
+    import pandas as pd
+
     from trainer import sweep as S
 
-    rows = []
     trials = study.get_trials(deepcopy=False)
+    if not trials:
+        return pd.DataFrame(columns=['trial', 'state', 'value', 'step', 'digest', 'run_id',
+                                     'error'])
+    frame = study.trials_dataframe(attrs=('number', 'value', 'datetime_start',
+                                          'datetime_complete', 'duration', 'params',
+                                          'user_attrs'))
     again = S.retried(trials)
-    for t in trials:
-        state = 'REASKED' if S.is_duplicate(t) else 'RETRIED' if t.number in again else \
-            t.state.name
-        rows.append({'trial': t.number, 'state': state, 'value': S.first_value(t),
-                     **({'values': list(t.values)} if t.values and len(t.values) > 1 else {}),
-                     'step': max(t.intermediate_values) if t.intermediate_values else None,
-                     'digest': t.user_attrs.get('digest'), 'run_id': t.user_attrs.get('run_id'),
-                     'error': t.user_attrs.get('error') or (
-                         'its worker stopped (no heartbeat)' if state == 'FAIL' else
-                         'its worker stopped (no heartbeat); run again by a retry'
-                         if state == 'RETRIED' else None),
-                     **{f'param.{k}': v for k, v in t.params.items()}})
-    return rows
+    states = ['REASKED' if S.is_duplicate(t) else 'RETRIED' if t.number in again else
+              t.state.name for t in trials]
+
+    def error(trial, state):
+        reason = trial.user_attrs.get('error')
+        if state == 'RETRIED':
+            return f'{reason or "its worker stopped (no heartbeat)"}; retried as trial ' \
+                   f'{S.retry_of(trials, trial.number).number}'
+        return reason or ('its worker stopped (no heartbeat)' if state == 'FAIL' else None)
+
+    def column(name):
+        return frame[name] if name in frame else pd.Series(None, frame.index, object)
+
+    objectives = sorted(c for c in frame if c.startswith('values_'))
+    table = pd.DataFrame({
+        'trial': frame['number'].astype('Int64'), 'state': states,
+        'value': frame[objectives[0]] if objectives else frame['value']})
+    if objectives:
+        table['values'] = frame[objectives].apply(list, axis=1)
+    table['step'] = pd.array([max(t.intermediate_values) if t.intermediate_values else None
+                              for t in trials], dtype='Int64')
+    table['duration_secs'] = frame['duration'].dt.total_seconds().round(3)
+    for name in ('datetime_start', 'datetime_complete'):
+        table[name] = frame[name].map(
+            lambda t: t.isoformat(timespec='seconds') if pd.notna(t) else None)
+    for name in ('digest', 'run_id'):
+        table[name] = column(f'user_attrs_{name}')
+    table['error'] = [error(t, s) for t, s in zip(trials, states, strict=True)]
+    params = [c for c in frame if c.startswith('params_')]
+    table[[f'param.{c[len("params_"):]}' for c in params]] = frame[params]
+    return table
 
 
-def _csv(rows: list[dict]) -> str:
-    keys = []
-    for row in rows:
-        keys.extend(k for k in row if k not in keys)
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=keys)
-    writer.writeheader()
-    for row in rows:
-        writer.writerow(row)
-    return out.getvalue()
+def table_rows(table) -> list[dict]:
+    """The table's rows as dicts of plain values (None where a cell is empty)."""
+    return table.astype(object).where(table.notna(), None).to_dict('records')
 
 
-def _parallel_coordinates(spec, rows: list[dict], metric: str):
-    """A matplotlib Figure: one axis per hyperparameter and the metric, a line per complete
-    trial coloured by the metric (log axes for log-scale distributions)."""
-    import numpy as np
-    from matplotlib import cm
-    from matplotlib.figure import Figure
+@contextlib.contextmanager
+def _agg_pyplot():
+    """Optuna's matplotlib plots draw with pyplot: here on the Agg backend (files only: no
+    display, no GUI event loop, any thread), the figures made closed after, and a backend the
+    process had chosen before set back (matplotlib closes figures when it switches)."""
+    import matplotlib
+    import matplotlib.pyplot as plt
 
-    done = [r for r in rows if r['state'] == 'COMPLETE' and r['value'] is not None]
-    keys = [p.key for p in spec.space]
-    figure = Figure(figsize=(2.2 * (len(keys) + 1) + 2, 5), layout='constrained')
-    ax = figure.subplots()
-    if not done:
-        ax.text(0.5, 0.5, 'no complete trial', ha='center', va='center')
-        return figure
-    columns = []
-    for p in spec.space:
-        values = [r.get(f'param.{p.key}') for r in done]
-        if p.kind == 'choice':
-            labels = [str(v) for v in p.values]
-            columns.append(([labels.index(str(v)) / max(1, len(labels) - 1) for v in values],
-                            labels))
-        else:
-            lo, hi = p.values
-            f = (lambda x: math.log(x)) if p.kind in ('loguniform', 'int_log') else float
-            columns.append(([(f(v) - f(lo)) / (f(hi) - f(lo)) for v in values],
-                            [f'{lo:g}', f'{hi:g}']))
-    scores = np.array([r['value'] for r in done], float)
-    lo, hi = float(scores.min()), float(scores.max())
-    norm = (scores - lo) / (hi - lo) if hi > lo else np.zeros_like(scores)
-    columns.append((list(norm), [f'{lo:.4g}', f'{hi:.4g}']))
-    colours = cm.viridis_r(norm) if spec.direction == 'minimize' else cm.viridis(norm)
-    xs = np.arange(len(columns))
-    for i in range(len(done)):
-        ax.plot(xs, [c[0][i] for c in columns], color=colours[i], alpha=0.8, linewidth=1.5)
-    for x, (_, labels) in zip(xs, columns, strict=True):
-        ax.axvline(x, color='grey', linewidth=0.8)
-        ax.text(x, -0.06, labels[0], ha='center', va='top', fontsize=8)
-        ax.text(x, 1.06, labels[-1], ha='center', va='bottom', fontsize=8)
-    ax.set_xticks(xs, keys + [metric], rotation=15)
-    ax.set_yticks([])
-    ax.set_ylim(-0.15, 1.15)
-    ax.set_title(f'Sweep {spec.name}: {len(done)} complete trials ({metric}, {spec.direction})')
-    return figure
+    before = matplotlib.get_backend(auto_select=False)
+    if before != 'agg':
+        plt.switch_backend('agg')
+    existing = set(plt.get_fignums())
+    try:
+        yield plt
+    finally:
+        for number in set(plt.get_fignums()) - existing:
+            plt.close(number)
+        if before not in (None, 'agg'):
+            plt.switch_backend(before)
+
+
+def _optuna_plots(spec, study, metric: str, importance: dict) -> dict:
+    """Optuna's matplotlib plots of the study, as ``{file name: pyplot Figure}``: the trials'
+    parameters against the (first) objective in parallel coordinates, the optimization
+    history, the parameters' importances (with at least two complete trials) and, in a
+    multi-objective sweep, the Pareto front. Call inside :func:`_agg_pyplot`."""
+    import warnings
+
+    import optuna
+
+    vis = optuna.visualization.matplotlib
+    first = {'target': (lambda t: t.values[0]), 'target_name': metric} if spec.objectives \
+        else {'target_name': metric}
+    plots = {
+        'parallel_coordinates.png': lambda: vis.plot_parallel_coordinate(
+            study, params=[p.key for p in spec.space if len(set(p.values)) > 1 or
+                           p.kind != 'choice'], **first),  # not a key of one value
+        'optimization_history.png': lambda: vis.plot_optimization_history(study, **first)}
+    if importance:
+        plots['param_importances.png'] = lambda: vis.plot_param_importances(
+            study, evaluator=optuna.importance.PedAnovaImportanceEvaluator(), **first)
+    if spec.objectives and any(t.state.name == 'COMPLETE'
+                               for t in study.get_trials(deepcopy=False)):
+        plots['pareto_front.png'] = lambda: vis.plot_pareto_front(
+            study, target_names=[metric] + [m for m, _ in spec.objectives])
+    figures = {}
+    with warnings.catch_warnings():  # Optuna's matplotlib plots are experimental
+        warnings.simplefilter('ignore', optuna.exceptions.ExperimentalWarning)
+        for name, plot in plots.items():
+            ax = plot()
+            ax.set_title(f'Sweep {spec.name}: {ax.get_title()}')
+            figures[name] = ax.figure
+    return figures
 
 
 def _loss_curves(client, rows: list[dict], key: str = 'total_loss'):
-    """Overlaid metric histories of the trials' runs (one bulk request per page of runs)."""
+    """Overlaid metric histories of the trials' runs (one bulk request per page of runs):
+    MLflow's, every logged step (Optuna holds only the reported values)."""
     from matplotlib.figure import Figure
 
     from trainer.compare import metric_histories
@@ -311,51 +351,53 @@ def _importance(study) -> dict:
         return {}
 
 
-def _pareto_front(spec, study, metric: str):
-    """Optuna's matplotlib plot of the trials' objectives, the Pareto front highlighted."""
-    import warnings
+def write_report(spec, study, metric: str, out_dir: str, client=None) -> dict:
+    """Write the sweep's table and plots to ``out_dir``: ``trials.csv`` (:func:`trials_table`),
+    ``importance.json`` (:func:`_importance`), Optuna's plots (:func:`_optuna_plots`) and,
+    given an MLflow client, ``loss_curves.png``. Returns ``{'table', 'rows', 'importance',
+    'files'}``."""
+    import shutil
 
-    import optuna
-
-    with warnings.catch_warnings():  # Optuna's matplotlib plots are experimental
-        warnings.simplefilter('ignore', optuna.exceptions.ExperimentalWarning)
-        ax = optuna.visualization.matplotlib.plot_pareto_front(
-            study, target_names=[metric] + [m for m, _ in spec.objectives])
-    ax.set_title(f'Sweep {spec.name}: Pareto front')
-    return ax.figure
+    table = trials_table(study)
+    rows = table_rows(table)
+    importance = _importance(study)
+    shutil.rmtree(out_dir, ignore_errors=True)  # no plot of an earlier run left behind
+    os.makedirs(out_dir)
+    table.to_csv(os.path.join(out_dir, 'trials.csv'), index=False)
+    with open(os.path.join(out_dir, 'importance.json'), 'w') as f:
+        json.dump(importance, f, indent=1)
+    with _agg_pyplot():
+        for name, figure in _optuna_plots(spec, study, metric, importance).items():
+            figure.savefig(os.path.join(out_dir, name), dpi=100)
+    if client is not None:
+        _loss_curves(client, rows).savefig(os.path.join(out_dir, 'loss_curves.png'), dpi=100)
+    return {'table': table, 'rows': rows, 'importance': importance,
+            'files': sorted(os.listdir(out_dir))}
 
 
 def summarize(spec, client, parent_run_id: str, metric: str) -> dict:
-    """Log the sweep's summary to its parent run and end it; return the summary."""
+    """Write the sweep's summary to ``<output_dir>/sweep/`` (:func:`write_report`, then
+    ``summary.json``), log that folder to the parent run as ``sweep/`` and end the run;
+    return the summary."""
     from trainer import sweep as S
 
     study = S.open_study(spec)
-    rows = _rows(study)
+    out_dir = os.path.join(spec.out, SUMMARY_DIR)
+    report = write_report(spec, study, metric, out_dir, client)
+    rows = report['rows']
     complete = [r for r in rows if r['state'] == 'COMPLETE' and r['value'] is not None]
     best, pareto = None, None
-    if spec.objectives:  # no single best: the Pareto front, Optuna's plot of it
+    if spec.objectives:  # no single best: the Pareto front (Optuna's plot of it)
         pareto = sorted(t.number for t in study.best_trials) if complete else []
-        if complete:
-            import matplotlib.pyplot as plt
-
-            figure = _pareto_front(spec, study, metric)  # a pyplot figure: closed after
-            client.log_figure(parent_run_id, figure, 'sweep/pareto_front.png')
-            plt.close(figure)
     elif complete:
         best = (min if spec.direction == 'minimize' else max)(complete,
                                                               key=lambda r: r['value'])
-    importance = _importance(study)
-    client.log_text(parent_run_id, _csv(rows), 'sweep/trials.csv')
-    client.log_figure(parent_run_id, _parallel_coordinates(spec, rows, metric),
-                      'sweep/parallel_coordinates.png')
-    client.log_figure(parent_run_id, _loss_curves(client, rows), 'sweep/loss_curves.png')
-    client.log_dict(parent_run_id, importance, 'sweep/importance.json')
     counts = {s: sum(r['state'] == s for r in rows) for s in ('COMPLETE', 'PRUNED', 'FAIL')}
     summary = {'trials': sum(r['state'] not in ('REASKED', 'RETRIED') for r in rows),
                'reasked': sum(r['state'] == 'REASKED' for r in rows),
                'retried': sum(r['state'] == 'RETRIED' for r in rows),
                **{k.lower(): v for k, v in counts.items()},
-               'metric': metric, 'best': best, 'importance': importance}
+               'metric': metric, 'best': best, 'importance': report['importance']}
     if pareto is not None:
         summary.update({'objectives': [metric] + [m for m, _ in spec.objectives],
                         'pareto': pareto})
@@ -367,10 +409,13 @@ def summarize(spec, client, parent_run_id: str, metric: str) -> dict:
             {k[len('param.'):]: v for k, v in best.items() if k.startswith('param.')}))
         client.log_metric(parent_run_id, f'best_{metric}', float(best['value']),
                           step=len(rows))
-    client.log_dict(parent_run_id, {k: v for k, v in summary.items()}, 'sweep/summary.json')
+    with open(os.path.join(out_dir, 'summary.json'), 'w') as f:
+        json.dump(summary, f, indent=1, default=str)
+    client.log_artifacts(parent_run_id, out_dir, SUMMARY_DIR)
     failed_out = counts['FAIL'] > spec.max_failures
     client.set_terminated(parent_run_id, 'FAILED' if failed_out else 'FINISHED')
     summary['rows'] = rows
+    summary['summary_dir'] = out_dir
     return summary
 
 

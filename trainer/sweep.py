@@ -468,6 +468,30 @@ SQLITE_LOCK_TIMEOUT_SECS = 120
 
 
 MAX_RETRIES = 2
+TAG_RETRY_OF = 'ddsp.sweep.retry_of'
+
+
+def retry_callback():
+    """Optuna's retry of a failed trial (``RetryHeartbeatStaleTrialCallback``): a WAITING copy
+    of the trial (its point, attributes and reports) whose ``retry_history`` lists the trials
+    it retries, at most :data:`MAX_RETRIES` times. The study's storage calls it for a trial
+    failed as stale; :func:`fail_dead_trial` calls it for a trial whose process died."""
+    import optuna
+
+    with warnings.catch_warnings():  # an experimental class
+        warnings.simplefilter('ignore', optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RetryHeartbeatStaleTrialCallback(
+            max_retry=MAX_RETRIES, inherit_intermediate_values=True)
+
+
+def retry_history(trial) -> list[int]:
+    """The trials a (frozen) trial retries, the first the original; [] for a trial that is
+    not a retry (Optuna's ``RetryHeartbeatStaleTrialCallback.retry_history``)."""
+    import optuna
+
+    with warnings.catch_warnings():  # an experimental function
+        warnings.simplefilter('ignore', optuna.exceptions.ExperimentalWarning)
+        return list(optuna.storages.RetryHeartbeatStaleTrialCallback.retry_history(trial))
 
 
 def open_study(spec: SweepSpec):
@@ -475,9 +499,10 @@ def open_study(spec: SweepSpec):
 
     With ``spec.heartbeat`` seconds, a running trial records a heartbeat that often; one
     without a heartbeat for four times as long (its worker died) is failed by
-    :func:`fail_stale_trials` and Optuna's ``RetryHeartbeatStaleTrialCallback`` enqueues it
-    again (at most :data:`MAX_RETRIES` times): same point, so same model directory, checkpoint
-    and MLflow run.
+    :func:`fail_stale_trials` and :func:`retry_callback` enqueues it again (at most
+    :data:`MAX_RETRIES` times): same point, so same model directory, checkpoint and MLflow
+    run. (A trial whose process dies under a :class:`TrialProcess` is failed and retried at
+    once, :func:`fail_dead_trial`.)
     """
     import optuna
 
@@ -498,12 +523,8 @@ def open_study(spec: SweepSpec):
         engine_kwargs = {'poolclass': sqlalchemy.pool.NullPool}
     heartbeat = {}
     if spec.heartbeat:
-        with warnings.catch_warnings():  # an experimental class
-            warnings.simplefilter('ignore', optuna.exceptions.ExperimentalWarning)
-            retry = optuna.storages.RetryHeartbeatStaleTrialCallback(
-                max_retry=MAX_RETRIES, inherit_intermediate_values=True)
         heartbeat = {'heartbeat_interval': spec.heartbeat, 'grace_period': 4 * spec.heartbeat,
-                     'heartbeat_stale_trial_callback': retry}
+                     'heartbeat_stale_trial_callback': retry_callback()}
     with warnings.catch_warnings():  # heartbeat_interval is experimental
         warnings.simplefilter('ignore', optuna.exceptions.ExperimentalWarning)
         storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
@@ -562,9 +583,18 @@ def is_duplicate(trial) -> bool:
 
 
 def retried(trials) -> set[int]:
-    """The numbers of trials whose worker died and that were enqueued again (by Optuna's
-    RetryHeartbeatStaleTrialCallback, which lists them in the retry's ``retry_history``)."""
-    return {n for t in trials for n in t.system_attrs.get('retry_history', ())}
+    """The numbers of trials whose worker died and that were enqueued again (by
+    :func:`retry_callback`, which lists them in the retry's ``retry_history``)."""
+    return {n for t in trials for n in retry_history(t)}
+
+
+def retry_of(trials, number: int):
+    """The trial that retries trial ``number`` (its last ``retry_history`` entry), or None."""
+    for t in trials:
+        history = retry_history(t)
+        if history and history[-1] == number:
+            return t
+    return None
 
 
 def sweep_trials(study) -> list:
@@ -812,6 +842,9 @@ def run_trial(spec: SweepSpec, element: dict, parent_run_id: Optional[str],
         logger.warning('sweep %s: %s', spec.name, skipped.error)
         return skipped
     digest = digest_of(params)
+    history = retry_history(study.get_trials(deepcopy=False)[trial.number])
+    if history and 'error' in trial.user_attrs:  # the dead trial's reason, copied: not this one's
+        trial.set_user_attr('error', None)
     trial.set_user_attr('digest', digest)
     trial.set_user_attr('overrides', overrides_of(params))
     trial.set_user_attr('worker', f'{socket.gethostname()}:{os.getpid()}')
@@ -836,6 +869,8 @@ def run_trial(spec: SweepSpec, element: dict, parent_run_id: Optional[str],
     tags = {TAG_SWEEP: spec.name, TAG_SWEEP_ID: spec.sweep_id, TAG_TRIAL: str(trial.number),
             TAG_TRIAL_HASH: digest, TAG_OVERRIDES: json.dumps(overrides_of(params)),
             TAG_KIND: 'trial'}
+    if history:  # the same MLflow run as the trial it retries (the same model directory)
+        tags[TAG_RETRY_OF] = str(history[0])
     outcome = TrialOutcome(trial.number, digest, params, 'FAIL')
     try:
         config = spec.base_config().with_overrides(overrides_of(params))
@@ -980,15 +1015,16 @@ class TrialProcess:
 
     The child (started with ``spawn``, TensorFlow imported once) runs :func:`run_trial` for
     each element and tells the parent the trial's number when it starts. If the child dies,
-    the parent waits until the study fails that trial as stale (its heartbeat stopped for the
-    grace period, four heartbeats: Optuna's heartbeat, :func:`fail_stale_trials`), whose
-    retry callback enqueues the same point again; then it resumes the element in a new child,
-    which takes that retry: the same model directory, so training goes on from the trial's
-    last checkpoint in the same MLflow run (``mlflow_run.json`` names it). After
-    :data:`MAX_RETRIES` deaths of one element its outcome is a FAIL naming the cause.
+    the parent fails that trial in the study at once and enqueues its retry
+    (:func:`fail_dead_trial`: Optuna's ``tell`` and the retry callback the heartbeat path
+    uses), then resumes the element in a new child, which takes that retry: the same model
+    directory, so training goes on from the trial's last checkpoint in the same MLflow run
+    (``mlflow_run.json`` names it). After :data:`MAX_RETRIES` retries of one trial its
+    outcome is a FAIL naming the cause.
 
     The supervisor is the Beam element's process (:class:`pipelines.sweep.RunTrial`), so it
-    outlives the trial's process on any runner."""
+    outlives the trial's process on any runner; when the supervisor dies too, the trial's
+    heartbeat stops and the study fails it as stale (:func:`open_study`)."""
 
     def __init__(self, threads: Optional[int] = None):
         self.threads = threads
@@ -1057,28 +1093,49 @@ class TrialProcess:
                                spec.name, reason)
                 continue
             number = started[-1]
-            logger.warning('sweep %s trial %d: %s; retried once the study fails it (%d s '
-                           'without a heartbeat)', spec.name, number, reason,
-                           4 * spec.heartbeat)
-            if not _wait_until_failed(spec, number):
-                return TrialOutcome(number, '', {}, 'FAIL', error=f'{reason}; the trial is '
-                                    'still RUNNING in the study after its grace period').to_dict()
+            self.start()  # the next child imports TensorFlow while the trial is retried
+            stored, retry = fail_dead_trial(spec, number, reason)
+            if stored.state.name != 'FAIL':  # told before it died: the study's outcome
+                return TrialOutcome(number, stored.user_attrs.get('digest', ''),
+                                    dict(stored.params), stored.state.name,
+                                    first_value(stored),
+                                    run_id=stored.user_attrs.get('run_id')).to_dict()
+            if retry is None:
+                return TrialOutcome(number, stored.user_attrs.get('digest', ''),
+                                    dict(stored.params), 'FAIL', error=(
+                                        f'{reason}; retried {MAX_RETRIES} times already, not '
+                                        'again')).to_dict()
+            logger.warning('sweep %s trial %d: %s; retried now', spec.name, number, reason)
             element = {'mode': 'resume', 'number': number}
         return TrialOutcome(started[-1] if started else -1, '', {}, 'FAIL', error=(
             f'{reason}: {MAX_RETRIES + 1} times, not retried again')).to_dict()
 
 
-def _wait_until_failed(spec: SweepSpec, number: int) -> bool:
-    """Wait for the study to fail trial ``number`` as stale (True), at most a few heartbeats
-    past its grace period (False)."""
+def fail_dead_trial(spec: SweepSpec, number: int, reason: str):
+    """Fail trial ``number``, whose process died, and enqueue its retry (:func:`retry_callback`,
+    as the study's stale-trial check does, without waiting for its grace period): exactly
+    once, whichever of this and another worker's stale-trial check fails it first (the
+    study's storage refuses to finish a trial twice).
+
+    Returns:
+        ``(trial, retry)``: the trial as the study then holds it (FAIL, or what it was told
+        before its process died) and its retry (None when it was retried
+        :data:`MAX_RETRIES` times already).
+    """
+    import optuna
+
     study = open_study(spec)
-    deadline = time.monotonic() + 6 * spec.heartbeat + 30
-    while time.monotonic() < deadline:
-        fail_stale_trials(study)
-        if _state(study.get_trials(deepcopy=False)[number]) != 'RUNNING':
-            return True
-        time.sleep(max(0.2, spec.heartbeat / 4))
-    return False
+    trial = study.get_trials(deepcopy=False)[number]  # numbers are indices
+    if _state(trial) == 'RUNNING':
+        try:
+            optuna.trial.Trial(study, trial._trial_id).set_user_attr('error', reason)
+            study.tell(number, state=optuna.trial.TrialState.FAIL)
+        except (optuna.exceptions.UpdateFinishedTrialError, ValueError):
+            pass  # finished meanwhile (another worker's stale-trial check retried it)
+        else:  # a copy: the callback appends to the trial's retry history
+            retry_callback()(study, study.get_trials(deepcopy=True)[number])
+    trials = study.get_trials(deepcopy=False)
+    return trials[number], retry_of(trials, number)
 
 
 def _read_run_id(model_dir: str) -> Optional[str]:
