@@ -136,7 +136,7 @@ def test_the_report_is_optunas_table_and_plots_drawn_on_agg(tmp_path, monkeypatc
     import pandas as pd
     from matplotlib.figure import Figure
 
-    from pipelines.sweep import format_summary, write_report
+    from trainer.experiments.sweep_report import format_summary, write_report
 
     spec = S.parse_spec({'name': 'report', 'data': 'unused', 'steps': 10, 'algorithm': 'tpe',
                          'output_dir': str(tmp_path / 'out'), 'space': {
