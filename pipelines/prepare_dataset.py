@@ -34,7 +34,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import RunInference
 from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
 
-from ddsp_core import records
+from ddsp_core import records, shards
 from ddsp_core.f0 import CREPE_PRECISIONS, resolve_crepe_precision
 from pipelines import prepare_steps as steps
 from pipelines import runner, splitting
@@ -85,7 +85,8 @@ def build_pipeline(pipeline: beam.Pipeline, entries: Sequence[InputEntry], outpu
         lambda batch, err: [steps.dead_letter(c, err, 'crepe') for c in batch]))
 
     made = inferred | 'Examples' >> beam.ParDo(MakeExamples(opts, len(files))).with_outputs(
-        'records', 'stats', 'counts', 'files', main='main').with_exception_handling()
+        'records', 'stats', 'counts', 'files', 'precisions',
+        main='main').with_exception_handling()
     dead.append(made.bad | 'ExamplesDL' >> beam.MapTuple(
         lambda el, err: steps.dead_letter(el, err, 'examples')))
 
@@ -120,13 +121,14 @@ def build_pipeline(pipeline: beam.Pipeline, entries: Sequence[InputEntry], outpu
     _ = dead_letters | 'CountDL' >> beam.Map(
         lambda d: Metrics.counter(NAMESPACE, 'dead_letters').inc())
     split_stats = made.stats | 'Stats' >> beam.CombineGlobally(SplitStatsFn())
+    precisions = made.precisions | 'FramesPerPrecision' >> beam.CombinePerKey(sum)
     side = beam.pvalue
     _ = (pipeline
          | 'Once' >> beam.Create([None])
          | 'Manifest' >> beam.FlatMap(
              steps.finish, output_dir, opts, list(inputs), list(entries), side.AsList(made.files),
              side.AsSingleton(split_stats), side.AsList(counts), side.AsList(dead_letters),
-             side.AsList(written), split_method))
+             side.AsList(written), split_method, side.AsList(precisions)))
 
 
 def _pipeline_options(pipeline_args: Optional[Sequence[str]]) -> PipelineOptions:
@@ -185,8 +187,7 @@ def prepare_dataset(input_patterns: Sequence[str] | str, output_dir: str,
     if isinstance(input_patterns, str):
         input_patterns = [input_patterns]
     opts = dataclasses.replace(options or PrepareOptions(), **option_overrides).validate()
-    # 'auto' is decided here, on the launching machine, so that the manifest records it.
-    opts = dataclasses.replace(opts, crepe_precision=resolve_crepe_precision(opts.crepe_precision))
+    # --crepe_precision auto is resolved by each worker for its own hardware (manifest: f0).
     entries = expand_inputs(input_patterns)
     beam_options = _pipeline_options(pipeline_args)
     if '://' not in output_dir:
@@ -312,8 +313,8 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument('--crepe_precision', default=d.crepe_precision, choices=CREPE_PRECISIONS,
                    help="CREPE's number format: auto is bfloat16 where the hardware has it (a CPU "
                         'with AVX-512 BF16/AMX under oneDNN, a GPU of compute capability >= 8.0; '
-                        'decided on the launching machine), else float32; recorded in the '
-                        "manifest's f0.precision")
+                        'decided by each worker for its own hardware), else float32; recorded '
+                        "in the manifest's f0.precision ('mixed' if workers differed)")
     p.add_argument('--f0_hop_ms', type=float, default=d.f0_hop_ms, metavar='MS',
                    help='run CREPE every MS milliseconds (10: its native hop) and interpolate '
                         'f0 and confidence to --frame_rate: faster, at a small accuracy cost '
@@ -388,10 +389,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               if k not in ('input', 'output_dir', 'overwrite', 'verbose', 'verify')}
     try:
         opts = PrepareOptions(**kwargs).validate()
-        opts = dataclasses.replace(opts,
-                                   crepe_precision=resolve_crepe_precision(opts.crepe_precision))
+        precision = opts.crepe_precision
+        if precision == 'auto':  # each worker decides; what this machine would
+            precision = f'auto ({resolve_crepe_precision(precision)} here)'
         print(f'ddsp-prepare: {len(args.input)} pattern(s) -> {args.output_dir} '
-              f'({opts.layout.describe()}; CREPE {opts.crepe_capacity} {opts.crepe_precision}'
+              f'({opts.layout.describe()}; CREPE {opts.crepe_capacity} {precision}'
               f'{f" every {opts.f0_hop_ms:g} ms" if opts.f0_hop_ms else ""} on '
               f'{runner.describe_runner(beam_args)})', file=sys.stderr, flush=True)
         result = prepare_dataset(args.input, args.output_dir, opts, pipeline_args=beam_args,
@@ -418,7 +420,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def verify_main(directory: str) -> int:
     """``ddsp-prepare --verify DATASET_DIR``: check every shard against the manifest
-    (:func:`ddsp_core.records.verify_shards`); one line per damaged shard. Exit codes: 0 all
+    (:func:`ddsp_core.shards.verify_shards`); one line per damaged shard. Exit codes: 0 all
     match, 1 a shard is missing or differs, 2 no readable manifest there."""
     from ddsp_core import runtime
 
@@ -428,7 +430,7 @@ def verify_main(directory: str) -> int:
     except records.LayoutError as e:
         print(f'ddsp-prepare: error: --verify {directory}: {e}', file=sys.stderr)
         return 2
-    checked, problems = records.verify_shards(found)
+    checked, problems = shards.verify_shards(found)
     for line in problems:
         print(f'ddsp-prepare: {line}', file=sys.stderr)
     recorded = sum(found.shard_file(p) is not None for p in checked)

@@ -20,9 +20,10 @@ import soundfile as sf
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from ddsp_core import records
+from ddsp_core import records, shards
 from ddsp_core.f0 import CREPE_SAMPLE_RATE
 from pipelines import audio_io, chunking, examples, manifest, splitting, stats
+from pipelines.crepe_inference import result_precision
 from pipelines.options import PrepareOptions
 
 NAMESPACE = 'ddsp_prepare'  # of the job's Beam metrics
@@ -95,8 +96,9 @@ class DecodeFile(beam.DoFn):
 class MakeExamples(beam.DoFn):
     """PredictionResult(chunk, activations) -> tagged outputs of
     :func:`pipelines.examples.chunk_examples`: 'records' ``(split, (sort_key, bytes))``,
-    'stats' (per record), 'counts' ``(path, (examples, dropped, eval examples))`` per chunk, and
-    'files' (one per file, from its first chunk)."""
+    'stats' (per record), 'counts' ``(path, (examples, dropped, eval examples))`` per chunk,
+    'files' (one per file, from its first chunk) and 'precisions' ``(CREPE's number format as
+    the worker resolved it, frames analysed)`` per chunk."""
 
     def __init__(self, opts: PrepareOptions, total_files: int = 0):
         self.opts = opts
@@ -126,6 +128,8 @@ class MakeExamples(beam.DoFn):
             len(made.records), made.n_dropped, made.record_splits.count('eval'))))
         if chunk['spec'].index == 0:
             yield beam.pvalue.TaggedOutput('files', examples.file_record(chunk, self.opts))
+        yield beam.pvalue.TaggedOutput('precisions', (result_precision(result),
+                                                      len(result.inference)))
         self.examples.inc(len(made.records))
         self.frames.inc(made.frames)
         self.dropped.inc(made.n_dropped)
@@ -193,7 +197,7 @@ class WriteShard(beam.DoFn):
     written under a temporary name and renamed (a retried bundle rewrites it whole). ``None``
     items are placeholders that make every shard index appear (empty shards are written too).
     Yields ``(split, file name, n_records, {'bytes', 'sha256'})``: the size and digest of the
-    bytes as they were written (:class:`ddsp_core.records.DigestingWriter`, no second read)."""
+    bytes as they were written (:class:`ddsp_core.shards.DigestingWriter`, no second read)."""
 
     def __init__(self, output_dir: str):
         self.output_dir = output_dir
@@ -208,7 +212,7 @@ class WriteShard(beam.DoFn):
         tmp = FileSystems.join(self.output_dir, f'.tmp-{name}')
         with FileSystems.create(tmp, mime_type='application/octet-stream',
                                 compression_type='uncompressed') as f:
-            out = records.DigestingWriter(f)
+            out = shards.DigestingWriter(f)
             for _key, data in items:
                 _TFRecordUtil.write_record(out, data)
         if FileSystems.exists(final):
@@ -247,7 +251,7 @@ def _write_text(path: str, text: str) -> None:
 
 
 def finish(_, output_dir, opts, patterns, entries, file_records, split_stats, counts,
-            dead_letters, written, split_method=None):
+           dead_letters, written, split_method=None, precisions=()):
     """Write the ledger, the dead letters and (last) the manifest; remove shards of an earlier
     dataset in the same directory that this run did not rewrite."""
     counts = dict(counts)
@@ -260,7 +264,7 @@ def finish(_, output_dir, opts, patterns, entries, file_records, split_stats, co
         shard_files[name] = check
     result = manifest.build_manifest(opts, patterns, ledger, split_stats, shards,
                                      len(dead_letters), split_method=split_method,
-                                     shard_files=shard_files)
+                                     shard_files=shard_files, crepe_frames=dict(precisions))
     keep = {n for names in shards.values() for n in names}
     stale = [p for p in existing_shards(output_dir) if p.rsplit('/', 1)[-1] not in keep]
     if stale:
