@@ -257,15 +257,15 @@ def finish(_, output_dir, opts, patterns, entries, file_records, split_stats, co
     counts = dict(counts)
     dead_letters = sorted(dead_letters, key=lambda d: (d['path'], d['stage'], d['reason']))
     ledger = manifest.build_ledger(entries, file_records, counts, dead_letters, opts)
-    shards: dict[str, list[str]] = {s: [] for s in records.SPLITS}
+    names_by_split: dict[str, list[str]] = {s: [] for s in records.SPLITS}
     shard_files = {}
     for split, name, _n, check in written:
-        shards[split].append(name)
+        names_by_split[split].append(name)
         shard_files[name] = check
-    result = manifest.build_manifest(opts, patterns, ledger, split_stats, shards,
+    result = manifest.build_manifest(opts, patterns, ledger, split_stats, names_by_split,
                                      len(dead_letters), split_method=split_method,
                                      shard_files=shard_files, crepe_frames=dict(precisions))
-    keep = {n for names in shards.values() for n in names}
+    keep = {n for names in names_by_split.values() for n in names}
     stale = [p for p in existing_shards(output_dir) if p.rsplit('/', 1)[-1] not in keep]
     if stale:
         FileSystems.delete(stale)
