@@ -155,7 +155,7 @@ def run_sweep(spec, pipeline_args: Sequence[str] = (), summarize_now: bool = Tru
     """Run (or continue) a sweep. Returns its summary (:func:`summarize`)."""
     from pipelines import runner
     from trainer.experiments import sweep as S
-    from trainer.tracking.tracker import ensure_experiment, make_client, resolve_tracking_uri
+    from trainer.tracking.store import ensure_experiment, make_client, resolve_tracking_uri
     from trainer.training.data import open_source
 
     source = open_source(spec.data, split='train')
@@ -290,7 +290,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     runtime.import_tensorflow()
     from trainer.experiments.sweep import SweepError
     from trainer.model.config import ConfigError
-    from trainer.tracking.tracker import quiet_mlflow_logging, resolve_tracking_uri
+    from trainer.tracking.store import quiet_mlflow_logging, resolve_tracking_uri
     from trainer.training.data import DataError
 
     quiet_mlflow_logging(args.verbose)
@@ -309,7 +309,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f'ddsp-sweep: failed: {type(e).__name__}: {e}', file=sys.stderr)
         return 1
     print(format_summary(summary, resolve_tracking_uri(spec.tracking_uri)))
-    from trainer.tracking.tracker import run_link
+    from trainer.tracking.store import run_link
 
     link = run_link(resolve_tracking_uri(spec.tracking_uri), summary['parent_run_id'])
     if link:  # the parent's page lists the trials; comparison/ and sweep/ are its artifacts

@@ -8,5 +8,6 @@
 - ``sweep_process``: the supervised child process a sweep's trials train in.
 - ``sweep_report``: the summary: Optuna's table and plots, logged to the parent run and written
   to ``output_dir/sweep/``.
-- ``compare``: ``ddsp-compare``, runs side by side and the listening report.
+- ``compare``: ``ddsp-compare``, runs side by side and the listening report (the jinja2 template
+  ``templates/listening_report.html``).
 """

@@ -20,7 +20,6 @@ import math
 import os
 import socket
 import time
-from pathlib import Path
 from typing import Callable, Optional
 
 from trainer.experiments.sweep_spec import (
@@ -80,7 +79,7 @@ from trainer.experiments.sweep_study import (
     tpe_startup_trials,
     trial_seed,
 )
-from trainer.tracking.tracker import KIND_TAG as TAG_KIND
+from trainer.tracking.store import KIND_TAG as TAG_KIND
 
 #: What the sweep's modules offer under this one name (the CLI, the tests and the benchmarks
 #: use ``trainer.experiments.sweep``).
@@ -313,18 +312,16 @@ class _Heartbeat:
 
 
 def _read_run_id(model_dir: str) -> Optional[str]:
-    path = Path(model_dir) / 'mlflow_run.json'
-    try:
-        return json.loads(path.read_text()).get('run_id') if path.exists() else None
-    except (OSError, ValueError):
-        return None
+    from trainer.model.model_dir import read_run_info
+
+    return read_run_info(model_dir).get('run_id')
 
 
 def _record_in_mlflow(spec: SweepSpec, outcome: TrialOutcome, tags: dict,
                       parent_run_id: Optional[str], metric: str) -> None:
     """Tag the child run with the trial's state (a run for a trial that failed before training
     started is created here, FAILED with its error) and keep the parent current."""
-    from trainer.tracking.tracker import ensure_experiment, make_client, resolve_tracking_uri
+    from trainer.tracking.store import ensure_experiment, make_client, resolve_tracking_uri
 
     client = make_client(resolve_tracking_uri(spec.tracking_uri))
     if outcome.run_id is None and outcome.state == 'FAIL':
