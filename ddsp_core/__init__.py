@@ -7,7 +7,8 @@ for it. Submodules are imported on first access, so importing the package is che
 - ``processors`` (the Processor base and groups), ``synths`` (harmonic, filtered noise,
   wavetable...), ``effects`` (reverbs, FIR filter, modulated delay), ``dags`` (DAGs of layers);
 - ``spectral_ops`` (STFTs, loudness, power), ``losses`` (multi-scale spectral loss and others),
-  ``f0`` (CREPE pitch tracking);
+  ``f0`` (CREPE pitch tracking), ``audio_stream`` (decoding, mix-down, resampling and buffering
+  of audio files, for preparation and transfer alike);
 - ``records``: the prepared-dataset contract (layout, examples, manifest) shared by the pipelines
   and the trainer, and ``shards``: the shards checked against the manifest;
 - ``runtime``: process set-up shared by the command-line tools;
@@ -18,8 +19,8 @@ import importlib
 
 __version__ = '0.1.0'
 
-_SUBMODULES = ('core', 'dags', 'effects', 'f0', 'losses', 'processors', 'records', 'runtime',
-               'shards', 'spectral_ops', 'synths')
+_SUBMODULES = ('audio_stream', 'core', 'dags', 'effects', 'f0', 'losses', 'processors', 'records',
+               'runtime', 'shards', 'spectral_ops', 'synths')
 __all__ = list(_SUBMODULES)
 
 

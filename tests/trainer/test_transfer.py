@@ -289,7 +289,8 @@ def _manifest_from_examples(examples):
         one.pop('split')
         acc = stats.merge_split_stats(acc, one)
     opts = PrepareOptions(crepe_capacity='tiny')
-    return manifest.build_manifest(opts, ['x'], [], {'train': acc}, {}, 0)
+    return records.Manifest(manifest.build_manifest(opts, ['x'], [], {'train': acc}, {}, 0),
+                            'manifest.json')
 
 
 def _features(f0, conf, loud, frame_rate=250):
@@ -316,7 +317,7 @@ def test_adjust_maps_loudness_onto_the_manifest_percentiles_or_mean_std():
     np.testing.assert_allclose(np.percentile(loud, [10, 50, 90]),
                                np.percentile(train_loud, [10, 50, 90]), atol=0.5)
     # A manifest without percentiles (older ddsp-prepare): mean and std are matched.
-    del manifest['splits']['train']['loudness_db']['voiced_percentiles']
+    del manifest.data['splits']['train']['loudness_db']['voiced_percentiles']
     _, loud, info = adj.adjust(feats, adj.TrainingStats.from_manifest(manifest))
     assert info.loudness_mapping == 'mean_std'
     assert np.mean(loud) == pytest.approx(-10.0, abs=0.3)
@@ -413,7 +414,7 @@ def test_transfer_feeds_the_frame_power_to_decoders_that_take_it(tmp_path):
     stats = {'splits': {'train': {'f0_hz': {'p01': 400.0, 'p99': 700.0},
                                   'loudness_db': {'voiced_mean': -10.0, 'voiced_std': 3.0}}},
              'options': {'crepe_capacity': 'tiny'}}
-    trained = TrainedModel(model, config, 0, tmp_path, stats, {})
+    trained = TrainedModel(model, config, 0, tmp_path, records.Manifest(stats, 'm.json'), {})
     path = _tone_file(tmp_path / 'in.wav', [250.0, 0.0, 280.0], 0.5)
     result = tr.transfer(trained, path, tmp_path / 'out.wav')
     feats = result.features
@@ -631,6 +632,7 @@ MEMORY_SCRIPT = textwrap.dedent("""
     import json, resource, sys, tracemalloc
     import numpy as np, soundfile as sf
     from trainer.serving import transfer as tr
+    from trainer.serving import transfer_audio as aud
     from trainer.serving.inference import TrainedModel
     from trainer.serving.streaming import StreamingSynth
 
@@ -656,7 +658,7 @@ MEMORY_SCRIPT = textwrap.dedent("""
         tracemalloc.start()
         blocks = synth.render(result.f0_hz, result.loudness_db)
         aud.write_audio(blocks, f'{tmp}/synth{secs}.wav', synth.sample_rate,
-                       result.features.n_samples)
+                        result.features.n_samples)
         peak = tracemalloc.get_traced_memory()[1] / 2**20
         tracemalloc.stop()
         out[secs] = {'rss_mb': rss, 'synthesis_peak_mb': peak}

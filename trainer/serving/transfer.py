@@ -49,6 +49,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from ddsp_core.f0 import CREPE_PRECISIONS, analysis_rate, resolve_crepe_precision
+from trainer.evaluation.evaluate import default_crepe_capacity
 from trainer.serving.transfer_adjust import DB_FLOOR, QUIET_DB, Adjustment, TrainingStats, adjust
 from trainer.serving.transfer_analysis import Features, analyze
 from trainer.serving.transfer_audio import (
@@ -103,17 +104,6 @@ def _load_model(model, tracking_uri: Optional[str] = None):
     return TrainedModel.load(str(model), tracking_uri=tracking_uri)
 
 
-def default_crepe_capacity(manifest: Optional[dict]) -> str:
-    """The CREPE model the training data was prepared with ('full' if the manifest says not)."""
-    options = (manifest or {}).get('options') or {}
-    return str(options.get('crepe_capacity') or 'full')
-
-
-def _manifest_option(manifest: Optional[dict], key: str, default):
-    value = ((manifest or {}).get('options') or {}).get(key)
-    return default if value is None else value
-
-
 def transfer(model, input_path: str | os.PathLike, output_path: str | os.PathLike, *,
              auto_adjust: bool = True, pitch_shift: float = 0.0, loudness_shift: float = 0.0,
              quiet_db: float = QUIET_DB, dry: bool = False, crepe_capacity: Optional[str] = None,
@@ -158,10 +148,11 @@ def transfer(model, input_path: str | os.PathLike, output_path: str | os.PathLik
         raise TransferError(f'--sample_rate {output_sample_rate}: must be positive')
     trained = _load_model(model, tracking_uri)
     sr, fr = trained.sample_rate, trained.frame_rate
-    capacity = crepe_capacity or default_crepe_capacity(trained.manifest)
-    viterbi = bool(_manifest_option(trained.manifest, 'viterbi', True))
-    if f0_hop_ms is None:
-        f0_hop_ms = _manifest_option(trained.manifest, 'f0_hop_ms', None)
+    manifest = trained.manifest  # the training dataset's (records.Manifest), or None
+    capacity = crepe_capacity or default_crepe_capacity(manifest)
+    viterbi = bool(manifest.option('viterbi', True)) if manifest else True
+    if f0_hop_ms is None and manifest:
+        f0_hop_ms = manifest.option('f0_hop_ms')
     precision = resolve_crepe_precision(crepe_precision)
     synth = StreamingSynth(trained.model, chunk_frames=max(1, int(round(chunk_secs * fr))),
                            reverb=not dry, noise_seed=(trained.config.train.seed, int(seed)))

@@ -11,6 +11,7 @@ from typing import Optional
 
 import numpy as np
 
+from ddsp_core import records
 from ddsp_core.records import VOICED_CONFIDENCE
 from trainer.serving.transfer_analysis import Features
 
@@ -44,32 +45,31 @@ class TrainingStats:
     voiced_threshold: float = VOICED_CONFIDENCE
 
     @classmethod
-    def from_manifest(cls, manifest: Optional[dict]) -> Optional[TrainingStats]:
+    def from_manifest(cls, manifest: Optional[records.Manifest]) -> Optional[TrainingStats]:
         """The statistics of a manifest's train split, or None when it has none."""
-        if not manifest:
+        if manifest is None:
             return None
-        train = ((manifest.get('splits') or {}).get('train') or {})
-        f0 = train.get('f0_hz') or {}
-        loud = train.get('loudness_db') or {}
-        conf = train.get('f0_confidence') or {}
-        rng = manifest.get('f0_range_hz') or [f0.get('p01'), f0.get('p99')]
+        train = lambda *keys: manifest.statistic('splits', 'train', *keys)  # noqa: E731
+        rng = manifest.statistic('f0_range_hz') or [train('f0_hz', 'p01'),
+                                                    train('f0_hz', 'p99')]
         f0_range = None
         if rng and len(rng) == 2 and all(isinstance(v, (int, float)) and v > 0 for v in rng):
             f0_range = (float(min(rng)), float(max(rng)))
-        mean_hz = f0.get('geometric_mean')
+        mean_hz = train('f0_hz', 'geometric_mean')
         if not isinstance(mean_hz, (int, float)) or mean_hz <= 0:
             mean_hz = math.sqrt(f0_range[0] * f0_range[1]) if f0_range else None
-        pct = loud.get('voiced_percentiles')
+        pct = train('loudness_db', 'voiced_percentiles')
         pct = tuple(float(v) for v in pct) if isinstance(pct, list) and len(pct) == 101 else None
-        mean = loud.get('voiced_mean', manifest.get('mean_loudness_db'))
-        std = loud.get('voiced_std', manifest.get('std_loudness_db'))
+        mean = train('loudness_db', 'voiced_mean')
+        std = train('loudness_db', 'voiced_std')
         if mean is None:
-            mean, std = manifest.get('mean_loudness_db'), manifest.get('std_loudness_db')
+            mean = manifest.statistic('mean_loudness_db')
+            std = manifest.statistic('std_loudness_db')
         if f0_range is None and pct is None and mean is None:
             return None
         return cls(f0_range, float(mean_hz) if mean_hz else None, pct,
                    None if mean is None else float(mean), None if std is None else float(std),
-                   float(conf.get('voiced_threshold') or VOICED_CONFIDENCE))
+                   float(train('f0_confidence', 'voiced_threshold') or VOICED_CONFIDENCE))
 
 
 def _box_smooth(x: np.ndarray, width: int) -> np.ndarray:
