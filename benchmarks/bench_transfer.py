@@ -110,17 +110,19 @@ def write_input(path: str, secs: float, sample_rate: int = 44100) -> None:
 
 def bench_end_to_end(preset: str, capacity: str, secs: float, repeats: int,
                      crepe_precision: str = 'auto', f0_hop_ms=None) -> dict:
-    from ddsp_core import records
     from trainer.serving.inference import TrainedModel
     from trainer.serving.transfer import transfer
 
     model, config = build(preset)
-    manifest = {'options': {'crepe_capacity': capacity, 'viterbi': True},
-                'f0_range_hz': [200.0, 800.0],
-                'splits': {'train': {'loudness_db': {'voiced_mean': -20.0, 'voiced_std': 6.0}}}}
+    from ddsp_core.records import Manifest
+
+    manifest = Manifest({'options': {'crepe_capacity': capacity, 'viterbi': True},
+                         'f0_range_hz': [200.0, 800.0],
+                         'splits': {'train': {'loudness_db': {'voiced_mean': -20.0,
+                                                              'voiced_std': 6.0}}}},
+                        'bench/manifest.json')
     with tempfile.TemporaryDirectory(prefix='bench-transfer-') as tmp:
-        trained = TrainedModel(model, config, 0, Path(tmp),
-                               records.Manifest(manifest, 'bench/manifest.json'), {})
+        trained = TrainedModel(model, config, 0, Path(tmp), manifest, {})
         source = os.path.join(tmp, 'in.wav')
         write_input(source, secs)
         kwargs = {'crepe_precision': crepe_precision, 'f0_hop_ms': f0_hop_ms}

@@ -7,11 +7,11 @@ for it. Submodules are imported on first access, so importing the package is che
 - ``processors`` (the Processor base and groups), ``synths`` (harmonic, filtered noise,
   wavetable...), ``effects`` (reverbs, FIR filter, modulated delay), ``dags`` (DAGs of layers);
 - ``spectral_ops`` (STFTs, loudness, power), ``losses`` (multi-scale spectral loss and others),
-  ``f0`` (CREPE pitch tracking), ``audio_stream`` (decoding, mix-down, resampling and buffering
-  of audio files, for preparation and transfer alike);
+  ``f0`` (CREPE pitch tracking);
 - ``records``: the prepared-dataset contract (layout, examples, manifest) shared by the pipelines
   and the trainer, and ``shards``: the shards checked against the manifest;
-- ``runtime``: process set-up shared by the command-line tools;
+- ``runtime``: process set-up shared by the command-line tools; ``audio_stream``: audio files
+  decoded, mixed down, resampled and buffered block by block (prepare and transfer);
 - ``dsp``: the building blocks behind ``core``.
 """
 

@@ -290,7 +290,7 @@ def _manifest_from_examples(examples):
         acc = stats.merge_split_stats(acc, one)
     opts = PrepareOptions(crepe_capacity='tiny')
     return records.Manifest(manifest.build_manifest(opts, ['x'], [], {'train': acc}, {}, 0),
-                            'manifest.json')
+                            'data/manifest.json')
 
 
 def _features(f0, conf, loud, frame_rate=250):
@@ -411,10 +411,11 @@ def test_transfer_feeds_the_frame_power_to_decoders_that_take_it(tmp_path):
     model = _untrained(VST_LIKE, 1.0, 50)
     config = resolve_data(load_preset('tiny').with_overrides(VST_LIKE),
                           records.Layout(16000, 50, 1.0), 'test')
-    stats = {'splits': {'train': {'f0_hz': {'p01': 400.0, 'p99': 700.0},
-                                  'loudness_db': {'voiced_mean': -10.0, 'voiced_std': 3.0}}},
-             'options': {'crepe_capacity': 'tiny'}}
-    trained = TrainedModel(model, config, 0, tmp_path, records.Manifest(stats, 'm.json'), {})
+    stats = records.Manifest(
+        {'splits': {'train': {'f0_hz': {'p01': 400.0, 'p99': 700.0},
+                              'loudness_db': {'voiced_mean': -10.0, 'voiced_std': 3.0}}},
+         'options': {'crepe_capacity': 'tiny'}}, 'data/manifest.json')
+    trained = TrainedModel(model, config, 0, tmp_path, stats, {})
     path = _tone_file(tmp_path / 'in.wav', [250.0, 0.0, 280.0], 0.5)
     result = tr.transfer(trained, path, tmp_path / 'out.wav')
     feats = result.features

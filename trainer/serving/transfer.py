@@ -148,11 +148,10 @@ def transfer(model, input_path: str | os.PathLike, output_path: str | os.PathLik
         raise TransferError(f'--sample_rate {output_sample_rate}: must be positive')
     trained = _load_model(model, tracking_uri)
     sr, fr = trained.sample_rate, trained.frame_rate
-    manifest = trained.manifest  # the training dataset's (records.Manifest), or None
-    capacity = crepe_capacity or default_crepe_capacity(manifest)
-    viterbi = bool(manifest.option('viterbi', True)) if manifest else True
-    if f0_hop_ms is None and manifest:
-        f0_hop_ms = manifest.option('f0_hop_ms')
+    capacity = crepe_capacity or default_crepe_capacity(trained.manifest)
+    viterbi = bool(trained.manifest.option('viterbi', True) if trained.manifest else True)
+    if f0_hop_ms is None:
+        f0_hop_ms = trained.manifest.option('f0_hop_ms') if trained.manifest else None
     precision = resolve_crepe_precision(crepe_precision)
     synth = StreamingSynth(trained.model, chunk_frames=max(1, int(round(chunk_secs * fr))),
                            reverb=not dry, noise_seed=(trained.config.train.seed, int(seed)))

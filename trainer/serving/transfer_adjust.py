@@ -47,21 +47,23 @@ class TrainingStats:
     @classmethod
     def from_manifest(cls, manifest: Optional[records.Manifest]) -> Optional[TrainingStats]:
         """The statistics of a manifest's train split, or None when it has none."""
-        if manifest is None:
+        if not manifest:
             return None
-        train = lambda *keys: manifest.statistic('splits', 'train', *keys)  # noqa: E731
-        rng = manifest.statistic('f0_range_hz') or [train('f0_hz', 'p01'),
-                                                    train('f0_hz', 'p99')]
+        f0 = manifest.statistic('splits', 'train', 'f0_hz') or {}
+        loud = manifest.statistic('splits', 'train', 'loudness_db') or {}
+        conf = manifest.statistic('splits', 'train', 'f0_confidence') or {}
+        rng = manifest.statistic('f0_range_hz') or [f0.get('p01'), f0.get('p99')]
         f0_range = None
         if rng and len(rng) == 2 and all(isinstance(v, (int, float)) and v > 0 for v in rng):
             f0_range = (float(min(rng)), float(max(rng)))
-        mean_hz = train('f0_hz', 'geometric_mean')
+        mean_hz = f0.get('geometric_mean')
         if not isinstance(mean_hz, (int, float)) or mean_hz <= 0:
             mean_hz = math.sqrt(f0_range[0] * f0_range[1]) if f0_range else None
-        pct = train('loudness_db', 'voiced_percentiles')
+        pct = loud.get('voiced_percentiles')
         pct = tuple(float(v) for v in pct) if isinstance(pct, list) and len(pct) == 101 else None
-        mean = train('loudness_db', 'voiced_mean')
-        std = train('loudness_db', 'voiced_std')
+        # Older manifests kept the mean and std of every frame at the top level.
+        mean = loud.get('voiced_mean', manifest.statistic('mean_loudness_db'))
+        std = loud.get('voiced_std', manifest.statistic('std_loudness_db'))
         if mean is None:
             mean = manifest.statistic('mean_loudness_db')
             std = manifest.statistic('std_loudness_db')
@@ -69,7 +71,7 @@ class TrainingStats:
             return None
         return cls(f0_range, float(mean_hz) if mean_hz else None, pct,
                    None if mean is None else float(mean), None if std is None else float(std),
-                   float(train('f0_confidence', 'voiced_threshold') or VOICED_CONFIDENCE))
+                   float(conf.get('voiced_threshold') or VOICED_CONFIDENCE))
 
 
 def _box_smooth(x: np.ndarray, width: int) -> np.ndarray:
