@@ -19,8 +19,8 @@ import importlib
 
 __version__ = '0.1.0'
 
-_SUBMODULES = ('core', 'dags', 'effects', 'f0', 'losses', 'processors', 'records', 'runtime',
-               'shards', 'spectral_ops', 'synths')
+_SUBMODULES = ('audio_stream', 'core', 'dags', 'effects', 'f0', 'losses', 'processors', 'records',
+               'runtime', 'shards', 'spectral_ops', 'synths')
 __all__ = list(_SUBMODULES)
 
 
