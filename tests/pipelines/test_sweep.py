@@ -311,7 +311,7 @@ def test_mlflow_ui_shows_the_sweep_compare_view_and_the_report(grid_sweep, serve
 def test_tpe_in_parallel_runs_six_distinct_points(tmp_path, server, dataset):
     """Six TPE trials, two at a time: six finished trials at six different points (the same
     point would be the same trial hash and model directory), none failed. (Parallel 1 and 3:
-    tests/trainer/test_sweep_search.py without training, test_sweep_postgres.py on
+    tests/trainer/experiments/test_sweep_study.py without training, test_sweep_postgres.py on
     PostgreSQL.)"""
     from pipelines.sweep import main
 

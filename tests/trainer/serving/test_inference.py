@@ -16,7 +16,7 @@ from trainer import testing
 from trainer.serving.inference import ModelDirError, TrainedModel
 from trainer.training.train import train
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope='module')

@@ -21,7 +21,7 @@ from trainer.model.model_dir import LOCK_FILENAME, ModelDirLock, ModelDirLocked
 from trainer.tracking.store import CLOSED_BY_RECOVERY_TAG
 from trainer.training.train import main, train
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _env(**extra):

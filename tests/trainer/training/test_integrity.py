@@ -22,7 +22,7 @@ from pipelines import sweep as ddsp_sweep
 from trainer import testing
 from trainer.training.train import main
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 LAYOUT = records.Layout(16000, 250, 0.5)  # the tiny preset's window: no crops
 FLAGS = ['--preset', 'tiny', '--no_progress', '--set', 'train.checkpoint_every=5',
          '--set', 'train.log_every=1']

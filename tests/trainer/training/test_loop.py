@@ -204,13 +204,13 @@ def test_cli_usage_errors(tmp_path, tiny_dataset, capsys, monkeypatch):
 
 def test_python_dash_m_entry_points_and_help_defaults():
     result = subprocess.run([sys.executable, '-m', 'trainer.training.train', '--help'],
-                            capture_output=True, text=True, cwd=Path(__file__).parents[2],
+                            capture_output=True, text=True, cwd=Path(__file__).parents[3],
                             timeout=120)
     assert result.returncode == 0
     assert '--model_dir' in result.stdout and '--strategy' in result.stdout
     assert '(default: solo_instrument)' in result.stdout and '(default: ddsp)' in result.stdout
     result = subprocess.run([sys.executable, '-m', 'trainer.tracking.sync', '--help'],
-                            capture_output=True, text=True, cwd=Path(__file__).parents[2],
+                            capture_output=True, text=True, cwd=Path(__file__).parents[3],
                             timeout=120)
     assert result.returncode == 0 and 'ddsp-sync' in result.stdout
 
@@ -223,7 +223,7 @@ def test_sigint_saves_and_exits_130(tmp_path, tiny_dataset):
 
     model_dir = tmp_path / 'm'
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
-    env['PYTHONPATH'] = os.pathsep.join([str(Path(__file__).parents[2]),
+    env['PYTHONPATH'] = os.pathsep.join([str(Path(__file__).parents[3]),
                                          env.get('PYTHONPATH', '')])
     proc = subprocess.Popen(
         [sys.executable, '-m', 'trainer.training.train', '--preset', 'tiny', '--data',
@@ -231,7 +231,7 @@ def test_sigint_saves_and_exits_130(tmp_path, tiny_dataset):
          '--steps', '100000', '--model_dir', str(model_dir), '--no_tracking', '--no_progress',
          '--set', 'train.checkpoint_every=5', '--set', 'train.summary_every=0'],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-        cwd=Path(__file__).parents[2])
+        cwd=Path(__file__).parents[3])
     try:
         deadline = time.time() + 240
         while time.time() < deadline and proc.poll() is None:

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 MIRRORED_SCRIPT = textwrap.dedent("""
     import json, sys

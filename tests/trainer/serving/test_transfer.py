@@ -24,7 +24,7 @@ from trainer.serving import transfer_analysis as ana
 from trainer.serving import transfer_audio as aud
 from trainer.serving.streaming import StreamingSynth
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 #: The training tones' pitch range: a melody in 220-300 Hz is an octave below it.
 TRAIN_F0 = (400.0, 700.0)
 

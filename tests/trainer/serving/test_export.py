@@ -26,7 +26,7 @@ from trainer.serving import export, saved_model, vst
 from trainer.serving.inference import TrainedModel
 from trainer.training.train import train
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 #: The plugin's 16 kHz / 50 frames/s layout, 1 s records.
 VST_LAYOUT = records.Layout(16000, 50, 1.0)
 PLUGIN_INPUTS = {'call_f0_scaled:0': [1], 'call_pw_scaled:0': [1], 'call_state:0': [512]}
