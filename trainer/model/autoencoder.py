@@ -81,19 +81,26 @@ class RnnFcDecoder(keras.layers.Layer):
         self.dense_out = keras.layers.Dense(sum(n for _, n in self.output_splits),
                                             name='dense_out', dtype='float32')
 
-    def _stacks(self, inputs: dict) -> list:
-        """The input MLPs' outputs, in the RNN's compute dtype."""
-        stacked = [stack(inputs[k]) for k, stack in zip(self.input_keys, self.input_stacks,
-                                                        strict=True)]
+    def _stacks(self, inputs: dict, plain: bool = False) -> list:
+        """The input MLPs' outputs, in the RNN's compute dtype (``plain``: through
+        :meth:`MLP.plain`, the loop-free form a per-frame runtime converts)."""
+        stacked = [(stack.plain if plain else stack)(inputs[k])
+                   for k, stack in zip(self.input_keys, self.input_stacks, strict=True)]
         # Under a mixed policy the stacks may end in float32 (a single float32 first layer) while
         # the RNN computes in bfloat16: concatenate in the RNN's compute dtype.
         dtype = self.rnn.compute_dtype
         return [tf.cast(part, dtype) for part in stacked]
 
-    def _head(self, stacked: list, rnn_out) -> dict:
+    @staticmethod
+    def _joined(stacked: list):
+        """The RNN's input: the input MLPs' outputs side by side."""
+        return tf.concat(stacked, axis=-1) if len(stacked) > 1 else stacked[0]
+
+    def _head(self, stacked: list, rnn_out, plain: bool = False) -> dict:
         """concat(input MLPs, RNN) -> output MLP -> dense -> the named splits."""
         x = tf.concat([*stacked, tf.cast(rnn_out, self.rnn.compute_dtype)], axis=-1)
-        x = self.dense_out(tf.cast(self.out_stack(x), tf.float32))
+        out_stack = self.out_stack.plain if plain else self.out_stack
+        x = self.dense_out(tf.cast(out_stack(x), tf.float32))
         sizes = [n for _, n in self.output_splits]
         parts = tf.split(x, sizes, axis=-1)
         return {name: part for (name, _), part in zip(self.output_splits, parts, strict=True)}
@@ -101,8 +108,7 @@ class RnnFcDecoder(keras.layers.Layer):
     def call(self, inputs: dict):
         """inputs: {key: [batch, n_frames, channels]} -> {split name: [batch, n_frames, size]}."""
         stacked = self._stacks(inputs)
-        x = tf.concat(stacked, axis=-1) if len(stacked) > 1 else stacked[0]
-        return self._head(stacked, self.rnn(x))
+        return self._head(stacked, self.rnn(self._joined(stacked)))
 
     # ---- inference with an explicit recurrent state (streaming, export) ---------------------
     def initial_state(self, batch_size: int = 1) -> list:
@@ -123,8 +129,7 @@ class RnnFcDecoder(keras.layers.Layer):
             ({split name: [batch, n_frames, size]}, the state after frame ``keep``).
         """
         stacked = self._stacks(inputs)
-        x = tf.concat(stacked, axis=-1) if len(stacked) > 1 else stacked[0]
-        rnn_out, state = rnn_with_state(self.rnn, x, state, keep)
+        rnn_out, state = rnn_with_state(self.rnn, self._joined(stacked), state, keep)
         return self._head(stacked, rnn_out), state
 
     def step(self, inputs: dict, state: list):
@@ -138,15 +143,9 @@ class RnnFcDecoder(keras.layers.Layer):
         Returns:
             ({split name: [batch, size]}, the new state).
         """
-        stacked = [tf.cast(stack.plain(inputs[k]), self.rnn.compute_dtype)
-                   for k, stack in zip(self.input_keys, self.input_stacks, strict=True)]
-        x = tf.concat(stacked, axis=-1) if len(stacked) > 1 else stacked[0]
-        rnn_out, state = rnn_step(self.rnn, x, state)
-        x = tf.concat([*stacked, tf.cast(rnn_out, self.rnn.compute_dtype)], axis=-1)
-        x = self.dense_out(tf.cast(self.out_stack.plain(x), tf.float32))
-        parts = tf.split(x, [n for _, n in self.output_splits], axis=-1)
-        return ({name: part for (name, _), part in zip(self.output_splits, parts, strict=True)},
-                state)
+        stacked = self._stacks(inputs, plain=True)
+        rnn_out, state = rnn_step(self.rnn, self._joined(stacked), state)
+        return self._head(stacked, rnn_out, plain=True), state
 
 
 class SeededFilteredNoise(synths.FilteredNoise):
