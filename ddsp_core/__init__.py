@@ -10,8 +10,8 @@ import importlib
 
 __version__ = '0.1.0'
 
-_SUBMODULES = ('core', 'dags', 'effects', 'f0', 'losses', 'processors', 'records', 'runtime',
-               'spectral_ops', 'synths')
+_SUBMODULES = ('analysis', 'core', 'dags', 'effects', 'f0', 'losses', 'processors', 'records',
+               'runtime', 'spectral_ops', 'synths')
 __all__ = list(_SUBMODULES)
 
 
