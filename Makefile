@@ -14,7 +14,7 @@ LOCK_EXTRAS := --extra test --extra gcp --extra postgres
 
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: venv lock demo test test-fast lint bench bench-train bench-prepare clean
+.PHONY: venv lock demo test test-fast lint bench bench-train bench-prepare quality-data clean
 
 venv: $(STAMP)
 
@@ -46,9 +46,11 @@ demo: venv
 test: venv
 	bash tools/install_browser.sh
 	bash tools/install_postgres.sh
+	bash tools/install_fluidsynth.sh
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: venv
+	bash tools/install_fluidsynth.sh
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: venv
@@ -62,6 +64,12 @@ bench-train: venv
 
 bench-prepare: venv
 	$(PY) benchmarks/bench_prepare.py
+
+# The quality studies' data (docs/quality.md): FluidSynth renders with their truth.
+QUALITY_DATA ?= runs/quality_data
+quality-data: venv
+	bash tools/install_fluidsynth.sh
+	$(PY) benchmarks/render_quality_data.py --out $(QUALITY_DATA)
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache .ruff_cache build *.egg-info

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-from scipy.signal import fftconvolve
 
 from ddsp_core import analysis
 
@@ -82,7 +81,7 @@ def test_tail_energy_of_a_known_decay():
     assert short == pytest.approx(expected_short, abs=0.1)
     # a note that stops dead has no tail; reverberation adds one
     dry = np.where(t < off, 1.0, 0.0) * steady
-    wet = dry + 0.3 * fftconvolve(dry, analysis.exponential_decay_ir(0.8, SR))[:len(dry)]
+    wet = dry + 0.3 * np.convolve(dry, analysis.exponential_decay_ir(0.3, SR))[:len(dry)]
     assert analysis.tail_energy_db(dry, SR, [off], reference=dry) < -150
     assert analysis.tail_energy_db(wet, SR, [off], reference=dry) > -30
     with pytest.raises(ValueError, match='no note offset'):
