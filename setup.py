@@ -55,13 +55,13 @@ setup(
     entry_points={
         'console_scripts': [
             'ddsp-prepare = pipelines.prepare_dataset:main',
-            'ddsp-train = trainer.train:main',
-            'ddsp-sync = trainer.tracking_sync:main',
+            'ddsp-train = trainer.training.train:main',
+            'ddsp-sync = trainer.tracking.sync:main',
             'ddsp-eval = pipelines.evaluate:main',
-            'ddsp-transfer = trainer.transfer:main',
-            'ddsp-export = trainer.export:main',
+            'ddsp-transfer = trainer.serving.transfer:main',
+            'ddsp-export = trainer.serving.export:main',
             'ddsp-sweep = pipelines.sweep:main',
-            'ddsp-compare = trainer.compare:main',
+            'ddsp-compare = trainer.experiments.compare:main',
         ],
     },
 )

@@ -4,7 +4,7 @@ Starts an `mlflow server` on 127.0.0.1 (SQLite backend, or ``--backend postgresq
 throw-away PostgreSQL server from ``tests/postgres_server.py``), creates a sweep parent and N
 child runs (differing params, a `total_loss` history of S steps each), then runs
 ``ddsp-compare --sweep PARENT`` against the server as a user does (``python -m
-trainer.compare`` in a child process) and reports its wall time and peak RSS as JSON.
+trainer.experiments.compare`` in a child process) and reports its wall time and peak RSS as JSON.
 
 The runs are written straight into the server's backend store (an ``MlflowClient`` on the
 store's URL, ``log_batch``, ``--threads`` at a time) so that 10,000 runs take minutes, not an
@@ -69,7 +69,7 @@ def run_compare(uri: str, parent: str, out: Path, listen: int,
     """``ddsp-compare --sweep`` in a child process: wall seconds, peak RSS (MB), exit code."""
     env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL='2')
     command = [sys.executable] + (['-m', 'cProfile', '-o', profile] if profile else []) + [
-        '-m', 'trainer.compare', '--sweep', parent, '--tracking_uri',
+        '-m', 'trainer.experiments.compare', '--sweep', parent, '--tracking_uri',
                uri, '--out', str(out), '--listen', str(listen)]
     start = time.perf_counter()
     process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
@@ -100,8 +100,8 @@ def main(argv=None) -> int:
 
     from tests.postgres_server import PostgresServer
     from tests.trainer.mlflow_server import MlflowServer
-    from trainer import artifacts
-    from trainer.tracking import make_client, quiet_mlflow_logging
+    from trainer.tracking import artifacts
+    from trainer.tracking.tracker import make_client, quiet_mlflow_logging
 
     quiet_mlflow_logging()
     root = Path(tempfile.mkdtemp(prefix='bench-compare-'))

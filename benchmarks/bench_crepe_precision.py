@@ -8,7 +8,7 @@ fluid-soundfont-gm``), else (or with ``--synth``) by the additive instruments of
 ``tests.signals.melody``. Each is tracked by CREPE (``ddsp_core.f0.predict_f0``, 250 frames/s,
 Viterbi) in float32 and bfloat16, every frame and with ``hop_ms=10``, and scored against the
 known f0 on the frames inside notes (not the first 30 ms after an onset nor the release):
-raw pitch accuracy (within 50 cents) and mean |error| in semitones (``trainer.metrics``).
+raw pitch accuracy (within 50 cents) and mean |error| in semitones (``trainer.evaluation.metrics``).
 Speed: CPU seconds of ``predict_f0`` (framing, model calls, decoding; all TensorFlow threads),
 the modes run in turn on each melody, and the FLOP rate that is (the network's multiply-adds x 2
 per analysed frame over those seconds).
@@ -119,7 +119,7 @@ def main(argv=None) -> int:
     from ddsp_core import f0 as crepe
     from ddsp_core.spectral_ops import get_framed_lengths
     from tests.signals import f0_at_frames
-    from trainer.metrics import f0_l1_semitones, raw_pitch_accuracy
+    from trainer.evaluation.metrics import f0_l1_semitones, raw_pitch_accuracy
 
     source, sets = melodies(args.secs, args.synth)
     modes = [('float32', None), ('bfloat16', None), ('float32', 10), ('bfloat16', 10)]

@@ -2,7 +2,7 @@
 
 What it measures: how well the `tiny` DDSP autoencoder, trained for a few thousand steps on
 30 s of one instrument, resynthesises a *different* melody of the same instrument that it never
-saw, in the metrics of ``ddsp-eval`` (``trainer.metrics``): f0 L1 (semitones), f0 outlier
+saw, in the metrics of ``ddsp-eval`` (``trainer.evaluation.metrics``): f0 L1 (semitones), f0 outlier
 ratio, raw pitch and raw chroma accuracy, loudness L1 (dB) and multi-scale spectral distance.
 The same evaluation of early checkpoints (by default after 1 step, i.e. untrained, and after
 300 steps) is the baseline that gives the final numbers their meaning.
@@ -16,11 +16,12 @@ Steps, all with the project's own library calls:
 2. prepares each recording as its own dataset with ``pipelines.prepare_dataset.prepare_dataset``
    (Beam DirectRunner, CREPE ``--crepe_capacity``; the training melody as the train split, the
    evaluation melody as the eval split of a second dataset);
-3. trains ``trainer.config.load_preset('tiny')`` with ``trainer.train.train`` (tracked in a
+3. trains ``trainer.model.config.load_preset('tiny')`` with ``trainer.training.train.train``
+(tracked in a
    SQLite MLflow store in --out_dir), stopping at each --eval_at step and at --steps to
-   evaluate the latest checkpoint on the evaluation melody with ``trainer.evaluate.evaluate``
-   (results written as ``ddsp-eval`` writes them, under --out_dir/eval/, and logged to the
-   MLflow run as ``eval/*``);
+   evaluate the latest checkpoint on the evaluation melody with
+   ``trainer.evaluation.evaluate.evaluate`` (results written as ``ddsp-eval`` writes them, under
+   --out_dir/eval/, and logged to the MLflow run as ``eval/*``);
 4. prints and writes (--json) the metrics per evaluated step, the steps, the wall times and the
    training loss at the start (step 1, the untrained model) and at the end.
 
@@ -242,9 +243,9 @@ def evaluate_checkpoint(model_dir: Path, eval_dir: Path, out_dir: Path, tracking
                         crepe_capacity: str) -> dict:
     """``ddsp-eval`` of the model directory's latest checkpoint on the eval split of
     ``eval_dir``: results under ``out_dir/eval/eval-step_N``, ``eval/*`` in the MLflow run."""
-    from trainer import evaluate as evaluation
-    from trainer.data import open_source
-    from trainer.inference import TrainedModel
+    from trainer.evaluation import evaluate as evaluation
+    from trainer.serving.inference import TrainedModel
+    from trainer.training.data import open_source
 
     t0 = time.perf_counter()
     source = open_source(str(eval_dir), split='eval')
@@ -274,7 +275,7 @@ def main(argv=None) -> int:
     for noisy in ('apache_beam', 'root', 'mlflow'):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     runtime.import_tensorflow()
-    from trainer.tracking import ensure_experiment, make_client, quiet_mlflow_logging
+    from trainer.tracking.tracker import ensure_experiment, make_client, quiet_mlflow_logging
 
     quiet_mlflow_logging()
     out = Path(args.out_dir).resolve()
@@ -323,8 +324,8 @@ def main(argv=None) -> int:
               flush=True)
 
     # 3. Train, stopping at each evaluation step.
-    from trainer.config import load_preset
-    from trainer.train import train
+    from trainer.model.config import load_preset
+    from trainer.training.train import train
 
     ensure_experiment(make_client(tracking_uri), EXPERIMENT, (out / 'mlartifacts').as_uri(),
                       'benchmarks/bench_quality.py: tiny on a sampled instrument')

@@ -8,8 +8,9 @@ overhead: wall time per trial minus the mean training time of a trial's MLflow r
 worker start-up, MLflow bookkeeping; target < 5 s), as JSON.
 
 A second baseline is what a user does without ddsp-sweep: the same 4 trainings as 4
-``ddsp-train`` processes one after another (``python -m trainer.train``, same preset, steps and
-learning rates; no eval-split passes, which the sweep's trials also make); ``--no_cli`` skips it.
+``ddsp-train`` processes one after another (``python -m trainer.training.train``, same preset, steps
+and learning rates; no eval-split passes, which the sweep's trials also make); ``--no_cli`` skips
+it.
 
 A third mode, ``--scale N [N ...]``, measures how the overhead grows with the number of
 trials: a TPE sweep of N trials (``--steps`` each, one ``eval_loss`` at the end) per N on 2
@@ -45,7 +46,7 @@ def run_once(root: Path, data: Path, parallel: int, steps: int, tag: str) -> dic
     from mlflow.tracking import MlflowClient
 
     from pipelines.sweep import run_sweep
-    from trainer import sweep as S
+    from trainer.experiments import sweep as S
 
     uri = f'sqlite:///{root / "mlflow.db"}'
     spec = S.parse_spec({
@@ -77,8 +78,9 @@ def run_cli(root: Path, data: Path, steps: int, tag: str) -> dict:
     uri = f'sqlite:///{root / "mlflow-cli.db"}'
     start = time.perf_counter()
     for lr in LEARNING_RATES:
-        cmd = [sys.executable, '-m', 'trainer.train', '--preset', 'tiny', '--data', str(data),
-               '--steps', str(steps), '--model_dir', str(root / f'cli-{tag}-{lr}'),
+        cmd = [sys.executable, '-m', 'trainer.training.train', '--preset', 'tiny',
+               '--data', str(data), '--steps', str(steps),
+               '--model_dir', str(root / f'cli-{tag}-{lr}'),
                '--set', f'train.learning_rate={lr}', '--set', 'train.summary_every=0',
                '--tracking_uri', uri, '--experiment', 'bench-cli', '--no_progress']
         subprocess.run(cmd, check=True, cwd=Path(__file__).resolve().parents[1],
@@ -93,7 +95,7 @@ def run_scale(root: Path, data: Path, trials: int, steps: int) -> dict:
     from pipelines.sweep import run_sweep
     from tests.postgres_server import PostgresServer
     from tests.trainer.mlflow_server import MlflowServer
-    from trainer import sweep as S
+    from trainer.experiments import sweep as S
 
     with PostgresServer() as postgres, MlflowServer(
             root / f'mlflow-{trials}',
@@ -145,7 +147,7 @@ def main(argv=None) -> int:
 
     from ddsp_core import records, runtime
     from trainer import testing
-    from trainer.tracking import quiet_mlflow_logging
+    from trainer.tracking.tracker import quiet_mlflow_logging
 
     runtime.import_tensorflow()
     quiet_mlflow_logging()

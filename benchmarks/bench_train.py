@@ -30,9 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def bench(config, batch_size: int, warmup: int, steps: int, dist=None) -> dict:
     import tensorflow as tf
 
-    from trainer.config import Config
-    from trainer.data import synthetic_batch
-    from trainer.trainer import build_model, make_train_step
+    from trainer.model.config import Config
+    from trainer.training.data import synthetic_batch
+    from trainer.training.loop import build_model, make_train_step
 
     config = Config.from_dict({**config.to_dict(),
                                'train': {**config.to_dict()['train'], 'batch_size': batch_size}})
@@ -86,8 +86,8 @@ def main(argv=None) -> int:
     import tensorflow as tf
 
     from ddsp_core import records
-    from trainer.config import load_preset, resolve_data
-    from trainer.strategy import make_strategy
+    from trainer.model.config import load_preset, resolve_data
+    from trainer.training.strategy import make_strategy
 
     if args.cpu_replicas > 1:
         cpu = tf.config.list_physical_devices('CPU')[0]

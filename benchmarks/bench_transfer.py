@@ -2,10 +2,10 @@
 the whole transfer (analysis with CREPE, adjustment, synthesis, writing the file).
 
 Synthesis alone renders frame-rate controls (a melody with a loudness envelope) through
-``trainer.streaming.StreamingSynth`` for each preset (untrained weights: speed does not depend
-on them), wet and dry, after a warm-up render that traces the chunk function. End to end runs
-``trainer.transfer.transfer`` on a generated WAV (44.1 kHz, a sung-like melody) with each CREPE
-capacity, the first preset's model. Reports JSON: seconds of audio per second of wall time
+``trainer.serving.streaming.StreamingSynth`` for each preset (untrained weights: speed does not
+depend on them), wet and dry, after a warm-up render that traces the chunk function. End to end runs
+``trainer.serving.transfer.transfer`` on a generated WAV (44.1 kHz, a sung-like melody) with each
+CREPE capacity, the first preset's model. Reports JSON: seconds of audio per second of wall time
 (the realtime factor), median of the repeats, and the analysis/synthesis split.
 
     python benchmarks/bench_transfer.py                  # solo_instrument + tiny; CREPE tiny, full
@@ -33,8 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def build(preset: str, sample_rate: int = 16000, frame_rate: int = 250):
     """An untrained autoencoder of the preset and its resolved config."""
     from ddsp_core import records
-    from trainer.config import load_preset, resolve_data
-    from trainer.model import Autoencoder
+    from trainer.model.autoencoder import Autoencoder
+    from trainer.model.config import load_preset, resolve_data
 
     config = load_preset(preset)
     if config.data.frame_rate is not None:  # a preset that insists on its rates (vst)
@@ -55,7 +55,7 @@ def controls(secs: float, frame_rate: int):
 
 
 def bench_synthesis(preset: str, secs: float, repeats: int, chunk_secs: float) -> list[dict]:
-    from trainer.streaming import StreamingSynth
+    from trainer.serving.streaming import StreamingSynth
 
     model, config = build(preset)
     rate = config.data.frame_rate
@@ -105,8 +105,8 @@ def write_input(path: str, secs: float, sample_rate: int = 44100) -> None:
 
 def bench_end_to_end(preset: str, capacity: str, secs: float, repeats: int,
                      crepe_precision: str = 'auto', f0_hop_ms=None) -> dict:
-    from trainer.inference import TrainedModel
-    from trainer.transfer import transfer
+    from trainer.serving.inference import TrainedModel
+    from trainer.serving.transfer import transfer
 
     model, config = build(preset)
     manifest = {'options': {'crepe_capacity': capacity, 'viterbi': True},

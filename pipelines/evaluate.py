@@ -1,9 +1,9 @@
 """``ddsp-eval``: how good is a trained model's resynthesis of a dataset split?
 
-Locally it evaluates in this process (:func:`trainer.evaluate.evaluate`); with a Beam runner
-(``--runner DirectRunner`` for local worker processes, ``--runner DataflowRunner ...``) the same
-evaluation function (:func:`trainer.evaluate.evaluate_batch`) runs over the shards in parallel,
-the model loaded once per worker by a RunInference model handler::
+Locally it evaluates in this process (:func:`trainer.evaluation.evaluate.evaluate`); with a Beam
+runner (``--runner DirectRunner`` for local worker processes, ``--runner DataflowRunner ...``) the
+same evaluation function (:func:`trainer.evaluation.evaluate.evaluate_batch`) runs over the shards
+in parallel, the model loaded once per worker by a RunInference model handler::
 
     shards --ReadShard--> (id, example) --Reshuffle--> RunInference(model + CREPE) --> rows
     rows --> examples.jsonl;  rows --> aggregate --> aggregate.json
@@ -35,7 +35,7 @@ log = logging.getLogger('ddsp-eval')
 
 class EvaluationModelHandler(ModelHandler[tuple, PredictionResult, Any]):
     """RunInference handler: ``(id, example)`` -> PredictionResult(id, metrics row), the model
-    (:class:`trainer.inference.TrainedModel`) loaded once per worker.
+    (:class:`trainer.serving.inference.TrainedModel`) loaded once per worker.
 
     Args:
         model: a model directory or ``runs:/RUN_ID``.
@@ -60,7 +60,7 @@ class EvaluationModelHandler(ModelHandler[tuple, PredictionResult, Any]):
     def load_model(self):
         from ddsp_core import runtime
         from pipelines.runner import claim_worker_gpus
-        from trainer.inference import TrainedModel
+        from trainer.serving.inference import TrainedModel
 
         claim_worker_gpus()  # a local worker's own GPU(s), before TensorFlow starts
         runtime.import_tensorflow()
@@ -72,7 +72,7 @@ class EvaluationModelHandler(ModelHandler[tuple, PredictionResult, Any]):
         import numpy as np
 
         from ddsp_core import records
-        from trainer.evaluate import evaluate_batch
+        from trainer.evaluation.evaluate import evaluate_batch
 
         if not batch:
             return []
@@ -87,13 +87,13 @@ class EvaluationModelHandler(ModelHandler[tuple, PredictionResult, Any]):
 
 
 def _read_shard(path: str, layout):
-    from trainer.evaluate import iter_records
+    from trainer.evaluation.evaluate import iter_records
 
     yield from iter_records([path], layout)
 
 
 def _write_aggregate(rows, out_dir: str, step: int, split: Optional[str]):
-    from trainer import metrics
+    from trainer.evaluation import metrics
 
     rows = sorted(rows, key=lambda r: r['id'])
     aggregate = metrics.aggregate(rows)
@@ -193,11 +193,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return opened
     args, beam_args = opened
     runtime.import_tensorflow()
-    from trainer import evaluate as evaluation
-    from trainer.config import ConfigError
-    from trainer.data import DataError, open_source
-    from trainer.inference import ModelDirError, TrainedModel
-    from trainer.tracking import quiet_mlflow_logging
+    from trainer.evaluation import evaluate as evaluation
+    from trainer.model.config import ConfigError
+    from trainer.serving.inference import ModelDirError, TrainedModel
+    from trainer.tracking.tracker import quiet_mlflow_logging
+    from trainer.training.data import DataError, open_source
 
     quiet_mlflow_logging(args.verbose)
     beam_run = runner.runner_name(PipelineOptions(beam_args)) is not None
@@ -268,7 +268,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                      model.sample_rate)
             print(f'ddsp-eval: logged eval/* metrics and eval/ artifacts to MLflow run '
                   f'{run_id}', file=sys.stderr)
-            from trainer.tracking import print_run_link
+            from trainer.tracking.tracker import print_run_link
 
             print_run_link('ddsp-eval', args.tracking_uri or model.run_info.get('tracking_uri'),
                            run_id, 'eval')
@@ -282,8 +282,8 @@ def _result_from_rows(model, source, rows: list[dict], capacity: str, listen: in
                       crepe_precision: str = 'float32'):
     """An EvaluationResult from the Beam job's rows, the best, the worst and the listening
     examples resynthesised again here (a few examples) for their audio."""
-    from trainer import evaluate as evaluation
-    from trainer import metrics
+    from trainer.evaluation import evaluate as evaluation
+    from trainer.evaluation import metrics
 
     rows = sorted(rows, key=lambda r: r['id'])
     ranked = sorted(rows, key=evaluation._rank)

@@ -2,8 +2,8 @@
 
 Locally the DirectRunner runs one trial per worker process (``parallel`` of them, the cores
 split between them); on Dataflow, GPU workers by pipeline options, exactly as ``ddsp-prepare``
-takes them. Each trial is :func:`trainer.sweep.run_trial` (the code ``ddsp-train`` runs) in a
-DoFn::
+takes them. Each trial is :func:`trainer.experiments.sweep.run_trial` (the code ``ddsp-train`` runs)
+in a DoFn::
 
     plan (grid points / seeded random points / tpe asks, minus finished trials)
       --Reshuffle--> RunTrial (train, report to Optuna, record in MLflow) --> outcomes
@@ -35,11 +35,11 @@ log = logging.getLogger('ddsp-sweep')
 
 
 class RunTrial(beam.DoFn):
-    """An element of the plan -> :class:`trainer.sweep.TrialOutcome` (as a dict).
+    """An element of the plan -> :class:`trainer.experiments.sweep.TrialOutcome` (as a dict).
 
     With a heartbeat (the default) the trial trains in a child process this DoFn supervises
-    (:class:`trainer.sweep.TrialProcess`): when that process dies, the element lives on and
-    runs the trial's retry from its checkpoint. Without one, in the worker itself."""
+    (:class:`trainer.experiments.sweep.TrialProcess`): when that process dies, the element lives on
+    and runs the trial's retry from its checkpoint. Without one, in the worker itself."""
 
     def __init__(self, spec, parent_run_id: Optional[str], threads: Optional[int] = None):
         self.spec = spec
@@ -54,7 +54,7 @@ class RunTrial(beam.DoFn):
         # (which inherits the environment)
         claim_worker_gpus()
         if self.spec.heartbeat:
-            from trainer.sweep import TrialProcess
+            from trainer.experiments.sweep import TrialProcess
 
             self.trials = TrialProcess(self.threads)
             self.trials.start()  # imports TensorFlow while the pipeline starts
@@ -69,7 +69,7 @@ class RunTrial(beam.DoFn):
         if self.trials is not None:
             yield self.trials.run(self.spec, element, self.parent_run_id)
             return
-        from trainer.sweep import run_trial
+        from trainer.experiments.sweep import run_trial
 
         outcome = run_trial(self.spec, element, self.parent_run_id)
         yield outcome.to_dict()
@@ -83,7 +83,7 @@ def plan(spec, study, fingerprint: str) -> list[dict]:
     """The elements still to run: grid, seeded random or qmc points without a finished
     trial, or for tpe the interrupted trials plus as many new asks as the budget leaves (a
     re-asked duplicate proposal does not count)."""
-    from trainer import sweep as S
+    from trainer.experiments import sweep as S
 
     if spec.algorithm not in S.ASKING:
         points = S.sweep_points(spec)
@@ -109,7 +109,7 @@ def ensure_parent_run(spec, client, experiment_id: str, metric: str, fingerprint
     """The sweep's parent run (one per sweep id; found again by a re-run)."""
     from mlflow.entities import Param, RunTag
 
-    from trainer import sweep as S
+    from trainer.experiments import sweep as S
 
     found = client.search_runs(
         [experiment_id], filter_string=f"tags.`{S.TAG_SWEEP_ID}` = '{spec.sweep_id}' and "
@@ -154,9 +154,9 @@ def local_parallelism(spec, pipeline_args: Sequence[str]) -> tuple[list[str], Op
 def run_sweep(spec, pipeline_args: Sequence[str] = (), summarize_now: bool = True) -> dict:
     """Run (or continue) a sweep. Returns its summary (:func:`summarize`)."""
     from pipelines import runner
-    from trainer import sweep as S
-    from trainer.data import open_source
-    from trainer.tracking import ensure_experiment, make_client, resolve_tracking_uri
+    from trainer.experiments import sweep as S
+    from trainer.tracking.tracker import ensure_experiment, make_client, resolve_tracking_uri
+    from trainer.training.data import open_source
 
     source = open_source(spec.data, split='train')
     has_eval = bool(source.manifest and (source.manifest.split_examples('eval') or 0) > 0)
@@ -194,7 +194,7 @@ def _rows(study) -> list[dict]:
     """A row per trial; a proposal that was an earlier trial's point (asked again, never
     run) is state REASKED, with the reason; a trial whose worker died and that was enqueued
     again is RETRIED."""
-    from trainer import sweep as S
+    from trainer.experiments import sweep as S
 
     rows = []
     trials = study.get_trials(deepcopy=False)
@@ -275,7 +275,7 @@ def _loss_curves(client, rows: list[dict], key: str = 'total_loss'):
     """Overlaid metric histories of the trials' runs (one bulk request per page of runs)."""
     from matplotlib.figure import Figure
 
-    from trainer.compare import metric_histories
+    from trainer.experiments.compare import metric_histories
 
     runs = [r for r in rows if r.get('run_id')]
     figure = Figure(figsize=(10, 5), layout='constrained')
@@ -327,7 +327,7 @@ def _pareto_front(spec, study, metric: str):
 
 def summarize(spec, client, parent_run_id: str, metric: str) -> dict:
     """Log the sweep's summary to its parent run and end it; return the summary."""
-    from trainer import sweep as S
+    from trainer.experiments import sweep as S
 
     study = S.open_study(spec)
     rows = _rows(study)
@@ -445,7 +445,7 @@ def build_arg_parser() -> argparse.ArgumentParser:
 
 
 def spec_from_args(args):
-    from trainer import sweep as S
+    from trainer.experiments import sweep as S
 
     flags = {'name': args.name, 'data': args.data, 'preset': args.preset,
              'steps': args.steps, 'algorithm': args.algorithm, 'trials': args.trials,
@@ -470,7 +470,7 @@ def spec_from_args(args):
 def _key_values(items, flag: str, form: str, convert) -> dict:
     """``{key: convert(value)}`` of repeated ``KEY=VALUE`` options; SweepError naming the
     option for an item without ``=`` or a value ``convert`` refuses."""
-    from trainer import sweep as S
+    from trainer.experiments import sweep as S
 
     out = {}
     for item in items:
@@ -493,10 +493,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return opened
     args, beam_args = opened
     runtime.import_tensorflow()
-    from trainer.config import ConfigError
-    from trainer.data import DataError
-    from trainer.sweep import SweepError
-    from trainer.tracking import quiet_mlflow_logging, resolve_tracking_uri
+    from trainer.experiments.sweep import SweepError
+    from trainer.model.config import ConfigError
+    from trainer.tracking.tracker import quiet_mlflow_logging, resolve_tracking_uri
+    from trainer.training.data import DataError
 
     quiet_mlflow_logging(args.verbose)
     try:
@@ -514,7 +514,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f'ddsp-sweep: failed: {type(e).__name__}: {e}', file=sys.stderr)
         return 1
     print(format_summary(summary, resolve_tracking_uri(spec.tracking_uri)))
-    from trainer.tracking import run_link
+    from trainer.tracking.tracker import run_link
 
     link = run_link(resolve_tracking_uri(spec.tracking_uri), summary['parent_run_id'])
     if link:  # the parent's page lists the trials; comparison/ and sweep/ are its artifacts

@@ -30,7 +30,7 @@ import numpy as np
 
 def _create_experiment(tracking_uri: str, name: str, artifact_dir: Path) -> None:
     """Creates the demo's experiment with its artifacts under --out (not ./mlruns)."""
-    from trainer.tracking import ensure_experiment, make_client
+    from trainer.tracking.tracker import ensure_experiment, make_client
 
     ensure_experiment(make_client(tracking_uri), name, artifact_dir.as_uri(),
                       'make demo: the tiny DDSP model trained on generated audio')
@@ -60,7 +60,7 @@ def main(argv=None) -> int:
     from ddsp_core import runtime
 
     runtime.import_tensorflow()  # without TensorFlow's start-up noise
-    from trainer.tracking import quiet_mlflow_logging
+    from trainer.tracking.tracker import quiet_mlflow_logging
 
     quiet_mlflow_logging()
     out = Path(args.out).resolve()
@@ -91,9 +91,9 @@ def main(argv=None) -> int:
           f"{split['held_out_seconds']:g} s held out), {manifest['dead_letters']} dead letters",
           flush=True)
 
-    from trainer.config import load_preset
-    from trainer.data import open_source
-    from trainer.train import held_out_data, train
+    from trainer.model.config import load_preset
+    from trainer.training.data import open_source
+    from trainer.training.train import held_out_data, train
 
     if args.tracking_uri is None:
         _create_experiment(tracking_uri, 'ddsp-demo', out / 'mlartifacts')
@@ -121,7 +121,7 @@ def main(argv=None) -> int:
     import soundfile as sf
 
     from tools.synth_audio import render_melody
-    from trainer import transfer as ddsp_transfer
+    from trainer.serving import transfer as ddsp_transfer
 
     transfer_dir = out / 'transfer'
     transfer_dir.mkdir(exist_ok=True)
@@ -139,7 +139,7 @@ def main(argv=None) -> int:
             print(f'ddsp-transfer failed (exit {code})', file=sys.stderr)
             return code
 
-    from trainer.tracking import make_client, ui_link
+    from trainer.tracking.tracker import make_client, ui_link
 
     link = ui_link(tracking_uri, make_client(tracking_uri).get_run(result['run_id'])
                    .info.experiment_id, result['run_id'])

@@ -1,19 +1,21 @@
-"""trainer: the DDSP autoencoder, its typed configs, tf.data input, the tf.distribute training
-loop with checkpoints (``ddsp-train``) and MLflow tracking.
+"""trainer: everything after a dataset is prepared, in one sub-package per concern.
 
-Modules: ``config`` (presets, overrides, the data layout from the dataset), ``data`` (prepared
-datasets, TFRecords, TFDS), ``layers`` (fast GRU and MLP), ``model`` (Autoencoder), ``strategy``
-(tf.distribute by name), ``trainer`` (the pieces of a run: build, restore, step, save,
-summaries), ``train`` (``train()`` and the ``ddsp-train`` CLI), ``lock`` (one run per model
-directory), ``testing`` (synthetic datasets), ``tracking`` (MLflow with a local fallback),
-``tracking_sync`` (copying a fallback store to the server, ``ddsp-sync``), ``artifacts`` (wav and
-spectrogram files), ``inference`` (a trained model loaded back), ``metrics`` and ``evaluate``
-(resynthesis metrics, ``ddsp-eval``'s evaluation), ``transfer`` / ``streaming``
-(``ddsp-transfer``), ``export`` (``ddsp-export``: SavedModel, MLflow Model, DDSP-VST), ``sweep``
-(a sweep's spec and trials) and ``compare`` (``ddsp-compare``). ``import trainer`` itself imports
-none of them.
+- ``model``: the typed configuration and presets (``config``), the fast GRU and MLP (``layers``),
+  the ``Autoencoder`` (``autoencoder``) and the one-run-per-directory lock (``lock``).
+- ``training``: prepared datasets as tf.data (``data``), tf.distribute by name (``strategy``), the
+  pieces of a run: build, restore, step, save (``loop``), and ``train()`` with the ``ddsp-train``
+  CLI (``train``).
+- ``tracking``: MLflow with a local fallback store (``tracker``), copying a fallback store to the
+  server, ``ddsp-sync`` (``sync``), and the wav and spectrogram files runs log (``artifacts``).
+- ``serving``: a trained model loaded back (``inference``), chunked streaming synthesis
+  (``streaming``), ``ddsp-transfer`` (``transfer``) and ``ddsp-export`` (``export``: SavedModel,
+  MLflow Model, DDSP-VST).
+- ``evaluation``: resynthesis metrics (``metrics``) and ``ddsp-eval``'s evaluation of a model
+  (``evaluate``).
+- ``experiments``: a sweep's spec and trials (``sweep``) and ``ddsp-compare`` (``compare``).
+- ``testing``: small synthetic datasets for tests and demos.
+
+``import trainer`` itself imports none of them.
 """
 
-__all__ = ['artifacts', 'compare', 'config', 'data', 'evaluate', 'export', 'inference', 'layers',
-           'lock', 'metrics', 'model', 'strategy', 'streaming', 'sweep', 'testing', 'tracking',
-           'tracking_sync', 'train', 'trainer', 'transfer']
+__all__ = ['evaluation', 'experiments', 'model', 'serving', 'testing', 'tracking', 'training']

@@ -6,7 +6,7 @@ import pytest
 
 from ddsp_core import f0
 from tests.signals import f0_at_frames, melody
-from trainer.metrics import f0_l1_semitones, raw_pitch_accuracy
+from trainer.evaluation.metrics import f0_l1_semitones, raw_pitch_accuracy
 
 
 def score(audio, truth_per_sample, **kwargs):

@@ -62,7 +62,8 @@ def test_prepare_train_and_eval_on_gcs_give_the_local_runs_bytes(cli_run, tmp_pa
         # TensorFlow's client: train on the bucket's dataset, evaluate it into the bucket, and
         # evaluate the same model on the local copy into a local folder.
         model = tmp_path / 'model'
-        _run(gcs, tmp_path, 'trainer.train', '--preset', 'tiny', '--data', data, '--steps', '2',
+        _run(gcs, tmp_path, 'trainer.training.train', '--preset', 'tiny', '--data', data, '--steps',
+        '2',
              '--model_dir', str(model), '--no_tracking', '--no_progress')
         assert (model / 'dataset_manifest.json').exists()
         eval_args = ('--model', str(model), '--split', 'train', '--no_mlflow', '--no_progress',
@@ -107,8 +108,8 @@ def test_a_model_dir_or_sweep_output_dir_url_is_refused_not_made_locally(tmp_pat
                                                                           monkeypatch):
     """``Path('gs://b/m')`` is the local folder ``gs:/b/m``: ddsp-train and sweeps refuse a URL
     there (exit 2, naming the flag) instead of quietly training into it."""
-    from trainer import train as train_lib
-    from trainer.sweep import SweepError, parse_spec
+    from trainer.experiments.sweep import SweepError, parse_spec
+    from trainer.training import train as train_lib
 
     monkeypatch.chdir(tmp_path)
     code = train_lib.main(['--preset', 'tiny', '--data', str(tmp_path), '--steps', '1',

@@ -13,8 +13,8 @@ from ddsp_core import records
 from tests.browser import browser as _browser
 from tests.browser import wait as _wait
 from tests.trainer.mlflow_server import MlflowServer
-from trainer import sweep as S
 from trainer import testing
+from trainer.experiments import sweep as S
 
 LAYOUT = records.Layout(16000, 250, 1.0)
 
@@ -112,7 +112,7 @@ def test_rerun_trains_nothing_and_creates_no_run(grid_sweep, server):
     assert again['ran'] == 0
     assert {r.info.run_id for r in _runs(client, spec)} == before
     # A trial retried by Beam (the same element again) finds its model dir and its run.
-    from trainer.data import open_source
+    from trainer.training.data import open_source
 
     fingerprint = open_source(spec.data).fingerprint
     params = {'train.learning_rate': 0.003, 'data.example_secs': 0.5}
@@ -198,7 +198,7 @@ def test_median_pruner_stops_a_losing_trial_before_its_last_step(tmp_path, serve
 
 @pytest.mark.slow
 def test_compare_names_the_best_run_and_plays_every_run(grid_sweep, server, tmp_path):
-    from trainer.compare import main
+    from trainer.experiments.compare import main
 
     spec, summary = grid_sweep
     code = main(['--sweep', summary['parent_run_id'], '--metric', 'eval_loss',
@@ -240,7 +240,7 @@ def test_mlflow_ui_shows_the_sweep_compare_view_and_the_report(grid_sweep, serve
 
     from selenium.webdriver.common.by import By
 
-    from trainer.compare import main as compare_main
+    from trainer.experiments.compare import main as compare_main
 
     spec, summary = grid_sweep
     parent = summary['parent_run_id']

@@ -10,8 +10,8 @@ from mlflow.tracking import MlflowClient
 from ddsp_core import records
 from tests.postgres_server import PostgresServer
 from tests.trainer.mlflow_server import MlflowServer
-from trainer import sweep as S
 from trainer import testing
+from trainer.experiments import sweep as S
 
 SPACE = 'train.learning_rate={"loguniform": [1e-4, 1e-2]}'
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ddsp_core import records
-from trainer.config import load_preset, resolve_data
+from trainer.model.config import load_preset, resolve_data
 
 #: The layout of the synthetic datasets: 1 s records at 16 kHz / 250 fps, so the tiny preset
 #: trains on random 0.5 s crops of them.
@@ -52,7 +52,7 @@ def one_batch_dataset(tmp_path_factory, tiny_config):
 
 
 class RecordingTracker:
-    """Stands in for trainer.tracking.Tracker: records calls; can raise at a given step."""
+    """Stands in for trainer.tracking.tracker.Tracker: records calls; can raise at a given step."""
 
     def __init__(self, interrupt_at_step: int | None = None):
         self.metrics: list[tuple[int, dict]] = []

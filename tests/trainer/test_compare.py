@@ -17,8 +17,8 @@ from tests.browser import SCREENSHOTS, browser, wait
 from tests.trainer.conftest import TINY_LAYOUT
 from tests.trainer.mlflow_server import MlflowServer
 from trainer import testing
-from trainer.compare import main as compare_main
-from trainer.train import main as train_main
+from trainer.experiments.compare import main as compare_main
+from trainer.training.train import main as train_main
 
 STEPS = 4
 
@@ -101,7 +101,7 @@ def test_an_experiment_of_plain_training_runs_compares_them_all(server, plain, t
 @pytest.mark.slow
 def test_a_mixed_experiment_selects_exactly_the_training_runs(server, data, tmp_path):
     from pipelines.sweep import run_sweep
-    from trainer import sweep as S
+    from trainer.experiments import sweep as S
 
     client = MlflowClient(server.uri)
     plain_ids = {_train(server, data, tmp_path / name, 'mixed', name)
@@ -250,7 +250,7 @@ def test_histories_come_from_the_servers_bulk_endpoint_a_page_per_request(server
     run, which made a 10,000-run comparison take many minutes)."""
     from mlflow.entities import Metric
 
-    from trainer import compare
+    from trainer.experiments import compare
 
     client = MlflowClient(server.uri)
     experiment = client.create_experiment('bulk-histories')

@@ -20,10 +20,10 @@ import pytest
 import tensorflow as tf
 
 from ddsp_core import records
-from trainer import export, testing
-from trainer.config import load_preset, resolve_data
-from trainer.inference import TrainedModel
-from trainer.train import train
+from trainer.model.config import load_preset, resolve_data
+from trainer.serving import export, testing
+from trainer.serving.inference import TrainedModel
+from trainer.training.train import train
 
 ROOT = Path(__file__).resolve().parents[2]
 #: The plugin's 16 kHz / 50 frames/s layout, 1 s records.
@@ -262,8 +262,8 @@ def _reference_power_db(audio, n_frames):
 def _reference_statistics(data_dir):
     """The reference's compute_dataset_statistics, written out again (TF conv1d smoothing)."""
     from ddsp_core.dsp.units import hz_to_midi
-    from trainer.data import open_source
-    from trainer.evaluate import iter_records
+    from trainer.evaluation.evaluate import iter_records
+    from trainer.training.data import open_source
 
     source = open_source(str(data_dir))
     rows = [ex for _, ex in iter_records(source.files, source.layout)]
@@ -359,8 +359,8 @@ def test_vst_tflite_is_what_the_plugin_loads_and_runs_as_the_keras_model(vst_mod
 
 
 def test_power_feature_is_the_plugins_and_feeds_the_vst_decoder(workspace):
-    from trainer.model import Autoencoder, frame_power_db
-    from trainer.trainer import named_weights
+    from trainer.model.autoencoder import Autoencoder, frame_power_db
+    from trainer.training.loop import named_weights
 
     t = np.arange(16000) / 16000
     sines = np.stack([np.sin(2 * np.pi * 440 * t), 0.1 * np.sin(2 * np.pi * 440 * t)])
@@ -455,8 +455,8 @@ def test_cli_errors_exit_2_and_name_the_problem(ld_model, tmp_path, capsys):
 
 
 def test_help_shows_the_defaults():
-    done = subprocess.run([sys.executable, '-m', 'trainer.export', '--help'], capture_output=True,
-                          text=True, cwd=ROOT, timeout=120)
+    done = subprocess.run([sys.executable, '-m', 'trainer.serving.export', '--help'],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert done.returncode == 0
     text = ' '.join(done.stdout.split())
     assert '(default: saved_model)' in text

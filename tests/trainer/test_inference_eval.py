@@ -1,4 +1,4 @@
-"""Trained models loaded back (trainer.inference) and ddsp-eval, in-process and on Beam."""
+"""Trained models loaded back (trainer.serving.inference) and ddsp-eval, in-process and on Beam."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import tensorflow as tf
 
 from tests.trainer.conftest import TINY_LAYOUT
 from trainer import testing
-from trainer.inference import ModelDirError, TrainedModel
-from trainer.train import train
+from trainer.serving.inference import ModelDirError, TrainedModel
+from trainer.training.train import train
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,8 +36,8 @@ def _weights(model):
 
 
 def test_loaded_model_has_the_trained_weights_in_any_window(trained, tiny_resolved):
-    from trainer.data import open_source
-    from trainer.trainer import Trainer
+    from trainer.training.data import open_source
+    from trainer.training.loop import Trainer
 
     data, model_dir = trained
     reference = Trainer(tiny_resolved, open_source(str(data)), model_dir)
@@ -62,7 +62,7 @@ def test_checkpoints_without_named_weights_still_load(trained, tmp_path, tiny_re
     optimizer (Keras 3 keeps list-held layers out of TensorFlow's object graph)."""
     import shutil
 
-    from trainer.trainer import build_model
+    from trainer.training.loop import build_model
 
     _, model_dir = trained
     old = tmp_path / 'old'

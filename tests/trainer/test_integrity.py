@@ -20,7 +20,7 @@ from ddsp_core import records
 from pipelines import evaluate as ddsp_eval
 from pipelines import sweep as ddsp_sweep
 from trainer import testing
-from trainer.train import main
+from trainer.training.train import main
 
 ROOT = Path(__file__).resolve().parents[2]
 LAYOUT = records.Layout(16000, 250, 0.5)  # the tiny preset's window: no crops
@@ -90,7 +90,7 @@ def test_an_older_manifest_without_shard_sizes_still_trains(tmp_path):
     for split in data['splits'].values():
         split.pop(records.SHARD_FILES, None)
     path.write_text(json.dumps(data))
-    from trainer.data import open_source
+    from trainer.training.data import open_source
 
     source = open_source(str(tmp_path / 'data'))
     assert source.manifest.shard_file(source.files[0]) is None and len(source.files) == 1
@@ -149,7 +149,7 @@ def test_a_record_that_does_not_parse_as_the_layout_is_named_by_shard_and_offset
 KILL_AT_INDEX_UPDATE = textwrap.dedent('''
     import os, signal, sys
     from tensorflow.python.checkpoint import checkpoint_management as cm
-    from trainer.train import main
+    from trainer.training.train import main
 
     record_state = cm.CheckpointManager._record_state
 
@@ -167,7 +167,7 @@ KILL_AT_INDEX_UPDATE = textwrap.dedent('''
 @pytest.mark.slow
 def test_checkpoints_survive_a_kill_before_the_index_update_and_a_damaged_newest_one(
         tmp_path, capsys, caplog):
-    from trainer.trainer import checkpoint_problem
+    from trainer.training.loop import checkpoint_problem
 
     data, model_dir = tmp_path / 'data', tmp_path / 'model'
     _dataset(data)
@@ -193,7 +193,7 @@ def test_checkpoints_survive_a_kill_before_the_index_update_and_a_damaged_newest
     # 2. the newest checkpoint's data file cut in half: one warning, resume from ckpt-10
     damaged = model_dir / 'ckpt-15.data-00000-of-00001'
     os.truncate(damaged, damaged.stat().st_size // 2)
-    with caplog.at_level(logging.WARNING, logger='trainer.trainer'):
+    with caplog.at_level(logging.WARNING, logger='trainer.training.loop'):
         assert _train(data, model_dir, 20, '--tracking_uri', uri) == 0
     warnings = [r.getMessage() for r in caplog.records if 'unreadable' in r.getMessage()]
     assert len(warnings) == 1, warnings
@@ -257,7 +257,7 @@ def test_newest_readable_checkpoint_of_a_relative_or_absolute_model_dir(tmp_path
     its checkpoints, and falls back past a damaged newest one."""
     import tensorflow as tf
 
-    from trainer.trainer import newest_readable_checkpoint
+    from trainer.training.loop import newest_readable_checkpoint
 
     monkeypatch.chdir(tmp_path)
     model_dir = 'runs/violin' if relative else str(tmp_path / 'runs' / 'violin')

@@ -1,4 +1,4 @@
-"""Resynthesis metrics (trainer.metrics) on generated tones with known answers."""
+"""Resynthesis metrics (trainer.evaluation.metrics) on generated tones with known answers."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from trainer import metrics
+from trainer.evaluation import metrics
 
 SR = 16000
 FPS = 250
@@ -349,6 +349,6 @@ def test_aggregate_of_measured_examples(tone):
 
 
 def test_importing_the_module_loads_no_tensorflow():
-    code = ('import sys, trainer.metrics; '
+    code = ('import sys, trainer.evaluation.metrics; '
             'sys.exit(1 if "tensorflow" in sys.modules else 0)')
     assert subprocess.run([sys.executable, '-c', code]).returncode == 0

@@ -1,4 +1,4 @@
-"""The sweep's search without training: its own ask/tell/report code (trainer.sweep's
+"""The sweep's search without training: its own ask/tell/report code (trainer.experiments.sweep's
 open_study, start_trial, Reporter) driven with synthetic objectives, as ddsp-sweep's workers
 drive it (every trial opens the study anew, several trials may be in flight)."""
 
@@ -12,7 +12,7 @@ import numpy as np
 import optuna
 import pytest
 
-from trainer import sweep as S
+from trainer.experiments import sweep as S
 
 LR = 'train.learning_rate'
 CLIP = 'train.grad_clip_norm'

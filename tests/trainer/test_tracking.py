@@ -1,4 +1,5 @@
-"""Tests of trainer.tracking / trainer.artifacts against a real `mlflow server` subprocess."""
+"""Tests of trainer.tracking.tracker / trainer.tracking.artifacts against a real `mlflow server`
+subprocess."""
 
 from __future__ import annotations
 
@@ -20,9 +21,14 @@ try:
 except ModuleNotFoundError:  # pytest put tests/trainer itself on sys.path (no __init__.py files)
     from mlflow_server import MlflowServer, free_port, mlflow_server
 from tests.trainer.conftest import TINY_LAYOUT
-from trainer import artifacts
-from trainer.config import resolve_data
-from trainer.tracking import FALLBACK_TAG, FALLBACK_URI_TAG, PARAM_CHANGED_TAG_PREFIX, Tracker
+from trainer.model.config import resolve_data
+from trainer.tracking import artifacts
+from trainer.tracking.tracker import (
+    FALLBACK_TAG,
+    FALLBACK_URI_TAG,
+    PARAM_CHANGED_TAG_PREFIX,
+    Tracker,
+)
 
 SR = 16000
 
@@ -56,7 +62,7 @@ def _png_size(data: bytes) -> tuple[int, int]:
 
 def _tracker_warnings(caplog) -> list[logging.LogRecord]:
     return [r for r in caplog.records
-            if r.name == 'trainer.tracking' and r.levelno == logging.WARNING]
+            if r.name == 'trainer.tracking.tracker' and r.levelno == logging.WARNING]
 
 
 # ----------------------------------------------------------------------------- with the server
@@ -94,7 +100,7 @@ def test_run_holds_params_tags_and_metric_history(tracking_uri, tmp_path):
 def test_overlong_param_is_truncated_and_kept_in_full(tracking_uri, tmp_path, caplog):
     tracker = Tracker(tracking_uri, experiment=_experiment(), local_fallback_dir=tmp_path / 'fb')
     long_value = 'x' * 7000
-    with caplog.at_level(logging.WARNING, logger='trainer.tracking'):
+    with caplog.at_level(logging.WARNING, logger='trainer.tracking.tracker'):
         run_id = tracker.start({'notes': long_value}, tags={})
     tracker.end()
     client = MlflowClient(tracking_uri)
@@ -155,7 +161,7 @@ def test_resume_appends_to_the_same_run(tracking_uri, tmp_path, caplog):
 
     second = Tracker(tracking_uri, experiment=experiment, local_fallback_dir=tmp_path / 'fb')
     changed = dict(params, steps=9)
-    with caplog.at_level(logging.WARNING, logger='trainer.tracking'):
+    with caplog.at_level(logging.WARNING, logger='trainer.tracking.tracker'):
         assert second.start(changed, tags={'ddsp.preset': 'p'}, run_id=run_id) == run_id
     for step in range(3, 6):
         second.log_metrics({'loss': 10.0 - step}, step=step)
@@ -191,7 +197,7 @@ def test_server_killed_mid_run_switches_to_local_fallback(tmp_path, caplog):
         server.kill()
         assert not server.healthy()
 
-        with caplog.at_level(logging.WARNING, logger='trainer.tracking'):
+        with caplog.at_level(logging.WARNING, logger='trainer.tracking.tracker'):
             started = time.monotonic()
             tracker.log_metrics({'loss': 3.0}, step=3)  # first failure: switch
             switch_s = time.monotonic() - started
@@ -247,7 +253,7 @@ def test_unreachable_at_start_uses_fallback_and_resumes_there(tmp_path, caplog):
     fallback_dir = tmp_path / 'mlruns'
     tracker = Tracker(dead_uri, experiment='offline', local_fallback_dir=fallback_dir,
                       http_max_retries=0)
-    with caplog.at_level(logging.WARNING, logger='trainer.tracking'):
+    with caplog.at_level(logging.WARNING, logger='trainer.tracking.tracker'):
         started = time.monotonic()
         run_id = tracker.start({'a': 1}, tags={'t': 'v'})
         tracker.log_metrics({'loss': 1.0}, step=0)
@@ -328,7 +334,7 @@ def test_write_wav_validates_and_clips(tmp_path, caplog):
         artifacts.write_wav(tmp_path / 'a.wav', np.zeros((2, 10), np.float32), SR)
     with pytest.raises(ValueError, match='sample_rate'):
         artifacts.write_wav(tmp_path / 'a.wav', np.zeros(10, np.float32), 0)
-    with caplog.at_level(logging.WARNING, logger='trainer.artifacts'):
+    with caplog.at_level(logging.WARNING, logger='trainer.tracking.artifacts'):
         path = artifacts.write_wav(tmp_path / 'sub' / 'b.wav',
                                    np.array([0.0, 1.5, -2.0, 0.5], np.float32), SR)
     assert any('2 of 4 samples' in r.getMessage() for r in caplog.records)
@@ -396,7 +402,7 @@ def test_ddsp_train_run_on_the_server_holds_params_metrics_audio_plots_and_model
     """The whole trainer against the real server: what the MLflow section of the docs lists."""
     import json
 
-    from trainer.train import train
+    from trainer.training.train import train
 
     config = tiny_config.with_overrides(['train.log_every=1', 'train.summary_every=2'])
     experiment = _experiment()
@@ -453,7 +459,7 @@ def test_ddsp_train_run_on_the_server_holds_params_metrics_audio_plots_and_model
 
 
 def test_ui_links_open_the_model_training_view():
-    from trainer.tracking import ui_hint, ui_link
+    from trainer.tracking.tracker import ui_hint, ui_link
 
     server = 'http://127.0.0.1:5005/'
     view = '?workflowType=machine_learning'

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from ddsp_core import records
-from trainer.config import Config, ConfigError, available_presets, load_preset, resolve_data
+from trainer.model.config import Config, ConfigError, available_presets, load_preset, resolve_data
 
 
 def test_solo_instrument_preset_is_the_papers_model():

@@ -11,9 +11,9 @@ import tensorflow as tf
 
 from ddsp_core import records
 from tests.trainer.conftest import TINY_LAYOUT
-from trainer import data as data_lib
 from trainer import testing
-from trainer.config import load_preset, resolve_data
+from trainer.model.config import load_preset, resolve_data
+from trainer.training import data as data_lib
 
 
 def _take(ds, n):
@@ -107,7 +107,7 @@ def test_records_without_manifest_get_their_layout_from_the_records(tmp_path, ca
     assert source.fingerprint.startswith('files:')
     # Without audio_16k: the given sample rate, else 16 kHz with a warning.
     testing.write_dataset(tmp_path / 'b', TINY_LAYOUT, n_examples=2, n_shards=1, manifest=False)
-    with caplog.at_level('WARNING', logger='trainer.data'):
+    with caplog.at_level('WARNING', logger='trainer.training.data'):
         assert data_lib.open_source(str(tmp_path / 'b')).layout == TINY_LAYOUT
     assert 'assuming 16000 Hz' in caplog.text
     assert data_lib.open_source(str(tmp_path / 'b'), sample_rate=8000).layout == \
@@ -115,7 +115,7 @@ def test_records_without_manifest_get_their_layout_from_the_records(tmp_path, ca
 
 
 def test_32k_dataset_builds_a_32k_model(tmp_path):
-    from trainer.model import Autoencoder
+    from trainer.model.autoencoder import Autoencoder
 
     testing.write_dataset(tmp_path, records.Layout(32000, 500, 2.0, audio_16k=True),
                           n_examples=1, n_shards=1)

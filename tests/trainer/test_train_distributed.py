@@ -21,8 +21,8 @@ MIRRORED_SCRIPT = textwrap.dedent("""
     import tensorflow as tf
     cpu = tf.config.list_physical_devices('CPU')[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    from trainer.config import load_preset
-    from trainer.train import train
+    from trainer.model.config import load_preset
+    from trainer.training.train import train
     from tests.trainer.conftest import RecordingTracker
 
     data, out = sys.argv[1], sys.argv[2]
@@ -43,7 +43,7 @@ MIRRORED_SCRIPT = textwrap.dedent("""
     # The optimizer applies the gradients it is given (make_train_step has all-reduced them
     # already): opposite gradients on the two replicas move their copies apart, where an
     # optimizer that all-reduces again would see a zero sum and not move them.
-    from trainer.train import _adam_for_reduced_gradients
+    from trainer.training.train import _adam_for_reduced_gradients
     strategy = tf.distribute.MirroredStrategy(
         [d.name for d in tf.config.list_logical_devices('CPU')],
         cross_device_ops=tf.distribute.ReductionToOneDevice())
@@ -70,10 +70,10 @@ MIRRORED_SCRIPT = textwrap.dedent("""
 WORKER_SCRIPT = textwrap.dedent("""
     import json, sys
     import numpy as np
-    import trainer.trainer as T
-    from trainer.config import load_preset, resolve_data
-    from trainer.data import make_dataset, open_source
-    from trainer.train import train
+    import trainer.training.loop as T
+    from trainer.model.config import load_preset, resolve_data
+    from trainer.training.data import make_dataset, open_source
+    from trainer.training.train import train
 
     built = {}
     build_model = T.build_model
@@ -216,7 +216,7 @@ def test_multi_worker_two_local_processes(tmp_path, tiny_dataset):
 
 
 def test_multi_worker_without_tf_config_is_a_clear_error(monkeypatch):
-    from trainer.strategy import make_strategy
+    from trainer.training.strategy import make_strategy
 
     monkeypatch.delenv('TF_CONFIG', raising=False)
     with pytest.raises(ValueError, match='TF_CONFIG'):

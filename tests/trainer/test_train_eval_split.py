@@ -3,8 +3,8 @@
 import pytest
 
 from trainer import testing
-from trainer import train as train_lib
-from trainer.data import open_source
+from trainer.training import train as train_lib
+from trainer.training.data import open_source
 
 
 @pytest.fixture

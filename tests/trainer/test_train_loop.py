@@ -14,8 +14,8 @@ import tensorflow as tf
 from ddsp_core import records
 from tests.trainer.conftest import TINY_LAYOUT, RecordingTracker
 from trainer import testing
-from trainer.config import ConfigError
-from trainer.train import TrainingInterrupted, main, train
+from trainer.model.config import ConfigError
+from trainer.training.train import TrainingInterrupted, main, train
 
 
 def _checkpoint_values(model_dir) -> dict[str, np.ndarray]:
@@ -196,20 +196,20 @@ def test_cli_usage_errors(tmp_path, tiny_dataset, capsys, monkeypatch):
     def interrupted(*args, **kwargs):
         raise TrainingInterrupted('interrupted at step 5')
 
-    monkeypatch.setattr('trainer.train.train', interrupted)
+    monkeypatch.setattr('trainer.training.train.train', interrupted)
     code = main(['--preset', 'tiny', '--data', str(tiny_dataset), '--steps', '1',
                  '--model_dir', str(tmp_path / 'm')])
     assert code == 130
 
 
 def test_python_dash_m_entry_points_and_help_defaults():
-    result = subprocess.run([sys.executable, '-m', 'trainer.train', '--help'],
+    result = subprocess.run([sys.executable, '-m', 'trainer.training.train', '--help'],
                             capture_output=True, text=True, cwd=Path(__file__).parents[2],
                             timeout=120)
     assert result.returncode == 0
     assert '--model_dir' in result.stdout and '--strategy' in result.stdout
     assert '(default: solo_instrument)' in result.stdout and '(default: ddsp)' in result.stdout
-    result = subprocess.run([sys.executable, '-m', 'trainer.tracking_sync', '--help'],
+    result = subprocess.run([sys.executable, '-m', 'trainer.tracking.sync', '--help'],
                             capture_output=True, text=True, cwd=Path(__file__).parents[2],
                             timeout=120)
     assert result.returncode == 0 and 'ddsp-sync' in result.stdout
@@ -226,7 +226,8 @@ def test_sigint_saves_and_exits_130(tmp_path, tiny_dataset):
     env['PYTHONPATH'] = os.pathsep.join([str(Path(__file__).parents[2]),
                                          env.get('PYTHONPATH', '')])
     proc = subprocess.Popen(
-        [sys.executable, '-m', 'trainer.train', '--preset', 'tiny', '--data', str(tiny_dataset),
+        [sys.executable, '-m', 'trainer.training.train', '--preset', 'tiny', '--data',
+        str(tiny_dataset),
          '--steps', '100000', '--model_dir', str(model_dir), '--no_tracking', '--no_progress',
          '--set', 'train.checkpoint_every=5', '--set', 'train.summary_every=0'],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
@@ -256,7 +257,7 @@ def test_sigint_saves_and_exits_130(tmp_path, tiny_dataset):
 
 
 def test_eval_loss_and_early_stop_from_a_callback(tmp_path, tiny_config, tiny_dataset):
-    from trainer.train import EarlyStop
+    from trainer.training.train import EarlyStop
 
     testing.write_dataset(tmp_path / 'data', TINY_LAYOUT, n_examples=4, n_shards=1, seed=1)
     testing.write_dataset(tmp_path / 'data', TINY_LAYOUT, n_examples=3, n_shards=1, seed=2,

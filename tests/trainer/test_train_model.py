@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from trainer.model import NOISE_SEED_KEY, Autoencoder
+from trainer.model.autoencoder import NOISE_SEED_KEY, Autoencoder
 
 
 def _features(config, batch=2):
@@ -63,7 +63,7 @@ def test_optional_mfcc_encoder(tiny_resolved):
 
 
 def test_frames_must_divide_samples(tiny_resolved):
-    from trainer.config import ConfigError
+    from trainer.model.config import ConfigError
 
     # A config error (a ValueError; exit code 2 from the CLI), raised before anything is built.
     with pytest.raises(ConfigError, match='data.example_secs.*whole number of frames'):
@@ -76,7 +76,7 @@ def test_frames_must_divide_samples(tiny_resolved):
 def test_fast_gru_matches_keras_gru_values_and_gradients():
     import keras
 
-    from trainer.model import FastGRU
+    from trainer.model.autoencoder import FastGRU
 
     x = tf.random.stateless_normal([2, 9, 5], seed=[1, 2])
     reference = keras.layers.GRU(4, return_sequences=True)
@@ -103,7 +103,7 @@ def test_fast_gru_matches_keras_gru_values_and_gradients():
 def test_mlp_matches_keras_dense_layernorm_leaky_relu(n_layers):
     import keras
 
-    from trainer.model import MLP
+    from trainer.model.autoencoder import MLP
 
     x = tf.random.stateless_normal([2, 7, 5], seed=[11, 12])
     mlp = MLP(6, n_layers)
@@ -174,7 +174,7 @@ def test_decoder_with_state_chunk_by_chunk_and_step_by_step_is_the_decoder(tiny_
 def test_mlp_in_bfloat16_matches_float32_to_bfloat16_precision():
     import keras
 
-    from trainer.model import MLP
+    from trainer.model.autoencoder import MLP
 
     keras.utils.set_random_seed(1)
     x = tf.random.stateless_normal([3, 20, 16], seed=[15, 16])
@@ -215,7 +215,7 @@ def test_mlp_in_bfloat16_matches_float32_to_bfloat16_precision():
 
 
 def test_fast_gru_in_bfloat16_matches_float32_to_bfloat16_precision():
-    from trainer.model import FastGRU
+    from trainer.model.autoencoder import FastGRU
 
     x = tf.random.stateless_normal([2, 50, 16], seed=[7, 8])
     full = FastGRU(8)
@@ -268,8 +268,8 @@ def test_whole_step_xla_computes_the_same_step(tiny_resolved):
     # at -5 before exp_sigmoid, far below these tolerances, so this compares the rest.)
     import keras
 
-    from trainer.data import synthetic_batch
-    from trainer.trainer import build_model, make_train_step
+    from trainer.training.data import synthetic_batch
+    from trainer.training.loop import build_model, make_train_step
 
     dist = tf.distribute.get_strategy()
     batch = {k: tf.constant(v) for k, v in synthetic_batch(tiny_resolved.data, 2).items()}

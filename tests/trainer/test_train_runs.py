@@ -17,9 +17,9 @@ import tensorflow as tf
 from mlflow.tracking import MlflowClient
 
 from tests.trainer.mlflow_server import MlflowServer
-from trainer.lock import LOCK_FILENAME, ModelDirLock, ModelDirLocked
-from trainer.tracking import CLOSED_BY_RECOVERY_TAG
-from trainer.train import main, train
+from trainer.model.lock import LOCK_FILENAME, ModelDirLock, ModelDirLocked
+from trainer.tracking.tracker import CLOSED_BY_RECOVERY_TAG
+from trainer.training.train import main, train
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,7 +35,7 @@ def _env(**extra):
 
 
 def _train_cmd(data, model_dir, steps, *extra):
-    return [sys.executable, '-m', 'trainer.train', '--preset', 'tiny', '--data', str(data),
+    return [sys.executable, '-m', 'trainer.training.train', '--preset', 'tiny', '--data', str(data),
             '--steps', str(steps), '--model_dir', str(model_dir), '--no_progress', *extra]
 
 
@@ -80,7 +80,7 @@ def test_lock_names_the_holder_and_takes_over_stale_locks(tmp_path, caplog):
     assert (tmp_path / LOCK_FILENAME).read_text() == ''  # released cleanly: no stale record
     # A record left behind by a process that died (the OS dropped its flock): taken over.
     (tmp_path / LOCK_FILENAME).write_text(json.dumps({'host': 'gone', 'pid': 999999}))
-    with caplog.at_level('WARNING', logger='trainer.lock'):
+    with caplog.at_level('WARNING', logger='trainer.model.lock'):
         with ModelDirLock(tmp_path) as lock:
             assert lock.took_over == {'host': 'gone', 'pid': 999999}
             assert json.loads((tmp_path / LOCK_FILENAME).read_text())['pid'] == os.getpid()
@@ -276,7 +276,7 @@ def test_server_killed_and_restarted_mid_run_ends_with_the_whole_history(tmp_pat
         assert outage and outage[0] > 20 and outage[-1] < steps, outage
         assert outage == list(range(outage[0], outage[-1] + 1))
         # Copying again (ddsp-sync) adds nothing and keeps the run's own final status.
-        from trainer.tracking_sync import sync_model_dir
+        from trainer.tracking.sync import sync_model_dir
 
         (report,) = sync_model_dir(model_dir)
         assert (report.metric_points, report.artifacts, report.status) == (0, 0, None)
@@ -286,7 +286,7 @@ def test_server_killed_and_restarted_mid_run_ends_with_the_whole_history(tmp_pat
 
 @pytest.mark.slow
 def test_outage_until_the_end_then_ddsp_sync_completes_the_server_run(tmp_path, tiny_dataset):
-    from trainer.tracking_sync import main as sync_main
+    from trainer.tracking.sync import main as sync_main
 
     model_dir = tmp_path / 'm'
     steps = 30

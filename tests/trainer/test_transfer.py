@@ -18,8 +18,8 @@ import tensorflow as tf
 from ddsp_core import records
 from tests.trainer.conftest import TINY_LAYOUT
 from trainer import testing
-from trainer import transfer as tr
-from trainer.streaming import StreamingSynth
+from trainer.serving import transfer as tr
+from trainer.serving.streaming import StreamingSynth
 
 ROOT = Path(__file__).resolve().parents[2]
 #: The training tones' pitch range: a melody in 220-300 Hz is an octave below it.
@@ -51,7 +51,7 @@ def _add_statistics(data_dir: Path) -> None:
 @pytest.fixture(scope='module')
 def model_dir(tmp_path_factory, tiny_config):
     """A tiny model trained 200 steps on harmonic tones of 400-700 Hz."""
-    from trainer.train import train
+    from trainer.training.train import train
 
     root = tmp_path_factory.mktemp('transfer_model')
     data = root / 'data'
@@ -64,7 +64,7 @@ def model_dir(tmp_path_factory, tiny_config):
 
 @pytest.fixture(scope='module')
 def trained(model_dir):
-    from trainer.inference import TrainedModel
+    from trainer.serving.inference import TrainedModel
 
     return TrainedModel.load(model_dir)
 
@@ -104,7 +104,7 @@ def test_settings_match_ddsp_prepare_and_trainer_does_not_import_pipelines():
     assert tr.VOICED_CONFIDENCE == stats.VOICED_CONFIDENCE
     assert tr.RESAMPLE_QUALITY == audio_io.RESAMPLE_QUALITY
     assert tr.loudness_n_fft(16000) == options.PrepareOptions().loudness_n_fft == 512
-    code = ('import sys, trainer.transfer, trainer.streaming; '
+    code = ('import sys, trainer.serving.transfer, trainer.serving.streaming; '
             'bad = [m for m in sys.modules if m.split(".")[0] in ("pipelines", "apache_beam")]; '
             'print(bad); sys.exit(1 if bad else 0)')
     out = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True)
@@ -126,7 +126,7 @@ def test_analysis_in_chunks_equals_whole_file_features(tmp_path, model_rate):
     mono = stereo.mean(axis=1, dtype=np.float32)
     audio = soxr.resample(mono, rate, model_rate, quality='HQ')
     audio16 = soxr.resample(mono, rate, 16000, quality='HQ')
-    from trainer.model import frame_power_db
+    from trainer.model.autoencoder import frame_power_db
 
     n_fft = tr.loudness_n_fft(model_rate)
     loud = compute_loudness(audio, model_rate, 250, n_fft=n_fft, use_tf=False, padding='center')
@@ -161,7 +161,7 @@ def test_frame_power_at_16_khz_in_chunks_equals_the_whole_files(tmp_path, frame_
     signal is also CREPE's: chunking keeps what both the power window and CREPE need."""
     import soxr
 
-    from trainer.model import frame_power_db
+    from trainer.model.autoencoder import frame_power_db
 
     path = _tone_file(tmp_path / 'in.wav', [220.0, 330.0, 0.0, 261.6], 0.8, sample_rate=22050)
     mono, rate = sf.read(str(path), dtype='float32')
@@ -315,7 +315,7 @@ def test_adjust_attenuates_unconfident_quiet_frames_only():
 def _one_shot(model, f0, loud, seed, dry=False):
     """The model's own whole-sequence rendering (its window set to the sequence's length);
     ``loud`` is also the power for a decoder that takes it."""
-    from trainer.model import NOISE_SEED_KEY
+    from trainer.model.autoencoder import NOISE_SEED_KEY
 
     hop = model.data_config.n_samples // model.data_config.n_frames
     batch = {'audio': tf.zeros([1, len(f0) * hop]), 'f0_hz': f0[np.newaxis],
@@ -331,8 +331,8 @@ def _one_shot(model, f0, loud, seed, dry=False):
 def _untrained(overrides, secs, frame_rate=250):
     import dataclasses
 
-    from trainer.config import load_preset, resolve_data
-    from trainer.model import Autoencoder
+    from trainer.model.autoencoder import Autoencoder
+    from trainer.model.config import load_preset, resolve_data
 
     config = resolve_data(load_preset('tiny').with_overrides(overrides),
                           records.Layout(16000, frame_rate, secs), 'test')
@@ -369,8 +369,8 @@ def test_streamed_equals_one_shot_for_every_decoder_and_synth_setting(overrides,
 def test_transfer_feeds_the_frame_power_to_decoders_that_take_it(tmp_path):
     """A decoder on power + f0 (the DDSP-VST models) gets the input's frame power, moved by
     the same amount as auto-adjust moves the loudness."""
-    from trainer.config import load_preset, resolve_data
-    from trainer.inference import TrainedModel
+    from trainer.model.config import load_preset, resolve_data
+    from trainer.serving.inference import TrainedModel
 
     model = _untrained(VST_LIKE, 1.0, 50)
     config = resolve_data(load_preset('tiny').with_overrides(VST_LIKE),
@@ -394,7 +394,7 @@ def test_transfer_feeds_the_frame_power_to_decoders_that_take_it(tmp_path):
 def test_streamed_equals_one_shot_wet_and_dry(trained):
     """Decoder state, oscillator phase, noise filter tails and reverb tail are all carried:
     any chunking gives the one-shot audio of the whole sequence (same noise seed)."""
-    from trainer.inference import TrainedModel
+    from trainer.serving.inference import TrainedModel
 
     f0, loud = _controls(1000, seed=3)
     whole = TrainedModel.load(trained.model_dir, example_secs=4.0)
@@ -452,7 +452,7 @@ def test_no_spectral_jump_at_chunk_edges(trained):
 def test_melody_follows_the_input_after_the_octave_adjustment(trained, tmp_path):
     """A sine melody an octave below the training tones comes out an octave up, on pitch."""
     from ddsp_core.f0 import predict_f0
-    from trainer import metrics
+    from trainer.evaluation import metrics
 
     notes, secs = [220.0, 246.9, 277.2, 293.7, 261.6], 1.0
     path = _tone_file(tmp_path / 'melody.wav', notes, secs)
@@ -475,7 +475,7 @@ def test_dry_has_less_energy_after_note_offsets(trained, tmp_path):
     """--dry leaves out the reverb: after each note ends the wet output rings on, the dry one
     does not (the reverb set to a clear 0.25 s tail, so the test does not hang on what 200
     training steps learned)."""
-    from trainer.inference import TrainedModel
+    from trainer.serving.inference import TrainedModel
 
     model = TrainedModel.load(trained.model_dir)
     reverb = model.model.processor_group.processors[-1]
@@ -499,7 +499,7 @@ def test_dry_has_less_energy_after_note_offsets(trained, tmp_path):
 def test_help_shows_the_defaults_without_starting_tensorflow():
     code = textwrap.dedent("""
         import sys
-        from trainer import transfer
+        from trainer.serving import transfer
         try:
             transfer.main(['--help'])
         finally:
@@ -513,7 +513,7 @@ def test_help_shows_the_defaults_without_starting_tensorflow():
                      '--crepe_capacity', '--log_to_mlflow', '(default: True)',
                      '(default: 4.0)', '(default: 20.0)', 'Exit codes', 'TF_NOT_LOADED'):
         assert expected in text, expected
-    module = subprocess.run([sys.executable, '-m', 'trainer.transfer', '--help'], cwd=ROOT,
+    module = subprocess.run([sys.executable, '-m', 'trainer.serving.transfer', '--help'], cwd=ROOT,
                             capture_output=True, text=True, timeout=120)
     assert module.returncode == 0 and 'ddsp-transfer' in module.stdout
 
@@ -559,7 +559,7 @@ def test_cli_errors_exit_2_with_one_line(model_dir, tmp_path, capsys):
 def test_cli_transfers_and_logs_to_the_models_mlflow_run(model_dir, tmp_path, capsys):
     """Stereo 22.05 kHz FLAC in, output at the input's rate; --log_to_mlflow adds the input,
     output, spectrogram and settings to the model's run without changing its status."""
-    from trainer.tracking import make_client
+    from trainer.tracking.tracker import make_client
 
     model = tmp_path / 'model'
     shutil.copytree(model_dir, model)
@@ -595,9 +595,9 @@ def test_cli_transfers_and_logs_to_the_models_mlflow_run(model_dir, tmp_path, ca
 MEMORY_SCRIPT = textwrap.dedent("""
     import json, resource, sys, tracemalloc
     import numpy as np, soundfile as sf
-    from trainer import transfer as tr
-    from trainer.inference import TrainedModel
-    from trainer.streaming import StreamingSynth
+    from trainer.serving import transfer as tr
+    from trainer.serving.inference import TrainedModel
+    from trainer.serving.streaming import StreamingSynth
 
     model_dir, tmp = sys.argv[1], sys.argv[2]
     model = TrainedModel.load(model_dir)

@@ -7,12 +7,13 @@ takes the model's frame-rate features, float32 [batch, n_frames] of any length, 
 ``seed`` (of the filtered noise), and returns ``audio`` (with the reverb) and ``audio_dry``
 (without), float32 [batch, n_frames * hop]; its ``controls`` signature returns the synthesizer
 controls. The features are ``f0_hz`` (Hz) and ``loudness_db`` (dB), or ``f0_hz`` and
-``power_db`` (:func:`trainer.model.frame_power_db`) for a model whose decoder takes power (the
-``vst`` preset). The same numbers as the in-process model (:class:`trainer.inference.
-TrainedModel` with the same seed), computed in float32, checked before anything is written.
-The export is logged into the model's MLflow run as an MLflow Model named ``model`` (a pyfunc
-around the SavedModel: ``mlflow.pyfunc.load_model('runs:/RUN_ID/model').predict({'f0_hz': ...,
-'loudness_db': ...}, params={'seed': 0})``), optionally registered (``--register NAME``).
+``power_db`` (:func:`trainer.model.autoencoder.frame_power_db`) for a model whose decoder takes
+power (the ``vst`` preset). The same numbers as the in-process model
+(:class:`trainer.serving.inference. TrainedModel` with the same seed), computed in float32, checked
+before anything is written. The export is logged into the model's MLflow run as an MLflow Model
+named ``model`` (a pyfunc around the SavedModel:
+``mlflow.pyfunc.load_model('runs:/RUN_ID/model').predict({'f0_hz': ..., 'loudness_db': ...},
+params={'seed': 0})``), optionally registered (``--register NAME``).
 
 ``--format vst`` writes the per-frame decoder that DDSP-VST runs (``docs/vst.md``): inputs
 ``call_f0_scaled:0`` [1], ``call_pw_scaled:0`` [1], ``call_state:0`` [512]; outputs
@@ -22,11 +23,11 @@ training data's note ranges) appended as a zip. Only a model of the plugin's sha
 preset) can be exported so; the error names what differs.
 
 Both are computed by the trained model's own Keras layers and processors, with their weights:
-the decoder's inference paths (:meth:`trainer.model.RnnFcDecoder.call_with_state` for a whole
-sequence, :meth:`~trainer.model.RnnFcDecoder.step` for the plugin's single frame, loop-free so
-that TFLite's converter turns it into builtin ops), and the synthesizers' any-length rendering
-(``get_signal_chunk`` of ``ddsp_core``'s ``Harmonic``, ``FilteredNoise`` and ``Reverb``, one
-chunk the whole sequence). The exports are traced graphs: running them needs TensorFlow only,
+the decoder's inference paths (:meth:`trainer.model.autoencoder.RnnFcDecoder.call_with_state` for a
+whole sequence, :meth:`~trainer.model.autoencoder.RnnFcDecoder.step` for the plugin's single frame,
+loop-free so that TFLite's converter turns it into builtin ops), and the synthesizers' any-length
+rendering (``get_signal_chunk`` of ``ddsp_core``'s ``Harmonic``, ``FilteredNoise`` and ``Reverb``,
+one chunk the whole sequence). The exports are traced graphs: running them needs TensorFlow only,
 neither Keras nor this project.
 """
 
@@ -134,7 +135,7 @@ def build_synthesis_module(trained):
     """A ``tf.Module`` holding the trained model's decoder and reverb (their weights) whose
     ``serve`` and ``controls`` functions take [batch, n_frames] features of any n_frames (see
     the module docstring)."""
-    from trainer.streaming import StreamingError, synth_processors
+    from trainer.serving.streaming import StreamingError, synth_processors
 
     tf = _tf()
     config = trained.config
@@ -208,7 +209,7 @@ def _probe_features(config, n_frames: int, batch: int = 2) -> dict[str, np.ndarr
 
 def in_process_model(trained, n_frames: int):
     """The trained autoencoder rebuilt for ``n_frames`` frames, float32 (weights copied)."""
-    from trainer.model import Autoencoder
+    from trainer.model.autoencoder import Autoencoder
 
     config = trained.config
     secs = n_frames / config.data.frame_rate
@@ -225,7 +226,7 @@ def in_process_model(trained, n_frames: int):
 def reference_outputs(trained, features: dict, seed: int = 0) -> dict[str, np.ndarray]:
     """What the in-process model computes from the features (as :meth:`TrainedModel.__call__`
     with this seed): 'audio', 'audio_dry', the scaled controls."""
-    from trainer.model import NOISE_SEED_KEY
+    from trainer.model.autoencoder import NOISE_SEED_KEY
 
     tf = _tf()
     n_frames = int(np.shape(features['f0_hz'])[1])
@@ -386,7 +387,7 @@ def log_mlflow_model(saved_model: str | os.PathLike, info: dict, run_id: str,
     from mlflow.models import ModelSignature
     from mlflow.types import ParamSchema, ParamSpec, Schema, TensorSpec
 
-    from trainer.tracking import make_client, resolve_tracking_uri
+    from trainer.tracking.tracker import make_client, resolve_tracking_uri
 
     tf = _tf()
     uri = resolve_tracking_uri(tracking_uri)
@@ -483,11 +484,11 @@ def vst_warnings(config) -> list[str]:
 
 def build_vst_module(trained):
     """A ``tf.Module`` whose ``call(f0_scaled [1], pw_scaled [1], state [512])`` runs one frame
-    of the trained decoder (:meth:`trainer.model.RnnFcDecoder.step`) and its synthesizers'
-    ``get_controls``, returning (amplitude [1], harmonic distribution [60], noise magnitudes
-    [65], state [512]) (see docs/vst.md section 5.2)."""
+    of the trained decoder (:meth:`trainer.model.autoencoder.RnnFcDecoder.step`) and its
+    synthesizers' ``get_controls``, returning (amplitude [1], harmonic distribution [60], noise
+    magnitudes [65], state [512]) (see docs/vst.md section 5.2)."""
     from ddsp_core import core, spectral_ops
-    from trainer.streaming import synth_processors
+    from trainer.serving.streaming import synth_processors
 
     tf = _tf()
     net = trained.model
@@ -758,10 +759,10 @@ def manifest_note_statistics(manifest: Optional[dict]) -> Optional[dict]:
 def dataset_note_statistics(source, frame_size: int = VST_FRAME_SIZE, batch_size: int = 32,
                             progress: bool = False) -> tuple[dict, int]:
     """:func:`note_statistics` over every record of a data source (the training split), the
-    power computed from the audio as in training (:func:`trainer.model.frame_power_db`).
+    power computed from the audio as in training (:func:`trainer.model.autoencoder.frame_power_db`).
     Returns (statistics, number of examples)."""
-    from trainer.evaluate import batches, iter_records
-    from trainer.model import frame_power_db
+    from trainer.evaluation.evaluate import batches, iter_records
+    from trainer.model.autoencoder import frame_power_db
 
     layout = source.layout
     columns = {k: [] for k in ('f0_hz', 'f0_confidence', 'loudness_db', 'power_db')}
@@ -909,7 +910,7 @@ def _vst_out_path(out: str, trained) -> Path:
 
 def _training_statistics(args, trained, run_id, tracking_uri) -> tuple[dict, str]:
     """(note statistics, where they came from) for the metadata."""
-    from trainer.data import DataError, open_source
+    from trainer.training.data import DataError, open_source
 
     found = manifest_note_statistics(trained.manifest)
     if found is not None and args.data is None:
@@ -917,7 +918,7 @@ def _training_statistics(args, trained, run_id, tracking_uri) -> tuple[dict, str
     data, from_run = args.data, False
     if data is None and run_id:
         try:
-            from trainer.tracking import make_client, resolve_tracking_uri
+            from trainer.tracking.tracker import make_client, resolve_tracking_uri
 
             run = make_client(resolve_tracking_uri(tracking_uri)).get_run(run_id)
             data = run.data.tags.get('ddsp.dataset_path')
@@ -961,10 +962,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not args.verbose:
         os.environ.setdefault('MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR', 'false')
     runtime.import_tensorflow()
-    from trainer.config import ConfigError
-    from trainer.data import DataError
-    from trainer.inference import RUNS_PREFIX, ModelDirError, TrainedModel
-    from trainer.tracking import print_run_link, quiet_mlflow_logging
+    from trainer.model.config import ConfigError
+    from trainer.serving.inference import RUNS_PREFIX, ModelDirError, TrainedModel
+    from trainer.tracking.tracker import print_run_link, quiet_mlflow_logging
+    from trainer.training.data import DataError
 
     quiet_mlflow_logging(args.verbose)
     if args.register and args.format != 'saved_model':
@@ -1015,7 +1016,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                   f'{meta["mean_min_power_note"]:.1f} to {meta["mean_max_power_note"]:.1f} dB',
                   file=sys.stderr)
             if log_to_mlflow:
-                from trainer.tracking import make_client, resolve_tracking_uri
+                from trainer.tracking.tracker import make_client, resolve_tracking_uri
 
                 make_client(resolve_tracking_uri(tracking_uri)).log_artifact(
                     run_id, str(out), 'vst')

@@ -29,8 +29,8 @@ A sweep is a YAML file (or the same as flags)::
     heartbeat: 60                # seconds; a trial silent 4x as long is retried (0: off)
     output_dir: sweeps/tiny-lr   # local or gs://; trials train into output_dir/trials/HASH
 
-Every trial trains with :func:`trainer.train.train`, the code ``ddsp-train`` runs, into its own
-model directory named by the trial's hash (overrides, base config and dataset fingerprint), as
+Every trial trains with :func:`trainer.training.train.train`, the code ``ddsp-train`` runs, into its
+own model directory named by the trial's hash (overrides, base config and dataset fingerprint), as
 an MLflow child run of the sweep's parent run. Running a sweep again skips finished trials and
 resumes interrupted ones from their checkpoints: the hash names the model directory, whose
 ``mlflow_run.json`` names the child run, so a retried trial never makes a second run.
@@ -53,8 +53,8 @@ from typing import Any, Callable, Optional
 import numpy as np
 import yaml
 
-from trainer.config import Config, ConfigError, load_preset
-from trainer.tracking import KIND_TAG as TAG_KIND
+from trainer.model.config import Config, ConfigError, load_preset
+from trainer.tracking.tracker import KIND_TAG as TAG_KIND
 
 logger = logging.getLogger(__name__)
 
@@ -785,8 +785,8 @@ def run_trial(spec: SweepSpec, element: dict, parent_run_id: Optional[str],
     """
     import optuna
 
-    from trainer.data import open_source
-    from trainer.train import EarlyStop, train
+    from trainer.training.data import open_source
+    from trainer.training.train import EarlyStop, train
 
     study = open_study(spec)
     source = open_source(spec.data, split='train')
@@ -1093,7 +1093,7 @@ def _record_in_mlflow(spec: SweepSpec, outcome: TrialOutcome, tags: dict,
                       parent_run_id: Optional[str], metric: str) -> None:
     """Tag the child run with the trial's state (a run for a trial that failed before training
     started is created here, FAILED with its error) and keep the parent current."""
-    from trainer.tracking import ensure_experiment, make_client, resolve_tracking_uri
+    from trainer.tracking.tracker import ensure_experiment, make_client, resolve_tracking_uri
 
     client = make_client(resolve_tracking_uri(spec.tracking_uri))
     if outcome.run_id is None and outcome.state == 'FAIL':

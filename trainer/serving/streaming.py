@@ -2,13 +2,13 @@
 controls, rendered chunk by chunk with bounded memory and no seam at chunk boundaries.
 
 The audio equals the model's own one-shot output for the whole sequence (the
-``trainer.model.Autoencoder`` built for its length, same noise seed) up to float rounding: every
-piece of state that crosses a chunk boundary is carried from one chunk to the next, by the
-model's own layers and processors (nothing of the model is written again here):
+``trainer.model.autoencoder.Autoencoder`` built for its length, same noise seed) up to float
+rounding: every piece of state that crosses a chunk boundary is carried from one chunk to the next,
+by the model's own layers and processors (nothing of the model is written again here):
 
-- **Decoder**: :meth:`trainer.model.RnnFcDecoder.call_with_state` carries the RNN's state (GRU
-  ``h``, LSTM ``h, c``) from a chunk's last frame to the next chunk. Each chunk also decodes one
-  frame of *lookahead* (the next chunk's first frame, from the same state, so the same
+- **Decoder**: :meth:`trainer.model.autoencoder.RnnFcDecoder.call_with_state` carries the RNN's
+  state (GRU ``h``, LSTM ``h, c``) from a chunk's last frame to the next chunk. Each chunk also
+  decodes one frame of *lookahead* (the next chunk's first frame, from the same state, so the same
   controls), because the audio of a frame's last sample interpolates towards the next frame.
 - **Harmonic synthesizer**: ``Harmonic.get_signal_chunk`` carries the fundamental's phase
   (float64).
@@ -78,8 +78,8 @@ def synth_processors(model):
 
 
 class StreamingSynth:
-    """Renders a trained :class:`trainer.model.Autoencoder` from frame-rate controls, chunk by
-    chunk (see the module docstring for the state carried between chunks).
+    """Renders a trained :class:`trainer.model.autoencoder.Autoencoder` from frame-rate controls,
+    chunk by chunk (see the module docstring for the state carried between chunks).
 
     Args:
         model: the autoencoder (any window length; its weights are used, not its length).
@@ -87,7 +87,7 @@ class StreamingSynth:
             not depend on it beyond float rounding).
         reverb: apply the learned reverb (False: the dry harmonic + noise signal).
         noise_seed: the [2] int32 seed of the filtered noise (the model's ``noise_seed``;
-            :class:`trainer.inference.TrainedModel` uses ``[train.seed, seed]``).
+            :class:`trainer.serving.inference.TrainedModel` uses ``[train.seed, seed]``).
     """
 
     def __init__(self, model, chunk_frames: int = DEFAULT_CHUNK_FRAMES, reverb: bool = True,
@@ -184,7 +184,7 @@ class StreamingSynth:
             f0_hz: [n_frames] Hz.
             loudness_db: [n_frames] dB, for a decoder that takes the loudness (``ld_scaled``).
             power_db: [n_frames] dB, for one that takes the frame power (``pw_scaled``,
-                ``trainer.model.frame_power_db``).
+                ``trainer.model.autoencoder.frame_power_db``).
             on_frames: called with the number of frames done after each chunk (progress).
 
         Yields:

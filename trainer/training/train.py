@@ -6,8 +6,8 @@ Example::
         --model_dir runs/violin --set train.batch_size=16
 
 The dataset's manifest gives the data layout (sample rate, frame rate, example length); the
-model is built for it. A model directory (see :mod:`trainer.trainer`) is locked while a run uses
-it; running again with a model directory that holds a checkpoint resumes from it exactly: same
+model is built for it. A model directory (see :mod:`trainer.training.loop`) is locked while a run
+uses it; running again with a model directory that holds a checkpoint resumes from it exactly: same
 step, weights and optimizer state; the same data order too with
 ``train.checkpoint_data_iterator`` on one device (distributed iterators cannot be checkpointed:
 there a resumed run reshuffles with a step-derived seed). The MLflow run is resumed too, and
@@ -31,11 +31,11 @@ from pathlib import Path
 
 import numpy as np
 
-from trainer.config import Config, ConfigError, available_presets, load_preset, resolve_data
-from trainer.lock import ModelDirLock, ModelDirLocked
-from trainer.tracking import KIND_TAG
-from trainer.tracking_sync import FALLBACK_DIRNAME, RUN_FILENAME
-from trainer.trainer import (
+from trainer.model.config import Config, ConfigError, available_presets, load_preset, resolve_data
+from trainer.model.lock import ModelDirLock, ModelDirLocked
+from trainer.tracking.sync import FALLBACK_DIRNAME, RUN_FILENAME
+from trainer.tracking.tracker import KIND_TAG
+from trainer.training.loop import (
     MANIFEST_COPY,
     CheckpointError,
     Trainer,
@@ -223,19 +223,20 @@ def train(config: Config, data, model_dir: str | os.PathLike, steps: int,
     """Train (or resume training) the autoencoder until the global step reaches ``steps``.
 
     Args:
-        config: Full configuration (see :mod:`trainer.config`); its data layout is filled from
-            the dataset (:func:`trainer.config.resolve_data`).
+        config: Full configuration (see :mod:`trainer.model.config`); its data layout is filled from
+            the dataset (:func:`trainer.model.config.resolve_data`).
         data: Data spec (a prepared-dataset dir, TFRecord glob(s), ``tfds:NAME[:SPLIT]``) or a
-            :class:`trainer.data.DataSource`.
+            :class:`trainer.training.data.DataSource`.
         model_dir: Where checkpoints, ``config.json`` and the run id live; resumes from the
             latest checkpoint there if any. Locked for the run's lifetime.
         steps: Total number of optimizer steps to reach (not additional steps).
         strategy: ``'default'``, ``'mirrored'`` or ``'multi_worker'`` (TF_CONFIG), or a
-            strategy from :func:`trainer.strategy.make_strategy`.
+            strategy from :func:`trainer.training.strategy.make_strategy`.
         tracking_uri: MLflow tracking URI (None: MLFLOW_TRACKING_URI or MLflow's default).
         experiment: MLflow experiment name (None: ``'ddsp'``).
         run_name: MLflow run name for a new run (default: preset, dataset and a short id).
-        tracker: An object with the :class:`trainer.tracking.Tracker` interface to use instead
+        tracker: An object with the :class:`trainer.tracking.tracker.Tracker` interface to use
+        instead
             of creating one.
         track: False: log nothing to MLflow.
         progress: Show a tqdm progress bar.
@@ -257,11 +258,11 @@ def train(config: Config, data, model_dir: str | os.PathLike, steps: int,
         TrainingInterrupted: SIGINT/SIGTERM/KeyboardInterrupt; a checkpoint was saved and the
             run marked KILLED.
         ModelDirLocked: another process holds the model directory.
-        ConfigError, trainer.data.DataError: bad config or data (message names the cause);
+        ConfigError, trainer.training.data.DataError: bad config or data (message names the cause);
             nothing is left behind in a model directory this call created.
     """
-    from trainer import data as data_lib
-    from trainer import strategy as strategy_lib
+    from trainer.training import data as data_lib
+    from trainer.training import strategy as strategy_lib
 
     if steps <= 0:
         raise ConfigError(f'--steps must be positive, got {steps}')
@@ -309,9 +310,9 @@ def _run(trainer: Trainer, steps: int, *, tracking_uri, experiment, run_name, tr
     from tqdm.auto import tqdm
 
     from ddsp_core import runtime
-    from trainer import artifacts
+    from trainer.tracking import artifacts
 
-    config, tc, model_dir = trainer.config, trainer.config.train, trainer.model_dir
+    config, tc, model_dir = trainer.model.config, trainer.model.config.train, trainer.model_dir
     start_step = trainer.restore()
     summary_batch = trainer.summary_example() if tc.summary_every > 0 and trainer.chief else None
 
@@ -319,7 +320,7 @@ def _run(trainer: Trainer, steps: int, *, tracking_uri, experiment, run_name, tr
     if not trainer.chief or not track:
         tracker = NullTracker()
     elif tracker is None:
-        from trainer.tracking import Tracker
+        from trainer.tracking.tracker import Tracker
         tracker = Tracker(tracking_uri=tracking_uri, experiment=experiment or 'ddsp',
                           local_fallback_dir=str(model_dir / FALLBACK_DIRNAME),
                           system_metrics_every_s=tc.system_metrics_every_s,
@@ -541,7 +542,7 @@ def main(argv: list[str] | None = None) -> int:
     if isinstance(args, int):
         return args
     if args.sync_tracking:
-        from trainer.tracking_sync import main as sync_main
+        from trainer.tracking.sync import main as sync_main
         return sync_main([args.model_dir] + (['--tracking_uri', args.tracking_uri]
                                              if args.tracking_uri else []))
     missing = [flag for flag, value in (('--data', args.data), ('--steps', args.steps))
@@ -559,9 +560,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f'ddsp-train: error: {e}', file=sys.stderr)
         return EXIT_USAGE
     runtime.import_tensorflow()
-    from trainer.data import DataError, open_source
-    from trainer.strategy import make_strategy
-    from trainer.tracking import quiet_mlflow_logging, resolve_tracking_uri
+    from trainer.tracking.tracker import quiet_mlflow_logging, resolve_tracking_uri
+    from trainer.training.data import DataError, open_source
+    from trainer.training.strategy import make_strategy
 
     quiet_mlflow_logging(args.verbose)
 
@@ -607,7 +608,7 @@ def main(argv: list[str] | None = None) -> int:
     for event in result.get('tracking_events', []):
         print(f'ddsp-train: MLflow: {event}', file=sys.stderr)
     if result.get('run_id'):
-        from trainer.tracking import run_link
+        from trainer.tracking.tracker import run_link
 
         info = _read_run_info(Path(args.model_dir))
         uri = info.get('tracking_uri') or resolve_tracking_uri(args.tracking_uri)

@@ -32,7 +32,7 @@ import numpy as np
 import tensorflow as tf
 
 from ddsp_core import records
-from trainer.config import DataConfig
+from trainer.model.config import DataConfig
 
 logger = logging.getLogger(__name__)
 
@@ -364,7 +364,7 @@ def make_dataset(source: DataSource | str, config: DataConfig, batch_size: int, 
 
     Args:
         source: a :class:`DataSource` (or a data spec, opened with :func:`open_source`).
-        config: the resolved data config (``trainer.config.resolve_data``).
+        config: the resolved data config (``trainer.model.config.resolve_data``).
         batch_size: global batch size.
         seed: shuffle and crop seed; None for nondeterministic order.
         shuffle: shuffle files and records.

@@ -20,7 +20,8 @@ Steps (each a function here, usable from Python):
    distribution (quantile mapping from the manifest's ``voiced_percentiles``; mean/std when the
    manifest has no percentiles) and unconfident, quiet frames are attenuated; then the manual
    ``pitch_shift`` (semitones) and ``loudness_shift`` (dB) are added.
-3. :class:`trainer.streaming.StreamingSynth` renders the audio chunk by chunk (decoder state,
+3. :class:`trainer.serving.streaming.StreamingSynth` renders the audio chunk by chunk (decoder
+state,
    oscillator phase, noise filter tails and reverb tail carried across chunks; the same audio
    as a one-shot rendering of the whole file) and it is written to the output file block by
    block.
@@ -215,7 +216,7 @@ class _Signal:
 @dataclasses.dataclass
 class Features:
     """Frame-rate features of an input (float32 [n_frames] each) at the model's rates; the
-    frame power (``trainer.model.frame_power_db``) only for a decoder that takes it.
+    frame power (``trainer.model.autoencoder.frame_power_db``) only for a decoder that takes it.
 
     ``n_samples`` is the input's length at ``sample_rate``; frame i is centred on sample
     ``i * hop`` and ``n_frames = ceil(n_samples / hop)`` (what synthesis needs to cover it).
@@ -255,7 +256,7 @@ def analyze(path: str | os.PathLike, sample_rate: int, frame_rate: int,
         batch_size: frames per CREPE model call.
         chunk_secs: frames analysed per step (memory).
         power_frame_size: also compute the frame power over frames of this many samples (as
-            ``trainer.model.frame_power_db``, for decoders that take ``pw_scaled``).
+            ``trainer.model.autoencoder.frame_power_db``, for decoders that take ``pw_scaled``).
         on_seconds: called with the seconds of input analysed by each step (progress).
         crepe_precision: CREPE's number format: 'auto' (bfloat16 where the hardware has it),
             'bfloat16' or 'float32' (``ddsp_core.f0.resolve_crepe_precision``).
@@ -687,7 +688,7 @@ def _write_blocks(blocks, file, fmt, subtype, out_rate, resampler, is_float,
 
 
 def _load_model(model, tracking_uri: Optional[str] = None):
-    from trainer.inference import TrainedModel
+    from trainer.serving.inference import TrainedModel
 
     if isinstance(model, TrainedModel):
         return model
@@ -715,9 +716,9 @@ def transfer(model, input_path: str | os.PathLike, output_path: str | os.PathLik
     """Render ``input_path`` with a trained model into ``output_path``.
 
     Args:
-        model: a :class:`trainer.inference.TrainedModel`, a model directory or ``runs:/RUN_ID``.
-        input_path: any audio file ``soundfile`` reads (any rate, channels mixed down).
-        output_path: written block by block; the format follows the extension.
+        model: a :class:`trainer.serving.inference.TrainedModel`, a model directory or
+        ``runs:/RUN_ID``. input_path: any audio file ``soundfile`` reads (any rate, channels mixed
+        down). output_path: written block by block; the format follows the extension.
         auto_adjust, pitch_shift, loudness_shift, quiet_db: see :func:`adjust`.
         dry: leave out the learned reverb.
         crepe_capacity: default: the dataset's (its manifest's options), else 'full'.
@@ -732,12 +733,12 @@ def transfer(model, input_path: str | os.PathLike, output_path: str | os.PathLik
 
     Raises:
         TransferError: unreadable or silent input, a bad output path or option.
-        trainer.inference.ModelDirError: no model there.
-        trainer.streaming.StreamingError: a model this cannot render.
+        trainer.serving.inference.ModelDirError: no model there.
+        trainer.serving.streaming.StreamingError: a model this cannot render.
     """
     from tqdm.auto import tqdm
 
-    from trainer.streaming import StreamingSynth
+    from trainer.serving.streaming import StreamingSynth
 
     timings = {}
     t0 = time.perf_counter()
@@ -828,8 +829,8 @@ def log_to_mlflow(result: TransferResult, run_id: str, tracking_uri: Optional[st
     Returns:
         The artifact path used.
     """
-    from trainer import artifacts
-    from trainer.tracking import make_client, resolve_tracking_uri
+    from trainer.tracking import artifacts
+    from trainer.tracking.tracker import make_client, resolve_tracking_uri
 
     client = make_client(resolve_tracking_uri(tracking_uri))
     stem = Path(result.settings['input']).stem
@@ -947,10 +948,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if os.path.abspath(args.input) == os.path.abspath(args.output):
         return _error(f'--output {args.output} is the input file')
     runtime.import_tensorflow()
-    from trainer.config import ConfigError
-    from trainer.inference import ModelDirError, TrainedModel
-    from trainer.streaming import StreamingError
-    from trainer.tracking import quiet_mlflow_logging
+    from trainer.model.config import ConfigError
+    from trainer.serving.inference import ModelDirError, TrainedModel
+    from trainer.serving.streaming import StreamingError
+    from trainer.tracking.tracker import quiet_mlflow_logging
 
     quiet_mlflow_logging(args.verbose)
     try:
@@ -1000,7 +1001,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         # names the training machine's store); a model directory to its run's store
         tracking_uri = args.tracking_uri
         if tracking_uri is None:
-            from trainer.tracking import resolve_tracking_uri
+            from trainer.tracking.tracker import resolve_tracking_uri
 
             tracking_uri = (resolve_tracking_uri(None) if str(args.model).startswith('runs:/')
                             else trained.run_info.get('tracking_uri'))
@@ -1008,7 +1009,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             where = log_to_mlflow(result, run_id, tracking_uri)
             print(f'ddsp-transfer: logged the input, output and spectrogram to MLflow run '
                   f'{run_id} under {where}/', file=sys.stderr)
-            from trainer.tracking import print_run_link
+            from trainer.tracking.tracker import print_run_link
 
             print_run_link('ddsp-transfer', tracking_uri, run_id, where)
         except Exception as e:  # noqa: BLE001 - the output is written; say why MLflow failed

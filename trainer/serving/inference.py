@@ -1,7 +1,7 @@
 """A trained model, loaded from its model directory (or an MLflow run), for evaluation,
 transfer and export.
 
-A model directory holds everything needed (see :mod:`trainer.trainer`): ``config.json`` (the
+A model directory holds everything needed (see :mod:`trainer.training.loop`): ``config.json`` (the
 resolved config, rates included), the checkpoints and ``dataset_manifest.json``. The model can be
 rebuilt for windows of any whole number of frames (its weights do not depend on the window), so
 a model trained on 0.5 s crops resynthesises whole 4 s records.
@@ -20,8 +20,8 @@ from typing import Optional
 
 import numpy as np
 
-from trainer.config import CONFIG_FILENAME, Config, ConfigError
-from trainer.trainer import MANIFEST_COPY
+from trainer.model.config import CONFIG_FILENAME, Config, ConfigError
+from trainer.training.loop import MANIFEST_COPY
 
 RUNS_PREFIX = 'runs:/'
 
@@ -63,7 +63,7 @@ def _download_model_dir(url: str) -> Path:
     removed at exit (its ``mlruns/`` fallback store and lock are not needed to load it)."""
     import tensorflow as tf
 
-    from trainer.tracking_sync import FALLBACK_DIRNAME
+    from trainer.tracking.sync import FALLBACK_DIRNAME
 
     url = url.rstrip('/')
     try:
@@ -112,7 +112,7 @@ def restore_weights(net, checkpoint: str, config: Config, where: str) -> None:
     """
     import tensorflow as tf
 
-    from trainer.trainer import WEIGHTS_KEY, build_model, named_weights
+    from trainer.training.loop import WEIGHTS_KEY, build_model, named_weights
 
     weights = named_weights(net)
     saved = _named_in_checkpoint(checkpoint, WEIGHTS_KEY)
@@ -144,7 +144,7 @@ class TrainedModel:
     """A restored autoencoder.
 
     Attributes:
-        model: the ``trainer.model.Autoencoder`` (variables restored).
+        model: the ``trainer.model.autoencoder.Autoencoder`` (variables restored).
         config: its config, with ``data.example_secs`` the window it was built for.
         step: the checkpoint's training step.
         model_dir: where it was loaded from.
@@ -174,7 +174,7 @@ class TrainedModel:
             ModelDirError: no config or no checkpoint there.
             ConfigError: ``example_secs`` is not a whole number of frames.
         """
-        from trainer.model import Autoencoder
+        from trainer.model.autoencoder import Autoencoder
 
         local = _local_model_dir(str(model), tracking_uri)
         if not (local / CONFIG_FILENAME).exists():
@@ -183,7 +183,7 @@ class TrainedModel:
         config = Config.load(local / CONFIG_FILENAME)
         if not config.data.resolved:
             raise ModelDirError(f'{model}: its {CONFIG_FILENAME} has no data layout')
-        from trainer.trainer import CheckpointError, newest_readable_checkpoint
+        from trainer.training.loop import CheckpointError, newest_readable_checkpoint
 
         try:
             latest = newest_readable_checkpoint(local)
@@ -226,7 +226,7 @@ class TrainedModel:
         outputs (``audio_synth`` [batch, n_samples]...)."""
         import tensorflow as tf
 
-        from trainer.model import NOISE_SEED_KEY
+        from trainer.model.autoencoder import NOISE_SEED_KEY
 
         batch = {k: tf.convert_to_tensor(v, tf.float32) for k, v in features.items()}
         if 'audio' not in batch:

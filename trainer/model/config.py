@@ -85,7 +85,7 @@ class DataConfig:
         if not self.resolved:
             raise ConfigError('the data layout is not known yet: data.sample_rate, '
                               'data.frame_rate, data.record_secs and data.example_secs come from '
-                              'the dataset (trainer.config.resolve_data)')
+                              'the dataset (trainer.model.config.resolve_data)')
 
     @property
     def n_samples(self) -> int:

@@ -1,11 +1,11 @@
 """The pieces of a training run: build the model, read the data, restore and save checkpoints,
-take a step, render summaries. ``ddsp-train`` (:func:`trainer.train.train`), sweep trials,
+take a step, render summaries. ``ddsp-train`` (:func:`trainer.training.train.train`), sweep trials,
 evaluation and tests call the pieces they need.
 
 A model directory holds TF checkpoints (``ckpt-STEP.*``), ``config.json`` (the full, resolved
 config), ``mlflow_run.json`` (the MLflow run id, so a resumed run appends to the same run),
 ``dataset_manifest.json`` (the manifest of the dataset it was trained on) and ``.lock`` (held
-while a run uses the directory, see :mod:`trainer.lock`).
+while a run uses the directory, see :mod:`trainer.model.lock`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trainer.config import Config, ConfigError
+from trainer.model.config import Config, ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -140,7 +140,7 @@ def build_model(config: Config, dist=None):
     import keras
     import tensorflow as tf
 
-    from trainer.model import Autoencoder
+    from trainer.model.autoencoder import Autoencoder
 
     dist = dist or tf.distribute.get_strategy()
     tc = config.train
@@ -172,7 +172,7 @@ def make_train_step(model, optimizer, dist, train_config):
     """
     import tensorflow as tf
 
-    from trainer.model import NOISE_SEED_KEY
+    from trainer.model.autoencoder import NOISE_SEED_KEY
 
     variables = model.trainable_variables
 
@@ -250,11 +250,11 @@ class Trainer:
 
     Args:
         config: the full configuration with its data layout resolved
-            (:func:`trainer.config.resolve_data`).
-        source: the training data (:func:`trainer.data.open_source`).
+            (:func:`trainer.model.config.resolve_data`).
+        source: the training data (:func:`trainer.training.data.open_source`).
         model_dir: checkpoints and ``config.json`` live here.
         strategy: ``'default'``, ``'mirrored'`` or ``'multi_worker'`` (TF_CONFIG), or a
-            ``tf.distribute.Strategy`` made by :func:`trainer.strategy.make_strategy` (a
+            ``tf.distribute.Strategy`` made by :func:`trainer.training.strategy.make_strategy` (a
             multi-worker strategy must be made before TensorFlow runs anything).
 
     Raises:
@@ -263,11 +263,11 @@ class Trainer:
 
     def __init__(self, config: Config, source, model_dir: str | os.PathLike,
                  strategy='default'):
-        from trainer import strategy as strategy_lib
+        from trainer.training import strategy as strategy_lib
 
         if not config.data.resolved:
             raise ConfigError('Trainer needs a config whose data layout is resolved from the '
-                              'dataset (trainer.config.resolve_data)')
+                              'dataset (trainer.model.config.resolve_data)')
         self.config = config
         self.source = source
         self.model_dir = Path(model_dir)
@@ -316,7 +316,7 @@ class Trainer:
         import keras
         import tensorflow as tf
 
-        from trainer.model import NOISE_SEED_KEY
+        from trainer.model.autoencoder import NOISE_SEED_KEY
 
         keras.utils.set_random_seed(self.config.train.seed)
         self.model, self.optimizer, self.schedule = build_model(self.config, self.dist)
@@ -336,7 +336,7 @@ class Trainer:
     def open_data(self, resumed_step: int = 0) -> None:
         """The training iterator. Without a saved iterator, a resumed run reshuffles with a
         step-derived seed."""
-        from trainer import data as data_lib
+        from trainer.training import data as data_lib
 
         tc = self.config.train
         if tc.checkpoint_data_iterator and not self.saves_iterator:
@@ -412,7 +412,7 @@ class Trainer:
         """
         import tensorflow as tf
 
-        from trainer import data as data_lib
+        from trainer.training import data as data_lib
 
         if batch is None:
             with data_lib.reading(self.source):
@@ -436,7 +436,7 @@ class Trainer:
     def summary_example(self) -> dict:
         """The first example of the data, its window cropped at its start (a fixed example
         for the audio and spectrogram summaries)."""
-        from trainer import data as data_lib
+        from trainer.training import data as data_lib
 
         with data_lib.reading(self.source):
             first = next(iter(data_lib.make_dataset(self.source, self.config.data, 1, seed=0,
@@ -456,8 +456,8 @@ class Trainer:
         batches of ``train.batch_size``; the noise seeded by 0), without updating anything."""
         import tensorflow as tf
 
-        from trainer import data as data_lib
-        from trainer.model import NOISE_SEED_KEY
+        from trainer.model.autoencoder import NOISE_SEED_KEY
+        from trainer.training import data as data_lib
 
         dataset = data_lib.make_dataset(source, self.config.data, self.config.train.batch_size,
                                         seed=0, shuffle=False, repeat=False,

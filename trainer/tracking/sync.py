@@ -1,8 +1,8 @@
 """Copy what a run logged to its local fallback store back to the tracking server.
 
-When the tracking server is unreachable, :class:`trainer.tracking.Tracker` logs to a local store
-in ``<model_dir>/mlruns``. This module copies such a fallback run to its run on the server, or to
-a new server run when the run was created while the server was down: params it lacks, every
+When the tracking server is unreachable, :class:`trainer.tracking.tracker.Tracker` logs to a local
+store in ``<model_dir>/mlruns``. This module copies such a fallback run to its run on the server, or
+to a new server run when the run was created while the server was down: params it lacks, every
 metric point at a step the server run does not have yet (so copying twice duplicates nothing),
 artifacts it lacks (or holds in an older version), the user tags, and the final status. The tracker
 does it as soon as the server answers again; :func:`sync_model_dir` (``ddsp-sync MODEL_DIR``,
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Optional
 
 from ddsp_core import runtime
-from trainer.tracking import (
+from trainer.tracking.tracker import (
     CLOSED_BY_RECOVERY_TAG,
     CONTINUED_IN_TAG,
     FALLBACK_TAG,
@@ -195,8 +195,8 @@ def sync_model_dir(model_dir: str | os.PathLike, tracking_uri: Optional[str] = N
         FileNotFoundError: ``model_dir`` does not exist.
         mlflow.exceptions.MlflowException, requests errors: the server is unreachable.
     """
-    from trainer.lock import ModelDirLock, ModelDirLocked
-    from trainer.tracking import resolve_tracking_uri
+    from trainer.model.lock import ModelDirLock, ModelDirLocked
+    from trainer.tracking.tracker import resolve_tracking_uri
 
     model_dir = Path(model_dir)
     if not model_dir.is_dir():

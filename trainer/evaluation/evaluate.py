@@ -1,11 +1,11 @@
 """How good is the resynthesis? The evaluation behind ``ddsp-eval`` (and its Beam pipeline).
 
 :func:`evaluate_batch` is the one evaluation function: a batch of dataset examples in, one row
-of resynthesis metrics (:mod:`trainer.metrics`) per example out. :func:`evaluate` runs it over a
-dataset split in this process; ``pipelines.evaluate`` runs it over many shards in parallel on
-Beam. Both aggregate with :func:`trainer.metrics.aggregate`, and :func:`log_to_mlflow` records
-the result in the model's MLflow run: ``eval/*`` metrics at the model's step, the per-example
-table, and the best and worst examples' audio and spectrograms.
+of resynthesis metrics (:mod:`trainer.evaluation.metrics`) per example out. :func:`evaluate` runs it
+over a dataset split in this process; ``pipelines.evaluate`` runs it over many shards in parallel on
+Beam. Both aggregate with :func:`trainer.evaluation.metrics.aggregate`, and :func:`log_to_mlflow`
+records the result in the model's MLflow run: ``eval/*`` metrics at the model's step, the
+per-example table, and the best and worst examples' audio and spectrograms.
 """
 
 from __future__ import annotations
@@ -43,12 +43,12 @@ def iter_records(files, layout: records.Layout) -> Iterator[tuple[str, dict]]:
     ``<shard file name>#<index in the shard>``; examples hold float32 numpy features.
 
     Raises:
-        trainer.data.DataError: a damaged record (names the shard and the record's byte
+        trainer.training.data.DataError: a damaged record (names the shard and the record's byte
             offset) or one that breaks the layout.
     """
     import tensorflow as tf
 
-    from trainer.data import DataError
+    from trainer.training.data import DataError
 
     for path in files:
         name = os.path.basename(str(path))
@@ -96,7 +96,7 @@ def evaluate_batch(model, batch: dict[str, np.ndarray], ids: list[str],
     """Resynthesise a batch of examples and measure each against its original.
 
     Args:
-        model: a :class:`trainer.inference.TrainedModel` built for the examples' length.
+        model: a :class:`trainer.serving.inference.TrainedModel` built for the examples' length.
         batch: ``audio`` [batch, n_samples], ``f0_hz``, ``f0_confidence``, ``loudness_db``
             [batch, n_frames] (float32), at the model's rates.
         ids: one id per example.
@@ -106,9 +106,9 @@ def evaluate_batch(model, batch: dict[str, np.ndarray], ids: list[str],
 
     Returns:
         One dict per example: ``id`` and the metrics of
-        :func:`trainer.metrics.resynthesis_metrics`.
+        :func:`trainer.evaluation.metrics.resynthesis_metrics`.
     """
-    from trainer import metrics
+    from trainer.evaluation import metrics
 
     resynth = model.resynthesize(batch)
     rows = []
@@ -131,7 +131,7 @@ class EvaluationResult:
 
     Attributes:
         rows: one dict of metrics per example (with its ``id``).
-        aggregate: :func:`trainer.metrics.aggregate` of the rows.
+        aggregate: :func:`trainer.evaluation.metrics.aggregate` of the rows.
         best, worst: the examples with the lowest and highest :data:`RANK_METRIC`, with their
             ``original`` and ``resynthesis`` audio.
         step: the model's training step.
@@ -160,9 +160,9 @@ def evaluate(model, source, crepe_capacity: Optional[str] = None, batch_size: in
     """Evaluate a trained model on a dataset split in this process.
 
     Args:
-        model: a :class:`trainer.inference.TrainedModel` (built for the records' length, see
+        model: a :class:`trainer.serving.inference.TrainedModel` (built for the records' length, see
             :meth:`TrainedModel.load`'s ``example_secs``).
-        source: the data (:func:`trainer.data.open_source`), at the model's rates.
+        source: the data (:func:`trainer.training.data.open_source`), at the model's rates.
         crepe_capacity: for the resynthesis' pitch (default: the dataset's, from its manifest).
         batch_size: examples per model call.
         max_examples: stop after this many examples (default: all).
@@ -175,7 +175,7 @@ def evaluate(model, source, crepe_capacity: Optional[str] = None, batch_size: in
     """
     from tqdm.auto import tqdm
 
-    from trainer import metrics
+    from trainer.evaluation import metrics
 
     data = model.config.data
     layout = source.layout
@@ -260,7 +260,7 @@ def write_outputs(result: EvaluationResult, out_dir: str | os.PathLike,
 
 
 def _write_local_outputs(result: EvaluationResult, out: Path, sample_rate: int) -> Path:
-    from trainer import artifacts
+    from trainer.tracking import artifacts
 
     out.mkdir(parents=True, exist_ok=True)
     with open(out / 'examples.jsonl', 'w') as f:
@@ -292,7 +292,7 @@ def log_to_mlflow(result: EvaluationResult, run_id: str, tracking_uri: Optional[
     metrics at the model's step, and the files of :func:`write_outputs` under ``eval/``."""
     from mlflow.entities import Metric
 
-    from trainer.tracking import make_client, resolve_tracking_uri
+    from trainer.tracking.tracker import make_client, resolve_tracking_uri
 
     client = make_client(resolve_tracking_uri(tracking_uri))
     now = int(time.time() * 1000)

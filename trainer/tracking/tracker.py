@@ -10,7 +10,7 @@ figure artifacts and the run's source context to MLflow (``log_batch``, ``log_di
   ``local_fallback_dir`` (a run there tagged ``ddsp.fallback_for_run_id`` with the original run
   id), so training never stops or hangs because of tracking. While in fallback it probes the
   server every ``probe_interval_s``; once it answers, the fallback run's metrics, artifacts and
-  status are copied to the original run (:mod:`trainer.tracking_sync`, without duplicates) and
+  status are copied to the original run (:mod:`trainer.tracking.sync`, without duplicates) and
   logging goes back there. The same copy runs when a later run resumes the original one, or by
   hand with ``ddsp-sync MODEL_DIR``.
 - **resume**: :meth:`Tracker.start` with a ``run_id`` appends to that run; params it already has
@@ -40,7 +40,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from ddsp_core import runtime
-from trainer import artifacts
+from trainer.tracking import artifacts
 
 logger = logging.getLogger(__name__)
 
@@ -587,7 +587,7 @@ class Tracker:
         if not force and now - self._last_probe < self._probe_interval_s:
             return False
         self._last_probe = now
-        from trainer import tracking_sync
+        from trainer.tracking import sync as tracking_sync
 
         try:
             with self._http_limits(MLFLOW_HTTP_REQUEST_MAX_RETRIES='0'):
@@ -775,7 +775,7 @@ class Tracker:
         """Before resuming ``run_id`` on the server, copy to it what a fallback store holds."""
         if not self._fallback_store_exists():
             return
-        from trainer import tracking_sync
+        from trainer.tracking import sync as tracking_sync
 
         client = self._fallback()
         for fb_run in tracking_sync.fallback_runs_for(client, run_id):
@@ -792,7 +792,7 @@ class Tracker:
         fallback store has no such run."""
         if not self._fallback_store_exists():
             return False
-        from trainer import tracking_sync
+        from trainer.tracking import sync as tracking_sync
 
         client = self._fallback()
         if self._find_run(client, run_id) is None:

@@ -1,7 +1,7 @@
 """Pure helpers that turn training/evaluation results into files worth keeping.
 
-Used by :class:`trainer.tracking.Tracker` (audio and spectrogram artifacts, run tags). Nothing
-here talks to MLflow or needs TensorFlow.
+Used by :class:`trainer.tracking.tracker.Tracker` (audio and spectrogram artifacts, run tags).
+Nothing here talks to MLflow or needs TensorFlow.
 """
 
 from __future__ import annotations

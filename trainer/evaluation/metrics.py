@@ -23,7 +23,7 @@ key                       meaning (lower is better unless said)
                           ``LoudnessMetrics``' ``loudness_db``)
 ``spectral_distance``     multi-scale spectral L1 distance, the value of
                           ``ddsp_core.losses.SpectralLoss`` with L1 on magnitudes and log
-                          magnitudes (the training loss of ``trainer.model``)
+                          magnitudes (the training loss of ``trainer.model.autoencoder``)
 ``voiced_frames``         frames where CREPE's confidence on the ORIGINAL is >= 0.85 and its f0 is
                           > 0 (reference: ``MIN_F0_CONFIDENCE``); the denominator of the
                           accuracies

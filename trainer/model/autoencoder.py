@@ -8,7 +8,7 @@ features -> preprocessing (f0 -> scaled MIDI, loudness -> scaled dB; or power fr
 
 Shapes: audio [batch, n_samples]; frame-rate features [batch, n_frames] or
 [batch, n_frames, 1], at the rates of the dataset (``config.data``, filled from its manifest).
-The fast GRU and MLP layers are in :mod:`trainer.layers`.
+The fast GRU and MLP layers are in :mod:`trainer.model.layers`.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import keras
 import tensorflow as tf
 
 from ddsp_core import core, effects, losses, processors, spectral_ops, synths
-from trainer.config import DataConfig, ModelConfig
-from trainer.layers import (
+from trainer.model.config import DataConfig, ModelConfig
+from trainer.model.layers import (
     MLP,
     FastGRU,  # noqa: F401 - re-exported
     make_rnn,

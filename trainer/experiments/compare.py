@@ -266,10 +266,10 @@ def select_runs(client, experiments: Optional[Sequence[str]], sweep: Optional[st
                 run_ids: Optional[str]) -> tuple[list, Optional[str], str]:
     """(runs, run id to log the report to or None, a title).
 
-    ``experiments``: every training run of these experiments (:func:`trainer.tracking.
+    ``experiments``: every training run of these experiments (:func:`trainer.tracking.tracker.
     is_training_run`: ``ddsp-train`` runs, sweep trials, runs older versions logged without a
     kind), never a sweep's parent or a comparison run."""
-    from trainer.tracking import is_training_run
+    from trainer.tracking.tracker import is_training_run
 
     experiments = list(experiments) if experiments else None
     if sum(x is not None for x in (experiments, sweep, run_ids)) != 1:
@@ -318,7 +318,7 @@ def compare(client, runs: Sequence, metric: str, out: str, title: str,
         listening_report(client, rows, metric, f'DDSP comparison: {title}', listen))
     target = log_to_run
     if target is None and experiment_id is not None:
-        from trainer.tracking import KIND_TAG
+        from trainer.tracking.tracker import KIND_TAG
 
         created = client.create_run(experiment_id, run_name=f'compare-{metric}', tags={
             KIND_TAG: 'comparison',
@@ -363,7 +363,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = runtime.open_cli(build_arg_parser(), argv)
     if isinstance(args, int):
         return args
-    from trainer.tracking import make_client, quiet_mlflow_logging, resolve_tracking_uri
+    from trainer.tracking.tracker import make_client, quiet_mlflow_logging, resolve_tracking_uri
 
     quiet_mlflow_logging()
     client = make_client(resolve_tracking_uri(args.tracking_uri))
@@ -393,7 +393,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def links(client, runs: Sequence, result: dict, best: int) -> list[str]:
     """Where to look in MLflow's UI: the listening report logged to a run, and the ``best``
     runs side by side in MLflow's run comparison."""
-    from trainer.tracking import run_link, ui_hint, ui_link
+    from trainer.tracking.tracker import run_link, ui_hint, ui_link
 
     out = []
     if result['logged_to']:

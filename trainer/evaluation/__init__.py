@@ -1,0 +1,3 @@
+"""Evaluation: resynthesis metrics (``metrics``) and the evaluation of a trained model that
+``ddsp-eval`` runs (``evaluate``).
+"""
