@@ -23,7 +23,7 @@ from typing import Optional
 
 import yaml
 
-PRESETS_DIR = Path(__file__).resolve().parent / 'presets'
+PRESETS_DIR = Path(__file__).resolve().parents[1] / 'presets'  # trainer/presets
 CONFIG_FILENAME = 'config.json'
 
 
