@@ -312,7 +312,7 @@ def _run(trainer: Trainer, steps: int, *, tracking_uri, experiment, run_name, tr
     from ddsp_core import runtime
     from trainer.tracking import artifacts
 
-    config, tc, model_dir = trainer.model.config, trainer.model.config.train, trainer.model_dir
+    config, tc, model_dir = trainer.config, trainer.config.train, trainer.model_dir
     start_step = trainer.restore()
     summary_batch = trainer.summary_example() if tc.summary_every > 0 and trainer.chief else None
 
