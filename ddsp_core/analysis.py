@@ -6,11 +6,12 @@ reused, imported on first use). Conventions: audio is mono float ``[n_samples]``
 seconds; levels in dB are ``10 log10`` of energies (or of mean powers).
 
 - Reverberation time, RT60: the time a sound field takes to decay by 60 dB. From an impulse
-  response it is estimated as ISO 3382 does: Schroeder's backward integration of the squared
-  IR gives the energy decay curve (EDC, in dB below its start), a straight line is fitted to the
-  EDC between two levels (by default -5 and -25 dB: "T20") and extrapolated to -60 dB. From a
-  recording, the same fit is made to the level (in dB, short frames) of the sound after each
-  note's offset, up to the next onset.
+  response (given, or estimated from a signal and its reverberated version by regularised
+  deconvolution, :func:`estimate_ir`) it is estimated as ISO 3382 does: Schroeder's backward
+  integration of the squared IR gives the energy decay curve (EDC, in dB below its start), a
+  straight line is fitted to the EDC between two levels (by default -5 and -25 dB: "T20") and
+  extrapolated to -60 dB. From a recording, the same fit is made to the level (in dB, short
+  frames) of the sound after each note's offset, up to the next onset.
 - Tail energy: the energy in a window after each note's offset (e.g. 300 ms), relative to a
   reference signal's mean power; the measure of blind dereverberation (a dry rendering has
   little energy there, a reverberant one has the room's tail).
@@ -27,7 +28,8 @@ from typing import Optional, Sequence
 import numpy as np
 
 __all__ = [
-    'audio_spectral_centroid', 'exponential_decay_ir', 'harmonic_centroid', 'level_db',
+    'audio_spectral_centroid', 'estimate_ir', 'exponential_decay_ir', 'harmonic_centroid',
+    'level_db',
     'note_pitch_accuracy', 'rt60_from_ir', 'rt60_from_offsets', 'schroeder_decay_db',
     'spectral_centroid', 'tail_energy_db',
 ]
@@ -77,6 +79,24 @@ def exponential_decay_ir(rt60_s: float, sample_rate: int, seconds: Optional[floa
     ir = np.random.default_rng(seed).standard_normal(n) * np.exp(-LN_1000 * t / rt60_s)
     ir[0] = 0.0
     return (ir / np.sqrt(np.sum(ir ** 2))).astype(np.float32)
+
+
+def estimate_ir(dry, wet, n_samples: int, regularization: float = 1e-4) -> np.ndarray:
+    """The impulse response ``h`` of ``n_samples`` for which ``wet`` is ``dry`` convolved with
+    ``h`` (``wet`` may be cut to ``dry``'s length), by Wiener-regularised deconvolution:
+    ``H = W conj(D) / (|D|^2 + regularization * max |D|^2)``. Where ``dry`` has no energy (a
+    band it does not play) ``h`` has none either, which leaves the decay rate of a room's
+    response intact. float64 [n_samples]."""
+    dry, wet = _mono(dry, 'dry'), _mono(wet, 'wet')
+    if n_samples < 1:
+        raise ValueError(f'n_samples must be >= 1, got {n_samples}')
+    n_fft = 1 << (len(dry) + int(n_samples) - 1).bit_length()
+    d, w = np.fft.rfft(dry, n_fft), np.fft.rfft(wet, n_fft)
+    power = np.abs(d) ** 2
+    if power.max() <= 0:
+        raise ValueError('dry is all zeros')
+    h = w * np.conj(d) / (power + regularization * power.max())
+    return np.fft.irfft(h, n_fft)[:int(n_samples)]
 
 
 def schroeder_decay_db(ir) -> np.ndarray:

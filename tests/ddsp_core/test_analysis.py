@@ -27,6 +27,24 @@ def test_schroeder_curve_of_a_pure_exponential_is_a_straight_line():
     assert analysis.rt60_from_ir(ir, SR, fit_db=(-10, -40)) == pytest.approx(rt60, rel=1e-3)
 
 
+def test_estimate_ir_recovers_a_room_from_a_signal_and_its_reverberation():
+    rng = np.random.default_rng(0)
+    dry = rng.standard_normal(SR) * (np.arange(SR) < SR // 2)  # a burst, then silence
+    ir = analysis.exponential_decay_ir(0.3, SR, seed=4)
+    wet = np.convolve(dry, ir)[:SR]  # cut to the dry length, as a reverb's output is
+    est = analysis.estimate_ir(dry, wet, len(ir))
+    assert np.corrcoef(est, ir)[0, 1] > 0.99
+    assert analysis.rt60_from_ir(est, SR) == pytest.approx(0.3, rel=0.05)
+    # a harmonic tone plays only some bands: the estimate is band-limited (few bands, so a
+    # noisier decay), its decay rate about the same
+    t = np.arange(SR) / SR
+    tone = sum(np.sin(2 * np.pi * 250 * k * t) / k for k in range(1, 8)) * (t < 0.5)
+    tone_est = analysis.estimate_ir(tone, np.convolve(tone, ir)[:SR], len(ir))
+    assert analysis.rt60_from_ir(tone_est, SR) == pytest.approx(0.3, rel=0.25)
+    with pytest.raises(ValueError, match='all zeros'):
+        analysis.estimate_ir(np.zeros(10), np.zeros(10), 5)
+
+
 def test_exponential_decay_ir_shape_and_errors():
     ir = analysis.exponential_decay_ir(1.0, SR)
     assert ir.dtype == np.float32 and len(ir) == int(1.5 * SR) and ir[0] == 0.0
