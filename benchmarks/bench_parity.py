@@ -77,6 +77,29 @@ def checkpoint_times(model_dir: Path, started: float) -> dict[int, float]:
             for f in glob.glob(str(model_dir / 'ckpt-*.index'))}
 
 
+def reference_log_steps(log: Path) -> list[tuple[int, float]]:
+    """``(step, seconds since the epoch)`` of each ``step: N`` line of the reference's log
+    (absl's ``I1207 03:22:13.301957 ...`` time stamps, this year, local time)."""
+    rows = []
+    pattern = re.compile(r'^I(\d{4}) (\d\d:\d\d:\d\d\.\d+) .*\bstep: (\d+)\t')
+    year = time.localtime().tm_year
+    for line in log.read_text(errors='replace').splitlines():
+        found = pattern.match(line)
+        if found:
+            stamp = time.mktime(time.strptime(f'{year}{found[1]} {found[2][:8]}',
+                                              '%Y%m%d %H:%M:%S')) + float('0' + found[2][8:])
+            rows.append((int(found[3]), stamp))
+    return rows
+
+
+def seconds_per_step(points: list[tuple[int, float]]) -> float | None:
+    """Mean seconds per step between the first and the last logged step (the first step's
+    tracing and the start-up before it left out)."""
+    if len(points) < 2 or points[-1][0] == points[0][0]:
+        return None
+    return (points[-1][1] - points[0][1]) / (points[-1][0] - points[0][0])
+
+
 def stage_prepare(args) -> None:
     from pipelines.prepare_dataset import prepare_dataset
 
@@ -249,6 +272,11 @@ def stage_report(args) -> None:
         'ours_over_reference_loss': {str(k): v for k, v in ratio.items()},
         'within_3_percent_or_better': {str(k): v <= 1.03 for k, v in ratio.items()},
         'training_wall_s': {n: t['finished'] - t['started'] for n, t in timing.items()},
+        'seconds_per_step': {
+            'reference': seconds_per_step(reference_log_steps(args.out / 'reference_train.log'))
+            if (args.out / 'reference_train.log').exists() else None,
+            'ours': seconds_per_step([(step, t) for step, t, _ in
+                                      timing.get('ours', {}).get('logged', [])])},
     }
     json_path = Path(args.json)
     json_path.parent.mkdir(parents=True, exist_ok=True)
@@ -256,8 +284,8 @@ def stage_report(args) -> None:
     png = json_path.with_suffix('.png')
     _plot(curves, png)
     _log_mlflow(args, report, json_path, png)
-    print(json.dumps({k: report[k] for k in ('ours_over_reference_loss', 'training_wall_s')},
-                     indent=1))
+    print(json.dumps({k: report[k] for k in ('ours_over_reference_loss', 'training_wall_s',
+                                             'seconds_per_step')}, indent=1))
     print(f'wrote {json_path} and {png}')
 
 
