@@ -20,7 +20,8 @@ setup(
     python_requires='>=3.11',
     packages=find_packages(include=['ddsp_core', 'ddsp_core.*', 'pipelines', 'pipelines.*',
                                     'trainer', 'trainer.*']),
-    package_data={'trainer': ['presets/*.yaml']},
+    package_data={'trainer.model': ['presets/*.yaml'],
+                  'trainer.experiments': ['templates/*.html']},
     install_requires=[
         'tensorflow>=2.21,<2.22',
         'keras>=3.10,<4',
@@ -36,6 +37,7 @@ setup(
         'pyyaml>=6,<7',
         'tqdm>=4.66,<5',
         'matplotlib>=3.8,<4',
+        'jinja2>=3.1,<4',  # ddsp-compare's listening report
         'optuna>=4.2,<6',
         'cmaes>=0.11,<1',  # Optuna's CMA-ES sampler (ddsp-sweep --algorithm cmaes)
         'psutil>=5.9,<8',  # MLflow's system metrics (CPU, memory, disk, network)

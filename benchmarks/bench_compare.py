@@ -101,7 +101,7 @@ def main(argv=None) -> int:
     from tests.postgres_server import PostgresServer
     from tests.trainer.mlflow_server import MlflowServer
     from trainer.tracking import artifacts
-    from trainer.tracking.tracker import make_client, quiet_mlflow_logging
+    from trainer.tracking.store import make_client, quiet_mlflow_logging
 
     quiet_mlflow_logging()
     root = Path(tempfile.mkdtemp(prefix='bench-compare-'))

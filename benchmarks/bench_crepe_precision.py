@@ -13,8 +13,15 @@ Speed: CPU seconds of ``predict_f0`` (framing, model calls, decoding; all Tensor
 the modes run in turn on each melody, and the FLOP rate that is (the network's multiply-adds x 2
 per analysed frame over those seconds).
 
+Per frame (``--per_frame``, alone with ``--per_frame_only``): the network alone
+(``CrepeForward``, no framing or decoding) on 1024 random normalised frames, in model calls of
+64 (ddsp-transfer's) and 512 (ddsp-prepare's) frames, on one TensorFlow thread (as a prepare
+worker runs it), float32 and bfloat16 alternately, twice each: CPU ms per frame, the ratio and
+the FLOP rate.
+
     python benchmarks/bench_crepe_precision.py                  # full CREPE, 5 x 5 s
     python benchmarks/bench_crepe_precision.py --capacity tiny --secs 2 --synth
+    python benchmarks/bench_crepe_precision.py --per_frame_only  # full CREPE per frame
 """
 
 from __future__ import annotations
@@ -109,13 +116,56 @@ def flops_per_frame(forward) -> float:
     return total + 2.0 * w.shape[0] * w.shape[1]
 
 
+def per_frame(capacity: str, batches=(64, 512), n_frames: int = 1024, rounds: int = 2) -> list:
+    """CPU ms per frame of CrepeForward alone, float32 and bfloat16 alternately (module doc)."""
+    from ddsp_core import f0 as crepe
+
+    frames = np.random.default_rng(0).standard_normal((n_frames, 1024)).astype(np.float32)
+    forwards = {m: crepe.load_crepe_forward(capacity, m) for m in ('float32', 'bfloat16')}
+    flops = flops_per_frame(forwards['float32'])
+    out = []
+    for batch in batches:
+        cpu = {m: [] for m in forwards}
+        for fw in forwards.values():
+            fw(frames[:batch], batch)  # traced at this shape before timing
+        for _ in range(rounds):
+            for precision, fw in forwards.items():
+                c0 = time.process_time()
+                fw(frames, batch)
+                cpu[precision].append((time.process_time() - c0) / n_frames * 1e3)
+        ms = {m: min(v) for m, v in cpu.items()}
+        out.append({'batch': batch, 'frames': n_frames, 'rounds': rounds,
+                    'float32_ms_per_frame': round(ms['float32'], 3),
+                    'bfloat16_ms_per_frame': round(ms['bfloat16'], 3),
+                    'ratio': round(ms['float32'] / ms['bfloat16'], 3),
+                    'float32_gflop_per_cpu_sec': round(flops / ms['float32'] / 1e6, 1),
+                    'bfloat16_gflop_per_cpu_sec': round(flops / ms['bfloat16'] / 1e6, 1),
+                    'runs_ms_per_frame': {m: [round(x, 3) for x in v] for m, v in cpu.items()}})
+        print(json.dumps(out[-1]), file=sys.stderr, flush=True)
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--capacity', default='full')
     p.add_argument('--secs', type=float, default=5.0, help='seconds per melody')
     p.add_argument('--synth', action='store_true', help='additive instruments, not FluidSynth')
+    p.add_argument('--per_frame', action='store_true',
+                   help='also time the network alone per frame, one TensorFlow thread')
+    p.add_argument('--per_frame_only', action='store_true', help='only the per-frame timing')
     p.add_argument('--out', help='also write the JSON here')
     args = p.parse_args(argv)
+    if args.per_frame or args.per_frame_only:
+        from ddsp_core import runtime
+
+        runtime.set_threads(1)  # before TensorFlow's first op
+    if args.per_frame_only:
+        from ddsp_core import f0 as crepe
+
+        result = {'capacity': args.capacity, 'cpus': os.cpu_count(),
+                  'hardware': crepe.bfloat16_hardware()[1], 'tf_threads': 1,
+                  'per_frame': per_frame(args.capacity)}
+        return _emit(result, args.out)
     from ddsp_core import f0 as crepe
     from ddsp_core.spectral_ops import get_framed_lengths
     from tests.signals import f0_at_frames
@@ -168,10 +218,16 @@ def main(argv=None) -> int:
               'auto_precision': crepe.resolve_crepe_precision('auto'),
               'hardware': crepe.bfloat16_hardware()[1], 'cpus': os.cpu_count(),
               'gflop_per_frame': round(flops / 1e9, 3), 'summary': summary, 'rows': rows}
+    if args.per_frame:
+        result['per_frame'] = per_frame(args.capacity)
+    return _emit(result, args.out)
+
+
+def _emit(result: dict, out) -> int:
     text = json.dumps(result, indent=2)
     print(text)
-    if args.out:
-        with open(args.out, 'w') as f:
+    if out:
+        with open(out, 'w') as f:
             f.write(text + '\n')
     return 0
 

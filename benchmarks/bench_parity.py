@@ -317,7 +317,7 @@ def _plot(curves: dict, png: Path) -> None:
 
 
 def _log_mlflow(args, report: dict, json_path: Path, png: Path) -> None:
-    from trainer.tracking.tracker import ensure_experiment, make_client, quiet_mlflow_logging
+    from trainer.tracking.store import ensure_experiment, make_client, quiet_mlflow_logging
 
     quiet_mlflow_logging()
     client = make_client(f"sqlite:///{args.out / 'mlflow.db'}")

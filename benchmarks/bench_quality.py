@@ -275,7 +275,7 @@ def main(argv=None) -> int:
     for noisy in ('apache_beam', 'root', 'mlflow'):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     runtime.import_tensorflow()
-    from trainer.tracking.tracker import ensure_experiment, make_client, quiet_mlflow_logging
+    from trainer.tracking.store import ensure_experiment, make_client, quiet_mlflow_logging
 
     quiet_mlflow_logging()
     out = Path(args.out_dir).resolve()

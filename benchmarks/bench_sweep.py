@@ -147,7 +147,7 @@ def main(argv=None) -> int:
 
     from ddsp_core import records, runtime
     from trainer import testing
-    from trainer.tracking.tracker import quiet_mlflow_logging
+    from trainer.tracking.store import quiet_mlflow_logging
 
     runtime.import_tensorflow()
     quiet_mlflow_logging()

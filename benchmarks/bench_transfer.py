@@ -109,9 +109,13 @@ def bench_end_to_end(preset: str, capacity: str, secs: float, repeats: int,
     from trainer.serving.transfer import transfer
 
     model, config = build(preset)
-    manifest = {'options': {'crepe_capacity': capacity, 'viterbi': True},
-                'f0_range_hz': [200.0, 800.0],
-                'splits': {'train': {'loudness_db': {'voiced_mean': -20.0, 'voiced_std': 6.0}}}}
+    from ddsp_core.records import Manifest
+
+    manifest = Manifest({'options': {'crepe_capacity': capacity, 'viterbi': True},
+                         'f0_range_hz': [200.0, 800.0],
+                         'splits': {'train': {'loudness_db': {'voiced_mean': -20.0,
+                                                              'voiced_std': 6.0}}}},
+                        'bench/manifest.json')
     with tempfile.TemporaryDirectory(prefix='bench-transfer-') as tmp:
         trained = TrainedModel(model, config, 0, Path(tmp), manifest, {})
         source = os.path.join(tmp, 'in.wav')

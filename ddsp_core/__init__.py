@@ -1,9 +1,18 @@
 """ddsp_core: Differentiable Digital Signal Processing on TensorFlow 2 / Keras 3.
 
 Keeps the reference DDSP library's public names, so `import ddsp_core as ddsp` runs code written
-for it: `ddsp.core`, `ddsp.synths`, `ddsp.effects`, `ddsp.spectral_ops`, `ddsp.losses`,
-`ddsp.processors`, `ddsp.dags`. Submodules are imported on first access, so importing the
-package is cheap.
+for it. Submodules are imported on first access, so importing the package is cheap:
+
+- ``core``: the core DSP functions under the reference's names (a façade over ``dsp``);
+- ``processors`` (the Processor base and groups), ``synths`` (harmonic, filtered noise,
+  wavetable...), ``effects`` (reverbs, FIR filter, modulated delay), ``dags`` (DAGs of layers);
+- ``spectral_ops`` (STFTs, loudness, power), ``losses`` (multi-scale spectral loss and others),
+  ``f0`` (CREPE pitch tracking);
+- ``records``: the prepared-dataset contract (layout, examples, manifest) shared by the pipelines
+  and the trainer, and ``shards``: the shards checked against the manifest;
+- ``runtime``: process set-up shared by the command-line tools; ``audio_stream``: audio files
+  decoded, mixed down, resampled and buffered block by block (prepare and transfer);
+- ``dsp``: the building blocks behind ``core``.
 """
 
 import importlib
@@ -11,7 +20,7 @@ import importlib
 __version__ = '0.1.0'
 
 _SUBMODULES = ('analysis', 'core', 'dags', 'effects', 'f0', 'losses', 'processors', 'records',
-               'runtime', 'spectral_ops', 'synths')
+               'runtime', 'shards', 'spectral_ops', 'synths')
 __all__ = list(_SUBMODULES)
 
 

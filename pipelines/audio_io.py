@@ -2,7 +2,9 @@
 
 Files are read through ``soundfile`` (wav, flac, ogg, mp3 and the other libsndfile formats) from any
 Beam FileSystems path (local, ``gs://``...), mixed down to mono and resampled with ``soxr``'s
-streaming resampler, block by block, so that memory stays bounded for hour-long recordings.
+streaming resampler, block by block, so that memory stays bounded for hour-long recordings. The
+decoding, mix-down and resampling are ``ddsp_core.audio_stream``'s (which ``ddsp-transfer`` uses
+too); this module adds the paths (Beam FileSystems) and the validation of dataset inputs.
 
 Reading is two passes: :func:`scan_audio` validates the whole file first (decodable, non-empty, long
 enough, finite, not all zero) and raises :class:`BadInputError` with a reason; only then does
@@ -21,10 +23,8 @@ from typing import BinaryIO, Iterator, Optional
 
 import numpy as np
 import soundfile as sf
-import soxr
 
-READ_BLOCK = 1 << 16  # source frames per read
-RESAMPLE_QUALITY = 'HQ'
+from ddsp_core import audio_stream
 
 
 class BadInputError(ValueError):
@@ -157,14 +157,6 @@ def declared_frames(path: str, snd: sf.SoundFile) -> Optional[int]:
     return frames if 0 < frames < (1 << 62) else None
 
 
-def _mono_blocks(snd: sf.SoundFile, block: int = READ_BLOCK) -> Iterator[np.ndarray]:
-    while True:
-        data = snd.read(frames=block, dtype='float32', always_2d=True)
-        if data.shape[0] == 0:
-            return
-        yield data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
-
-
 def scan_audio(path: str, min_secs: float = 0.0) -> AudioInfo:
     """Decode a whole file once and check that it is usable.
 
@@ -191,7 +183,7 @@ def scan_audio(path: str, min_secs: float = 0.0) -> AudioInfo:
         with open_sound_file(path) as snd:
             sample_rate, channels = int(snd.samplerate), int(snd.channels)
             declared = declared_frames(path, snd)
-            for mono in _mono_blocks(snd):
+            for mono in audio_stream.mono_blocks(snd):
                 finite = np.isfinite(mono)
                 if not finite.all():
                     bad = n + int(np.argmin(finite))
@@ -242,8 +234,9 @@ def resampled_length(n_samples: int, source_rate: int, target_rate: int) -> int:
 
 
 def stream_resampled(path: str, target_rates: tuple[int, ...],
-                     block: int = READ_BLOCK) -> Iterator[tuple[np.ndarray, ...]]:
-    """Decode a file block by block, mono, resampled to each of ``target_rates``.
+                     block: int = audio_stream.READ_BLOCK) -> Iterator[tuple[np.ndarray, ...]]:
+    """Decode a file block by block, mono, resampled to each of ``target_rates``
+    (``ddsp_core.audio_stream.stream_file``).
 
     Uses ``soxr.ResampleStream`` (quality ``'HQ'``), whose concatenated output equals
     ``soxr.resample`` of the whole file; memory is bounded by ``block``.
@@ -258,20 +251,7 @@ def stream_resampled(path: str, target_rates: tuple[int, ...],
         blocks; the resampler's delay is flushed at the end).
     """
     with open_sound_file(path) as snd:
-        rate = int(snd.samplerate)
-        streams = [None if r == rate else
-                   soxr.ResampleStream(rate, r, 1, dtype='float32', quality=RESAMPLE_QUALITY)
-                   for r in target_rates]
-        pending = None
-        for mono in _mono_blocks(snd, block):
-            if pending is not None:
-                yield tuple(pending if s is None else s.resample_chunk(pending, last=False)
-                            for s in streams)
-            pending = mono
-        if pending is None:
-            pending = np.zeros(0, np.float32)
-        yield tuple(pending if s is None else s.resample_chunk(pending, last=True)
-                    for s in streams)
+        yield from audio_stream.stream_file(snd, target_rates, block)
 
 
 def load_audio(path: str, sample_rate: int) -> np.ndarray:

@@ -24,6 +24,7 @@ from typing import Iterable
 
 import numpy as np
 
+from ddsp_core.audio_stream import SignalBuffer
 from pipelines.options import PrepareOptions
 
 
@@ -80,36 +81,6 @@ def plan_chunks(n_samples: int, opts: PrepareOptions) -> list[ChunkSpec]:
     return specs
 
 
-class _Buffer:
-    """A growing 1-D signal of known final length, of which only a tail is kept."""
-
-    def __init__(self, length: int):
-        self.length = length  # logical length; samples past it are ignored, before it zero-filled
-        self.offset = 0  # absolute index of self.data[0]
-        self.data = np.zeros(0, np.float32)
-        self.received = 0
-
-    def append(self, x: np.ndarray):
-        self.data = np.concatenate([self.data, x.astype(np.float32, copy=False)])
-        self.received += len(x)
-
-    def ready(self, end: int, finished: bool) -> bool:
-        return finished or self.received >= min(end, self.length)
-
-    def get(self, start: int, end: int) -> np.ndarray:
-        out = np.zeros(end - start, np.float32)
-        lo, hi = max(start, self.offset), min(end, self.offset + len(self.data), self.length)
-        if hi > lo:
-            out[lo - start:hi - start] = self.data[lo - self.offset:hi - self.offset]
-        return out
-
-    def drop_before(self, start: int):
-        cut = max(0, min(start - self.offset, len(self.data)))
-        if cut:
-            self.data = self.data[cut:]
-            self.offset += cut
-
-
 def iter_chunk_audio(blocks: Iterable[tuple[np.ndarray, ...]], lengths: tuple[int, ...],
                      hops: tuple[int, ...], specs: list[ChunkSpec]):
     """Cut streamed audio into chunk segments as soon as each is complete.
@@ -125,7 +96,7 @@ def iter_chunk_audio(blocks: Iterable[tuple[np.ndarray, ...]], lengths: tuple[in
         ``(spec, segments)``: segments[i] is float32 [(seg_end - seg_first) * hops[i]], samples
         ``seg_first * hop ... seg_end * hop`` of stream i, zero past the file's end.
     """
-    bufs = [_Buffer(n) for n in lengths]
+    bufs = [SignalBuffer(n) for n in lengths]
     pending = list(specs)
 
     def emit(finished):
@@ -144,6 +115,18 @@ def iter_chunk_audio(blocks: Iterable[tuple[np.ndarray, ...]], lengths: tuple[in
             b.append(x)
         yield from emit(False)
     yield from emit(True)
+
+
+def crepe_offset(spec: ChunkSpec, frame_rate: int, crepe_rate: int) -> int:
+    """Zeros (16 kHz samples) put before a chunk's 16 kHz segment so that CREPE, running at
+    ``crepe_rate`` frames/s (``--f0_hop_ms``), frames it on the whole file's grid
+    (``ddsp_core.f0.analysis_offset`` of the segment's first frame): the RunInference handler
+    pads by it and the decoding reads the analysis frames back off the grid by it. 0 when CREPE
+    runs at ``frame_rate``."""
+    from ddsp_core.f0 import analysis_offset
+
+    return 0 if crepe_rate == frame_rate else analysis_offset(spec.seg_first, frame_rate,
+                                                              crepe_rate)
 
 
 def interior(features: np.ndarray, spec: ChunkSpec) -> np.ndarray:

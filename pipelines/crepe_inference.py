@@ -42,6 +42,11 @@ def crepe_audio(chunk: dict) -> np.ndarray:
     return chunk['audio'] if audio is None else audio
 
 
+def result_precision(result: PredictionResult) -> str:
+    """The number format ('bfloat16' or 'float32') the worker ran CREPE in for a result."""
+    return str(result.model_id).rsplit(':', 1)[-1]
+
+
 def chunk_frame_count(chunk: dict) -> int:
     """Number of CREPE frames of a chunk (its weight for batching)."""
     spec = chunk['spec']
@@ -61,8 +66,10 @@ class CrepeModelHandler(ModelHandler[dict, PredictionResult, Any]):
             ``CREPE_THREADS``, the same on every runner so that the activations are; None:
             TensorFlow's default, all cores); set before the worker's first TensorFlow op,
             else left alone with a warning (the bytes may then differ from other runs').
-        precision: CREPE's number format, 'float32' or 'bfloat16' ('auto' is resolved where
-            the model loads, i.e. on the worker; ``ddsp-prepare`` passes a resolved one).
+        precision: CREPE's number format, 'float32', 'bfloat16' or 'auto': resolved where the
+            model loads, i.e. by each worker process for its own hardware
+            (``ddsp_core.f0.resolve_crepe_precision``); each result's ``model_id`` says which
+            (:func:`result_precision`).
         crepe_rate: frames per second CREPE runs at (default ``frame_rate``; lower with
             ``--f0_hop_ms``, the f0 being interpolated to ``frame_rate`` afterwards).
     """
@@ -120,19 +127,18 @@ class CrepeModelHandler(ModelHandler[dict, PredictionResult, Any]):
         return [PredictionResult(chunk, self.activations(
                     model, crepe_frames(self.analysed_audio(chunk), self.crepe_rate,
                                         padding='center')),
-                    self.model_capacity)
+                    f'{self.model_capacity}:{model.precision}')
                 for chunk in batch]
 
     def analysed_audio(self, chunk: dict) -> np.ndarray:
-        """The audio CREPE frames: the chunk's 16 kHz audio, after ``analysis_offset`` zeros
-        when CREPE runs at another rate, so that its frames lie on the whole file's grid."""
-        from ddsp_core.f0 import analysis_offset
+        """The audio CREPE frames: the chunk's 16 kHz audio, after
+        ``pipelines.chunking.crepe_offset`` zeros, so that its frames lie on the whole file's
+        grid when CREPE runs at another rate."""
+        from pipelines.chunking import crepe_offset
 
         audio = crepe_audio(chunk)
-        if self.crepe_rate == self.frame_rate:
-            return audio
-        lead = analysis_offset(chunk['spec'].seg_first, self.frame_rate, self.crepe_rate)
-        return np.concatenate([np.zeros(lead, audio.dtype), audio])
+        lead = crepe_offset(chunk['spec'], self.frame_rate, self.crepe_rate)
+        return np.concatenate([np.zeros(lead, audio.dtype), audio]) if lead else audio
 
     def get_num_bytes(self, batch: Sequence[dict]) -> int:
         return int(sum(crepe_audio(c).nbytes for c in batch))

@@ -196,7 +196,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from trainer.evaluation import evaluate as evaluation
     from trainer.model.config import ConfigError
     from trainer.serving.inference import ModelDirError, TrainedModel
-    from trainer.tracking.tracker import quiet_mlflow_logging
+    from trainer.tracking.store import quiet_mlflow_logging
     from trainer.training.data import DataError, open_source
 
     quiet_mlflow_logging(args.verbose)
@@ -221,7 +221,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f'ddsp-eval: error: {e}', file=sys.stderr)
         return 2
     capacity = args.crepe_capacity or evaluation.default_crepe_capacity(
-        source.manifest.data if source.manifest else model.manifest)
+        source.manifest or model.manifest)
     precision = resolve_crepe_precision(args.crepe_precision)
     out = args.out
     if out is None:  # beside the model: its own folder, or the bucket it was read from
@@ -268,7 +268,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                      model.sample_rate)
             print(f'ddsp-eval: logged eval/* metrics and eval/ artifacts to MLflow run '
                   f'{run_id}', file=sys.stderr)
-            from trainer.tracking.tracker import print_run_link
+            from trainer.tracking.store import print_run_link
 
             print_run_link('ddsp-eval', args.tracking_uri or model.run_info.get('tracking_uri'),
                            run_id, 'eval')

@@ -10,7 +10,7 @@ import numpy as np
 
 from ddsp_core import records
 from pipelines import stats
-from pipelines.chunking import ChunkSpec, interior
+from pipelines.chunking import ChunkSpec, crepe_offset, interior
 from pipelines.options import PrepareOptions
 
 
@@ -92,17 +92,17 @@ def chunk_features(chunk: dict[str, Any], activations: np.ndarray, opts: Prepare
         chunk: a chunk from ``DecodeFile`` (``spec``, ``audio`` at ``opts.sample_rate``).
         activations: CREPE activations of the chunk's segment, float32 [n_seg_frames + 1, 360]
             (at ``opts.crepe_rate``: fewer frames with ``f0_hop_ms``, on the whole file's
-            grid, i.e. of the segment after ``analysis_offset`` zeros; interpolated here).
+            grid, i.e. of the segment after ``chunking.crepe_offset`` zeros; interpolated here).
         opts: options.
     """
-    from ddsp_core.f0 import activations_to_f0, analysis_offset, interpolate_f0
+    from ddsp_core.f0 import activations_to_f0, interpolate_f0
     from ddsp_core.spectral_ops import compute_loudness
 
     spec = chunk['spec']
     f0, conf = activations_to_f0(np.asarray(activations), viterbi=opts.viterbi)
     if opts.crepe_rate != opts.frame_rate:  # --f0_hop_ms: to the segment's frames
-        # (the handler put analysis_offset zeros before the segment: the whole file's grid)
-        lead = analysis_offset(spec.seg_first, opts.frame_rate, opts.crepe_rate)
+        # (the handler put crepe_offset zeros before the segment: the whole file's grid)
+        lead = crepe_offset(spec, opts.frame_rate, opts.crepe_rate)
         f0, conf = interpolate_f0(f0, conf, opts.crepe_rate, opts.frame_rate,
                                   spec.seg_end - spec.seg_first + 1, offset=lead)
     loud = compute_loudness(chunk['audio'], sample_rate=opts.sample_rate,

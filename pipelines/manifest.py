@@ -119,10 +119,28 @@ def split_summary(opts: PrepareOptions, method: str, ledger: Sequence[Mapping]) 
     }
 
 
+def f0_block(opts: PrepareOptions, crepe_frames: Optional[Mapping[str, int]] = None) -> dict:
+    """How f0 was tracked: CREPE's size, number format, decoding and analysis hop (None: every
+    frame).
+
+    ``--crepe_precision auto`` is resolved by each worker process where CREPE runs (its CPU's
+    bfloat16 flags, its GPU), so ``precision`` is what the workers resolved: 'bfloat16' or
+    'float32' when they all agreed, 'mixed' when they did not, and ``frames_by_precision`` how
+    many CREPE frames each format analysed (deterministic for a given fleet: the same bytes from
+    every runner on the same hardware). Without ``crepe_frames`` (no frame analysed), the option.
+    """
+    frames = {str(k): int(v) for k, v in sorted((crepe_frames or {}).items()) if v}
+    precision = (next(iter(frames)) if len(frames) == 1 else 'mixed' if frames
+                 else opts.crepe_precision)
+    return {'capacity': opts.crepe_capacity, 'precision': precision,
+            'frames_by_precision': frames, 'viterbi': opts.viterbi, 'hop_ms': opts.f0_hop_ms}
+
+
 def build_manifest(opts: PrepareOptions, inputs: Sequence[str], ledger: Sequence[Mapping],
                    split_stats: Mapping[str, dict], shards: Mapping[str, Sequence[str]],
                    n_dead_letters: int, split_method: str | None = None,
-                   shard_files: Optional[Mapping[str, Mapping]] = None) -> dict:
+                   shard_files: Optional[Mapping[str, Mapping]] = None,
+                   crepe_frames: Optional[Mapping[str, int]] = None) -> dict:
     """Assemble ``manifest.json``.
 
     Args:
@@ -132,6 +150,8 @@ def build_manifest(opts: PrepareOptions, inputs: Sequence[str], ledger: Sequence
         split_stats: per-split accumulators (:func:`pipelines.stats.merge_split_stats`).
         shards: split -> written shard paths or names.
         n_dead_letters: number of dead-letter records.
+        crepe_frames: CREPE frames analysed per number format, as each worker resolved
+            ``--crepe_precision`` (:func:`f0_block`).
         split_method: the method that drew the eval split (``file`` or ``segment``;
             :func:`pipelines.splitting.choose_method`); default ``opts.split_by``.
         shard_files: shard file name -> ``{'bytes', 'sha256'}`` as written; recorded per split
@@ -172,10 +192,7 @@ def build_manifest(opts: PrepareOptions, inputs: Sequence[str], ledger: Sequence
         'generator': GENERATOR,
         'fingerprint': records.fingerprint(layout, digests),
         'options': opts.to_dict(),
-        # How f0 was tracked: CREPE's size, number format (bfloat16 or float32, as resolved on
-        # the launching machine), decoding, and the analysis hop (None: every frame).
-        'f0': {'capacity': opts.crepe_capacity, 'precision': opts.crepe_precision,
-               'viterbi': opts.viterbi, 'hop_ms': opts.f0_hop_ms},
+        'f0': f0_block(opts, crepe_frames),
         'inputs': list(inputs),
         'files': {
             'matched': len(ledger),

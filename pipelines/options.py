@@ -43,8 +43,8 @@ class PrepareOptions:
         viterbi: Viterbi-decode CREPE's activations (else local weighted average).
         inference_batch_size: frames per CREPE model call.
         crepe_precision: CREPE's number format: 'auto' (bfloat16 where the hardware has it,
-            else float32; resolved by :func:`pipelines.prepare_dataset.prepare_dataset` on the
-            launching machine), 'bfloat16' or 'float32'.
+            else float32; resolved by each worker process where CREPE loads, see
+            ``pipelines.manifest.f0_block``), 'bfloat16' or 'float32'.
         f0_hop_ms: None runs CREPE on every frame (the reference's way); else every this many
             ms (10: CREPE's native hop), f0 and confidence interpolated to ``frame_rate``.
         drop_silence_db: windows whose loudest frame is below this loudness (dB) are dropped

@@ -36,10 +36,10 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import RunInference
 from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
 
-from ddsp_core import records
+from ddsp_core import records, shards
 from ddsp_core.f0 import CREPE_PRECISIONS, CREPE_SAMPLE_RATE, resolve_crepe_precision
 from pipelines import audio_io, chunking, examples, manifest, runner, splitting, stats
-from pipelines.crepe_inference import CrepeModelHandler
+from pipelines.crepe_inference import CrepeModelHandler, result_precision
 from pipelines.inputs import FILE, InputEntry, expand_inputs
 from pipelines.options import SPLIT_METHODS, OptionError, PrepareOptions, parse_db_or_none
 
@@ -121,8 +121,9 @@ class DecodeFile(beam.DoFn):
 class MakeExamples(beam.DoFn):
     """PredictionResult(chunk, activations) -> tagged outputs of
     :func:`pipelines.examples.chunk_examples`: 'records' ``(split, (sort_key, bytes))``,
-    'stats' (per record), 'counts' ``(path, (examples, dropped, eval examples))`` per chunk, and
-    'files' (one per file, from its first chunk)."""
+    'stats' (per record), 'counts' ``(path, (examples, dropped, eval examples))`` per chunk,
+    'files' (one per file, from its first chunk) and 'precisions' ``(CREPE's number format as
+    the worker resolved it, frames analysed)`` per chunk."""
 
     def __init__(self, opts: PrepareOptions, total_files: int = 0):
         self.opts = opts
@@ -152,6 +153,8 @@ class MakeExamples(beam.DoFn):
             len(made.records), made.n_dropped, made.record_splits.count('eval'))))
         if chunk['spec'].index == 0:
             yield beam.pvalue.TaggedOutput('files', examples.file_record(chunk, self.opts))
+        yield beam.pvalue.TaggedOutput('precisions', (result_precision(result),
+                                                      len(result.inference)))
         self.examples.inc(len(made.records))
         self.frames.inc(made.frames)
         self.dropped.inc(made.n_dropped)
@@ -219,7 +222,7 @@ class WriteShard(beam.DoFn):
     written under a temporary name and renamed (a retried bundle rewrites it whole). ``None``
     items are placeholders that make every shard index appear (empty shards are written too).
     Yields ``(split, file name, n_records, {'bytes', 'sha256'})``: the size and digest of the
-    bytes as they were written (:class:`ddsp_core.records.DigestingWriter`, no second read)."""
+    bytes as they were written (:class:`ddsp_core.shards.DigestingWriter`, no second read)."""
 
     def __init__(self, output_dir: str):
         self.output_dir = output_dir
@@ -234,7 +237,7 @@ class WriteShard(beam.DoFn):
         tmp = FileSystems.join(self.output_dir, f'.tmp-{name}')
         with FileSystems.create(tmp, mime_type='application/octet-stream',
                                 compression_type='uncompressed') as f:
-            out = records.DigestingWriter(f)
+            out = shards.DigestingWriter(f)
             for _key, data in items:
                 _TFRecordUtil.write_record(out, data)
         if FileSystems.exists(final):
@@ -273,7 +276,7 @@ def _write_text(path: str, text: str) -> None:
 
 
 def _finish(_, output_dir, opts, patterns, entries, file_records, split_stats, counts,
-            dead_letters, written, split_method=None):
+            dead_letters, written, split_method=None, precisions=()):
     """Write the ledger, the dead letters and (last) the manifest; remove shards of an earlier
     dataset in the same directory that this run did not rewrite."""
     counts = dict(counts)
@@ -286,7 +289,7 @@ def _finish(_, output_dir, opts, patterns, entries, file_records, split_stats, c
         shard_files[name] = check
     result = manifest.build_manifest(opts, patterns, ledger, split_stats, shards,
                                      len(dead_letters), split_method=split_method,
-                                     shard_files=shard_files)
+                                     shard_files=shard_files, crepe_frames=dict(precisions))
     keep = {n for names in shards.values() for n in names}
     stale = [p for p in _existing_shards(output_dir) if p.rsplit('/', 1)[-1] not in keep]
     if stale:
@@ -331,7 +334,8 @@ def build_pipeline(pipeline: beam.Pipeline, entries: Sequence[InputEntry], outpu
         lambda batch, err: [_dead_letter(c, err, 'crepe') for c in batch]))
 
     made = inferred | 'Examples' >> beam.ParDo(MakeExamples(opts, len(files))).with_outputs(
-        'records', 'stats', 'counts', 'files', main='main').with_exception_handling()
+        'records', 'stats', 'counts', 'files', 'precisions',
+        main='main').with_exception_handling()
     dead.append(made.bad | 'ExamplesDL' >> beam.MapTuple(
         lambda el, err: _dead_letter(el, err, 'examples')))
 
@@ -366,13 +370,14 @@ def build_pipeline(pipeline: beam.Pipeline, entries: Sequence[InputEntry], outpu
     _ = dead_letters | 'CountDL' >> beam.Map(
         lambda d: Metrics.counter(NAMESPACE, 'dead_letters').inc())
     split_stats = made.stats | 'Stats' >> beam.CombineGlobally(SplitStatsFn())
+    precisions = made.precisions | 'FramesPerPrecision' >> beam.CombinePerKey(sum)
     side = beam.pvalue
     _ = (pipeline
          | 'Once' >> beam.Create([None])
          | 'Manifest' >> beam.FlatMap(
              _finish, output_dir, opts, list(inputs), list(entries), side.AsList(made.files),
              side.AsSingleton(split_stats), side.AsList(counts), side.AsList(dead_letters),
-             side.AsList(written), split_method))
+             side.AsList(written), split_method, side.AsList(precisions)))
 
 
 def _pipeline_options(pipeline_args: Optional[Sequence[str]]) -> PipelineOptions:
@@ -431,8 +436,7 @@ def prepare_dataset(input_patterns: Sequence[str] | str, output_dir: str,
     if isinstance(input_patterns, str):
         input_patterns = [input_patterns]
     opts = dataclasses.replace(options or PrepareOptions(), **option_overrides).validate()
-    # 'auto' is decided here, on the launching machine, so that the manifest records it.
-    opts = dataclasses.replace(opts, crepe_precision=resolve_crepe_precision(opts.crepe_precision))
+    # --crepe_precision auto is resolved by each worker for its own hardware (manifest: f0).
     entries = expand_inputs(input_patterns)
     beam_options = _pipeline_options(pipeline_args)
     if '://' not in output_dir:
@@ -558,8 +562,8 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument('--crepe_precision', default=d.crepe_precision, choices=CREPE_PRECISIONS,
                    help="CREPE's number format: auto is bfloat16 where the hardware has it (a CPU "
                         'with AVX-512 BF16/AMX under oneDNN, a GPU of compute capability >= 8.0; '
-                        'decided on the launching machine), else float32; recorded in the '
-                        "manifest's f0.precision")
+                        'decided by each worker for its own hardware), else float32; recorded '
+                        "in the manifest's f0.precision ('mixed' if workers differed)")
     p.add_argument('--f0_hop_ms', type=float, default=d.f0_hop_ms, metavar='MS',
                    help='run CREPE every MS milliseconds (10: its native hop) and interpolate '
                         'f0 and confidence to --frame_rate: faster, at a small accuracy cost '
@@ -634,10 +638,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               if k not in ('input', 'output_dir', 'overwrite', 'verbose', 'verify')}
     try:
         opts = PrepareOptions(**kwargs).validate()
-        opts = dataclasses.replace(opts,
-                                   crepe_precision=resolve_crepe_precision(opts.crepe_precision))
+        precision = opts.crepe_precision
+        if precision == 'auto':  # each worker decides; what this machine would
+            precision = f'auto ({resolve_crepe_precision(precision)} here)'
         print(f'ddsp-prepare: {len(args.input)} pattern(s) -> {args.output_dir} '
-              f'({opts.layout.describe()}; CREPE {opts.crepe_capacity} {opts.crepe_precision}'
+              f'({opts.layout.describe()}; CREPE {opts.crepe_capacity} {precision}'
               f'{f" every {opts.f0_hop_ms:g} ms" if opts.f0_hop_ms else ""} on '
               f'{runner.describe_runner(beam_args)})', file=sys.stderr, flush=True)
         result = prepare_dataset(args.input, args.output_dir, opts, pipeline_args=beam_args,
@@ -664,7 +669,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def verify_main(directory: str) -> int:
     """``ddsp-prepare --verify DATASET_DIR``: check every shard against the manifest
-    (:func:`ddsp_core.records.verify_shards`); one line per damaged shard. Exit codes: 0 all
+    (:func:`ddsp_core.shards.verify_shards`); one line per damaged shard. Exit codes: 0 all
     match, 1 a shard is missing or differs, 2 no readable manifest there."""
     from ddsp_core import runtime
 
@@ -674,7 +679,7 @@ def verify_main(directory: str) -> int:
     except records.LayoutError as e:
         print(f'ddsp-prepare: error: --verify {directory}: {e}', file=sys.stderr)
         return 2
-    checked, problems = records.verify_shards(found)
+    checked, problems = shards.verify_shards(found)
     for line in problems:
         print(f'ddsp-prepare: {line}', file=sys.stderr)
     recorded = sum(found.shard_file(p) is not None for p in checked)

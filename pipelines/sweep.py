@@ -7,8 +7,8 @@ in a DoFn::
 
     plan (grid points / seeded random points / tpe asks, minus finished trials)
       --Reshuffle--> RunTrial (train, report to Optuna, record in MLflow) --> outcomes
-    then: the parent run's summary (best trial or Pareto front, trials.csv, parallel coordinates,
-          loss curves, hyperparameter importance).
+    then: the summary, in output_dir/sweep/ and the parent run (best trial or Pareto front,
+          trials.csv from Optuna's trials_dataframe, Optuna's plots, loss curves, importances).
 
 Optuna's study (sampler, pruner, the trials' states) lives in its storage (SQLite in the sweep's
 output directory by default, or any SQLAlchemy URL, e.g. a Cloud SQL database when the trials
@@ -18,11 +18,8 @@ run on Dataflow); MLflow holds one parent run per sweep and one child run per tr
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import logging
-import math
 import os
 import sys
 import time
@@ -30,6 +27,8 @@ from typing import Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
+
+from trainer.experiments.sweep_report import format_summary, summarize
 
 log = logging.getLogger('ddsp-sweep')
 
@@ -54,7 +53,7 @@ class RunTrial(beam.DoFn):
         # (which inherits the environment)
         claim_worker_gpus()
         if self.spec.heartbeat:
-            from trainer.experiments.sweep import TrialProcess
+            from trainer.experiments.sweep_process import TrialProcess
 
             self.trials = TrialProcess(self.threads)
             self.trials.start()  # imports TensorFlow while the pipeline starts
@@ -122,8 +121,9 @@ def ensure_parent_run(spec, client, experiment_id: str, metric: str, fingerprint
     description = (f'Sweep {spec.name}: {spec.algorithm} search over '
                    f'{", ".join(p.key for p in spec.space)} ({n_trials} trials of '
                    f'{spec.steps} steps), optimising {metric} ({spec.direction}). '
-                   'The child runs are the trials; sweep/ holds trials.csv, the parallel '
-                   'coordinates, the loss curves and the importances.')
+                   'The child runs are the trials; sweep/ holds trials.csv, Optuna\'s plots '
+                   '(parallel coordinates, optimization history, importances), the loss '
+                   'curves and the importances.')
     run = client.create_run(experiment_id, run_name=f'sweep-{spec.name}', tags={
         S.TAG_SWEEP: spec.name, S.TAG_SWEEP_ID: spec.sweep_id, S.TAG_KIND: 'sweep',
         'mlflow.note.content': description, 'ddsp.dataset_fingerprint': fingerprint})
@@ -155,7 +155,7 @@ def run_sweep(spec, pipeline_args: Sequence[str] = (), summarize_now: bool = Tru
     """Run (or continue) a sweep. Returns its summary (:func:`summarize`)."""
     from pipelines import runner
     from trainer.experiments import sweep as S
-    from trainer.tracking.tracker import ensure_experiment, make_client, resolve_tracking_uri
+    from trainer.tracking.store import ensure_experiment, make_client, resolve_tracking_uri
     from trainer.training.data import open_source
 
     source = open_source(spec.data, split='train')
@@ -187,211 +187,6 @@ def run_sweep(spec, pipeline_args: Sequence[str] = (), summarize_now: bool = Tru
     summary = summarize(spec, client, parent, metric) if summarize_now else {}
     summary.update({'parent_run_id': parent, 'ran': len(todo), 'wall_secs': elapsed})
     return summary
-
-
-# ---- the summary ----------------------------------------------------------------------------
-def _rows(study) -> list[dict]:
-    """A row per trial; a proposal that was an earlier trial's point (asked again, never
-    run) is state REASKED, with the reason; a trial whose worker died and that was enqueued
-    again is RETRIED."""
-    from trainer.experiments import sweep as S
-
-    rows = []
-    trials = study.get_trials(deepcopy=False)
-    again = S.retried(trials)
-    for t in trials:
-        state = 'REASKED' if S.is_duplicate(t) else 'RETRIED' if t.number in again else \
-            t.state.name
-        rows.append({'trial': t.number, 'state': state, 'value': S.first_value(t),
-                     **({'values': list(t.values)} if t.values and len(t.values) > 1 else {}),
-                     'step': max(t.intermediate_values) if t.intermediate_values else None,
-                     'digest': t.user_attrs.get('digest'), 'run_id': t.user_attrs.get('run_id'),
-                     'error': t.user_attrs.get('error') or (
-                         'its worker stopped (no heartbeat)' if state == 'FAIL' else
-                         'its worker stopped (no heartbeat); run again by a retry'
-                         if state == 'RETRIED' else None),
-                     **{f'param.{k}': v for k, v in t.params.items()}})
-    return rows
-
-
-def _csv(rows: list[dict]) -> str:
-    keys = []
-    for row in rows:
-        keys.extend(k for k in row if k not in keys)
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=keys)
-    writer.writeheader()
-    for row in rows:
-        writer.writerow(row)
-    return out.getvalue()
-
-
-def _parallel_coordinates(spec, rows: list[dict], metric: str):
-    """A matplotlib Figure: one axis per hyperparameter and the metric, a line per complete
-    trial coloured by the metric (log axes for log-scale distributions)."""
-    import numpy as np
-    from matplotlib import cm
-    from matplotlib.figure import Figure
-
-    done = [r for r in rows if r['state'] == 'COMPLETE' and r['value'] is not None]
-    keys = [p.key for p in spec.space]
-    figure = Figure(figsize=(2.2 * (len(keys) + 1) + 2, 5), layout='constrained')
-    ax = figure.subplots()
-    if not done:
-        ax.text(0.5, 0.5, 'no complete trial', ha='center', va='center')
-        return figure
-    columns = []
-    for p in spec.space:
-        values = [r.get(f'param.{p.key}') for r in done]
-        if p.kind == 'choice':
-            labels = [str(v) for v in p.values]
-            columns.append(([labels.index(str(v)) / max(1, len(labels) - 1) for v in values],
-                            labels))
-        else:
-            lo, hi = p.values
-            f = (lambda x: math.log(x)) if p.kind in ('loguniform', 'int_log') else float
-            columns.append(([(f(v) - f(lo)) / (f(hi) - f(lo)) for v in values],
-                            [f'{lo:g}', f'{hi:g}']))
-    scores = np.array([r['value'] for r in done], float)
-    lo, hi = float(scores.min()), float(scores.max())
-    norm = (scores - lo) / (hi - lo) if hi > lo else np.zeros_like(scores)
-    columns.append((list(norm), [f'{lo:.4g}', f'{hi:.4g}']))
-    colours = cm.viridis_r(norm) if spec.direction == 'minimize' else cm.viridis(norm)
-    xs = np.arange(len(columns))
-    for i in range(len(done)):
-        ax.plot(xs, [c[0][i] for c in columns], color=colours[i], alpha=0.8, linewidth=1.5)
-    for x, (_, labels) in zip(xs, columns, strict=True):
-        ax.axvline(x, color='grey', linewidth=0.8)
-        ax.text(x, -0.06, labels[0], ha='center', va='top', fontsize=8)
-        ax.text(x, 1.06, labels[-1], ha='center', va='bottom', fontsize=8)
-    ax.set_xticks(xs, keys + [metric], rotation=15)
-    ax.set_yticks([])
-    ax.set_ylim(-0.15, 1.15)
-    ax.set_title(f'Sweep {spec.name}: {len(done)} complete trials ({metric}, {spec.direction})')
-    return figure
-
-
-def _loss_curves(client, rows: list[dict], key: str = 'total_loss'):
-    """Overlaid metric histories of the trials' runs (one bulk request per page of runs)."""
-    from matplotlib.figure import Figure
-
-    from trainer.experiments.compare import metric_histories
-
-    runs = [r for r in rows if r.get('run_id')]
-    figure = Figure(figsize=(10, 5), layout='constrained')
-    ax = figure.subplots()
-    histories = metric_histories(client, [r['run_id'] for r in runs], key)
-    for row in runs:
-        points = histories.get(row['run_id'], [])
-        if points:
-            steps, values = zip(*points, strict=True)
-            ax.plot(steps, values, label=f'trial {row["trial"]} ({row["state"].lower()})')
-    ax.set_xlabel('step')
-    ax.set_ylabel(key)
-    ax.set_yscale('log')
-    if runs:
-        ax.legend(fontsize=8, ncol=2)
-    ax.set_title(f'{key} of every trial')
-    return figure
-
-
-def _importance(study) -> dict:
-    """Optuna's PED-ANOVA importances (of the first objective's value)."""
-    import optuna
-
-    complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == 'COMPLETE']
-    if len(complete) < 2 or not complete[0].params:
-        return {}
-    try:
-        return optuna.importance.get_param_importances(
-            study, evaluator=optuna.importance.PedAnovaImportanceEvaluator(),
-            target=(lambda t: t.values[0]) if len(study.directions) > 1 else None)
-    except Exception as e:  # noqa: BLE001 - too few distinct trials for an importance
-        log.info('no hyperparameter importance: %s', e)
-        return {}
-
-
-def _pareto_front(spec, study, metric: str):
-    """Optuna's matplotlib plot of the trials' objectives, the Pareto front highlighted."""
-    import warnings
-
-    import optuna
-
-    with warnings.catch_warnings():  # Optuna's matplotlib plots are experimental
-        warnings.simplefilter('ignore', optuna.exceptions.ExperimentalWarning)
-        ax = optuna.visualization.matplotlib.plot_pareto_front(
-            study, target_names=[metric] + [m for m, _ in spec.objectives])
-    ax.set_title(f'Sweep {spec.name}: Pareto front')
-    return ax.figure
-
-
-def summarize(spec, client, parent_run_id: str, metric: str) -> dict:
-    """Log the sweep's summary to its parent run and end it; return the summary."""
-    from trainer.experiments import sweep as S
-
-    study = S.open_study(spec)
-    rows = _rows(study)
-    complete = [r for r in rows if r['state'] == 'COMPLETE' and r['value'] is not None]
-    best, pareto = None, None
-    if spec.objectives:  # no single best: the Pareto front, Optuna's plot of it
-        pareto = sorted(t.number for t in study.best_trials) if complete else []
-        if complete:
-            import matplotlib.pyplot as plt
-
-            figure = _pareto_front(spec, study, metric)  # a pyplot figure: closed after
-            client.log_figure(parent_run_id, figure, 'sweep/pareto_front.png')
-            plt.close(figure)
-    elif complete:
-        best = (min if spec.direction == 'minimize' else max)(complete,
-                                                              key=lambda r: r['value'])
-    importance = _importance(study)
-    client.log_text(parent_run_id, _csv(rows), 'sweep/trials.csv')
-    client.log_figure(parent_run_id, _parallel_coordinates(spec, rows, metric),
-                      'sweep/parallel_coordinates.png')
-    client.log_figure(parent_run_id, _loss_curves(client, rows), 'sweep/loss_curves.png')
-    client.log_dict(parent_run_id, importance, 'sweep/importance.json')
-    counts = {s: sum(r['state'] == s for r in rows) for s in ('COMPLETE', 'PRUNED', 'FAIL')}
-    summary = {'trials': sum(r['state'] not in ('REASKED', 'RETRIED') for r in rows),
-               'reasked': sum(r['state'] == 'REASKED' for r in rows),
-               'retried': sum(r['state'] == 'RETRIED' for r in rows),
-               **{k.lower(): v for k, v in counts.items()},
-               'metric': metric, 'best': best, 'importance': importance}
-    if pareto is not None:
-        summary.update({'objectives': [metric] + [m for m, _ in spec.objectives],
-                        'pareto': pareto})
-        client.set_tag(parent_run_id, 'ddsp.sweep.pareto_trials', json.dumps(pareto))
-    if best is not None:
-        client.set_tag(parent_run_id, 'ddsp.sweep.best_trial', str(best['trial']))
-        client.set_tag(parent_run_id, 'ddsp.sweep.best_run_id', str(best['run_id']))
-        client.set_tag(parent_run_id, 'ddsp.sweep.best_overrides', json.dumps(
-            {k[len('param.'):]: v for k, v in best.items() if k.startswith('param.')}))
-        client.log_metric(parent_run_id, f'best_{metric}', float(best['value']),
-                          step=len(rows))
-    client.log_dict(parent_run_id, {k: v for k, v in summary.items()}, 'sweep/summary.json')
-    failed_out = counts['FAIL'] > spec.max_failures
-    client.set_terminated(parent_run_id, 'FAILED' if failed_out else 'FINISHED')
-    summary['rows'] = rows
-    return summary
-
-
-def format_summary(summary: dict, tracking_uri: str) -> str:
-    lines = [f'{"trial":>5} {"state":<9} {"value":>10} {"step":>6}  params']
-    for row in summary['rows']:
-        params = ', '.join(f'{k[6:]}={v}' for k, v in row.items() if k.startswith('param.'))
-        value = '/'.join(f'{v:.4g}' for v in row['values']) if row.get('values') else \
-            f'{row["value"]:.5g}' if row['value'] is not None else '-'
-        lines.append(f'{row["trial"]:>5} {row["state"]:<9} {value:>10} '
-                     f'{row["step"] if row["step"] is not None else "-":>6}  {params}'
-                     + (f'  [{row["error"][:80]}]' if row.get('error') else ''))
-    if summary.get('pareto') is not None:
-        lines.append(f'pareto front ({", ".join(summary["objectives"])}): trials '
-                     f'{", ".join(map(str, summary["pareto"])) or "none"}')
-    best = summary.get('best')
-    if best:
-        lines.append(f'best: trial {best["trial"]} ({summary["metric"]} {best["value"]:.5g}), '
-                     f'run {best["run_id"]}')
-    lines.append(f'parent run {summary["parent_run_id"]} at {tracking_uri}')
-    return '\n'.join(lines)
 
 
 # ---- CLI --------------------------------------------------------------------------------------
@@ -495,7 +290,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     runtime.import_tensorflow()
     from trainer.experiments.sweep import SweepError
     from trainer.model.config import ConfigError
-    from trainer.tracking.tracker import quiet_mlflow_logging, resolve_tracking_uri
+    from trainer.tracking.store import quiet_mlflow_logging, resolve_tracking_uri
     from trainer.training.data import DataError
 
     quiet_mlflow_logging(args.verbose)
@@ -514,7 +309,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f'ddsp-sweep: failed: {type(e).__name__}: {e}', file=sys.stderr)
         return 1
     print(format_summary(summary, resolve_tracking_uri(spec.tracking_uri)))
-    from trainer.tracking.tracker import run_link
+    from trainer.tracking.store import run_link
 
     link = run_link(resolve_tracking_uri(spec.tracking_uri), summary['parent_run_id'])
     if link:  # the parent's page lists the trials; comparison/ and sweep/ are its artifacts

@@ -174,7 +174,7 @@ class Context:
         return runs[0].info.run_id
 
     def training_runs(self, experiment: str) -> list[str]:
-        from trainer.tracking.tracker import is_training_run
+        from trainer.tracking.store import is_training_run
 
         return [r.info.run_id for r in self._search('', experiment) if is_training_run(r)]
 

@@ -30,7 +30,7 @@ import numpy as np
 
 def _create_experiment(tracking_uri: str, name: str, artifact_dir: Path) -> None:
     """Creates the demo's experiment with its artifacts under --out (not ./mlruns)."""
-    from trainer.tracking.tracker import ensure_experiment, make_client
+    from trainer.tracking.store import ensure_experiment, make_client
 
     ensure_experiment(make_client(tracking_uri), name, artifact_dir.as_uri(),
                       'make demo: the tiny DDSP model trained on generated audio')
@@ -60,7 +60,7 @@ def main(argv=None) -> int:
     from ddsp_core import runtime
 
     runtime.import_tensorflow()  # without TensorFlow's start-up noise
-    from trainer.tracking.tracker import quiet_mlflow_logging
+    from trainer.tracking.store import quiet_mlflow_logging
 
     quiet_mlflow_logging()
     out = Path(args.out).resolve()
@@ -139,7 +139,7 @@ def main(argv=None) -> int:
             print(f'ddsp-transfer failed (exit {code})', file=sys.stderr)
             return code
 
-    from trainer.tracking.tracker import make_client, ui_link
+    from trainer.tracking.store import make_client, ui_link
 
     link = ui_link(tracking_uri, make_client(tracking_uri).get_run(result['run_id'])
                    .info.experiment_id, result['run_id'])

@@ -12,7 +12,8 @@
   MLflow Model, DDSP-VST).
 - ``evaluation``: resynthesis metrics (``metrics``) and ``ddsp-eval``'s evaluation of a model
   (``evaluate``).
-- ``experiments``: a sweep's spec and trials (``sweep``) and ``ddsp-compare`` (``compare``).
+- ``experiments``: sweeps (``sweep``, the trial; ``sweep_spec``, ``sweep_study``, ``sweep_process``,
+  ``sweep_report``) and ``ddsp-compare`` (``compare``).
 - ``testing``: small synthetic datasets for tests and demos.
 
 ``import trainer`` itself imports none of them.

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from ddsp_core import records
+from ddsp_core import records, shards
 
 DB_FLOOR = -80.0
 
@@ -104,7 +104,7 @@ def write_dataset(directory: str | os.PathLike, layout: records.Layout, n_exampl
         splits = data.get('splits', {})
         splits[split] = {'examples': n_examples, 'shards': [p.name for p in paths],
                          'digest': f'{records.combine_digests(digests):064x}',
-                         records.SHARD_FILES: {p.name: records.file_entry(str(p))
+                         records.SHARD_FILES: {p.name: shards.file_entry(str(p))
                                                for p in paths}}
         for other in records.SPLITS:
             splits.setdefault(other, {'examples': 0, 'shards': []})

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ddsp_core import records
+from ddsp_core import records, shards
 from ddsp_core.records import Layout, LayoutError
 
 REF = Layout(16000, 250, 4.0)
@@ -315,7 +315,7 @@ def _write_shard(path, n=3, layout=SMALL):
 
     offsets = []
     with open(path, 'wb') as f:
-        out = records.DigestingWriter(f)
+        out = shards.DigestingWriter(f)
         for i in range(n):
             offsets.append(out.n_bytes)
             _TFRecordUtil.write_record(out, records.serialize_example(_example(layout, i)))
@@ -346,7 +346,7 @@ def _flip(path, offset):
 
 def test_digesting_writer_records_what_reached_the_file(tmp_path):
     entry, _ = _write_shard(tmp_path / 'a.tfrecord')
-    assert entry == records.file_entry(str(tmp_path / 'a.tfrecord'))
+    assert entry == shards.file_entry(str(tmp_path / 'a.tfrecord'))
     assert entry['bytes'] == (tmp_path / 'a.tfrecord').stat().st_size > 0
     assert len(list(tf.data.TFRecordDataset(str(tmp_path / 'a.tfrecord')))) == 3
 
@@ -354,17 +354,17 @@ def test_digesting_writer_records_what_reached_the_file(tmp_path):
 def test_sizes_are_checked_and_a_truncated_or_missing_shard_is_named(tmp_path):
     manifest, _ = _dataset(tmp_path)
     paths = manifest.shards('train')
-    records.check_shard_sizes(manifest, paths)  # intact: no error
+    shards.check_shard_sizes(manifest, paths)  # intact: no error
     size = os.path.getsize(paths[1])
     os.truncate(paths[1], size * 2 // 3)
-    with pytest.raises(records.ShardError) as e:
-        records.check_shard_sizes(manifest, paths)
+    with pytest.raises(shards.ShardError) as e:
+        shards.check_shard_sizes(manifest, paths)
     assert f'{paths[1]}: expected {size} bytes' in str(e.value)
     assert f'found {size * 2 // 3}' in str(e.value)
     assert f'ddsp-prepare --verify {tmp_path}' in str(e.value)
     os.remove(paths[0])
-    with pytest.raises(records.ShardError, match=rf'{paths[0]}: missing .*\(1 more shard'):
-        records.check_shard_sizes(manifest, paths)
+    with pytest.raises(shards.ShardError, match=rf'{paths[0]}: missing .*\(1 more shard'):
+        shards.check_shard_sizes(manifest, paths)
 
 
 def test_manifests_without_shard_files_skip_the_size_check(tmp_path):
@@ -372,33 +372,33 @@ def test_manifests_without_shard_files_skip_the_size_check(tmp_path):
     paths = manifest.shards('train')
     assert manifest.shard_file(paths[0]) is None
     os.truncate(paths[0], 10)
-    records.check_shard_sizes(manifest, paths)  # nothing recorded to compare with
+    shards.check_shard_sizes(manifest, paths)  # nothing recorded to compare with
     os.remove(paths[0])
-    with pytest.raises(records.ShardError, match='missing'):  # existence is still checked
-        records.check_shard_sizes(manifest, paths)
+    with pytest.raises(shards.ShardError, match='missing'):  # existence is still checked
+        shards.check_shard_sizes(manifest, paths)
 
 
 def test_verify_names_a_flipped_byte_by_shard_and_record_offset(tmp_path):
     manifest, offsets = _dataset(tmp_path)
-    checked, problems = records.verify_shards(manifest)
+    checked, problems = shards.verify_shards(manifest)
     assert checked == manifest.shards('train') and problems == []
     damaged = manifest.shards('train')[1]
     third = offsets[os.path.basename(damaged)][2]
     _flip(damaged, third + 40)  # inside the third record's data
-    _, problems = records.verify_shards(manifest)
+    _, problems = shards.verify_shards(manifest)
     assert len(problems) == 1, problems
     assert problems[0].startswith(f'{damaged}: SHA-256 ')
     assert f'first damaged record at byte {third} (corrupted record at ' in problems[0]
-    assert records.find_damaged_record(damaged)[0] == third
+    assert shards.find_damaged_record(damaged)[0] == third
 
 
 def test_verify_reads_every_record_of_shards_without_a_digest(tmp_path):
     manifest, offsets = _dataset(tmp_path, recorded=False)
-    assert records.verify_shards(manifest)[1] == []
+    assert shards.verify_shards(manifest)[1] == []
     damaged = manifest.shards('train')[0]
     second = offsets[os.path.basename(damaged)][1]
     _flip(damaged, second + 30)
-    _, problems = records.verify_shards(manifest)
+    _, problems = shards.verify_shards(manifest)
     assert len(problems) == 1
     assert problems[0].startswith(f'{damaged}: damaged record at byte {second} (corrupted '
                                   'record at ')

@@ -12,9 +12,9 @@ from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that
 
 from ddsp_core import records
-from ddsp_core.f0 import activations_to_f0
+from ddsp_core.f0 import activations_to_f0, resolve_crepe_precision
 from pipelines import chunking
-from pipelines.crepe_inference import CrepeModelHandler, chunk_frame_count
+from pipelines.crepe_inference import CrepeModelHandler, chunk_frame_count, result_precision
 from pipelines.options import PrepareOptions
 from pipelines.prepare_dataset import DecodeFile, MakeExamples
 
@@ -186,9 +186,29 @@ def test_activations_do_not_depend_on_the_other_chunks_in_the_batch():
 def test_the_handler_runs_crepe_in_the_precision_and_at_the_rate_it_is_given():
     frames = lambda result: len(result.inference)  # noqa: E731
     chunk = _synthetic_chunk(250, 3)  # 1 s: 251 frames at 250 frames/s
-    for precision, rate, n_frames in [('bfloat16', 100, 101), ('float32', None, 251)]:
+    here = resolve_crepe_precision('auto')
+    for precision, rate, n_frames in [('bfloat16', 100, 101), ('float32', None, 251),
+                                      ('auto', None, 251)]:
         handler = CrepeModelHandler('tiny', 250, precision=precision, crepe_rate=rate)
-        model = handler.load_model()
-        assert model.precision == precision
+        model = handler.load_model()  # 'auto': resolved here, in the worker
+        assert model.precision == (here if precision == 'auto' else precision)
         (result,) = handler.run_inference([chunk], model)
         assert frames(result) == n_frames
+        assert result_precision(result) == model.precision  # for the manifest's f0 block
+
+
+def test_the_handler_and_the_decoding_put_a_chunk_on_the_same_analysis_grid():
+    """One offset (chunking.crepe_offset) for the zeros the handler puts before a chunk's
+    segment and for where the decoding reads the analysis frames: the padded segment starts on
+    the whole file's 10 ms grid (16 kHz hops of 160), and nothing is added at the frame rate."""
+    audio = np.ones(64 * 40, np.float32)
+    for seg_first in (0, 1, 3, 7, 250, 251):
+        spec = chunking.ChunkSpec(0, 1, seg_first, seg_first + 40, seg_first, seg_first + 40,
+                                  (seg_first,))
+        chunk = {'spec': spec, 'audio': audio, 'audio_16k': None}
+        lead = chunking.crepe_offset(spec, 250, 100)
+        assert 0 <= lead < 160 and (seg_first * 64 - lead) % 160 == 0
+        padded = CrepeModelHandler('tiny', 250, crepe_rate=100).analysed_audio(chunk)
+        assert len(padded) == len(audio) + lead and not padded[:lead].any()
+        assert chunking.crepe_offset(spec, 250, 250) == 0
+        assert CrepeModelHandler('tiny', 250).analysed_audio(chunk) is audio

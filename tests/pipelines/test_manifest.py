@@ -208,6 +208,19 @@ def test_build_manifest_records_each_shards_size_and_digest_in_its_split():
 def test_manifest_says_how_f0_was_tracked(precision, hop_ms):
     opts = dataclasses.replace(OPTS, crepe_precision=precision, f0_hop_ms=hop_ms)
     acc = _acc(train=[_stats([-10], [1], [440])] * 3)
-    m = manifest.build_manifest(opts, ['/x/*'], _ledger(), acc, {}, 2)
+    m = manifest.build_manifest(opts, ['/x/*'], _ledger(), acc, {}, 2,
+                                crepe_frames={precision: 700})
     assert m['f0'] == {'capacity': 'tiny', 'precision': precision, 'viterbi': True,
-                       'hop_ms': hop_ms}
+                       'hop_ms': hop_ms, 'frames_by_precision': {precision: 700}}
+
+
+def test_manifest_says_what_the_workers_resolved_auto_to_mixed_included():
+    """--crepe_precision auto is resolved per worker: the manifest's f0 block says what they ran,
+    and says 'mixed' (with the frames of each) when workers of different hardware disagreed."""
+    opts = dataclasses.replace(OPTS, crepe_precision='auto')
+    block = manifest.f0_block(opts, {'bfloat16': 500, 'float32': 0})
+    assert block['precision'] == 'bfloat16' and block['frames_by_precision'] == {'bfloat16': 500}
+    block = manifest.f0_block(opts, {'float32': 200, 'bfloat16': 500})
+    assert block['precision'] == 'mixed'
+    assert list(block['frames_by_precision'].items()) == [('bfloat16', 500), ('float32', 200)]
+    assert manifest.f0_block(opts)['precision'] == 'auto'  # no frame analysed: the option

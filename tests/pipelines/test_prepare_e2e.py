@@ -4,6 +4,7 @@ import glob
 import hashlib
 import json
 import os
+from unittest.mock import ANY
 
 import numpy as np
 import pytest
@@ -178,11 +179,13 @@ def test_manifest_reconciles_and_dead_letters_every_bad_file(runs):
     assert manifest['splits']['train']['source_hours'] == pytest.approx(train_secs / 3600,
                                                                         rel=1e-3)
     assert manifest['options']['crepe_capacity'] == 'tiny'
-    # 'auto' is resolved on this machine and recorded (bfloat16 where it has AVX-512 BF16).
+    # 'auto' is resolved by each worker (bfloat16 where it has AVX-512 BF16) and recorded,
+    # with the CREPE frames it analysed; the option stays as given.
     precision = resolve_crepe_precision('auto')
     assert manifest['f0'] == {'capacity': 'tiny', 'precision': precision, 'viterbi': True,
-                              'hop_ms': None}
-    assert manifest['options']['crepe_precision'] == precision
+                              'hop_ms': None, 'frames_by_precision': {precision: ANY}}
+    assert manifest['f0']['frames_by_precision'][precision] > 0
+    assert manifest['options']['crepe_precision'] == 'auto'
     assert manifest['windows_dropped_silent'] == 1  # whisper.wav's only window
 
 

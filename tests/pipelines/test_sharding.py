@@ -5,7 +5,7 @@ import os
 
 import tensorflow as tf
 
-from ddsp_core import records
+from ddsp_core import records, shards
 from pipelines import prepare_dataset as prep
 
 
@@ -43,7 +43,7 @@ def test_write_shard_sorts_records_skips_placeholders_and_replaces_the_file(tmp_
     (result,) = prep.WriteShard(out).process((('train', 1, 3), items))
     path = os.path.join(out, 'train-00001-of-00003.tfrecord')
     # the size and SHA-256 taken as the bytes were written are the file's
-    assert result == ('train', 'train-00001-of-00003.tfrecord', 3, records.file_entry(path))
+    assert result == ('train', 'train-00001-of-00003.tfrecord', 3, shards.file_entry(path))
     assert _read(path) == [b'a0', b'a250', b'b0']
     assert os.listdir(out) == ['train-00001-of-00003.tfrecord']  # no temporary file left
     # the same records in another order: the same bytes

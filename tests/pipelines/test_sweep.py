@@ -4,6 +4,7 @@ DirectRunner workers, a failing trial, idempotent re-runs, TPE, pruning, the lis
 from __future__ import annotations
 
 import json
+import os
 import re
 
 import pytest
@@ -96,7 +97,9 @@ def test_grid_sweep_one_parent_four_children_and_a_failing_trial(grid_sweep, ser
         best.data.metrics['eval_loss'])
     listed = {a.path for a in client.list_artifacts(parent.info.run_id, 'sweep')}
     assert {'sweep/trials.csv', 'sweep/parallel_coordinates.png', 'sweep/loss_curves.png',
-            'sweep/importance.json', 'sweep/summary.json'} <= listed
+            'sweep/optimization_history.png', 'sweep/importance.json',
+            'sweep/summary.json'} <= listed
+    assert {f'sweep/{name}' for name in os.listdir(os.path.join(spec.out, 'sweep'))} == listed
     csv_text = client.download_artifacts(parent.info.run_id, 'sweep/trials.csv')
     assert open(csv_text).read().count('\n') == 5  # header + 4 trials
 
@@ -334,10 +337,11 @@ def test_tpe_in_parallel_runs_six_distinct_points(tmp_path, server, dataset):
 @pytest.mark.slow
 def test_a_trial_whose_process_is_killed_is_retried_in_the_same_sweep_run(
         tmp_path, server, dataset):
-    """kill -9 of the process training a trial while ddsp-sweep runs: its heartbeat stops,
-    the element that supervised it waits for the study to fail it (Optuna's heartbeat) and
-    runs the retry (the retry callback) at the same point in a new process, from the trial's
-    checkpoint, in the same MLflow run; the sweep ends with exit 0."""
+    """kill -9 of the process training a trial while ddsp-sweep runs: the element that
+    supervised it fails the trial at once (not after the heartbeat's grace period, 4 x 30 s
+    here) with the cause, queues its retry (Optuna's retry callback) and runs it at the same
+    point in a new process, from the trial's checkpoint, in the same MLflow run (tagged as the
+    retry of the dead trial); the sweep ends with exit 0."""
     import os
     import signal
     import subprocess
@@ -346,7 +350,7 @@ def test_a_trial_whose_process_is_killed_is_retried_in_the_same_sweep_run(
     from pathlib import Path
 
     d = {'name': 'killed', 'preset': 'tiny', 'data': str(dataset), 'steps': 150,
-         'algorithm': 'tpe', 'trials': 1, 'parallel': 1, 'report_every': 10, 'heartbeat': 1,
+         'algorithm': 'tpe', 'trials': 1, 'parallel': 1, 'report_every': 10, 'heartbeat': 30,
          'space': {'train.learning_rate': {'loguniform': [1e-4, 1e-2]}},
          'set': ['train.summary_every=1000', 'train.checkpoint_every=10'],
          'output_dir': str(tmp_path / 'out'), 'tracking_uri': server.uri}
@@ -354,7 +358,7 @@ def test_a_trial_whose_process_is_killed_is_retried_in_the_same_sweep_run(
     sweep = subprocess.Popen(
         [sys.executable, '-m', 'pipelines.sweep', '--name', 'killed', '--data', str(dataset),
          '--steps', '150', '--algorithm', 'tpe', '--trials', '1', '--parallel', '1',
-         '--report_every', '10', '--heartbeat', '1', '--space',
+         '--report_every', '10', '--heartbeat', '30', '--space',
          'train.learning_rate={"loguniform": [1e-4, 1e-2]}', '--set',
          'train.summary_every=1000', '--set', 'train.checkpoint_every=10', '--output_dir',
          str(tmp_path / 'out'), '--tracking_uri', server.uri],
@@ -372,6 +376,7 @@ def test_a_trial_whose_process_is_killed_is_retried_in_the_same_sweep_run(
                 pid = int(trials[0].user_attrs['worker'].rsplit(':', 1)[1])
         assert pid is not None and pid != sweep.pid, 'the trial ended before it was killed'
         os.kill(pid, signal.SIGKILL)
+        killed_at = time.time()
         output, _ = sweep.communicate(timeout=300)
     finally:
         if sweep.poll() is None:
@@ -379,16 +384,22 @@ def test_a_trial_whose_process_is_killed_is_retried_in_the_same_sweep_run(
     assert sweep.returncode == 0, output[-3000:]
     killed, retry = S.open_study(spec).get_trials()
     assert killed.state.name == 'FAIL' and retry.state.name == 'COMPLETE'
+    failed_after = killed.datetime_complete.timestamp() - killed_at
+    print(f'kill -> failed: {failed_after:.2f} s; kill -> retry start: '
+          f'{retry.datetime_start.timestamp() - killed_at:.2f} s')
+    assert failed_after < 10  # the grace period is 120 s
+    assert S.retry_history(retry) == [killed.number] and not retry.user_attrs.get('error')
     assert retry.params == killed.params and retry.user_attrs['digest'] == \
         killed.user_attrs['digest']
     assert retry.user_attrs['resumed_from'] >= 10  # from the killed trial's checkpoint
     assert retry.user_attrs['worker'] != killed.user_attrs['worker']
-    assert re.search(r'^ +0 RETRIED .*\[its worker stopped .*\n +1 COMPLETE ', output,
-                     re.M), output[-3000:]
+    assert re.search(r'^ +0 RETRIED .*\[its trial process \(pid \d+\) was killed by SIGKILL; '
+                     r'retried as trial 1\]\n +1 COMPLETE ', output, re.M), output[-3000:]
     runs = [r for r in _runs(MlflowClient(server.uri), spec)
             if r.data.tags.get('mlflow.parentRunId')]
     assert [r.info.run_id for r in runs] == [killed.user_attrs['run_id']]
     assert runs[0].info.status == 'FINISHED' and runs[0].data.tags[S.TAG_STATE] == 'COMPLETE'
+    assert runs[0].data.tags[S.TAG_TRIAL] == '1' and runs[0].data.tags[S.TAG_RETRY_OF] == '0'
 
 
 @pytest.mark.slow

@@ -4,9 +4,11 @@ version logged without a kind tag, and two experiments at once."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import io
 import json
+import pathlib
 import re
 import sys
 
@@ -266,3 +268,51 @@ def test_histories_come_from_the_servers_bulk_endpoint_a_page_per_request(server
     monkeypatch.setattr(client, 'get_metric_history', lambda *a: pytest.fail('per-run request'))
     assert compare.metric_histories(client, list(expected), 'total_loss') == expected
     assert sorted(calls) == [1, 100]
+
+
+class _ArtifactsOnDisk:
+    """MlflowClient's two artifact calls the listening report makes, over a folder per run."""
+
+    def __init__(self, root):
+        self.root = root
+
+    def list_artifacts(self, run_id, path=None):
+        import types
+
+        folder = self.root / run_id / (path or '')
+        if not folder.is_dir():
+            raise OSError(f'no artifact folder {path}')
+        return [types.SimpleNamespace(path=str(p.relative_to(self.root / run_id)),
+                                      is_dir=p.is_dir()) for p in sorted(folder.iterdir())]
+
+    def download_artifacts(self, run_id, path, dst):
+        import shutil
+
+        src = self.root / run_id / path
+        out = pathlib.Path(dst) / src.name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, out)
+        return str(out)
+
+
+def test_listening_report_escapes_what_users_named(tmp_path):
+    from trainer.experiments.compare import RunRow, listening_report
+
+    names = {'r1': '<script>alert(1)</script>', 'r2': 'strings & "quotes"'}
+    for run_id in names:
+        for name in ('latest_original.wav', 'latest_resynthesis.wav', 'latest_spectrogram.png'):
+            (tmp_path / run_id).mkdir(exist_ok=True)
+            (tmp_path / run_id / name).write_bytes(run_id.encode() + b'-' + name.encode())
+    rows = [RunRow(run_id, name, 'FINISHED', {}, final, final, 10)
+            for (run_id, name), final in zip(names.items(), (0.25, 0.5), strict=True)]
+    report = listening_report(_ArtifactsOnDisk(tmp_path), rows, 'eval/<loss>', 'title <i>x</i>')
+    assert '<script>' not in report and '&lt;script&gt;alert(1)&lt;/script&gt;' in report
+    assert 'strings &amp; &#34;quotes&#34;' in report
+    assert '<title>title &lt;i&gt;x&lt;/i&gt;</title>' in report
+    assert 'eval/&lt;loss&gt; 0.25' in report and 'eval/&lt;loss&gt; 0.5' in report
+    # the original once, then each run's resynthesis, each with its spectrogram
+    assert len(re.findall(r'<audio controls', report)) == 1 + 2
+    assert len(re.findall(r'<img alt="spectrogram"', report)) == 2
+    embedded = base64.b64encode(b'r2-latest_resynthesis.wav').decode()
+    assert f'src="data:audio/wav;base64,{embedded}"' in report
+    assert listening_report(_ArtifactsOnDisk(tmp_path / 'none'), rows, 'm', 't').count(
+        'No run has listening examples') == 1

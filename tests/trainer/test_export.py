@@ -20,8 +20,9 @@ import pytest
 import tensorflow as tf
 
 from ddsp_core import records
+from trainer import testing
 from trainer.model.config import load_preset, resolve_data
-from trainer.serving import export, testing
+from trainer.serving import export, saved_model, vst
 from trainer.serving.inference import TrainedModel
 from trainer.training.train import train
 
@@ -112,7 +113,7 @@ def test_saved_model_runs_any_length_in_plain_tensorflow_like_the_trained_model(
                                                                                  tmp_path):
     model_dir, _ = ld_model
     trained = TrainedModel.load(model_dir)
-    info = export.export_saved_model(trained, tmp_path / 'sm', check=False)  # checked here
+    info = saved_model.export_saved_model(trained, tmp_path / 'sm', check=False)  # checked here
     assert info['features'] == ['f0_hz', 'loudness_db'] and info['hop'] == 320
     features = _features(info['features'], 80)
     np.savez(tmp_path / 'in.npz', **features)
@@ -343,7 +344,7 @@ def test_vst_tflite_is_what_the_plugin_loads_and_runs_as_the_keras_model(vst_mod
                                  'sample_rate')} == {
         'num_harmonics': 60, 'num_noise_amps': 65, 'frame_rate': 50, 'frame_size': 1024,
         'sample_rate': 16000}
-    assert meta['version'] == export.package_version() and meta['version'] != ''
+    assert meta['version'] == vst.package_version() and meta['version'] != ''
     exported = datetime.datetime.fromisoformat(meta['export_time'])
     assert abs((datetime.datetime.now() - exported).total_seconds()) < 600
     stats, on = _reference_statistics(workspace[1])
@@ -388,21 +389,23 @@ def test_power_feature_is_the_plugins_and_feeds_the_vst_decoder(workspace):
 
 
 def test_vst_preset_is_plugin_shaped_and_others_are_refused_naming_what_differs():
-    vst = resolve_data(load_preset('vst'), records.Layout(16000, 50, 4.0), 'ds')
-    assert export.vst_differences(vst) == [] and export.vst_warnings(vst) == []
-    m = vst.model
+    vst_config = resolve_data(load_preset('vst'), records.Layout(16000, 50, 4.0), 'ds')
+    assert vst.vst_differences(vst_config) == [] and vst.vst_warnings(vst_config) == []
+    m = vst_config.model
     assert (m.rnn_channels, m.mlp_units, m.mlp_layers, m.n_harmonics, m.n_noise_bands,
             m.noise_window_size, m.reverb_length, m.amp_resample_method) == (
         512, 256, 1, 60, 65, 0, 24000, 'linear')
-    assert (vst.data.n_frames, vst.data.hop_samples, vst.train.batch_size) == (200, 320, 16)
+    data, train = vst_config.data, vst_config.train
+    assert (data.n_frames, data.hop_samples, train.batch_size) == (200, 320, 16)
     solo = resolve_data(load_preset('solo_instrument'), records.Layout(16000, 250, 4.0), 'ds')
-    found = ' '.join(export.vst_differences(solo))
+    found = ' '.join(vst.vst_differences(solo))
     assert 'data.frame_rate = 250 (the plugin needs 50' in found
     assert "model.decoder_inputs = ['ld_scaled', 'f0_scaled']" in found
     assert 'model.rnn_channels' not in found  # 512, as the plugin's
-    short = vst.with_overrides(['model.noise_window_size=65', 'model.amp_resample_method=window'])
-    assert export.vst_differences(short) == []  # the plugin runs it, but synthesises otherwise
-    warned = ' '.join(export.vst_warnings(short))
+    short = vst_config.with_overrides(['model.noise_window_size=65',
+                                       'model.amp_resample_method=window'])
+    assert vst.vst_differences(short) == []  # the plugin runs it, but synthesises otherwise
+    warned = ' '.join(vst.vst_warnings(short))
     assert 'noise_window_size = 65' in warned and "amp_resample_method = 'window'" in warned
 
 
@@ -410,7 +413,7 @@ def test_note_statistics_follow_the_reference():
     x = np.random.default_rng(1).uniform(0, 1, (3, 90))
     want = tf.nn.conv1d(tf.constant(x[:, :, None], tf.float32), tf.ones([40, 1, 1]) / 40.0, 1,
                         'SAME')[:, :, 0].numpy()
-    np.testing.assert_allclose(export.smooth(x, 40), want, atol=1e-6)
+    np.testing.assert_allclose(vst.smooth(x, 40), want, atol=1e-6)
     # example 0 sounds in frames 40..79 of 120 (the last 20 are trimmed), example 1 is silent:
     # it has no note-on frame and counts with all its frames.
     n = 120
@@ -419,8 +422,8 @@ def test_note_statistics_follow_the_reference():
     conf = np.ones((2, n))
     f0 = np.tile(np.linspace(200.0, 400.0, n), (2, 1))
     power = loud - 3.0
-    stats = export.note_statistics(f0, conf, loud, power)
-    on = export.detect_notes(loud[:, :-20], conf[:, :-20])
+    stats = vst.note_statistics(f0, conf, loud, power)
+    on = vst.detect_notes(loud[:, :-20], conf[:, :-20])
     assert on[0, 40:80].all() and not on[0, :30].any() and not on[1].any()
     pitch = 12 * np.log2(f0[:, :100] / 440) + 69
     assert stats['mean_min_pitch_note'] == pytest.approx(

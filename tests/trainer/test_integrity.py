@@ -133,12 +133,12 @@ def test_a_record_that_does_not_parse_as_the_layout_is_named_by_shard_and_offset
     manifest = tmp_path / 'data' / records.MANIFEST
     data = json.loads(manifest.read_text())
     data['splits']['train'][records.SHARD_FILES] = {
-        os.path.basename(shards[0]): records.file_entry(shards[0])}
+        os.path.basename(shards[0]): shards.file_entry(shards[0])}
     manifest.write_text(json.dumps(data))
     code = _train(tmp_path / 'data', tmp_path / 'model', 3, '--no_tracking')
     err = capsys.readouterr().err
     assert code == 2, err[-3000:]
-    third = sum(records.RECORD_FRAMING_BYTES + len(raw) for raw in good)
+    third = sum(shards.RECORD_FRAMING_BYTES + len(raw) for raw in good)
     (line,) = [x for x in _error_lines(err) if x.startswith('ddsp-train: error')]
     assert line.startswith(f'ddsp-train: error: {shards[0]}: damaged record at byte {third} '
                            "(record 2: feature 'audio' has 4000 values where ")

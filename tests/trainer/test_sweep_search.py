@@ -238,6 +238,40 @@ def test_a_resume_element_whose_trial_was_failed_meanwhile_asks_instead(tmp_path
     assert dead.number in study.get_trials()[trial.number].system_attrs.get('retry_history', [])
 
 
+def test_a_dead_trial_is_failed_and_retried_at_once_exactly_once(tmp_path):
+    """What the supervisor does when a trial's process dies: the trial is a FAIL with the
+    cause and one retry of its point is queued at once (no grace period); a second report of
+    the same death, or another worker's stale-trial check, queues no second retry; the retry
+    taken by the resumed element is that trial, not a new point; after MAX_RETRIES retries
+    there is none."""
+    spec = _spec(tmp_path, trials=3, heartbeat=60)
+    digest_of = lambda p: S.trial_hash(spec, p, 'synthetic')  # noqa: E731
+    study = S.open_study(spec)
+    trial, params, _ = S.start_trial(study, spec, {'mode': 'ask'}, digest_of)
+    trial.report(1.5, 10)
+    dead, retry = S.fail_dead_trial(spec, trial.number, 'killed by SIGKILL')
+    assert dead.state.name == 'FAIL' and dead.user_attrs['error'] == 'killed by SIGKILL'
+    assert retry.state.name == 'WAITING' and retry.params == params
+    assert S.retry_history(retry) == [trial.number] and retry.intermediate_values == {10: 1.5}
+    assert S.fail_dead_trial(spec, trial.number, 'again')[1].number == retry.number
+    S.fail_stale_trials(study)  # the heartbeat's own check, meanwhile
+    waiting = [t for t in study.get_trials() if t.state.name == 'WAITING']
+    assert [t.number for t in waiting] == [retry.number]
+    # the element resumed after the death takes the retry (same point, not a new ask)
+    taken, taken_params, _ = S.start_trial(
+        study, spec, {'mode': 'resume', 'number': trial.number}, digest_of)
+    assert taken.number == retry.number and taken_params == params
+    assert [t.number for t in S.sweep_trials(study)] == [retry.number]  # counted once
+    for _ in range(S.MAX_RETRIES):  # the retry dies, and its retry...
+        dead, retry = S.fail_dead_trial(spec, taken.number, 'killed')
+        if retry is None:
+            break
+        taken, _, _ = S.start_trial(study, spec, {'mode': 'resume', 'number': taken.number},
+                                    digest_of)
+    assert retry is None and len(S.retry_history(study.get_trials()[taken.number])) == \
+        S.MAX_RETRIES
+
+
 def test_cmaes_with_objectives_is_refused_when_the_spec_is_read(tmp_path):
     with pytest.raises(S.SweepError, match='cmaes with objectives'):
         _spec(tmp_path, algorithm='cmaes', pruner='none',

@@ -23,12 +23,8 @@ except ModuleNotFoundError:  # pytest put tests/trainer itself on sys.path (no _
 from tests.trainer.conftest import TINY_LAYOUT
 from trainer.model.config import resolve_data
 from trainer.tracking import artifacts
-from trainer.tracking.tracker import (
-    FALLBACK_TAG,
-    FALLBACK_URI_TAG,
-    PARAM_CHANGED_TAG_PREFIX,
-    Tracker,
-)
+from trainer.tracking.store import FALLBACK_TAG, FALLBACK_URI_TAG, PARAM_CHANGED_TAG_PREFIX
+from trainer.tracking.tracker import Tracker
 
 SR = 16000
 
@@ -62,7 +58,7 @@ def _png_size(data: bytes) -> tuple[int, int]:
 
 def _tracker_warnings(caplog) -> list[logging.LogRecord]:
     return [r for r in caplog.records
-            if r.name == 'trainer.tracking.tracker' and r.levelno == logging.WARNING]
+            if r.name.startswith('trainer.tracking.') and r.levelno == logging.WARNING]
 
 
 # ----------------------------------------------------------------------------- with the server
@@ -100,7 +96,7 @@ def test_run_holds_params_tags_and_metric_history(tracking_uri, tmp_path):
 def test_overlong_param_is_truncated_and_kept_in_full(tracking_uri, tmp_path, caplog):
     tracker = Tracker(tracking_uri, experiment=_experiment(), local_fallback_dir=tmp_path / 'fb')
     long_value = 'x' * 7000
-    with caplog.at_level(logging.WARNING, logger='trainer.tracking.tracker'):
+    with caplog.at_level(logging.WARNING, logger='trainer.tracking'):
         run_id = tracker.start({'notes': long_value}, tags={})
     tracker.end()
     client = MlflowClient(tracking_uri)
@@ -161,7 +157,7 @@ def test_resume_appends_to_the_same_run(tracking_uri, tmp_path, caplog):
 
     second = Tracker(tracking_uri, experiment=experiment, local_fallback_dir=tmp_path / 'fb')
     changed = dict(params, steps=9)
-    with caplog.at_level(logging.WARNING, logger='trainer.tracking.tracker'):
+    with caplog.at_level(logging.WARNING, logger='trainer.tracking'):
         assert second.start(changed, tags={'ddsp.preset': 'p'}, run_id=run_id) == run_id
     for step in range(3, 6):
         second.log_metrics({'loss': 10.0 - step}, step=step)
@@ -197,7 +193,7 @@ def test_server_killed_mid_run_switches_to_local_fallback(tmp_path, caplog):
         server.kill()
         assert not server.healthy()
 
-        with caplog.at_level(logging.WARNING, logger='trainer.tracking.tracker'):
+        with caplog.at_level(logging.WARNING, logger='trainer.tracking'):
             started = time.monotonic()
             tracker.log_metrics({'loss': 3.0}, step=3)  # first failure: switch
             switch_s = time.monotonic() - started
@@ -253,7 +249,7 @@ def test_unreachable_at_start_uses_fallback_and_resumes_there(tmp_path, caplog):
     fallback_dir = tmp_path / 'mlruns'
     tracker = Tracker(dead_uri, experiment='offline', local_fallback_dir=fallback_dir,
                       http_max_retries=0)
-    with caplog.at_level(logging.WARNING, logger='trainer.tracking.tracker'):
+    with caplog.at_level(logging.WARNING, logger='trainer.tracking'):
         started = time.monotonic()
         run_id = tracker.start({'a': 1}, tags={'t': 'v'})
         tracker.log_metrics({'loss': 1.0}, step=0)
@@ -459,7 +455,7 @@ def test_ddsp_train_run_on_the_server_holds_params_metrics_audio_plots_and_model
 
 
 def test_ui_links_open_the_model_training_view():
-    from trainer.tracking.tracker import ui_hint, ui_link
+    from trainer.tracking.store import ui_hint, ui_link
 
     server = 'http://127.0.0.1:5005/'
     view = '?workflowType=machine_learning'

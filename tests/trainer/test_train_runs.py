@@ -17,8 +17,8 @@ import tensorflow as tf
 from mlflow.tracking import MlflowClient
 
 from tests.trainer.mlflow_server import MlflowServer
-from trainer.model.lock import LOCK_FILENAME, ModelDirLock, ModelDirLocked
-from trainer.tracking.tracker import CLOSED_BY_RECOVERY_TAG
+from trainer.model.model_dir import LOCK_FILENAME, ModelDirLock, ModelDirLocked
+from trainer.tracking.store import CLOSED_BY_RECOVERY_TAG
 from trainer.training.train import main, train
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -80,7 +80,7 @@ def test_lock_names_the_holder_and_takes_over_stale_locks(tmp_path, caplog):
     assert (tmp_path / LOCK_FILENAME).read_text() == ''  # released cleanly: no stale record
     # A record left behind by a process that died (the OS dropped its flock): taken over.
     (tmp_path / LOCK_FILENAME).write_text(json.dumps({'host': 'gone', 'pid': 999999}))
-    with caplog.at_level('WARNING', logger='trainer.model.lock'):
+    with caplog.at_level('WARNING', logger='trainer.model.model_dir'):
         with ModelDirLock(tmp_path) as lock:
             assert lock.took_over == {'host': 'gone', 'pid': 999999}
             assert json.loads((tmp_path / LOCK_FILENAME).read_text())['pid'] == os.getpid()

@@ -19,6 +19,9 @@ from ddsp_core import records
 from tests.trainer.conftest import TINY_LAYOUT
 from trainer import testing
 from trainer.serving import transfer as tr
+from trainer.serving import transfer_adjust as adj
+from trainer.serving import transfer_analysis as ana
+from trainer.serving import transfer_audio as aud
 from trainer.serving.streaming import StreamingSynth
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -97,13 +100,12 @@ def _controls(n_frames: int, seed: int = 0):
 
 # ---- analysis ------------------------------------------------------------------------------------
 def test_settings_match_ddsp_prepare_and_trainer_does_not_import_pipelines():
-    from pipelines import audio_io, options, stats
+    from pipelines import options, stats
 
-    assert tr.LOUDNESS_WINDOW_SECS == options.LOUDNESS_WINDOW_SECS
-    assert tr.VITERBI_CONTEXT_SECS == options.VITERBI_CONTEXT_SECS
-    assert tr.VOICED_CONFIDENCE == stats.VOICED_CONFIDENCE
-    assert tr.RESAMPLE_QUALITY == audio_io.RESAMPLE_QUALITY
-    assert tr.loudness_n_fft(16000) == options.PrepareOptions().loudness_n_fft == 512
+    assert records.LOUDNESS_WINDOW_SECS == options.LOUDNESS_WINDOW_SECS
+    assert ana.VITERBI_CONTEXT_SECS == options.VITERBI_CONTEXT_SECS
+    assert adj.VOICED_CONFIDENCE == stats.VOICED_CONFIDENCE
+    assert ana.loudness_n_fft(16000) == options.PrepareOptions().loudness_n_fft == 512
     code = ('import sys, trainer.serving.transfer, trainer.serving.streaming; '
             'bad = [m for m in sys.modules if m.split(".")[0] in ("pipelines", "apache_beam")]; '
             'print(bad); sys.exit(1 if bad else 0)')
@@ -128,7 +130,7 @@ def test_analysis_in_chunks_equals_whole_file_features(tmp_path, model_rate):
     audio16 = soxr.resample(mono, rate, 16000, quality='HQ')
     from trainer.model.autoencoder import frame_power_db
 
-    n_fft = tr.loudness_n_fft(model_rate)
+    n_fft = ana.loudness_n_fft(model_rate)
     loud = compute_loudness(audio, model_rate, 250, n_fft=n_fft, use_tf=False, padding='center')
     power = np.asarray(frame_power_db(audio[np.newaxis], model_rate, 250, 1024))[0]
     # float32 every frame (the reference's way), and bfloat16 with the 10 ms analysis hop.
@@ -138,7 +140,7 @@ def test_analysis_in_chunks_equals_whole_file_features(tmp_path, model_rate):
                               model_capacity='tiny', precision=precision, hop_ms=hop_ms)
         # (with the power's window, the analysis keeps more audio before each chunk: only
         # at 48 kHz, so that at 16 kHz the loudness and CREPE windows alone set what is kept)
-        got = tr.analyze(path, model_rate, 250, 'tiny', viterbi=viterbi, chunk_secs=0.37,
+        got = ana.analyze(path, model_rate, 250, 'tiny', viterbi=viterbi, chunk_secs=0.37,
                          power_frame_size=1024 if model_rate != 16000 else None,
                          crepe_precision=precision, f0_hop_ms=hop_ms)
         n = got.n_frames
@@ -154,6 +156,39 @@ def test_analysis_in_chunks_equals_whole_file_features(tmp_path, model_rate):
         assert np.mean(cents < 1.0) >= (1.0 if not viterbi else 0.99)
 
 
+def test_crepe_runs_in_a_worker_thread_on_each_analysis_frame_once():
+    """CrepeStream: the model calls run outside the calling thread (overlapped with its
+    decoding and Viterbi work), every frame of the file's grid is computed once and comes back
+    in order, equal to framing the whole signal; at most max_pending calls are in flight."""
+    import threading
+
+    from ddsp_core import audio_stream
+    from ddsp_core.f0 import crepe_frames
+
+    calls = []
+
+    def forward(frames, batch_size):  # a stand-in model: [n, 1024] -> [n, 360]
+        calls.append((threading.get_ident(), len(frames)))
+        return np.repeat(frames[:, :1] + frames[:, 100:101], 360, axis=1)
+
+    x = np.random.default_rng(0).standard_normal(16000).astype(np.float32)
+    signal = audio_stream.SignalBuffer()
+    with ana.CrepeStream(forward, signal, 100, batch_size=8, max_pending=2) as crepe:
+        for i in range(0, len(x), 1500):
+            signal.append(x[i:i + 1500])
+            crepe.submit_ready()
+            assert len(crepe._pending) <= 2
+        got = [crepe.activations(0, 40), crepe.activations(40, 70)]
+        crepe.drop_before(70)
+        got.append(crepe.activations(70, 101))  # the last frames: past the end, zeros
+        with pytest.raises(ValueError, match='dropped'):
+            crepe.activations(60, 80)
+    whole = forward(crepe_frames(x, 100, padding='center'), 8)
+    np.testing.assert_array_equal(np.concatenate(got), whole)
+    assert threading.get_ident() not in {t for t, _ in calls[:-1]}
+    assert sum(n for _, n in calls[:-1]) == 101  # each frame once (the last call: `whole`)
+
+
 @pytest.mark.parametrize('frame_rate,power_size', [(50, 1024), (250, 2048)])
 def test_frame_power_at_16_khz_in_chunks_equals_the_whole_files(tmp_path, frame_rate,
                                                                  power_size):
@@ -167,7 +202,7 @@ def test_frame_power_at_16_khz_in_chunks_equals_the_whole_files(tmp_path, frame_
     mono, rate = sf.read(str(path), dtype='float32')
     audio = soxr.resample(mono, rate, 16000, quality='HQ')
     power = np.asarray(frame_power_db(audio[np.newaxis], 16000, frame_rate, power_size))[0]
-    got = tr.analyze(path, 16000, frame_rate, 'tiny', viterbi=False, chunk_secs=0.37,
+    got = ana.analyze(path, 16000, frame_rate, 'tiny', viterbi=False, chunk_secs=0.37,
                      power_frame_size=power_size)
     np.testing.assert_allclose(got.power_db, power[:got.n_frames], atol=1e-4)
 
@@ -175,21 +210,21 @@ def test_frame_power_at_16_khz_in_chunks_equals_the_whole_files(tmp_path, frame_
 def test_silent_and_unreadable_inputs_are_refused(tmp_path):
     silent = tmp_path / 'silent.wav'
     sf.write(str(silent), np.zeros(8000, np.float32), 16000)
-    with pytest.raises(tr.TransferError, match='silent'):
-        tr.analyze(silent, 16000, 250, 'tiny')
+    with pytest.raises(aud.TransferError, match='silent'):
+        ana.analyze(silent, 16000, 250, 'tiny')
     hiss = tmp_path / 'hiss.wav'  # not all zeros, but nothing above -70 dB
     sf.write(str(hiss), np.random.default_rng(0).normal(0, 1e-5, 8000).astype(np.float32),
              16000, subtype='FLOAT')
-    with pytest.raises(tr.TransferError, match='silent'):
-        tr.analyze(hiss, 16000, 250, 'tiny')
+    with pytest.raises(aud.TransferError, match='silent'):
+        ana.analyze(hiss, 16000, 250, 'tiny')
     garbage = tmp_path / 'garbage.wav'
     garbage.write_bytes(b'not audio at all' * 100)
-    with pytest.raises(tr.TransferError, match='cannot read audio'):
-        tr.audio_info(garbage)
-    with pytest.raises(tr.TransferError, match='file not found'):
-        tr.audio_info(tmp_path / 'missing.wav')
-    with pytest.raises(tr.TransferError, match='unknown audio format'):
-        tr.check_output(tmp_path / 'out.xyz')
+    with pytest.raises(aud.TransferError, match='cannot read audio'):
+        aud.audio_info(garbage)
+    with pytest.raises(aud.TransferError, match='file not found'):
+        aud.audio_info(tmp_path / 'missing.wav')
+    with pytest.raises(aud.TransferError, match='unknown audio format'):
+        aud.check_output(tmp_path / 'out.xyz')
 
 
 def test_a_failed_write_leaves_the_earlier_output_and_no_partial_file(tmp_path):
@@ -202,40 +237,40 @@ def test_a_failed_write_leaves_the_earlier_output_and_no_partial_file(tmp_path):
         raise RuntimeError('synthesis failed half way')
 
     with pytest.raises(RuntimeError, match='half way'):
-        tr.write_audio(failing(), out, 16000, 1600, subtype='FLOAT')
+        aud.write_audio(failing(), out, 16000, 1600, subtype='FLOAT')
     kept, _ = sf.read(str(out), dtype='float32')
     np.testing.assert_array_equal(kept, earlier)
     assert sorted(p.name for p in tmp_path.iterdir()) == ['out.wav']
     # and a complete write replaces it
-    tr.write_audio(iter([np.full(1600, 0.25, np.float32)]), out, 16000, 1600, subtype='FLOAT')
+    aud.write_audio(iter([np.full(1600, 0.25, np.float32)]), out, 16000, 1600, subtype='FLOAT')
     np.testing.assert_array_equal(sf.read(str(out), dtype='float32')[0], np.full(1600, 0.25))
     assert sorted(p.name for p in tmp_path.iterdir()) == ['out.wav']
-    with pytest.raises(tr.TransferError, match='give --subtype'):
-        tr.check_output(tmp_path / 'out.raw')
+    with pytest.raises(aud.TransferError, match='give --subtype'):
+        aud.check_output(tmp_path / 'out.raw')
 
 
 # ---- auto-adjust ---------------------------------------------------------------------------------
 def test_octave_shift_moves_the_pitch_into_the_training_range():
     melody = np.array([220.0, 247.0, 277.0, 294.0])
-    assert tr.octave_shift(melody, (400.0, 700.0)) == 1
-    assert tr.octave_shift(melody * 8, (400.0, 700.0)) == -2
-    assert tr.octave_shift(melody * 2, (400.0, 700.0)) == 0
+    assert adj.octave_shift(melody, (400.0, 700.0)) == 1
+    assert adj.octave_shift(melody * 8, (400.0, 700.0)) == -2
+    assert adj.octave_shift(melody * 2, (400.0, 700.0)) == 0
     # A wide range that holds the melody at several shifts: the one nearest the mean pitch.
-    assert tr.octave_shift(melody, (100.0, 1600.0), f0_mean_hz=900.0) == 2
-    assert tr.octave_shift(np.zeros(3), (400.0, 700.0)) == 0
+    assert adj.octave_shift(melody, (100.0, 1600.0), f0_mean_hz=900.0) == 2
+    assert adj.octave_shift(np.zeros(3), (400.0, 700.0)) == 0
 
 
 def test_quantile_map_puts_the_input_distribution_on_the_training_one():
     rng = np.random.default_rng(0)
     source = rng.normal(-35.0, 3.0, 20000)
     target = rng.normal(-12.0, 6.0, 20000)
-    mapped = tr.quantile_map(source, np.percentile(source, np.arange(101)),
+    mapped = adj.quantile_map(source, np.percentile(source, np.arange(101)),
                              np.percentile(target, np.arange(101)))
     np.testing.assert_allclose(np.percentile(mapped, [5, 25, 50, 75, 95]),
                                np.percentile(target, [5, 25, 50, 75, 95]), atol=0.3)
     assert np.all(np.diff(mapped[np.argsort(source)]) >= -1e-9)  # monotone
     # Silence stays at the floor; values above the input's range keep their distance.
-    edge = tr.quantile_map(np.array([-80.0, source.max() + 10.0]),
+    edge = adj.quantile_map(np.array([-80.0, source.max() + 10.0]),
                            np.percentile(source, np.arange(101)),
                            np.percentile(target, np.arange(101)))
     assert edge[0] == pytest.approx(-80.0)
@@ -254,12 +289,13 @@ def _manifest_from_examples(examples):
         one.pop('split')
         acc = stats.merge_split_stats(acc, one)
     opts = PrepareOptions(crepe_capacity='tiny')
-    return manifest.build_manifest(opts, ['x'], [], {'train': acc}, {}, 0)
+    return records.Manifest(manifest.build_manifest(opts, ['x'], [], {'train': acc}, {}, 0),
+                            'data/manifest.json')
 
 
 def _features(f0, conf, loud, frame_rate=250):
     hop = 16000 // frame_rate
-    return tr.Features(np.asarray(f0, np.float32), np.asarray(conf, np.float32),
+    return ana.Features(np.asarray(f0, np.float32), np.asarray(conf, np.float32),
                        np.asarray(loud, np.float32), len(f0) * hop, 16000, frame_rate, 0.5)
 
 
@@ -270,29 +306,29 @@ def test_adjust_maps_loudness_onto_the_manifest_percentiles_or_mean_std():
     manifest = _manifest_from_examples([{
         'loudness_db': train_loud.astype(np.float32), 'f0_confidence': np.full(n, 0.9),
         'f0_hz': rng.uniform(400, 700, n)}])
-    stats = tr.TrainingStats.from_manifest(manifest)
+    stats = adj.TrainingStats.from_manifest(manifest)
     assert stats.loudness_percentiles is not None and len(stats.loudness_percentiles) == 101
     assert stats.f0_range_hz == pytest.approx((400, 700), rel=0.02)
     feats = _features(rng.uniform(200, 300, n), np.full(n, 0.9), rng.normal(-40.0, 2.0, n))
-    f0, loud, info = tr.adjust(feats, stats)
+    f0, loud, info = adj.adjust(feats, stats)
     assert info.octaves == 1 and info.pitch_shift == 12.0
     assert info.loudness_mapping == 'quantiles'
     np.testing.assert_allclose(f0, feats.f0_hz * 2, rtol=1e-6)
     np.testing.assert_allclose(np.percentile(loud, [10, 50, 90]),
                                np.percentile(train_loud, [10, 50, 90]), atol=0.5)
     # A manifest without percentiles (older ddsp-prepare): mean and std are matched.
-    del manifest['splits']['train']['loudness_db']['voiced_percentiles']
-    _, loud, info = tr.adjust(feats, tr.TrainingStats.from_manifest(manifest))
+    del manifest.data['splits']['train']['loudness_db']['voiced_percentiles']
+    _, loud, info = adj.adjust(feats, adj.TrainingStats.from_manifest(manifest))
     assert info.loudness_mapping == 'mean_std'
     assert np.mean(loud) == pytest.approx(-10.0, abs=0.3)
     assert np.std(loud) == pytest.approx(4.0, abs=0.3)
     # Manual shifts come on top, auto-adjust off leaves the rest alone; no statistics: say so.
-    f0, loud, info = tr.adjust(feats, stats, auto_adjust=False, pitch_shift=-7,
+    f0, loud, info = adj.adjust(feats, stats, auto_adjust=False, pitch_shift=-7,
                                loudness_shift=3)
     np.testing.assert_allclose(f0, feats.f0_hz * 2 ** (-7 / 12), rtol=1e-5)
     np.testing.assert_allclose(loud, feats.loudness_db + 3, atol=1e-5)
     assert info.octaves == 0 and info.loudness_mapping == 'none'
-    _, _, info = tr.adjust(feats, None)
+    _, _, info = adj.adjust(feats, None)
     assert 'no dataset statistics' in info.describe()
 
 
@@ -301,9 +337,9 @@ def test_adjust_attenuates_unconfident_quiet_frames_only():
     conf = np.where((np.arange(n) // 250) % 2 == 0, 0.9, 0.05)  # 1 s notes, 1 s breaths
     loud = np.where(conf > 0.5, -20.0, -50.0)
     feats = _features(np.full(n, 300.0), conf, loud)
-    stats = tr.TrainingStats((400.0, 700.0), 530.0, None, None, None)
-    _, plain, _ = tr.adjust(feats, stats, quiet_db=0.0)
-    _, quiet, info = tr.adjust(feats, stats, quiet_db=20.0)
+    stats = adj.TrainingStats((400.0, 700.0), 530.0, None, None, None)
+    _, plain, _ = adj.adjust(feats, stats, quiet_db=0.0)
+    _, quiet, info = adj.adjust(feats, stats, quiet_db=20.0)
     core_note = (conf > 0.5) & (np.abs(np.arange(n) % 250 - 125) < 100)
     core_breath = (conf < 0.5) & (np.abs(np.arange(n) % 250 - 125) < 100)
     np.testing.assert_allclose(quiet[core_note], plain[core_note])
@@ -375,9 +411,10 @@ def test_transfer_feeds_the_frame_power_to_decoders_that_take_it(tmp_path):
     model = _untrained(VST_LIKE, 1.0, 50)
     config = resolve_data(load_preset('tiny').with_overrides(VST_LIKE),
                           records.Layout(16000, 50, 1.0), 'test')
-    stats = {'splits': {'train': {'f0_hz': {'p01': 400.0, 'p99': 700.0},
-                                  'loudness_db': {'voiced_mean': -10.0, 'voiced_std': 3.0}}},
-             'options': {'crepe_capacity': 'tiny'}}
+    stats = records.Manifest(
+        {'splits': {'train': {'f0_hz': {'p01': 400.0, 'p99': 700.0},
+                              'loudness_db': {'voiced_mean': -10.0, 'voiced_std': 3.0}}},
+         'options': {'crepe_capacity': 'tiny'}}, 'data/manifest.json')
     trained = TrainedModel(model, config, 0, tmp_path, stats, {})
     path = _tone_file(tmp_path / 'in.wav', [250.0, 0.0, 280.0], 0.5)
     result = tr.transfer(trained, path, tmp_path / 'out.wav')
@@ -617,7 +654,7 @@ def test_cli_errors_exit_2_with_one_line(model_dir, tmp_path, capsys):
 def test_cli_transfers_and_logs_to_the_models_mlflow_run(model_dir, tmp_path, capsys):
     """Stereo 22.05 kHz FLAC in, output at the input's rate; --log_to_mlflow adds the input,
     output, spectrogram and settings to the model's run without changing its status."""
-    from trainer.tracking.tracker import make_client
+    from trainer.tracking.store import make_client
 
     model = tmp_path / 'model'
     shutil.copytree(model_dir, model)
@@ -678,7 +715,7 @@ MEMORY_SCRIPT = textwrap.dedent("""
         # Synthesis alone (decoder, synthesizers, reverb, file writing), under tracemalloc.
         tracemalloc.start()
         blocks = synth.render(result.f0_hz, result.loudness_db)
-        tr.write_audio(blocks, f'{tmp}/synth{secs}.wav', synth.sample_rate,
+        aud.write_audio(blocks, f'{tmp}/synth{secs}.wav', synth.sample_rate,
                        result.features.n_samples)
         peak = tracemalloc.get_traced_memory()[1] / 2**20
         tracemalloc.stop()

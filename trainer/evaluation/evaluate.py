@@ -23,7 +23,7 @@ from typing import Iterator, Optional
 
 import numpy as np
 
-from ddsp_core import records
+from ddsp_core import records, shards
 
 logger = logging.getLogger(__name__)
 
@@ -32,10 +32,10 @@ RANK_METRIC = 'spectral_distance'
 METRIC_PREFIX = 'eval/'
 
 
-def default_crepe_capacity(manifest: Optional[dict]) -> str:
-    """The CREPE model the dataset was prepared with (so the resynthesis is tracked alike)."""
-    options = (manifest or {}).get('options') or {}
-    return str(options.get('crepe_capacity') or 'full')
+def default_crepe_capacity(manifest: Optional[records.Manifest]) -> str:
+    """The CREPE model the dataset was prepared with, so that a resynthesis is tracked alike
+    ('full' when the manifest does not say or there is none)."""
+    return str(manifest.option('crepe_capacity') or 'full') if manifest else 'full'
 
 
 def iter_records(files, layout: records.Layout) -> Iterator[tuple[str, dict]]:
@@ -58,7 +58,7 @@ def iter_records(files, layout: records.Layout) -> Iterator[tuple[str, dict]]:
             try:
                 raw = next(records_of, None)
             except tf.errors.OpError:
-                found = records.find_damaged_record(str(path))
+                found = shards.find_damaged_record(str(path))
                 where, why = found if found else (offset, 'unreadable')
                 raise DataError(f'{path}: damaged record at byte {where} ({why}); ddsp-prepare '
                                 f'--verify {os.path.dirname(str(path))} checks every shard'
@@ -72,7 +72,7 @@ def iter_records(files, layout: records.Layout) -> Iterator[tuple[str, dict]]:
                                       f'{path} record {i} (byte {offset})')
             except records.LayoutError as e:
                 raise DataError(str(e)) from None
-            offset += records.RECORD_FRAMING_BYTES + len(data)
+            offset += shards.RECORD_FRAMING_BYTES + len(data)
             yield f'{name}#{i}', example
 
 
@@ -184,8 +184,7 @@ def evaluate(model, source, crepe_capacity: Optional[str] = None, batch_size: in
         raise ValueError(f'{source.where} holds {layout.describe()}, the model is built for '
                          f'{data.example_secs:g} s at {data.sample_rate} Hz, {data.frame_rate} '
                          'frames/s')
-    capacity = crepe_capacity or default_crepe_capacity(
-        source.manifest.data if source.manifest else model.manifest)
+    capacity = crepe_capacity or default_crepe_capacity(source.manifest or model.manifest)
     total = source.manifest.split_examples(source.split) if (source.manifest and
                                                               source.split) else None
     if max_examples is not None:
@@ -292,7 +291,7 @@ def log_to_mlflow(result: EvaluationResult, run_id: str, tracking_uri: Optional[
     metrics at the model's step, and the files of :func:`write_outputs` under ``eval/``."""
     from mlflow.entities import Metric
 
-    from trainer.tracking.tracker import make_client, resolve_tracking_uri
+    from trainer.tracking.store import make_client, resolve_tracking_uri
 
     client = make_client(resolve_tracking_uri(tracking_uri))
     now = int(time.time() * 1000)

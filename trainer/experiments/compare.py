@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import base64
 import dataclasses
-import html
 import json
 import logging
 import math
@@ -232,44 +231,32 @@ def listening_report(client, rows: Sequence[RunRow], metric: str, title: str,
                 if 'spectrogram.png' in files:
                     entry['png'] = _data_uri(files['spectrogram.png'], 'image/png')
                 cells.setdefault(name, []).append((r, entry))
-    parts = [f'<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}'
-             '</title><style>body{font-family:sans-serif;margin:1.5em}table{border-collapse:'
-             'collapse}td,th{border:1px solid #ccc;padding:6px;vertical-align:top}'
-             'img{width:360px}</style></head><body>',
-             f'<h1>{html.escape(title)}</h1>',
-             f'<p>{len(chosen)} runs, best {html.escape(metric)} first; each row plays the '
-             'original, then every run\'s resynthesis of the same example.</p>']
-    if not cells:
-        parts.append('<p>No run has listening examples (latest_resynthesis.wav or '
-                     'eval/listen/).</p>')
-    for name, entries in sorted(cells.items()):
-        parts.append(f'<h2>{html.escape(name)}</h2><table><tr><th>original</th>')
-        parts.extend(f'<th>{html.escape(r.name)}<br>{html.escape(metric)} '
-                     f'{r.final:.4g}</th>' for r, _ in entries)
-        parts.append('</tr><tr><td>')
-        if name in originals:
-            parts.append(f'<audio controls preload="none" src="{originals[name]}"></audio>')
-        parts.append('</td>')
-        for _, entry in entries:
-            parts.append('<td>')
-            if 'audio' in entry:
-                parts.append(f'<audio controls preload="none" src="{entry["audio"]}"></audio>')
-            if 'png' in entry:
-                parts.append(f'<br><img alt="spectrogram" src="{entry["png"]}">')
-            parts.append('</td>')
-        parts.append('</tr></table>')
-    parts.append('</body></html>')
-    return '\n'.join(parts)
+    examples = [{'name': name,
+                 'original': originals.get(name),
+                 'cells': [{'run': r.name, 'value': r.final, **entry} for r, entry in entries]}
+                for name, entries in sorted(cells.items())]
+    return _report_template().render(title=title, metric=metric, n_runs=len(chosen),
+                                      examples=examples)
+
+
+def _report_template():
+    """The listening report's jinja2 template (``templates/listening_report.html``), with
+    autoescaping: run names, metric names and example names are user data."""
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.PackageLoader('trainer.experiments', 'templates'),
+                             autoescape=True, undefined=jinja2.StrictUndefined)
+    return env.get_template('listening_report.html')
 
 
 def select_runs(client, experiments: Optional[Sequence[str]], sweep: Optional[str],
                 run_ids: Optional[str]) -> tuple[list, Optional[str], str]:
     """(runs, run id to log the report to or None, a title).
 
-    ``experiments``: every training run of these experiments (:func:`trainer.tracking.tracker.
+    ``experiments``: every training run of these experiments (:func:`trainer.tracking.store.
     is_training_run`: ``ddsp-train`` runs, sweep trials, runs older versions logged without a
     kind), never a sweep's parent or a comparison run."""
-    from trainer.tracking.tracker import is_training_run
+    from trainer.tracking.store import is_training_run
 
     experiments = list(experiments) if experiments else None
     if sum(x is not None for x in (experiments, sweep, run_ids)) != 1:
@@ -318,7 +305,7 @@ def compare(client, runs: Sequence, metric: str, out: str, title: str,
         listening_report(client, rows, metric, f'DDSP comparison: {title}', listen))
     target = log_to_run
     if target is None and experiment_id is not None:
-        from trainer.tracking.tracker import KIND_TAG
+        from trainer.tracking.store import KIND_TAG
 
         created = client.create_run(experiment_id, run_name=f'compare-{metric}', tags={
             KIND_TAG: 'comparison',
@@ -363,7 +350,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = runtime.open_cli(build_arg_parser(), argv)
     if isinstance(args, int):
         return args
-    from trainer.tracking.tracker import make_client, quiet_mlflow_logging, resolve_tracking_uri
+    from trainer.tracking.store import make_client, quiet_mlflow_logging, resolve_tracking_uri
 
     quiet_mlflow_logging()
     client = make_client(resolve_tracking_uri(args.tracking_uri))
@@ -393,7 +380,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def links(client, runs: Sequence, result: dict, best: int) -> list[str]:
     """Where to look in MLflow's UI: the listening report logged to a run, and the ``best``
     runs side by side in MLflow's run comparison."""
-    from trainer.tracking.tracker import run_link, ui_hint, ui_link
+    from trainer.tracking.store import run_link, ui_hint, ui_link
 
     out = []
     if result['logged_to']:

@@ -23,8 +23,9 @@ from typing import Optional
 
 import yaml
 
-PRESETS_DIR = Path(__file__).resolve().parents[1] / 'presets'  # trainer/presets
-CONFIG_FILENAME = 'config.json'
+from trainer.model.model_dir import CONFIG_FILENAME
+
+PRESETS_DIR = Path(__file__).resolve().parent / 'presets'
 
 
 #: The decoder's possible frame-rate inputs (``model.decoder_inputs``), see ModelConfig.
@@ -326,7 +327,7 @@ class Config:
 
 
 def available_presets() -> list[str]:
-    """Names of the YAML presets shipped in ``trainer/presets``."""
+    """Names of the YAML presets shipped in ``trainer/model/presets``."""
     return sorted(p.stem for p in PRESETS_DIR.glob('*.yaml'))
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
-import json
 import os
 import shutil
 import tempfile
@@ -20,14 +19,12 @@ from typing import Optional
 
 import numpy as np
 
+from ddsp_core import records
+from trainer.model import model_dir as model_dir_lib
 from trainer.model.config import CONFIG_FILENAME, Config, ConfigError
-from trainer.training.loop import MANIFEST_COPY
+from trainer.model.model_dir import ModelDirError
 
 RUNS_PREFIX = 'runs:/'
-
-
-class ModelDirError(ValueError):
-    """A model directory (or run) without what is needed; the message names it."""
 
 
 def _local_model_dir(model: str, tracking_uri: Optional[str]) -> Path:
@@ -63,8 +60,6 @@ def _download_model_dir(url: str) -> Path:
     removed at exit (its ``mlruns/`` fallback store and lock are not needed to load it)."""
     import tensorflow as tf
 
-    from trainer.tracking.sync import FALLBACK_DIRNAME
-
     url = url.rstrip('/')
     try:
         if not tf.io.gfile.isdir(url):
@@ -73,7 +68,7 @@ def _download_model_dir(url: str) -> Path:
         atexit.register(shutil.rmtree, target, ignore_errors=True)
         for folder, _, files in tf.io.gfile.walk(url):
             relative = folder[len(url):].strip('/')
-            if relative.split('/')[0] == FALLBACK_DIRNAME:
+            if relative and not model_dir_lib.is_model_file(relative):
                 continue
             (target / relative).mkdir(parents=True, exist_ok=True)
             for name in files:
@@ -148,7 +143,7 @@ class TrainedModel:
         config: its config, with ``data.example_secs`` the window it was built for.
         step: the checkpoint's training step.
         model_dir: where it was loaded from.
-        manifest: the training dataset's manifest (dict), or None.
+        manifest: the training dataset's manifest (:class:`ddsp_core.records.Manifest`), or None.
         run_info: ``mlflow_run.json`` (run id, tracking URI), or {}.
     """
 
@@ -156,7 +151,7 @@ class TrainedModel:
     config: Config
     step: int
     model_dir: Path
-    manifest: Optional[dict]
+    manifest: Optional[records.Manifest]
     run_info: dict
 
     @classmethod
@@ -202,12 +197,8 @@ class TrainedModel:
         net = Autoencoder(config.model, config.data, compute_dtype=config.train.compute_dtype)
         net(net.dummy_features(1))
         restore_weights(net, latest, config, str(model))
-        manifest = None
-        if (local / MANIFEST_COPY).exists():
-            manifest = json.loads((local / MANIFEST_COPY).read_text())
-        run_info = {}
-        if (local / 'mlflow_run.json').exists():
-            run_info = json.loads((local / 'mlflow_run.json').read_text())
+        manifest = model_dir_lib.read_manifest(local)
+        run_info = model_dir_lib.read_run_info(local)
         return cls(net, config, int(latest.rsplit('-', 1)[-1]), local, manifest, run_info)
 
     @property

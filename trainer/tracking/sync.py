@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import json
 import logging
 import os
 import tempfile
@@ -21,7 +20,8 @@ from pathlib import Path
 from typing import Optional
 
 from ddsp_core import runtime
-from trainer.tracking.tracker import (
+from trainer.model import model_dir as model_dir_lib
+from trainer.tracking.store import (
     CLOSED_BY_RECOVERY_TAG,
     CONTINUED_IN_TAG,
     FALLBACK_TAG,
@@ -38,8 +38,6 @@ logger = logging.getLogger(__name__)
 SYNCED_TO_TAG = 'ddsp.synced_to_run_id'
 #: Tag on a server run created from a fallback-only run.
 SYNCED_FROM_TAG = 'ddsp.synced_from_fallback_run_id'
-RUN_FILENAME = 'mlflow_run.json'
-FALLBACK_DIRNAME = 'mlruns'
 _NOT_COPIED_TAGS = (FALLBACK_TAG, FALLBACK_URI_TAG, SYNCED_TO_TAG, CLOSED_BY_RECOVERY_TAG,
                     'mlflow.runName')
 
@@ -195,22 +193,16 @@ def sync_model_dir(model_dir: str | os.PathLike, tracking_uri: Optional[str] = N
         FileNotFoundError: ``model_dir`` does not exist.
         mlflow.exceptions.MlflowException, requests errors: the server is unreachable.
     """
-    from trainer.model.lock import ModelDirLock, ModelDirLocked
-    from trainer.tracking.tracker import resolve_tracking_uri
+    from trainer.model.model_dir import ModelDirLock, ModelDirLocked
+    from trainer.tracking.store import resolve_tracking_uri
 
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise FileNotFoundError(f'{model_dir} is not a directory')
-    store = model_dir / FALLBACK_DIRNAME / 'mlflow.db'
+    store = model_dir_lib.fallback_dir(model_dir) / model_dir_lib.FALLBACK_DB
     if not store.exists():
         return []
-    info = {}
-    run_file = model_dir / RUN_FILENAME
-    if run_file.exists():
-        try:
-            info = json.loads(run_file.read_text())
-        except (OSError, ValueError):
-            info = {}
+    info = model_dir_lib.read_run_info(model_dir)
     uri = resolve_tracking_uri(tracking_uri or info.get('tracking_uri'))
     experiment = info.get('experiment') or 'ddsp'
     lock = ModelDirLock(model_dir)
@@ -234,7 +226,7 @@ def sync_model_dir(model_dir: str | os.PathLike, tracking_uri: Optional[str] = N
             if info.get('run_id') == run.info.run_id and report.target_run_id != run.info.run_id:
                 info['run_id'] = report.target_run_id  # resume on the server from now on
                 info['tracking_uri'] = uri
-                runtime.write_atomic(run_file, json.dumps(info) + '\n')  # read on resume
+                model_dir_lib.write_run_info(model_dir, info)  # read on resume
         return reports
     finally:
         lock.release()
@@ -246,7 +238,6 @@ def main(argv: Optional[list[str]] = None) -> int:
     import argparse
     import sys
 
-    from ddsp_core import runtime
 
     parser = argparse.ArgumentParser(
         prog='ddsp-sync', formatter_class=runtime.HelpFormatter,

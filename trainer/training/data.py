@@ -31,7 +31,7 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
-from ddsp_core import records
+from ddsp_core import records, shards
 from trainer.model.config import DataConfig
 
 logger = logging.getLogger(__name__)
@@ -163,8 +163,8 @@ def _manifest_near(files: list[str]) -> Optional[records.Manifest]:
 def _check_shards(manifest: records.Manifest, files: list[str]) -> None:
     """Every shard exists with the size the manifest recorded (before anything is read)."""
     try:
-        records.check_shard_sizes(manifest, files)
-    except records.ShardError as e:
+        shards.check_shard_sizes(manifest, files)
+    except shards.ShardError as e:
         raise DataError(str(e)) from None
 
 
@@ -174,14 +174,14 @@ def damaged_data_error(source: DataSource, error: Exception) -> Optional[DataErr
     shard's SHA-256 still matches its manifest. None when no shard holds a damaged record (the
     error was something else)."""
     for path in source.files:
-        found = records.find_damaged_record(path, source.layout)
+        found = shards.find_damaged_record(path, source.layout)
         if found is None:
             continue
         offset, reason = found
         text = f'{path}: damaged record at byte {offset} ({reason})'
         entry = source.manifest.shard_file(path) if source.manifest else None
         if entry and entry.get('sha256'):
-            same = records.file_entry(path)['sha256'] == entry['sha256']
+            same = shards.file_entry(path)['sha256'] == entry['sha256']
             text += ('; its SHA-256 matches the manifest (it was damaged when written: re-run '
                      'ddsp-prepare)' if same else
                      '; its SHA-256 differs from the manifest (it changed after it was written: '
@@ -191,7 +191,7 @@ def damaged_data_error(source: DataSource, error: Exception) -> Optional[DataErr
         return DataError(text)
     if isinstance(error, tf.errors.DataLossError):
         return DataError(f'{source.where}: a record could not be read '
-                         f'({records.tf_error_text(error)})')
+                         f'({shards.tf_error_text(error)})')
     return None
 
 
@@ -218,7 +218,7 @@ def _first_record(files: list[str]) -> tuple[Optional[str], Optional[bytes]]:
         try:
             raw = next(iter(tf.data.TFRecordDataset(path).take(1)), None)
         except tf.errors.OpError as e:
-            raise DataError(f'{path}: cannot read TFRecords ({records.tf_error_text(e)})'
+            raise DataError(f'{path}: cannot read TFRecords ({shards.tf_error_text(e)})'
                             ) from None
         if raw is not None:
             return path, raw.numpy()

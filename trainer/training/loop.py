@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from trainer.model.config import Config, ConfigError
+from trainer.model.model_dir import CONFIG_FILENAME
 
 logger = logging.getLogger(__name__)
 
-MANIFEST_COPY = 'dataset_manifest.json'
 #: Checkpoint key of the model's variables by name. Keras 3 keeps layers held in Python lists
 #: out of TensorFlow's object graph (so ``model`` alone does not reach the MLP stacks'
 #: weights); naming every variable makes a checkpoint restorable without the optimizer.
@@ -49,7 +49,7 @@ def checkpoint_problem(prefix: str) -> str | None:
     (reads the whole checkpoint, as a restore does)."""
     import tensorflow as tf
 
-    from ddsp_core import records
+    from ddsp_core import shards
 
     try:
         dtypes = tf.train.load_checkpoint(prefix).get_variable_to_dtype_map()
@@ -60,7 +60,7 @@ def checkpoint_problem(prefix: str) -> str | None:
                              shape_and_slices=[''] * len(names),
                              dtypes=[dtypes[n] for n in names])
     except Exception as e:  # noqa: BLE001 - TF raises OpErrors, IndexError, ValueError...
-        return f'{type(e).__name__}: {records.tf_error_text(e)}'
+        return f'{type(e).__name__}: {shards.tf_error_text(e)}'
     return None
 
 
@@ -222,7 +222,7 @@ def check_resume_config(model_dir: Path, config: Config) -> None:
         ConfigError: the model directory holds a config whose model or data layout differs
             (the message lists the keys).
     """
-    saved_path = Path(model_dir) / 'config.json'
+    saved_path = Path(model_dir) / CONFIG_FILENAME
     if not saved_path.exists():
         return
     saved = Config.load(saved_path).flat()

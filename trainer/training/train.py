@@ -31,12 +31,11 @@ from pathlib import Path
 
 import numpy as np
 
+from trainer.model import model_dir as model_dir_lib
 from trainer.model.config import Config, ConfigError, available_presets, load_preset, resolve_data
-from trainer.model.lock import ModelDirLock, ModelDirLocked
-from trainer.tracking.sync import FALLBACK_DIRNAME, RUN_FILENAME
-from trainer.tracking.tracker import KIND_TAG
+from trainer.model.model_dir import ModelDirError, ModelDirLock, ModelDirLocked
+from trainer.tracking.store import KIND_TAG
 from trainer.training.loop import (
-    MANIFEST_COPY,
     CheckpointError,
     Trainer,
     TrainingDivergedError,
@@ -72,7 +71,8 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 
 class NullTracker:
-    """A tracker that records nothing (non-chief workers, ``track=False``)."""
+    """A tracker that records nothing (non-chief workers, ``track=False``): the
+    :class:`~trainer.tracking.tracker.Tracker` interface, every ``log_*`` and ``end`` a no-op."""
 
     fallback_events: list = []
 
@@ -82,46 +82,18 @@ class NullTracker:
     def logged_through(self, key):
         return 0
 
-    def log_metrics(self, metrics, step):
-        pass
+    def _nothing(self, *args, **kwargs) -> None:
+        return None
 
-    def log_audio(self, name, audio, sample_rate, step, artifact_dir=None):
-        pass
-
-    def log_spectrogram_comparison(self, name, original, resynthesis, sample_rate, step,
-                                   artifact_dir=None):
-        pass
-
-    def log_file(self, path, artifact_path=None):
-        pass
-
-    def log_dir(self, path, artifact_path):
-        pass
-
-    def log_dict(self, payload, artifact_file):
-        pass
-
-    def end(self, status='FINISHED'):
-        pass
-
-
-def _read_run_info(model_dir: Path) -> dict:
-    path = model_dir / RUN_FILENAME
-    if not path.exists():
-        return {}
-    try:
-        info = json.loads(path.read_text())
-        return info if isinstance(info, dict) else {}
-    except (OSError, json.JSONDecodeError):
-        logger.warning('%s is unreadable; starting a new MLflow run', path)
-        return {}
+    log_metrics = log_audio = log_spectrogram_comparison = log_file = log_dir = log_dict = \
+        log_dataset = end = _nothing
 
 
 def _log_model_dir(tracker, model_dir: Path) -> None:
     """Log the model dir's files as artifacts under ``checkpoints/`` (not the fallback MLflow
     store or the lock); the name ``model`` is left to the MLflow Model of ``ddsp-export``."""
     for entry in sorted(model_dir.iterdir()):
-        if entry.name == FALLBACK_DIRNAME or entry.name.startswith('.'):
+        if not model_dir_lib.is_model_file(entry.name):
             continue
         if entry.is_dir():
             tracker.log_dir(str(entry), f'{CHECKPOINTS_ARTIFACT}/{entry.name}')
@@ -202,18 +174,6 @@ def _default_run_name(config: Config, source) -> str:
     return f'{config.preset}-{name}-{secrets.token_hex(2)}'
 
 
-def check_local_model_dir(model_dir: str | os.PathLike, flag: str = '--model_dir') -> None:
-    """A model directory is a local folder: its lock (``flock``), run id and fallback MLflow
-    store need a local filesystem. A URL (``gs://...``) is refused here rather than taken as a
-    relative path (``Path('gs://b/m')`` is the local folder ``gs:/b/m``)."""
-    if '://' in str(model_dir):
-        raise ConfigError(
-            f'{flag} {model_dir}: a model directory must be a local folder (its lock, run id '
-            'and fallback MLflow store need a local filesystem). Train into a local folder: '
-            'its checkpoints are logged to the MLflow run (--model runs:/RUN_ID works '
-            'anywhere), and the folder can be copied to a bucket afterwards.')
-
-
 def train(config: Config, data, model_dir: str | os.PathLike, steps: int,
           strategy: str = 'default', tracking_uri: str | None = None,
           experiment: str | None = None, run_name: str | None = None, tracker=None,
@@ -266,7 +226,7 @@ def train(config: Config, data, model_dir: str | os.PathLike, steps: int,
 
     if steps <= 0:
         raise ConfigError(f'--steps must be positive, got {steps}')
-    check_local_model_dir(model_dir)
+    model_dir_lib.check_local(model_dir)
     if isinstance(strategy, str):  # before TensorFlow runs anything (multi_worker needs that)
         strategy = strategy_lib.make_strategy(strategy)
     source = data if isinstance(data, data_lib.DataSource) else data_lib.open_source(
@@ -309,7 +269,6 @@ def _run(trainer: Trainer, steps: int, *, tracking_uri, experiment, run_name, tr
          extra_tags=None, parent_run_id=None) -> dict:
     from tqdm.auto import tqdm
 
-    from ddsp_core import runtime
     from trainer.tracking import artifacts
 
     config, tc, model_dir = trainer.config, trainer.config.train, trainer.model_dir
@@ -322,7 +281,7 @@ def _run(trainer: Trainer, steps: int, *, tracking_uri, experiment, run_name, tr
     elif tracker is None:
         from trainer.tracking.tracker import Tracker
         tracker = Tracker(tracking_uri=tracking_uri, experiment=experiment or 'ddsp',
-                          local_fallback_dir=str(model_dir / FALLBACK_DIRNAME),
+                          local_fallback_dir=str(model_dir_lib.fallback_dir(model_dir)),
                           system_metrics_every_s=tc.system_metrics_every_s,
                           experiment_description='DDSP autoencoder training runs (ddsp-train). '
                           'Listen to latest_resynthesis.wav of each run; compare runs on '
@@ -344,7 +303,7 @@ def _run(trainer: Trainer, steps: int, *, tracking_uri, experiment, run_name, tr
     run_id = None
     logged_through = 0
     if trainer.chief:
-        previous = _read_run_info(model_dir).get('run_id')
+        previous = model_dir_lib.read_run_info(model_dir).get('run_id')
         description = (f'{config.preset} on {source.describe()}; training window '
                        f'{config.data.example_secs:g} s. latest_original.wav, '
                        'latest_resynthesis.wav and latest_spectrogram.png are the newest '
@@ -357,16 +316,14 @@ def _run(trainer: Trainer, steps: int, *, tracking_uri, experiment, run_name, tr
         if previous:
             logged_through = int(tracker.logged_through('total_loss') or 0)
         if run_id:
-            runtime.write_atomic(model_dir / RUN_FILENAME, json.dumps(
-                {'run_id': run_id, 'tracking_uri': _tracker_attr(tracker, 'tracking_uri', str)
-                 or tracking_uri or os.environ.get('MLFLOW_TRACKING_URI'),
-                 'experiment': experiment or 'ddsp'}) + '\n')
+            model_dir_lib.write_run_info(model_dir, {
+                'run_id': run_id, 'tracking_uri': _tracker_attr(tracker, 'tracking_uri', str)
+                or tracking_uri or os.environ.get('MLFLOW_TRACKING_URI'),
+                'experiment': experiment or 'ddsp'})
         config.save(model_dir)
         _log_dataset_input(tracker, source)
         if source.manifest is not None:
-            runtime.write_atomic(model_dir / MANIFEST_COPY,
-                                 json.dumps(source.manifest.data, indent=2, sort_keys=True)
-                                 + '\n')
+            model_dir_lib.write_manifest(model_dir, source.manifest)
 
     def write_summaries(step):
         if summary_batch is None or step <= logged_through:
@@ -464,9 +421,9 @@ def _run(trainer: Trainer, steps: int, *, tracking_uri, experiment, run_name, tr
     total_elapsed = time.perf_counter() - loop_start
     final_id = _tracker_attr(tracker, 'run_id', str) or run_id
     if trainer.chief and final_id and final_id != run_id:  # a fallback-only run got a server id
-        info = _read_run_info(model_dir)
+        info = model_dir_lib.read_run_info(model_dir)
         info['run_id'] = final_id
-        runtime.write_atomic(model_dir / RUN_FILENAME, json.dumps(info) + '\n')
+        model_dir_lib.write_run_info(model_dir, info)
     return {
         'step': trainer.step,
         'losses': last,
@@ -552,15 +509,15 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return EXIT_USAGE
     try:
-        check_local_model_dir(args.model_dir)
+        model_dir_lib.check_local(args.model_dir)
         config = load_preset(args.preset).with_overrides(
             args.overrides + (['train.system_metrics_every_s=0'] if args.no_system_metrics
                               else []))
-    except ConfigError as e:
+    except (ConfigError, ModelDirError) as e:
         print(f'ddsp-train: error: {e}', file=sys.stderr)
         return EXIT_USAGE
     runtime.import_tensorflow()
-    from trainer.tracking.tracker import quiet_mlflow_logging, resolve_tracking_uri
+    from trainer.tracking.store import quiet_mlflow_logging, resolve_tracking_uri
     from trainer.training.data import DataError, open_source
     from trainer.training.strategy import make_strategy
 
@@ -589,7 +546,7 @@ def main(argv: list[str] | None = None) -> int:
                        run_name=args.run_name, track=not args.no_tracking,
                        progress=not args.no_progress, eval_data=eval_data,
                        eval_every=eval_every if eval_data else 0)
-    except (ConfigError, DataError, ModelDirLocked) as e:
+    except (ConfigError, DataError, ModelDirError, ModelDirLocked) as e:
         print(f'ddsp-train: error: {e}', file=sys.stderr)
         return EXIT_USAGE
     except (TrainingDivergedError, CheckpointError) as e:
@@ -608,9 +565,9 @@ def main(argv: list[str] | None = None) -> int:
     for event in result.get('tracking_events', []):
         print(f'ddsp-train: MLflow: {event}', file=sys.stderr)
     if result.get('run_id'):
-        from trainer.tracking.tracker import run_link
+        from trainer.tracking.store import run_link
 
-        info = _read_run_info(Path(args.model_dir))
+        info = model_dir_lib.read_run_info(args.model_dir)
         uri = info.get('tracking_uri') or resolve_tracking_uri(args.tracking_uri)
         for what, table in (('run', False), ('runs of the experiment', True)):
             link = run_link(uri, result['run_id'], runs_table=table)
