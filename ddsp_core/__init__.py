@@ -12,6 +12,8 @@ for it. Submodules are imported on first access, so importing the package is che
   and the trainer, and ``shards``: the shards checked against the manifest;
 - ``runtime``: process set-up shared by the command-line tools; ``audio_stream``: audio files
   decoded, mixed down, resampled and buffered block by block (prepare and transfer);
+- ``analysis``: measures of rendered audio for the quality studies (RT60, tails after notes,
+  spectral centroid, pitch accuracy per note);
 - ``dsp``: the building blocks behind ``core``.
 """
 
