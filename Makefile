@@ -14,7 +14,7 @@ LOCK_EXTRAS := --extra test --extra gcp --extra postgres
 
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: venv lock demo test test-fast lint bench bench-train bench-prepare quality-data clean
+.PHONY: venv lock demo test test-fast test-workers worker-packages lint bench bench-train bench-prepare quality-data clean
 
 venv: $(STAMP)
 
@@ -47,11 +47,23 @@ test: venv
 	bash tools/install_browser.sh
 	bash tools/install_postgres.sh
 	bash tools/install_fluidsynth.sh
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not worker_env" $(PYTEST_ARGS)
+
+# Beam workers in a virtual environment of their own, made only from what a Dataflow job stages
+# (tests/pipelines/test_worker_env.py). The environment holds TensorFlow: it is built once per
+# set of locked versions (minutes) and kept under ~/.cache/ddsp-platform/worker-env.
+test-workers: venv
+	$(PY) -m pytest -m worker_env $(PYTEST_ARGS)
+
+# What to stage for Dataflow workers (docs/scale.md): the workers' requirements, this project's
+# sdist and a crepe wheel with its weights ($$CREPE_WEIGHTS_DIR, else the installed crepe's).
+WORKER_PACKAGES ?= dist/worker
+worker-packages: venv
+	$(PY) tools/worker_packages.py build $(WORKER_PACKAGES)
 
 test-fast: venv
 	bash tools/install_fluidsynth.sh
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not slow and not worker_env" $(PYTEST_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check .

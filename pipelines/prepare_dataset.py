@@ -4,9 +4,9 @@ Runs locally on Beam's DirectRunner (multi-process, all cores, listening on loop
 Dataflow by adding pipeline options (``--runner DataflowRunner --project ... --region ...
 --temp_location gs://... --setup_file ./setup.py``). See ``docs/prepare.md``.
 
-Pipeline (each step a thin shell around a pure function of :mod:`pipelines.audio_io`,
-:mod:`pipelines.chunking`, :mod:`pipelines.examples`, :mod:`pipelines.stats` or
-:mod:`pipelines.manifest`)::
+This module assembles the job and is the command; its steps are in :mod:`pipelines.prepare_steps`
+(each a thin shell around a pure function of :mod:`pipelines.audio_io`, :mod:`pipelines.chunking`,
+:mod:`pipelines.examples`, :mod:`pipelines.stats` or :mod:`pipelines.manifest`)::
 
     files --DecodeFile--> chunks --Reshuffle--> RunInference(CREPE) --MakeExamples--> records
       |  (validate, split plan,                   (batched across      (f0 decode, loudness,
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -30,27 +29,30 @@ import time
 from typing import Any, Iterable, Optional, Sequence
 
 import apache_beam as beam
-import soundfile as sf
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import RunInference
 from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
 
 from ddsp_core import records, shards
-from ddsp_core.f0 import CREPE_PRECISIONS, CREPE_SAMPLE_RATE, resolve_crepe_precision
-from pipelines import audio_io, chunking, examples, manifest, runner, splitting, stats
-from pipelines.crepe_inference import CrepeModelHandler, result_precision
+from ddsp_core.f0 import CREPE_PRECISIONS, resolve_crepe_precision
+from pipelines import prepare_steps as steps
+from pipelines import runner, splitting
+from pipelines.crepe_inference import CrepeModelHandler
 from pipelines.inputs import FILE, InputEntry, expand_inputs
 from pipelines.options import SPLIT_METHODS, OptionError, PrepareOptions, parse_db_or_none
+from pipelines.prepare_steps import (
+    DEAD_LETTERS,
+    DECODE_BAD_INPUT,
+    MANIFEST,
+    NAMESPACE,
+    DecodeFile,
+    MakeExamples,
+    SplitStatsFn,
+    WriteShard,
+)
 
 log = logging.getLogger('ddsp-prepare')
-NAMESPACE = 'ddsp_prepare'
-MANIFEST = records.MANIFEST
-DEAD_LETTERS = records.DEAD_LETTERS
-PROGRESS_EVERY_SECS = 10.0
-# Errors that mean "this file is unusable" at decode time: dead-lettered. Anything else there (a
-# remote read error, which may be transient) fails the bundle so that the runner retries it.
-DECODE_BAD_INPUT = (audio_io.BadInputError, sf.SoundFileError, ValueError)
 
 __all__ = ['OptionError', 'PrepareError', 'PrepareOptions', 'build_pipeline', 'expand_inputs',
            'main', 'prepare_dataset']
@@ -58,257 +60,6 @@ __all__ = ['OptionError', 'PrepareError', 'PrepareOptions', 'build_pipeline', 'e
 
 class PrepareError(RuntimeError):
     """The pipeline ran but failed (exit code 1)."""
-
-
-def _dead_letter(element: Any, error: Any, stage: str) -> dict:
-    """A dead-letter record from a ``with_exception_handling`` bad output."""
-    if isinstance(element, tuple) and element and isinstance(element[0], str):
-        path = element[0]
-    elif isinstance(element, dict):
-        path = element.get('path', '?')
-    elif hasattr(element, 'example') and isinstance(element.example, dict):
-        path = element.example.get('path', '?')
-    else:
-        path = repr(element)[:200]
-    if isinstance(error, tuple) and len(error) >= 2:
-        exc_type, exc_repr = error[0], error[1]
-        name = getattr(exc_type, '__name__', str(exc_type))
-        reason = exc_repr
-        if reason.startswith(name + '(') and reason.endswith(')'):
-            reason = reason[len(name) + 1:-1].strip('\'"')
-    else:
-        name, reason = type(error).__name__, str(error)
-    return {'path': path, 'stage': stage, 'error': name, 'reason': reason}
-
-
-# ---- DoFns -------------------------------------------------------------------------------------
-class DecodeFile(beam.DoFn):
-    """(path, split_key) -> chunk dicts. Validates the whole file before emitting anything.
-    Each chunk carries the file's split plan (:func:`pipelines.splitting.plan_file` by
-    ``split_method``)."""
-
-    def __init__(self, opts: PrepareOptions, split_method: str = splitting.FILE):
-        self.opts = opts
-        self.split_method = split_method
-        self.files = Metrics.counter(NAMESPACE, 'files_decoded')
-        self.chunks = Metrics.counter(NAMESPACE, 'chunks')
-        self.seconds = Metrics.distribution(NAMESPACE, 'file_ms')
-
-    def process(self, element):
-        path, key = element
-        opts = self.opts
-        info = audio_io.scan_audio(path, opts.min_secs)
-        n = audio_io.resampled_length(info.n_samples, info.sample_rate, opts.sample_rate)
-        plan = splitting.plan_file(key, n, opts, self.split_method)
-        specs = chunking.plan_chunks(n, opts)
-        rates, lengths, hops = [opts.sample_rate], [n], [opts.hop_samples]
-        if opts.needs_16k:
-            rates.append(CREPE_SAMPLE_RATE)
-            lengths.append(audio_io.resampled_length(info.n_samples, info.sample_rate,
-                                                     CREPE_SAMPLE_RATE))
-            hops.append(opts.hop_16k)
-        self.files.inc()
-        self.seconds.update(int(info.seconds * 1000))
-        blocks = audio_io.stream_resampled(path, tuple(rates))
-        for spec, segs in chunking.iter_chunk_audio(blocks, tuple(lengths), tuple(hops), specs):
-            self.chunks.inc()
-            yield {'path': path, 'key': key, 'split': plan.split, 'plan': plan,
-                   'n_samples': n, 'seconds': info.seconds,
-                   'sha256': info.sha256, 'source_rate': info.sample_rate, 'spec': spec,
-                   'audio': segs[0], 'audio_16k': segs[1] if len(segs) > 1 else None}
-
-
-class MakeExamples(beam.DoFn):
-    """PredictionResult(chunk, activations) -> tagged outputs of
-    :func:`pipelines.examples.chunk_examples`: 'records' ``(split, (sort_key, bytes))``,
-    'stats' (per record), 'counts' ``(path, (examples, dropped, eval examples))`` per chunk,
-    'files' (one per file, from its first chunk) and 'precisions' ``(CREPE's number format as
-    the worker resolved it, frames analysed)`` per chunk."""
-
-    def __init__(self, opts: PrepareOptions, total_files: int = 0):
-        self.opts = opts
-        self.total_files = total_files
-        self.examples = Metrics.counter(NAMESPACE, 'examples')
-        self.frames = Metrics.counter(NAMESPACE, 'frames')
-        self.dropped = Metrics.counter(NAMESPACE, 'windows_dropped_silent')
-        self.audio_ms = Metrics.counter(NAMESPACE, 'audio_ms_processed')
-
-    def setup(self):
-        from ddsp_core import runtime
-
-        runtime.import_tensorflow()  # quietly, before the first record is serialised
-        self._t0 = time.time()
-        self._last = 0.0
-        self._chunks = 0
-        self._secs = 0.0
-
-    def process(self, result):
-        chunk = result.example
-        made = examples.chunk_examples(chunk, result.inference, self.opts)
-        for split, record in zip(made.record_splits, made.records, strict=True):
-            yield beam.pvalue.TaggedOutput('records', (split, record))
-        for record_stats in made.stats:
-            yield beam.pvalue.TaggedOutput('stats', record_stats)
-        yield beam.pvalue.TaggedOutput('counts', (chunk['path'], (
-            len(made.records), made.n_dropped, made.record_splits.count('eval'))))
-        if chunk['spec'].index == 0:
-            yield beam.pvalue.TaggedOutput('files', examples.file_record(chunk, self.opts))
-        yield beam.pvalue.TaggedOutput('precisions', (result_precision(result),
-                                                      len(result.inference)))
-        self.examples.inc(len(made.records))
-        self.frames.inc(made.frames)
-        self.dropped.inc(made.n_dropped)
-        secs = made.frames / self.opts.frame_rate
-        self.audio_ms.inc(int(secs * 1000))
-        self._progress(secs)
-
-    def _progress(self, secs):
-        self._chunks += 1
-        self._secs += secs
-        now = time.time()
-        if now - self._last >= PROGRESS_EVERY_SECS:
-            self._last = now
-            elapsed = max(now - self._t0, 1e-9)
-            print(f'[ddsp-prepare pid {os.getpid()}] {self._chunks} chunks, '
-                  f'{self._secs:.0f} audio-s in {elapsed:.0f} s '
-                  f'({self._secs / elapsed:.2f} audio-s/s) of {self.total_files} files',
-                  file=sys.stderr, flush=True)
-
-
-class SplitStatsFn(beam.CombineFn):
-    """Per-split statistics (:func:`pipelines.stats.merge_split_stats`)."""
-
-    def create_accumulator(self):
-        return {s: stats.empty_split_stats() for s in records.SPLITS}
-
-    def add_input(self, acc, item):
-        split = item['split']
-        acc[split] = stats.merge_split_stats(acc[split],
-                                             {k: v for k, v in item.items() if k != 'split'})
-        return acc
-
-    def merge_accumulators(self, accs):
-        accs = list(accs)
-        out = accs[0]
-        for a in accs[1:]:
-            out = {s: stats.merge_split_stats(out[s], a[s]) for s in records.SPLITS}
-        return out
-
-    def extract_output(self, acc):
-        return acc
-
-
-def shard_of(sort_key: tuple[str, str, int], n_shards: int) -> int:
-    """The shard a record goes to: a hash of its file's split key and start frame (stable across
-    runs and processes, and spreading each file's windows over the shards)."""
-    key, _path, start = sort_key
-    digest = hashlib.sha256(f'{key}\0{start}'.encode()).digest()
-    return int.from_bytes(digest[:8], 'big') % n_shards
-
-
-def _assign_shard(item, shard_counts):
-    split, (sort_key, data) = item
-    n = shard_counts[split]
-    return (split, shard_of(sort_key, n), n), (sort_key, data)
-
-
-def _empty_split_shard(split, split_counts):
-    if split not in split_counts:  # no record at all: one empty shard, so the split's pattern
-        yield (split, 0, 1), []  # still matches a file and readers see an empty split
-
-
-class WriteShard(beam.DoFn):
-    """((split, index, n_shards), records) -> one TFRecord file with the records sorted by key,
-    written under a temporary name and renamed (a retried bundle rewrites it whole). ``None``
-    items are placeholders that make every shard index appear (empty shards are written too).
-    Yields ``(split, file name, n_records, {'bytes', 'sha256'})``: the size and digest of the
-    bytes as they were written (:class:`ddsp_core.shards.DigestingWriter`, no second read)."""
-
-    def __init__(self, output_dir: str):
-        self.output_dir = output_dir
-
-    def process(self, element):
-        from apache_beam.io.tfrecordio import _TFRecordUtil
-
-        (split, index, n_shards), items = element
-        items = sorted((kv for kv in items if kv is not None), key=lambda kv: kv[0])
-        name = records.shard_name(split, index, n_shards)
-        final = FileSystems.join(self.output_dir, name)
-        tmp = FileSystems.join(self.output_dir, f'.tmp-{name}')
-        with FileSystems.create(tmp, mime_type='application/octet-stream',
-                                compression_type='uncompressed') as f:
-            out = shards.DigestingWriter(f)
-            for _key, data in items:
-                _TFRecordUtil.write_record(out, data)
-        if FileSystems.exists(final):
-            FileSystems.delete([final])
-        FileSystems.rename([tmp], [final])
-        yield split, name, len(items), out.entry()
-
-
-def _sum_pairs(pairs: Iterable[tuple[int, ...]]) -> tuple[int, ...]:
-    """Element-wise sum of equal-length count tuples."""
-    out: tuple[int, ...] = ()
-    for item in pairs:
-        out = tuple(a + b for a, b in zip(out, item, strict=True)) if out else tuple(item)
-    return out or (0, 0, 0)
-
-
-def _silent_file_letter(item, opts: PrepareOptions):
-    path, (n_examples, n_dropped, *_) = item
-    if n_examples == 0:
-        yield {'path': path, 'stage': 'windows', 'error': 'NoUsableWindows',
-               'reason': f'{path}: all {n_dropped} windows are silent (loudest frame below '
-                         f'--drop_silence_db {opts.drop_silence_db} dB)'}
-
-
-def _write_text(path: str, text: str) -> None:
-    """Write a file whole: locally under a temporary name renamed into place
-    (:func:`ddsp_core.runtime.write_atomic`); object stores (``gs://``) publish an object only
-    when it is complete."""
-    if '://' not in path:
-        from ddsp_core import runtime
-
-        runtime.write_atomic(path, text)
-        return
-    with FileSystems.create(path, mime_type='application/json') as f:
-        f.write(text.encode('utf-8'))
-
-
-def _finish(_, output_dir, opts, patterns, entries, file_records, split_stats, counts,
-            dead_letters, written, split_method=None, precisions=()):
-    """Write the ledger, the dead letters and (last) the manifest; remove shards of an earlier
-    dataset in the same directory that this run did not rewrite."""
-    counts = dict(counts)
-    dead_letters = sorted(dead_letters, key=lambda d: (d['path'], d['stage'], d['reason']))
-    ledger = manifest.build_ledger(entries, file_records, counts, dead_letters, opts)
-    shards: dict[str, list[str]] = {s: [] for s in records.SPLITS}
-    shard_files = {}
-    for split, name, _n, check in written:
-        shards[split].append(name)
-        shard_files[name] = check
-    result = manifest.build_manifest(opts, patterns, ledger, split_stats, shards,
-                                     len(dead_letters), split_method=split_method,
-                                     shard_files=shard_files, crepe_frames=dict(precisions))
-    keep = {n for names in shards.values() for n in names}
-    stale = [p for p in _existing_shards(output_dir) if p.rsplit('/', 1)[-1] not in keep]
-    if stale:
-        FileSystems.delete(stale)
-    _write_text(FileSystems.join(output_dir, records.LEDGER),
-                ''.join(json.dumps(line, sort_keys=True) + '\n' for line in ledger))
-    _write_text(FileSystems.join(output_dir, DEAD_LETTERS),
-                ''.join(json.dumps(d, sort_keys=True) + '\n' for d in dead_letters))
-    _write_text(FileSystems.join(output_dir, MANIFEST),
-                json.dumps(result, indent=2, sort_keys=True) + '\n')
-    yield result
-
-
-def _existing_shards(output_dir: str) -> list[str]:
-    found = []
-    for split in records.SPLITS:
-        pattern = FileSystems.join(output_dir, f'{split}-*-of-*{records.SHARD_SUFFIX}')
-        found.extend(m.path for m in FileSystems.match([pattern])[0].metadata_list)
-    return sorted(found)
 
 
 # ---- pipeline ----------------------------------------------------------------------------------
@@ -323,7 +74,7 @@ def build_pipeline(pipeline: beam.Pipeline, entries: Sequence[InputEntry], outpu
                | 'Decode' >> beam.ParDo(DecodeFile(opts, split_method)).with_exception_handling(
                    partial=True, exc_class=DECODE_BAD_INPUT))
     dead.append(decoded.bad | 'DecodeDL' >> beam.MapTuple(
-        lambda el, err: _dead_letter(el, err, 'decode')))
+        lambda el, err: steps.dead_letter(el, err, 'decode')))
     chunks = decoded.good | 'Spread' >> beam.Reshuffle()
 
     handler = CrepeModelHandler(opts.crepe_capacity, opts.frame_rate, opts.inference_batch_size,
@@ -331,13 +82,13 @@ def build_pipeline(pipeline: beam.Pipeline, entries: Sequence[InputEntry], outpu
     inferred, failed = (chunks
                         | 'CREPE' >> RunInference(handler).with_exception_handling())
     dead.append(failed.failed_inferences | 'CrepeDL' >> beam.FlatMapTuple(
-        lambda batch, err: [_dead_letter(c, err, 'crepe') for c in batch]))
+        lambda batch, err: [steps.dead_letter(c, err, 'crepe') for c in batch]))
 
     made = inferred | 'Examples' >> beam.ParDo(MakeExamples(opts, len(files))).with_outputs(
         'records', 'stats', 'counts', 'files', 'precisions',
         main='main').with_exception_handling()
     dead.append(made.bad | 'ExamplesDL' >> beam.MapTuple(
-        lambda el, err: _dead_letter(el, err, 'examples')))
+        lambda el, err: steps.dead_letter(el, err, 'examples')))
 
     # Deterministic shards: the shard count follows from the split's size, each record's shard
     # from its key, and records are sorted inside their shard.
@@ -347,11 +98,11 @@ def build_pipeline(pipeline: beam.Pipeline, entries: Sequence[InputEntry], outpu
                     | 'CountSplits' >> beam.CombinePerKey(sum))
     shard_counts = split_counts | 'ShardCount' >> beam.MapTuple(
         lambda split, n: (split, opts.num_shards or records.auto_shard_count(n, layout)))
-    keyed = made.records | 'AssignShard' >> beam.Map(_assign_shard,
+    keyed = made.records | 'AssignShard' >> beam.Map(steps.assign_shard,
                                                      beam.pvalue.AsDict(shard_counts))
     empty = (pipeline
              | 'Splits' >> beam.Create(list(records.SPLITS))
-             | 'EmptySplits' >> beam.FlatMap(_empty_split_shard,
+             | 'EmptySplits' >> beam.FlatMap(steps.empty_split_shard,
                                              beam.pvalue.AsDict(split_counts)))
     # One placeholder per shard index, so that a shard no record hashes to is still written
     # (empty): '-of-0000N' promises N files.
@@ -364,8 +115,8 @@ def build_pipeline(pipeline: beam.Pipeline, entries: Sequence[InputEntry], outpu
                | 'AllShards' >> beam.Flatten()
                | 'WriteShards' >> beam.ParDo(WriteShard(output_dir)))
 
-    counts = made.counts | 'CountPerFile' >> beam.CombinePerKey(_sum_pairs)
-    dead.append(counts | 'SilentDL' >> beam.FlatMap(_silent_file_letter, opts))
+    counts = made.counts | 'CountPerFile' >> beam.CombinePerKey(steps.sum_pairs)
+    dead.append(counts | 'SilentDL' >> beam.FlatMap(steps.silent_file_letter, opts))
     dead_letters = tuple(dead) | 'AllDL' >> beam.Flatten()
     _ = dead_letters | 'CountDL' >> beam.Map(
         lambda d: Metrics.counter(NAMESPACE, 'dead_letters').inc())
@@ -375,7 +126,7 @@ def build_pipeline(pipeline: beam.Pipeline, entries: Sequence[InputEntry], outpu
     _ = (pipeline
          | 'Once' >> beam.Create([None])
          | 'Manifest' >> beam.FlatMap(
-             _finish, output_dir, opts, list(inputs), list(entries), side.AsList(made.files),
+             steps.finish, output_dir, opts, list(inputs), list(entries), side.AsList(made.files),
              side.AsSingleton(split_stats), side.AsList(counts), side.AsList(dead_letters),
              side.AsList(written), split_method, side.AsList(precisions)))
 
@@ -398,7 +149,7 @@ def check_output_dir(output_dir: str, overwrite: bool) -> list[str]:
     Raises:
         OptionError: it holds a dataset (manifest, ledger or shards) and ``overwrite`` is off.
     """
-    found = _existing_shards(output_dir)
+    found = steps.existing_shards(output_dir)
     for name in (MANIFEST, records.LEDGER, DEAD_LETTERS):
         path = FileSystems.join(output_dir, name)
         if FileSystems.exists(path):

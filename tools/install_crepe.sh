@@ -31,37 +31,8 @@ if [ -z "${CREPE_WEIGHTS_DIR:-}" ]; then
   "$py" -m pip install -q --no-build-isolation "crepe==0.0.16"
 else
   weights="$(cd "$CREPE_WEIGHTS_DIR" && pwd)"
-  hook="$(mktemp -d)"
-  trap 'rm -rf "$hook"' EXIT
-  # crepe's setup.py fetches each model-<capacity>.h5.bz2 with urllib.request.urlretrieve and
-  # decompresses it; answer those calls from the local directory.
-  cat > "$hook/sitecustomize.py" <<'PY'
-import bz2
-import os
-import urllib.request
-
-_DIR = os.environ["CREPE_WEIGHTS_DIR"]
-
-
-def _from_local_dir(url, filename=None, *args, **kwargs):
-    name = os.path.basename(url)
-    packed = os.path.join(_DIR, name)
-    plain = os.path.join(_DIR, name[:-4]) if name.endswith(".bz2") else None
-    if os.path.isfile(packed):
-        with open(packed, "rb") as src, open(filename, "wb") as dst:
-            dst.write(src.read())
-    elif plain and os.path.isfile(plain):
-        with open(plain, "rb") as src, open(filename, "wb") as dst:
-            dst.write(bz2.compress(src.read()))
-    else:
-        print(f"install_crepe: {name} is not in {_DIR}; that capacity will not load")
-        with open(filename, "wb") as dst:
-            dst.write(bz2.compress(b""))
-    return filename, None
-
-
-urllib.request.urlretrieve = _from_local_dir
-PY
+  # crepe's setup.py fetches its weights with urllib; tools/crepe_offline answers from the folder.
+  hook="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/crepe_offline"
   CREPE_WEIGHTS_DIR="$weights" PYTHONPATH="$hook${PYTHONPATH:+:$PYTHONPATH}" \
     "$py" -m pip install -q --no-build-isolation --no-cache-dir "crepe==0.0.16"
 fi

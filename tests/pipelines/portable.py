@@ -2,9 +2,12 @@
 external worker pool, both listening on 127.0.0.1 only (Beam's ``worker_pool_main`` binds every
 interface, so the pool's servicer is started here on loopback).
 
-Not yet separated from the launcher: the pool's SDK workers are subprocesses of this process,
-running this virtual environment's ``python`` with its environment (PYTHONPATH, cwd, HOME), not
-a fresh environment populated from staged packages as a Dataflow worker is.
+By default the pool's SDK workers are subprocesses of this process running this virtual
+environment's ``python`` with its environment (PYTHONPATH, cwd, HOME). Given ``worker_python``
+(an environment made by ``tools/worker_packages.py venv`` from what a Dataflow job stages), each
+worker runs that ``python`` instead, started the way the pool starts an SDK container's boot
+program, in ``worker_home`` (its cwd and HOME) with an emptied environment: no PYTHONPATH, no
+variable of the launcher, and Python's isolated mode (``-I``: no user site, cwd not on the path).
 """
 
 from __future__ import annotations
@@ -13,13 +16,40 @@ import contextlib
 import os
 import sys
 from concurrent import futures
-from typing import Iterator
+from typing import Iterator, Optional
+
+# The SDK harness, as the pool's own `python -c` starts it, with the arguments the pool gives a
+# container's boot program (--id=..., --control_endpoint=..., ...).
+_HARNESS = ('import sys; from apache_beam.runners.worker.sdk_worker import SdkHarness; '
+            'a = dict(x[2:].split("=", 1) for x in sys.argv[1:]); '
+            'SdkHarness(a["control_endpoint"], worker_id=a["id"]).run()')
+
+
+def _worker_boot(worker_python: str, home: str) -> str:
+    """An executable that starts one SDK worker with ``worker_python`` in ``home``, in an
+    emptied environment (see the module docstring) -> its path."""
+    import shlex
+
+    os.makedirs(home, exist_ok=True)
+    bin_dir = os.path.dirname(worker_python)
+    boot = os.path.join(home, 'boot')
+    with open(boot, 'w') as f:
+        f.write('#!/bin/sh\n'
+                f'cd {shlex.quote(home)} || exit 1\n'
+                f'exec env -i HOME={shlex.quote(home)} PATH={shlex.quote(bin_dir)}:/usr/bin:/bin '
+                'LANG=C.UTF-8 TF_CPP_MIN_LOG_LEVEL=2 '
+                f'{shlex.quote(worker_python)} -I -c {shlex.quote(_HARNESS)} "$@"\n')
+    os.chmod(boot, 0o755)
+    return boot
 
 
 @contextlib.contextmanager
-def portable_runner() -> Iterator[list[str]]:
+def portable_runner(worker_python: Optional[str] = None, worker_home: Optional[str] = None
+                    ) -> Iterator[list[str]]:
     """Start the job service and the worker pool; yields the pipeline options that run a job
-    on them (``--runner PortableRunner`` with an EXTERNAL environment)."""
+    on them (``--runner PortableRunner`` with an EXTERNAL environment). With
+    ``worker_python`` (and ``worker_home``), the workers run in that environment (module
+    docstring)."""
     import grpc
     from apache_beam.portability.api import beam_fn_api_pb2_grpc
     from apache_beam.runners.portability import local_job_service
@@ -35,7 +65,8 @@ def portable_runner() -> Iterator[list[str]]:
         jobs = local_job_service.LocalJobServicer()
         job_port = jobs.start_grpc_server(0)  # binds localhost
         pool = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-        servicer = BeamFnExternalWorkerPoolServicer(use_process=True)
+        boot = _worker_boot(worker_python, worker_home) if worker_python else None
+        servicer = BeamFnExternalWorkerPoolServicer(use_process=True, container_executable=boot)
         beam_fn_api_pb2_grpc.add_BeamFnExternalWorkerPoolServicer_to_server(servicer, pool)
         pool_port = pool.add_insecure_port('127.0.0.1:0')
         pool.start()

@@ -13,6 +13,7 @@ import pytest
 import soundfile as sf
 
 from pipelines import prepare_dataset as prep
+from pipelines import prepare_steps as steps
 
 
 def test_help_shows_options_and_dataflow_usage(capsys):
@@ -149,21 +150,21 @@ def test_dead_letter_records_name_the_file_and_reason():
     from apache_beam.ml.inference.base import PredictionResult
 
     err = (ValueError, "ValueError('x.wav: bad header')", ['tb'])
-    assert prep._dead_letter(('/d/x.wav', 'x.wav'), err, 'decode') == {
+    assert steps.dead_letter(('/d/x.wav', 'x.wav'), err, 'decode') == {
         'path': '/d/x.wav', 'stage': 'decode', 'error': 'ValueError',
         'reason': 'x.wav: bad header'}
     chunk = {'path': '/d/y.wav', 'audio': np.zeros(3)}
-    assert prep._dead_letter(chunk, err, 'crepe')['path'] == '/d/y.wav'
+    assert steps.dead_letter(chunk, err, 'crepe')['path'] == '/d/y.wav'
     result = PredictionResult(chunk, np.zeros((1, 360)))
-    letter = prep._dead_letter(result, RuntimeError('boom'), 'examples')
+    letter = steps.dead_letter(result, RuntimeError('boom'), 'examples')
     assert letter == {'path': '/d/y.wav', 'stage': 'examples', 'error': 'RuntimeError',
                       'reason': 'boom'}
 
 
 def test_silent_file_becomes_a_dead_letter_only_without_examples():
     opts = prep.PrepareOptions()
-    assert list(prep._silent_file_letter(('/a.wav', (2, 1)), opts)) == []
-    (letter,) = prep._silent_file_letter(('/b.wav', (0, 3)), opts)
+    assert list(steps.silent_file_letter(('/a.wav', (2, 1)), opts)) == []
+    (letter,) = steps.silent_file_letter(('/b.wav', (0, 3)), opts)
     assert letter['path'] == '/b.wav' and 'all 3 windows are silent' in letter['reason']
 
 

@@ -16,7 +16,7 @@ from ddsp_core.f0 import activations_to_f0, resolve_crepe_precision
 from pipelines import chunking
 from pipelines.crepe_inference import CrepeModelHandler, chunk_frame_count, result_precision
 from pipelines.options import PrepareOptions
-from pipelines.prepare_dataset import DecodeFile, MakeExamples
+from pipelines.prepare_steps import DecodeFile, MakeExamples
 
 OPTS = PrepareOptions(crepe_capacity='tiny', drop_silence_db=None, inference_batch_size=128,
                       example_secs=1.0, hop_secs=0.5, chunk_secs=1.0)

@@ -6,30 +6,30 @@ import os
 import tensorflow as tf
 
 from ddsp_core import records, shards
-from pipelines import prepare_dataset as prep
+from pipelines import prepare_steps as steps
 
 
 def test_shard_of_is_a_sha256_of_key_and_start():
     key = ('violin/a.wav', '/data/violin/a.wav', 250)
     want = int.from_bytes(hashlib.sha256(b'violin/a.wav\x00250').digest()[:8], 'big') % 7
-    assert prep.shard_of(key, 7) == want
+    assert steps.shard_of(key, 7) == want
     # the path does not matter (a moved folder shards the same), the start frame does
-    assert prep.shard_of(('violin/a.wav', '/elsewhere/a.wav', 250), 7) == want
-    starts = {prep.shard_of(('violin/a.wav', '', s), 4) for s in range(0, 250 * 40, 250)}
+    assert steps.shard_of(('violin/a.wav', '/elsewhere/a.wav', 250), 7) == want
+    starts = {steps.shard_of(('violin/a.wav', '', s), 4) for s in range(0, 250 * 40, 250)}
     assert starts == {0, 1, 2, 3}  # one file's windows spread over the shards
-    assert all(prep.shard_of(('k', '', s), 1) == 0 for s in range(10))
+    assert all(steps.shard_of(('k', '', s), 1) == 0 for s in range(10))
 
 
 def test_assign_shard_uses_the_split_shard_count():
     item = ('eval', (('k.wav', '/k.wav', 0), b'rec'))
-    (split, index, n), value = prep._assign_shard(item, {'eval': 3, 'train': 9})
-    assert (split, n) == ('eval', 3) and index == prep.shard_of(('k.wav', '/k.wav', 0), 3)
+    (split, index, n), value = steps.assign_shard(item, {'eval': 3, 'train': 9})
+    assert (split, n) == ('eval', 3) and index == steps.shard_of(('k.wav', '/k.wav', 0), 3)
     assert value == (('k.wav', '/k.wav', 0), b'rec')
 
 
 def test_empty_split_gets_one_empty_shard():
-    assert list(prep._empty_split_shard('eval', {'train': 4})) == [(('eval', 0, 1), [])]
-    assert list(prep._empty_split_shard('train', {'train': 4})) == []
+    assert list(steps.empty_split_shard('eval', {'train': 4})) == [(('eval', 0, 1), [])]
+    assert list(steps.empty_split_shard('train', {'train': 4})) == []
 
 
 def _read(path):
@@ -40,7 +40,7 @@ def test_write_shard_sorts_records_skips_placeholders_and_replaces_the_file(tmp_
     out = str(tmp_path)
     items = [(('b.wav', '/b.wav', 0), b'b0'), None, (('a.wav', '/a.wav', 250), b'a250'),
              (('a.wav', '/a.wav', 0), b'a0'), None]
-    (result,) = prep.WriteShard(out).process((('train', 1, 3), items))
+    (result,) = steps.WriteShard(out).process((('train', 1, 3), items))
     path = os.path.join(out, 'train-00001-of-00003.tfrecord')
     # the size and SHA-256 taken as the bytes were written are the file's
     assert result == ('train', 'train-00001-of-00003.tfrecord', 3, shards.file_entry(path))
@@ -49,11 +49,11 @@ def test_write_shard_sorts_records_skips_placeholders_and_replaces_the_file(tmp_
     # the same records in another order: the same bytes
     with open(path, 'rb') as f:
         first = f.read()
-    list(prep.WriteShard(out).process((('train', 1, 3), list(reversed(items)))))
+    list(steps.WriteShard(out).process((('train', 1, 3), list(reversed(items)))))
     with open(path, 'rb') as f:
         assert f.read() == first
     # a shard of placeholders only is written, empty
-    (empty,) = prep.WriteShard(out).process((('train', 2, 3), [None]))
+    (empty,) = steps.WriteShard(out).process((('train', 2, 3), [None]))
     assert empty == ('train', 'train-00002-of-00003.tfrecord', 0,
                      {'bytes': 0, 'sha256': hashlib.sha256(b'').hexdigest()})
     assert os.path.getsize(os.path.join(out, records.shard_name('train', 2, 3))) == 0
