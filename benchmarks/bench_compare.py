@@ -11,7 +11,11 @@ store's URL, ``log_batch``, ``--threads`` at a time) so that 10,000 runs take mi
 hour; the audio and spectrogram a listening report plays are uploaded through the server for
 the ``--artifact_runs`` best runs only (ddsp-compare lists and downloads artifacts of the
 ``--listen`` best runs only, so the other runs' artifacts do not change what it does).
-``--per_run`` also times one ``get-history`` request per run, for scale.
+``--per_run`` also times one ``get-history`` request per run, for scale; ``--endpoints N``
+times, N times in alternation, fetching every run's history through the server's two bulk
+endpoints: the sampled one ``ddsp-compare`` uses (``get-history-bulk-interval``, one query
+per run) and the UI's unsampled one (``ajax-api/.../get-history-bulk``, one query per 100
+runs, at most 25,000 points a request).
 
     python benchmarks/bench_compare.py                  # 200 runs x 100 steps, SQLite
     python benchmarks/bench_compare.py --backend postgresql --runs 10000 --out results.json
@@ -83,6 +87,28 @@ def run_compare(uri: str, parent: str, out: Path, listen: int,
             'stderr_tail': stderr.decode(errors='replace')[-600:]}
 
 
+def time_bulk_endpoints(client, run_ids: list[str], rounds: int) -> dict:
+    """Seconds to fetch every run's ``total_loss`` history, 100 runs a request, one request
+    at a time, through each bulk endpoint; ``rounds`` rounds, the two in alternation."""
+    from mlflow.utils.rest_utils import http_request, verify_rest_response
+
+    creds = client._tracking_client.store.get_host_creds()
+    endpoints = {
+        'interval': ('/api/2.0/mlflow/metrics/get-history-bulk-interval', 'run_ids', 1000),
+        'unsampled': ('/ajax-api/2.0/mlflow/metrics/get-history-bulk', 'run_id', 25000)}
+    pages = [run_ids[i:i + 100] for i in range(0, len(run_ids), 100)]
+    secs: dict[str, list[float]] = {name: [] for name in endpoints}
+    for _ in range(rounds):
+        for name, (path, ids_param, max_results) in endpoints.items():
+            start = time.perf_counter()
+            for page in pages:
+                response = http_request(creds, path, 'GET', params={
+                    ids_param: page, 'metric_key': 'total_loss', 'max_results': max_results})
+                verify_rest_response(response, path)
+            secs[name].append(round(time.perf_counter() - start, 2))
+    return secs
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--runs', type=int, default=200)
@@ -95,6 +121,8 @@ def main(argv=None) -> int:
     p.add_argument('--per_run', action='store_true',
                    help='also time one get-history request per run')
     p.add_argument('--profile', metavar='PATH', help='run ddsp-compare under cProfile, stats here')
+    p.add_argument('--endpoints', type=int, default=0, metavar='N',
+                   help='also time the two bulk history endpoints, N rounds in alternation')
     p.add_argument('--out', help='also write the JSON here')
     args = p.parse_args(argv)
 
@@ -129,6 +157,7 @@ def main(argv=None) -> int:
         result = run_compare(server.uri, parent, root / 'cmp', args.listen, args.profile)
         table = (root / 'cmp' / 'table.txt').read_text().splitlines() \
             if result['exit_code'] == 0 else []
+        endpoints = time_bulk_endpoints(client, [r for _, r in finals], args.endpoints)
         per_run_secs = None
         if args.per_run:
             t0 = time.perf_counter()
@@ -140,7 +169,8 @@ def main(argv=None) -> int:
         **result, 'table_rows': len(table) - 2 if table else 0,
         'best': table[1].split()[0] if len(table) > 1 else None,
         'expected_best': f'trial-{int(np.argmin([f for f, _ in finals]))}',
-        'per_run_history_secs': per_run_secs, 'setup_secs': setup_secs,
+        'per_run_history_secs': per_run_secs, 'bulk_endpoint_secs': endpoints,
+        'setup_secs': setup_secs,
         'cpu_count': os.cpu_count(),
     }, indent=2)
     print(text)

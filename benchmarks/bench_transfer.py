@@ -12,6 +12,11 @@ CREPE capacity, the first preset's model. Reports JSON: seconds of audio per sec
     python benchmarks/bench_transfer.py --presets tiny --capacities tiny --secs 20
     python benchmarks/bench_transfer.py --out results.json  # also write the JSON to a file
     python benchmarks/bench_transfer.py --capacities full --f0_hop_ms 10 --crepe_precision auto
+    python benchmarks/bench_transfer.py --analysis_only --capacities full --e2e_secs 10
+
+``--analysis_only``: the analysis alone (``trainer.serving.transfer_analysis.analyze`` of the
+generated input at 16 kHz, 250 frames/s, after a warm-up call), wall and CPU seconds of each
+repeat: the part that CREPE dominates, without model building or synthesis.
 """
 
 from __future__ import annotations
@@ -143,6 +148,33 @@ def bench_end_to_end(preset: str, capacity: str, secs: float, repeats: int,
             'repeats': repeats}
 
 
+def bench_analysis(capacity: str, secs: float, repeats: int, crepe_precision: str = 'auto',
+                   f0_hop_ms=None) -> dict:
+    from trainer.serving.transfer_analysis import analyze
+
+    with tempfile.TemporaryDirectory(prefix='bench-analysis-') as tmp:
+        source = os.path.join(tmp, 'in.wav')
+        write_input(source, secs)
+        kwargs = {'crepe_capacity': capacity, 'crepe_precision': crepe_precision,
+                  'f0_hop_ms': f0_hop_ms}
+        analyze(source, 16000, 250, **kwargs)  # loads CREPE, traces
+        runs = []
+        for _ in range(repeats):
+            load = os.getloadavg()[0]
+            wall, cpu = time.perf_counter(), time.process_time()
+            analyze(source, 16000, 250, **kwargs)
+            runs.append({'wall_secs': round(time.perf_counter() - wall, 3),
+                         'cpu_secs': round(time.process_time() - cpu, 3),
+                         'load_average': round(load, 2)})
+    wall = statistics.median(r['wall_secs'] for r in runs)
+    print(f'analysis CREPE {capacity:5s} hop {f0_hop_ms or "frame"}: {secs / wall:.2f}x realtime '
+          f'({statistics.median(r["cpu_secs"] for r in runs) / secs:.2f} CPU-s per audio-s)',
+          file=sys.stderr, flush=True)
+    return {'crepe_capacity': capacity, 'crepe_precision': crepe_precision,
+            'f0_hop_ms': f0_hop_ms, 'audio_secs': secs, 'median_wall_secs': wall,
+            'realtime_factor': secs / wall, 'runs': runs}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--presets', nargs='+', default=['solo_instrument', 'tiny'])
@@ -156,6 +188,8 @@ def main(argv=None) -> int:
                    help="CREPE's number format, end to end")
     p.add_argument('--f0_hop_ms', type=float, default=None,
                    help="CREPE's analysis hop, end to end (default: every frame)")
+    p.add_argument('--analysis_only', action='store_true',
+                   help='only the analysis (CREPE, loudness) of an --e2e_secs input, per capacity')
     p.add_argument('--out', default=None, help='also write the JSON here')
     args = p.parse_args(argv)
 
@@ -170,16 +204,25 @@ def main(argv=None) -> int:
                     'tensorflow': tf.__version__},
         'synthesis': [], 'end_to_end': [],
     }
+    if args.analysis_only:
+        result['analysis'] = [bench_analysis(c, args.e2e_secs, args.repeats, args.crepe_precision,
+                                             args.f0_hop_ms)
+                              for c in args.capacities if c != 'none']
+        return _emit(result, args.out)
     for preset in args.presets:
         result['synthesis'] += bench_synthesis(preset, args.secs, args.repeats, args.chunk_secs)
     for capacity in [c for c in args.capacities if c != 'none']:
         result['end_to_end'].append(bench_end_to_end(args.presets[0], capacity, args.e2e_secs,
                                                      max(1, args.repeats - 2),
                                                      args.crepe_precision, args.f0_hop_ms))
+    return _emit(result, args.out)
+
+
+def _emit(result: dict, out) -> int:
     text = json.dumps(result, indent=2)
     print(text)
-    if args.out:
-        Path(args.out).write_text(text + '\n')
+    if out:
+        Path(out).write_text(text + '\n')
     return 0
 
 

@@ -21,8 +21,8 @@ import importlib
 
 __version__ = '0.1.0'
 
-_SUBMODULES = ('analysis', 'core', 'dags', 'effects', 'f0', 'losses', 'processors', 'records',
-               'runtime', 'shards', 'spectral_ops', 'synths')
+_SUBMODULES = ('analysis', 'audio_stream', 'core', 'dags', 'effects', 'f0', 'losses', 'processors',
+               'records', 'runtime', 'shards', 'spectral_ops', 'synths')
 __all__ = list(_SUBMODULES)
 
 

@@ -1,8 +1,9 @@
 """pipelines: the Apache Beam jobs. The DirectRunner is the embedded default; the same code runs on
 Dataflow (or any portable runner) by pipeline options.
 
-- ``ddsp-prepare`` (``prepare_dataset``): recordings -> TFRecords with a manifest. Its parts, each
-  a pure function tested on its own: ``options`` (the command's options), ``inputs`` (what
+- ``ddsp-prepare`` (``prepare_dataset``): recordings -> TFRecords with a manifest; its Beam steps
+  (DoFns, sharding, writing the manifest) are ``prepare_steps``. Its parts, each a pure function
+  tested on its own: ``options`` (the command's options), ``inputs`` (what
   ``--input`` matched, the split of each file), ``audio_io`` (decoding, resampling), ``chunking``
   (chunk and window plans), ``crepe_inference`` (CREPE as a RunInference model handler),
   ``examples`` (chunk -> serialised examples), ``splitting`` (held-out examples), ``stats``

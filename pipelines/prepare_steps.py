@@ -251,7 +251,7 @@ def _write_text(path: str, text: str) -> None:
 
 
 def finish(_, output_dir, opts, patterns, entries, file_records, split_stats, counts,
-            dead_letters, written, split_method=None, precisions=()):
+           dead_letters, written, split_method=None, precisions=()):
     """Write the ledger, the dead letters and (last) the manifest; remove shards of an earlier
     dataset in the same directory that this run did not rewrite."""
     counts = dict(counts)

@@ -229,8 +229,10 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument('--seed', type=int)
     p.add_argument('--max_failures', type=int, help='stop after this many failed trials')
     p.add_argument('--heartbeat', type=int,
-                   help="seconds between a running trial's heartbeats (default 60; 0: off); a "
-                        'trial silent for 4 times as long is retried from its checkpoint')
+                   help="seconds between a running trial's heartbeats (default 60; 0: off, "
+                        'trials then train in the Beam worker itself). A trial whose process '
+                        'dies is retried at once from its checkpoint; one whose whole worker '
+                        'stops, once silent for 4 times as long')
     p.add_argument('--storage', help='Optuna storage URL (default sqlite in the output dir)')
     p.add_argument('--output_dir', help='where the trials train (default sweeps/NAME)')
     p.add_argument('--experiment', help='MLflow experiment (default ddsp-sweep-NAME)')

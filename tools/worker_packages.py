@@ -101,7 +101,9 @@ def read_lock(path: str = LOCK) -> dict[str, list[str]]:
 def runtime_closure(project: str = PROJECT, extras=EXTRAS) -> set[str]:
     """The normalised names of every distribution ``project[extras]`` needs where it runs: its
     requirements and theirs, followed through the installed distributions' metadata with their
-    environment markers (extras included) evaluated for this Python and platform."""
+    environment markers (extras included) evaluated for this Python and platform. The project's
+    own requirements are read from its installed metadata, which ``make venv`` (and so ``make
+    worker-packages``) refreshes whenever setup.py changes."""
     import importlib.metadata as md
 
     from packaging.requirements import Requirement

@@ -374,7 +374,9 @@ def test_a_trial_whose_process_is_killed_is_retried_in_the_same_sweep_run(
             if model_dir and trials[0].user_attrs.get('run_id') and \
                     list(Path(model_dir).glob('ckpt-*.index')):
                 pid = int(trials[0].user_attrs['worker'].rsplit(':', 1)[1])
-        assert pid is not None and pid != sweep.pid, 'the trial ended before it was killed'
+        assert pid is not None and pid != sweep.pid, (
+            'the trial ended before it was killed',
+            sweep.stdout.read()[-3000:] if sweep.poll() is not None else '')
         os.kill(pid, signal.SIGKILL)
         killed_at = time.time()
         output, _ = sweep.communicate(timeout=300)

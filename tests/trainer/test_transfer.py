@@ -691,6 +691,7 @@ MEMORY_SCRIPT = textwrap.dedent("""
     import json, resource, sys, tracemalloc
     import numpy as np, soundfile as sf
     from trainer.serving import transfer as tr
+    from trainer.serving import transfer_audio as aud
     from trainer.serving.inference import TrainedModel
     from trainer.serving.streaming import StreamingSynth
 
@@ -716,7 +717,7 @@ MEMORY_SCRIPT = textwrap.dedent("""
         tracemalloc.start()
         blocks = synth.render(result.f0_hz, result.loudness_db)
         aud.write_audio(blocks, f'{tmp}/synth{secs}.wav', synth.sample_rate,
-                       result.features.n_samples)
+                        result.features.n_samples)
         peak = tracemalloc.get_traced_memory()[1] / 2**20
         tracemalloc.stop()
         out[secs] = {'rss_mb': rss, 'synthesis_peak_mb': peak}

@@ -26,7 +26,8 @@ A sweep is a YAML file (or the same as flags)::
     pruner: median               # none | median | successive_halving
     storage: null                # Optuna storage URL; default sqlite in the output dir
     max_failures: 3
-    heartbeat: 60                # seconds; a trial silent 4x as long is retried (0: off)
+    heartbeat: 60                # seconds; a dead trial process: retried at once; a dead
+                                 # worker: once silent 4x as long (0: off)
     output_dir: sweeps/tiny-lr   # local or gs://; trials train into output_dir/trials/HASH
 
 Every trial trains with :func:`trainer.training.train.train`, the code ``ddsp-train`` runs, into its

@@ -54,6 +54,7 @@ logger = logging.getLogger(__name__)
 
 FORMATS = ('saved_model', 'vst')
 
+
 def build_arg_parser() -> argparse.ArgumentParser:
     from ddsp_core import runtime
 
