@@ -14,7 +14,7 @@ LOCK_EXTRAS := --extra test --extra gcp --extra postgres
 
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: venv lock demo test test-fast test-workers worker-packages lint bench bench-train bench-prepare clean
+.PHONY: venv lock demo test test-fast test-workers worker-packages lint bench bench-train bench-prepare quality-data clean
 
 venv: $(STAMP)
 
@@ -46,6 +46,7 @@ demo: venv
 test: venv
 	bash tools/install_browser.sh
 	bash tools/install_postgres.sh
+	bash tools/install_fluidsynth.sh
 	$(PY) -m pytest -m "not worker_env" $(PYTEST_ARGS)
 
 # Beam workers in a virtual environment of their own, made only from what a Dataflow job stages
@@ -61,6 +62,7 @@ worker-packages: venv
 	$(PY) tools/worker_packages.py build $(WORKER_PACKAGES)
 
 test-fast: venv
+	bash tools/install_fluidsynth.sh
 	$(PY) -m pytest -m "not slow and not worker_env" $(PYTEST_ARGS)
 
 lint: venv
@@ -74,6 +76,12 @@ bench-train: venv
 
 bench-prepare: venv
 	$(PY) benchmarks/bench_prepare.py
+
+# The quality studies' data (docs/quality.md): FluidSynth renders with their truth.
+QUALITY_DATA ?= runs/quality_data
+quality-data: venv
+	bash tools/install_fluidsynth.sh
+	$(PY) benchmarks/render_quality_data.py --out $(QUALITY_DATA)
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache .ruff_cache build *.egg-info

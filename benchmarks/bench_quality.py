@@ -125,19 +125,33 @@ def parse_melody(text: str) -> list[tuple[int | None, float, int]]:
 
 
 # ---- MIDI --------------------------------------------------------------------------------------
+def note_ticks(notes, ppq: int = 480) -> list[tuple[int, int, int, int]]:
+    """``(note number, note-on tick, note-off tick, velocity)`` of each sounding note of a
+    melody (rests skipped), as :func:`midi_bytes` writes them."""
+    spans = []
+    tick = 0
+    for pitch, beats, velocity in notes:
+        length = int(round(beats * ppq))
+        if pitch is not None:
+            spans.append((pitch, tick, tick + max(1, int(round(length * LEGATO))),
+                          max(1, min(127, velocity))))
+        tick += length
+    return spans
+
+
+def tick_seconds(bpm: float, ppq: int = 480) -> float:
+    """Seconds per tick of :func:`midi_bytes`' file (its tempo is rounded to a microsecond)."""
+    return int(round(60e6 / bpm)) / 1e6 / ppq
+
+
 def midi_bytes(notes, bpm: float, program: int, ppq: int = 480) -> bytes:
     """A format-0 Standard MIDI File: tempo, program change and the notes on channel 1."""
     from tools.midi import smf_bytes
 
     events = []  # (tick, order, bytes): note-offs (order 0) before note-ons at the same tick
-    tick = 0
-    for pitch, beats, velocity in notes:
-        length = int(round(beats * ppq))
-        if pitch is not None:
-            events.append((tick, 1, bytes([0x90, pitch, max(1, min(127, velocity))])))
-            events.append((tick + max(1, int(round(length * LEGATO))), 0,
-                           bytes([0x80, pitch, 64])))
-        tick += length
+    for pitch, on, off, velocity in note_ticks(notes, ppq):
+        events.append((on, 1, bytes([0x90, pitch, velocity])))
+        events.append((off, 0, bytes([0x80, pitch, 64])))
     timed = [(0, bytes([0xC0, program]))] + [(at, data) for at, _, data in sorted(events)]
     # end of track a beat after the last event
     return smf_bytes(timed, ppq, int(round(60e6 / bpm)), end_after=ppq)

@@ -12,6 +12,8 @@ for it. Submodules are imported on first access, so importing the package is che
   and the trainer, and ``shards``: the shards checked against the manifest;
 - ``runtime``: process set-up shared by the command-line tools; ``audio_stream``: audio files
   decoded, mixed down, resampled and buffered block by block (prepare and transfer);
+- ``analysis``: measures of rendered audio for the quality studies (RT60, tails after notes,
+  spectral centroid, pitch accuracy per note);
 - ``dsp``: the building blocks behind ``core``.
 """
 
@@ -19,8 +21,8 @@ import importlib
 
 __version__ = '0.1.0'
 
-_SUBMODULES = ('audio_stream', 'core', 'dags', 'effects', 'f0', 'losses', 'processors', 'records',
-               'runtime', 'shards', 'spectral_ops', 'synths')
+_SUBMODULES = ('analysis', 'audio_stream', 'core', 'dags', 'effects', 'f0', 'losses', 'processors',
+               'records', 'runtime', 'shards', 'spectral_ops', 'synths')
 __all__ = list(_SUBMODULES)
 
 

@@ -63,10 +63,8 @@ def synth_processors(model):
     if 'harmonic' not in found or 'noise' not in found:
         raise StreamingError('streaming synthesis needs a Harmonic + FilteredNoise model')
     reverb = found.get('reverb')
-    if reverb is not None and (not reverb.trainable or not reverb.add_dry
-                               or type(reverb) is not effects.Reverb):
-        raise StreamingError('streaming synthesis supports the trainable Reverb with its dry '
-                             'path only')
+    if reverb is not None:
+        _check_streamable(reverb)
     method = found['harmonic'].amp_resample_method
     if method not in ('window', 'linear'):
         raise StreamingError(f"harmonic amplitudes resampled by {method!r}: streaming "
@@ -75,6 +73,31 @@ def synth_processors(model):
         raise StreamingError('models with an encoder (model.use_encoder) are not supported: '
                              'their latent z needs the input audio at the model\'s rate')
     return found['harmonic'], found['noise'], reverb
+
+
+def room_of(model):
+    """The trainable ``Reverb`` of an autoencoder (its learned room), for
+    :class:`StreamingSynth`'s ``room``.
+
+    Raises:
+        StreamingError: the model has no reverb, or one streaming cannot apply.
+    """
+    from ddsp_core import effects
+
+    rooms = [p for p in model.processor_group.processors if isinstance(p, effects.Reverb)]
+    if not rooms:
+        raise StreamingError('the model has no learned reverb (it was trained with '
+                             'model.use_reverb=false)')
+    return _check_streamable(rooms[0])
+
+
+def _check_streamable(reverb):
+    from ddsp_core import effects
+
+    if not reverb.trainable or not reverb.add_dry or type(reverb) is not effects.Reverb:
+        raise StreamingError('streaming synthesis supports the trainable Reverb with its dry '
+                             'path only')
+    return reverb
 
 
 class StreamingSynth:
@@ -88,10 +111,12 @@ class StreamingSynth:
         reverb: apply the learned reverb (False: the dry harmonic + noise signal).
         noise_seed: the [2] int32 seed of the filtered noise (the model's ``noise_seed``;
             :class:`trainer.serving.inference.TrainedModel` uses ``[train.seed, seed]``).
+        room: another model's trainable ``Reverb`` (:func:`room_of`) to apply instead of this
+            model's own (``ddsp-transfer --reverb_from``); needs ``reverb``.
     """
 
     def __init__(self, model, chunk_frames: int = DEFAULT_CHUNK_FRAMES, reverb: bool = True,
-                 noise_seed=(0, 0)):
+                 noise_seed=(0, 0), room=None):
         import tensorflow as tf
 
         self.model = model
@@ -108,7 +133,9 @@ class StreamingSynth:
             raise ValueError(f'chunk_frames must be >= 1, got {chunk_frames}')
         from ddsp_core.synths import NoiseStream
 
-        self.reverb = reverb_proc if reverb else None
+        if room is not None and not reverb:
+            raise ValueError('a room reverb needs reverb=True')
+        self.reverb = (reverb_proc if room is None else room) if reverb else None
         self.noise_stream = NoiseStream(noise_seed)
         self.n_noise_bands = int(model.model_config.n_noise_bands)
         self.latency = self.noise.latency(self.n_noise_bands)
@@ -119,12 +146,14 @@ class StreamingSynth:
         if self.chunk_frames not in steps:
             steps[self.chunk_frames] = tf.function(self._chunk, reduce_retracing=True)
         self._step = steps[self.chunk_frames]
-        if self.reverb is not None and 'reverb' not in steps:
+        # another model's room is traced for this synth only (the cache holds the model's own)
+        reverb_steps = steps if room is None else {}
+        if self.reverb is not None and 'reverb' not in reverb_steps:
             ir_size = int(self.reverb.reverb_length)
-            steps['reverb'] = tf.function(
+            reverb_steps['reverb'] = tf.function(
                 self._reverb, input_signature=[tf.TensorSpec([1, None], tf.float32),
                                                tf.TensorSpec([1, ir_size - 1], tf.float64)])
-        self._reverb_step = steps['reverb'] if self.reverb is not None else None
+        self._reverb_step = reverb_steps['reverb'] if self.reverb is not None else None
 
     @property
     def uses_loudness(self) -> bool:

@@ -26,7 +26,8 @@ Steps (each a function, usable from Python; the modules by concern):
 3. :class:`trainer.serving.streaming.StreamingSynth` renders the audio chunk by chunk (decoder
    state, oscillator phase, noise filter tails and reverb tail carried across chunks; the same
    audio as a one-shot rendering of the whole file) and it is written to the output file block
-   by block (``trainer.serving.transfer_audio.write_audio``).
+   by block (``trainer.serving.transfer_audio.write_audio``); ``dry`` leaves out the learned
+   reverb, ``reverb_from`` uses another model's instead (:func:`load_room`).
 
 This module holds :func:`transfer` (the three steps), :func:`log_to_mlflow` and the CLI.
 Memory is bounded in the file's length: only frame-rate features are held for the whole file.
@@ -104,13 +105,38 @@ def _load_model(model, tracking_uri: Optional[str] = None):
     return TrainedModel.load(str(model), tracking_uri=tracking_uri)
 
 
+def load_room(reverb_from, sample_rate: int, dry: bool = False,
+              tracking_uri: Optional[str] = None):
+    """``(the TrainedModel, its learned Reverb)`` of ``--reverb_from`` (a TrainedModel, a model
+    directory or ``runs:/RUN_ID``), checked against a render at ``sample_rate``.
+
+    Raises:
+        TransferError: ``dry`` as well, a model without a learned reverb, another sample rate.
+    """
+    from trainer.serving.streaming import StreamingError, room_of
+
+    if dry:
+        raise TransferError('--reverb_from and --dry: a dry render has no room; use one')
+    room_model = _load_model(reverb_from, tracking_uri)
+    try:
+        room = room_of(room_model.model)
+    except StreamingError as e:
+        raise TransferError(f'--reverb_from {reverb_from}: {e}') from None
+    if room_model.sample_rate != sample_rate:
+        raise TransferError(f'--reverb_from {reverb_from}: its room is at '
+                            f'{room_model.sample_rate} Hz, the model renders at {sample_rate} '
+                            'Hz (an impulse response is only valid at its own rate)')
+    return room_model, room
+
+
 def transfer(model, input_path: str | os.PathLike, output_path: str | os.PathLike, *,
              auto_adjust: bool = True, pitch_shift: float = 0.0, loudness_shift: float = 0.0,
              quiet_db: float = QUIET_DB, dry: bool = False, crepe_capacity: Optional[str] = None,
              crepe_precision: str = 'auto', f0_hop_ms: Optional[float] = None,
              chunk_secs: float = SYNTH_CHUNK_SECS, seed: int = 0,
              output_sample_rate: Optional[int] = None, subtype: Optional[str] = None,
-             progress: bool = False, tracking_uri: Optional[str] = None) -> TransferResult:
+             progress: bool = False, tracking_uri: Optional[str] = None,
+             reverb_from=None) -> TransferResult:
     """Render ``input_path`` with a trained model into ``output_path``.
 
     Args:
@@ -128,9 +154,12 @@ def transfer(model, input_path: str | os.PathLike, output_path: str | os.PathLik
         output_sample_rate: resample the output (default: the model's rate).
         subtype: ``soundfile`` subtype of the output (default: the format's, e.g. PCM_16).
         progress: show progress bars.
+        reverb_from: another trained model (as ``model``) whose learned room (reverb impulse
+            response) replaces this model's: this model's dry synthesis in that room.
 
     Raises:
-        TransferError: unreadable or silent input, a bad output path or option.
+        TransferError: unreadable or silent input, a bad output path or option, a
+            ``reverb_from`` model without a reverb or at another sample rate.
         trainer.serving.inference.ModelDirError: no model there.
         trainer.serving.streaming.StreamingError: a model this cannot render.
     """
@@ -153,8 +182,12 @@ def transfer(model, input_path: str | os.PathLike, output_path: str | os.PathLik
     if f0_hop_ms is None:
         f0_hop_ms = trained.manifest.option('f0_hop_ms') if trained.manifest else None
     precision = resolve_crepe_precision(crepe_precision)
+    room, room_model = None, None
+    if reverb_from is not None:
+        room_model, room = load_room(reverb_from, sr, dry, tracking_uri)
     synth = StreamingSynth(trained.model, chunk_frames=max(1, int(round(chunk_secs * fr))),
-                           reverb=not dry, noise_seed=(trained.config.train.seed, int(seed)))
+                           reverb=not dry, noise_seed=(trained.config.train.seed, int(seed)),
+                           room=room)
     timings['load_s'] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -201,7 +234,9 @@ def transfer(model, input_path: str | os.PathLike, output_path: str | os.PathLik
                 'loudness_shift': float(loudness_shift), 'quiet_db': float(quiet_db),
                 'dry': bool(dry), 'crepe_capacity': capacity, 'viterbi': viterbi,
                 'crepe_precision': precision, 'f0_hop_ms': f0_hop_ms,
-                'chunk_secs': float(chunk_secs), 'seed': int(seed), 'sample_rate': out_rate}
+                'chunk_secs': float(chunk_secs), 'seed': int(seed), 'sample_rate': out_rate,
+                'reverb_from': (None if room_model is None else
+                                {'model': str(room_model.model_dir), 'step': room_model.step})}
     return TransferResult(output, features.seconds, out_rate, features, f0, loud, adjustment,
                           settings, timings, clipped, power)
 
@@ -270,6 +305,10 @@ def build_arg_parser() -> argparse.ArgumentParser:
                    help='auto-adjust: most dB taken off unconfident, quiet frames')
     p.add_argument('--dry', action='store_true',
                    help='render without the learned reverb (dereverberated)')
+    p.add_argument('--reverb_from', default=None, metavar='MODEL_OR_RUN',
+                   help="render in another model's learned room: this model's dry synthesis "
+                        "through that model's reverb impulse response (a ddsp-train "
+                        '--model_dir or runs:/RUN_ID at the same sample rate)')
     p.add_argument('--crepe_capacity', default=None,
                    choices=('tiny', 'small', 'medium', 'large', 'full'),
                    help="CREPE model for the input's pitch (default: the one the training data "
@@ -333,6 +372,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return _error(f'--f0_hop_ms: {e}')
     if os.path.abspath(args.input) == os.path.abspath(args.output):
         return _error(f'--output {args.output} is the input file')
+    if args.reverb_from is not None and args.dry:
+        return _error('--reverb_from and --dry: a dry render has no room; use one')
     runtime.import_tensorflow()
     from trainer.model.config import ConfigError
     from trainer.serving.inference import ModelDirError, TrainedModel
@@ -350,6 +391,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               f'{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""}',
               file=sys.stderr)
         return EXIT_FAILED
+    room_model = None
+    if args.reverb_from is not None:
+        try:
+            room_model, _ = load_room(args.reverb_from, trained.sample_rate,
+                                      tracking_uri=args.tracking_uri)
+        except (ModelDirError, ConfigError) as e:
+            return _error(f'--reverb_from {args.reverb_from}: {e}')
+        except TransferError as e:
+            return _error(str(e))
     capacity = args.crepe_capacity or default_crepe_capacity(trained.manifest)
     print(f'ddsp-transfer: {info.path} ({info.seconds:.1f} s, {info.sample_rate} Hz, '
           f'{info.channels} channel{"s" if info.channels != 1 else ""}) with the model at step '
@@ -363,7 +413,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                           crepe_precision=args.crepe_precision, f0_hop_ms=args.f0_hop_ms,
                           chunk_secs=args.chunk_secs, seed=args.seed,
                           output_sample_rate=args.sample_rate, subtype=args.subtype,
-                          progress=not args.no_progress)
+                          progress=not args.no_progress, reverb_from=room_model)
     except (TransferError, StreamingError) as e:
         return _error(str(e))
     except Exception as e:  # noqa: BLE001 - report any failure with exit code 1

@@ -1,0 +1,394 @@
+"""Training parity with the reference (magenta/ddsp): the same solo-instrument model trained by
+its trainer and by ours on the same data, judged the same way at the same checkpoints.
+
+Stages (each its own sub-command; ``all`` runs them in order; every stage reads and writes
+``--out``):
+
+1. ``prepare``: ``ddsp-prepare --reference_layout`` of the training clips (all train) and of the
+   held-out clips (all eval), e.g. ``render_quality_data.py``'s ``violin/train`` and
+   ``violin/eval``;
+2. ``train-reference``: the reference's ``ddsp_run --mode=train`` with its
+   ``models/solo_instrument.gin`` and ``datasets/tfrecord.gin`` on our training records, in the
+   scratch environment (--ref_python, with ``TF_USE_LEGACY_KERAS=1`` and the reference's source
+   on --ref_src; nothing of it is in this project), batch --batch_size, learning rate --lr,
+   --steps, a checkpoint every --every steps (all kept);
+3. ``train-ours``: our ``solo_instrument`` preset with the same batch, learning rate, steps and
+   checkpoints (4 s examples, as the reference's); the wall time of every logged step kept;
+4. ``resynth``: our model at each checkpoint resynthesises the held-out examples
+   (``ours/step_N.npz``);
+5. ``judge``: in the scratch environment (``parity_reference.py``), the reference's model at each
+   checkpoint resynthesises the same examples (``reference/step_N.npz``) and the reference's own
+   ``SpectralLoss`` judges both models' resynthesis at every checkpoint (``judged.json``);
+6. ``report``: ``ddsp-eval``'s metrics (``trainer.evaluation.metrics.resynthesis_metrics``:
+   loudness L1, f0 L1 and accuracy with CREPE --crepe_capacity, spectral distance) of both
+   models' resynthesis of the first --metric_examples held-out examples at each checkpoint,
+   the wall-clock of each checkpoint (the checkpoint files' times from the start of the
+   training process, the first step's tracing included for both),
+   written to --json (default ``benchmarks/results/parity.json``), a plot (held-out loss
+   against steps and against wall-clock; ``parity.png`` beside the JSON) and an MLflow run
+   (SQLite store in --out; metrics per step, the plot and the JSON).
+
+The two trainings run one after the other, never side by side (``nice -n 15`` on a shared
+machine). The scratch environment, outside the project::
+
+    python3.11 -m venv /tmp/refparity   # or: uv venv --python 3.11 /tmp/refparity
+    /tmp/refparity/bin/pip install "tensorflow==2.21.*" "tf-keras==2.21.*" gin-config \\
+        "tensorflow-probability[tf]" tensorflow-datasets librosa mir_eval note_seq \\
+        cloudml-hypertune google-cloud-storage matplotlib "setuptools<81" soundfile
+    bash tools/install_crepe.sh /tmp/refparity/bin/python
+    git --git-dir=MIRROR/magenta+ddsp/repo archive HEAD | tar -x -C /tmp/refddsp
+
+Run::
+
+    python benchmarks/bench_parity.py all --train 'DATA/violin/train/*.wav' \\
+        --eval 'DATA/violin/eval/*.wav' --out runs/parity --steps 1000 --every 250 \\
+        --ref_python /tmp/refparity/bin/python --ref_src /tmp/refddsp
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+EXPERIMENT = 'ddsp-bench-parity'
+STAGES = ('prepare', 'train-reference', 'train-ours', 'resynth', 'judge', 'report')
+
+
+def _step_of(path: str) -> int:
+    return int(re.findall(r'(?:ckpt|step)[-_](\d+)', os.path.basename(path))[0])
+
+
+def checkpoint_times(model_dir: Path, started: float) -> dict[int, float]:
+    """``{step: seconds from the training process' start to its checkpoint's index file}``."""
+    return {_step_of(f): os.path.getmtime(f) - started
+            for f in glob.glob(str(model_dir / 'ckpt-*.index'))}
+
+
+def reference_log_steps(log: Path) -> list[tuple[int, float]]:
+    """``(step, seconds since the epoch)`` of each ``step: N`` line of the reference's log
+    (absl's ``I1207 03:22:13.301957 ...`` time stamps, this year, local time)."""
+    rows = []
+    pattern = re.compile(r'^I(\d{4}) (\d\d:\d\d:\d\d\.\d+) .*\bstep: (\d+)\t')
+    year = time.localtime().tm_year
+    for line in log.read_text(errors='replace').splitlines():
+        found = pattern.match(line)
+        if found:
+            stamp = time.mktime(time.strptime(f'{year}{found[1]} {found[2][:8]}',
+                                              '%Y%m%d %H:%M:%S')) + float('0' + found[2][8:])
+            rows.append((int(found[3]), stamp))
+    return rows
+
+
+def seconds_per_step(points: list[tuple[int, float]]) -> float | None:
+    """Mean seconds per step between the first and the last logged step (the first step's
+    tracing and the start-up before it left out)."""
+    if len(points) < 2 or points[-1][0] == points[0][0]:
+        return None
+    return (points[-1][1] - points[0][1]) / (points[-1][0] - points[0][0])
+
+
+def stage_prepare(args) -> None:
+    from pipelines.prepare_dataset import prepare_dataset
+
+    inputs = {}
+    for name, pattern, fraction in (('train', args.train, 0.0), ('eval', args.eval, 1.0)):
+        t0 = time.perf_counter()
+        manifest = prepare_dataset([pattern], str(args.out / f'data_{name}'),
+                                   crepe_capacity=args.crepe_capacity, eval_fraction=fraction,
+                                   reference_layout=True, overwrite=True)
+        print(f"prepared {name}: {manifest['examples']} examples in "
+              f'{time.perf_counter() - t0:.0f} s', flush=True)
+        inputs[name] = {'audio': pattern, 'examples': manifest['examples'],
+                        'prepare_s': time.perf_counter() - t0}
+    (args.out / 'prepared.json').write_text(json.dumps(inputs, indent=1))
+
+
+def stage_train_reference(args) -> None:
+    model_dir = args.out / 'reference_model'
+    model_dir.mkdir(parents=True, exist_ok=True)
+    params = [f"TFRecordProvider.file_pattern='{args.out / 'data_train'}/train-*'",
+              'TFRecordProvider.example_secs=4',
+              f'train.batch_size={args.batch_size}', f'train.num_steps={args.steps}',
+              f'train.steps_per_save={args.every}', f'train.steps_per_summary={args.every}',
+              f'Trainer.learning_rate={args.lr}', 'Trainer.checkpoints_to_keep=1000']
+    cmd = [args.ref_python, '-m', 'ddsp.training.ddsp_run', '--mode=train',
+           f'--save_dir={model_dir}', '--gin_file=models/solo_instrument.gin',
+           '--gin_file=datasets/tfrecord.gin'] + [f'--gin_param={p}' for p in params]
+    env = {**os.environ, 'TF_USE_LEGACY_KERAS': '1', 'PYTHONPATH': str(args.ref_src),
+           'TF_CPP_MIN_LOG_LEVEL': '2'}
+    started = time.time()
+    print('reference:', ' '.join(cmd), flush=True)
+    with open(args.out / 'reference_train.log', 'w') as log:
+        done = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    if done.returncode != 0:
+        if not (model_dir / f'ckpt-{args.steps}.index').exists():
+            sys.exit(f'bench_parity: error: the reference trainer failed ({done.returncode}); '
+                     f"see {args.out / 'reference_train.log'}")
+        # seen on TF 2.21: exit status 1 after "Saved checkpoint ... at step N", nothing logged
+        print(f'warning: the reference trainer exited with {done.returncode} after writing its '
+              f'last checkpoint (step {args.steps}); continuing', flush=True)
+    (args.out / 'reference_timing.json').write_text(json.dumps({
+        'started': started, 'finished': time.time(),
+        'checkpoints': checkpoint_times(model_dir, started)}, indent=1))
+
+
+def stage_train_ours(args) -> None:
+    from ddsp_core import runtime
+
+    runtime.import_tensorflow()
+    from trainer.model.config import load_preset
+    from trainer.training.train import train
+
+    config = load_preset('solo_instrument').with_overrides([
+        f'train.batch_size={args.batch_size}', f'train.learning_rate={args.lr}',
+        f'train.checkpoint_every={args.every}', 'train.keep_checkpoints=1000'])
+    model_dir = args.out / 'our_model'
+    started = time.time()
+    logged = []
+
+    def on_log(step, metrics):
+        logged.append((int(step), time.time() - started, float(metrics['total_loss'])))
+
+    train(config, str(args.out / 'data_train'), str(model_dir), steps=args.steps,
+          tracking_uri=f"sqlite:///{args.out / 'mlflow.db'}", experiment=EXPERIMENT,
+          run_name='parity: ours', progress=sys.stderr.isatty(), on_log=on_log)
+    (args.out / 'ours_timing.json').write_text(json.dumps({
+        'started': started, 'finished': time.time(), 'logged': logged,
+        'checkpoints': checkpoint_times(model_dir, started)}, indent=1))
+
+
+def _eval_examples(args) -> dict[str, np.ndarray]:
+    from ddsp_core import records
+    from trainer.evaluation.evaluate import iter_records
+
+    data = args.out / 'data_eval'
+    layout = records.read_manifest(str(data)).layout
+    items = list(iter_records(sorted(glob.glob(str(data / 'eval-*.tfrecord'))), layout))
+    return {k: np.stack([e[k] for _, e in items]) for k in records.REQUIRED_FEATURES}
+
+
+def stage_resynth(args) -> None:
+    from ddsp_core import runtime
+
+    runtime.import_tensorflow()
+    from trainer.model.autoencoder import Autoencoder
+    from trainer.model.config import Config
+    from trainer.serving.inference import TrainedModel, restore_weights
+
+    model_dir = args.out / 'our_model'
+    examples = _eval_examples(args)
+    out = args.out / 'ours'
+    out.mkdir(exist_ok=True)
+    config = Config.load(model_dir / 'config.json')
+    for index in sorted(glob.glob(str(model_dir / 'ckpt-*.index')), key=_step_of):
+        step = _step_of(index)
+        target = out / f'step_{step}.npz'
+        if target.exists():
+            continue
+        net = Autoencoder(config.model, config.data, compute_dtype=config.train.compute_dtype)
+        net(net.dummy_features(1))
+        restore_weights(net, index[:-len('.index')], config, str(model_dir))
+        model = TrainedModel(net, config, step, model_dir, None, {})
+        synth = np.concatenate([model.resynthesize({k: v[i:i + 8] for k, v in examples.items()})
+                                for i in range(0, len(examples['audio']), 8)])
+        np.savez(target, audio=examples['audio'], resynthesis=synth)
+        print(f'ours step {step}: resynthesised {len(synth)} examples', flush=True)
+
+
+def stage_judge(args) -> None:
+    cmd = [args.ref_python, str(ROOT / 'benchmarks' / 'parity_reference.py'),
+           '--ref_src', str(args.ref_src), '--model_dir', str(args.out / 'reference_model'),
+           '--eval_pattern', str(args.out / 'data_eval' / 'eval-*'), '--out', str(args.out)]
+    env = {**os.environ, 'TF_USE_LEGACY_KERAS': '1', 'PYTHONPATH': str(args.ref_src),
+           'TF_CPP_MIN_LOG_LEVEL': '2'}
+    if subprocess.run(cmd, env=env).returncode != 0:
+        sys.exit('bench_parity: error: judging in the scratch environment failed')
+
+
+def _our_metrics(npz: Path, args) -> dict:
+    from trainer.evaluation import metrics
+
+    data = np.load(npz)
+    n = args.metric_examples or len(data['audio'])
+    rows = [metrics.resynthesis_metrics(a, r, 16000, 250, crepe_capacity=args.crepe_capacity)
+            for a, r in zip(data['audio'][:n], data['resynthesis'][:n], strict=True)]
+    return {k: float(v) for k, v in metrics.aggregate(rows).items()
+            if isinstance(v, (int, float))}
+
+
+def stage_report(args) -> None:
+    from ddsp_core import runtime
+
+    runtime.import_tensorflow()
+    judged = json.loads((args.out / 'judged.json').read_text())
+    timing = {name: json.loads((args.out / f'{name}_timing.json').read_text())
+              for name in ('reference', 'ours') if (args.out / f'{name}_timing.json').exists()}
+    curves = {}
+    for name in ('reference', 'ours'):
+        rows = []
+        for step_s, judged_row in sorted(judged.get(name, {}).items(), key=lambda kv: int(kv[0])):
+            step = int(step_s)
+            wall = timing.get(name, {}).get('checkpoints', {}).get(step_s)
+            rows.append({'step': step, 'wall_s': wall,
+                         'reference_spectral_loss': judged_row['spectral_loss'],
+                         **{f'eval_{k}': v for k, v in _our_metrics(
+                             args.out / name / f'step_{step}.npz', args).items()}})
+        curves[name] = rows
+    both = sorted(set(r['step'] for r in curves.get('reference', []))
+                  & set(r['step'] for r in curves.get('ours', [])))
+    ratio = {}
+    for step in both:
+        ref = next(r for r in curves['reference'] if r['step'] == step)
+        ours = next(r for r in curves['ours'] if r['step'] == step)
+        ratio[step] = ours['reference_spectral_loss'] / ref['reference_spectral_loss']
+    cpu = subprocess.run(['lscpu'], capture_output=True, text=True).stdout
+    model_name = next((line.split(':', 1)[1].strip() for line in cpu.splitlines()
+                       if line.startswith('Model name')), platform.processor())
+    report = {
+        'benchmark': 'bench_parity', 'date': time.strftime('%Y-%m-%d %H:%M:%S %z'),
+        'command': ' '.join([Path(sys.executable).name, *sys.argv]),
+        'machine': {'cpu': model_name, 'cpu_count': os.cpu_count(),
+                    'platform': platform.platform(), 'devices': runtime.describe_devices()},
+        'settings': {'batch_size': args.batch_size, 'learning_rate': args.lr,
+                     'steps': args.steps, 'every': args.every, 'example_secs': 4,
+                     'crepe_capacity': args.crepe_capacity,
+                     'metric_examples': args.metric_examples},
+        'data': (json.loads((args.out / 'prepared.json').read_text())
+                 if (args.out / 'prepared.json').exists() else str(args.out)),
+        'curves': curves,
+        'ours_over_reference_loss': {str(k): v for k, v in ratio.items()},
+        'within_3_percent_or_better': {str(k): v <= 1.03 for k, v in ratio.items()},
+        'training_wall_s': {n: t['finished'] - t['started'] for n, t in timing.items()},
+        'seconds_per_step': {
+            'reference': seconds_per_step(reference_log_steps(args.out / 'reference_train.log'))
+            if (args.out / 'reference_train.log').exists() else None,
+            'ours': seconds_per_step([(step, t) for step, t, _ in
+                                      timing.get('ours', {}).get('logged', [])])},
+    }
+    json_path = Path(args.json)
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(report, indent=2) + '\n')
+    png = json_path.with_suffix('.png')
+    _plot(curves, png)
+    _log_mlflow(args, report, json_path, png)
+    print(json.dumps({k: report[k] for k in ('ours_over_reference_loss', 'training_wall_s',
+                                             'seconds_per_step')}, indent=1))
+    print(f'wrote {json_path} and {png}')
+
+
+def _plot(curves: dict, png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for name, rows in curves.items():
+        steps = [r['step'] for r in rows]
+        loss = [r['reference_spectral_loss'] for r in rows]
+        axes[0].plot(steps, loss, 'o-', label=name)
+        walls = [(r['wall_s'], r['reference_spectral_loss']) for r in rows
+                 if r['wall_s'] is not None]
+        if walls:
+            axes[1].plot(*zip(*walls, strict=True), 'o-', label=name)
+    axes[0].set_xlabel('training step')
+    axes[1].set_xlabel('wall-clock since the training started (s)')
+    for ax in axes:
+        ax.set_ylabel("held-out loss (reference's SpectralLoss)")
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.suptitle('solo_instrument: ours vs the reference, same data, batch, lr, steps')
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+
+
+def _log_mlflow(args, report: dict, json_path: Path, png: Path) -> None:
+    from trainer.tracking.store import ensure_experiment, make_client, quiet_mlflow_logging
+
+    quiet_mlflow_logging()
+    client = make_client(f"sqlite:///{args.out / 'mlflow.db'}")
+    experiment = ensure_experiment(client, EXPERIMENT, (args.out / 'mlartifacts').as_uri(),
+                                   'benchmarks/bench_parity.py')
+    run = client.create_run(experiment, run_name='parity report',
+                            tags={'ddsp.kind': 'benchmark'})
+    run_id = run.info.run_id
+    for name, rows in report['curves'].items():
+        for r in rows:
+            for key, value in r.items():
+                if key not in ('step', 'wall_s') and value is not None:
+                    client.log_metric(run_id, f'{name}/{key}', value, step=r['step'])
+    for key, value in report['settings'].items():
+        client.log_param(run_id, key, value)
+    client.log_artifact(run_id, str(json_path))
+    client.log_artifact(run_id, str(png))
+    client.set_terminated(run_id)
+    print(f"MLflow: run {run_id} in {args.out / 'mlflow.db'}", flush=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog='bench_parity.py', description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('stage', choices=STAGES + ('all',))
+    p.add_argument('--out', type=Path, default=Path('runs/parity'), help='working folder')
+    p.add_argument('--train', default=None, help='training audio (glob), for prepare')
+    p.add_argument('--eval', default=None, help='held-out audio (glob), for prepare')
+    p.add_argument('--steps', type=int, default=1000)
+    p.add_argument('--every', type=int, default=250, help='checkpoint every this many steps')
+    p.add_argument('--batch_size', type=int, default=32)
+    p.add_argument('--lr', type=float, default=3e-4, help='initial learning rate (both decay '
+                                                          '0.98 per 10k steps, clip norm 3)')
+    p.add_argument('--crepe_capacity', default='tiny',
+                   choices=('tiny', 'small', 'medium', 'large', 'full'),
+                   help='CREPE of the preparation and of the f0 metrics')
+    p.add_argument('--metric_examples', type=int, default=16,
+                   help="ddsp-eval's metrics on the first this many held-out examples (CREPE "
+                        'tracks the f0 of both the original and the resynthesis); 0: all')
+    p.add_argument('--ref_python', default='/tmp/refparity/bin/python',
+                   help="the scratch environment's python")
+    p.add_argument('--ref_src', type=Path, default=Path('/tmp/refddsp'),
+                   help="the reference's source tree (a magenta/ddsp checkout)")
+    p.add_argument('--json', default=str(ROOT / 'benchmarks' / 'results' / 'parity.json'))
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    args.out = args.out.resolve()
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.stage in ('prepare', 'all') and not (args.train and args.eval):
+        print('bench_parity.py: error: prepare needs --train and --eval', file=sys.stderr)
+        return 2
+    if args.steps < 1 or args.every < 1 or args.batch_size < 1:
+        print('bench_parity.py: error: --steps, --every, --batch_size must be >= 1',
+              file=sys.stderr)
+        return 2
+    if args.stage in ('train-reference', 'judge', 'all') and not (
+            Path(args.ref_python).exists() and (args.ref_src / 'ddsp').is_dir()):
+        print(f'bench_parity.py: error: --ref_python {args.ref_python} or --ref_src '
+              f'{args.ref_src} (with ddsp/ in it) is missing; see the set-up in --help',
+              file=sys.stderr)
+        return 2
+    stages = STAGES if args.stage == 'all' else (args.stage,)
+    for stage in stages:
+        print(f'[{stage}]', flush=True)
+        globals()[f"stage_{stage.replace('-', '_')}"](args)
+    return 0
+
+
+if __name__ == '__main__':
+    os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+    sys.exit(main())
