@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from ddsp_core import records
+from ddsp_core import records, shards
 from pipelines import evaluate as ddsp_eval
 from pipelines import sweep as ddsp_sweep
 from trainer import testing
@@ -123,24 +123,24 @@ def test_a_record_that_does_not_parse_as_the_layout_is_named_by_shard_and_offset
     import numpy as np
     import tensorflow as tf
 
-    shards = _dataset(tmp_path / 'data', n_examples=2, n_shards=1)
-    good = [r.numpy() for r in tf.data.TFRecordDataset(shards[0])]
+    paths = _dataset(tmp_path / 'data', n_examples=2, n_shards=1)
+    good = [r.numpy() for r in tf.data.TFRecordDataset(paths[0])]
     short = records.serialize_example({k: np.zeros(n // 2, np.float32) for k, n in
                                        LAYOUT.feature_lengths().items()})
-    with tf.io.TFRecordWriter(shards[0]) as w:  # sound CRCs, but the third record is too short
+    with tf.io.TFRecordWriter(paths[0]) as w:  # sound CRCs, but the third record is too short
         for raw in (*good, short):
             w.write(raw)
     manifest = tmp_path / 'data' / records.MANIFEST
     data = json.loads(manifest.read_text())
     data['splits']['train'][records.SHARD_FILES] = {
-        os.path.basename(shards[0]): shards.file_entry(shards[0])}
+        os.path.basename(paths[0]): shards.file_entry(paths[0])}
     manifest.write_text(json.dumps(data))
     code = _train(tmp_path / 'data', tmp_path / 'model', 3, '--no_tracking')
     err = capsys.readouterr().err
     assert code == 2, err[-3000:]
     third = sum(shards.RECORD_FRAMING_BYTES + len(raw) for raw in good)
     (line,) = [x for x in _error_lines(err) if x.startswith('ddsp-train: error')]
-    assert line.startswith(f'ddsp-train: error: {shards[0]}: damaged record at byte {third} '
+    assert line.startswith(f'ddsp-train: error: {paths[0]}: damaged record at byte {third} '
                            "(record 2: feature 'audio' has 4000 values where ")
     assert 'its SHA-256 matches the manifest (it was damaged when written' in line
 
