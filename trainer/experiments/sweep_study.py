@@ -11,6 +11,7 @@ import hashlib
 import json
 import math
 import os
+import time
 import warnings
 from typing import Any, Callable, Optional
 
@@ -221,13 +222,38 @@ def open_study(spec: SweepSpec):
     if spec.heartbeat:
         heartbeat = {'heartbeat_interval': spec.heartbeat, 'grace_period': 4 * spec.heartbeat,
                      'heartbeat_stale_trial_callback': retry_callback()}
-    with warnings.catch_warnings():  # heartbeat_interval is experimental
-        warnings.simplefilter('ignore', optuna.exceptions.ExperimentalWarning)
-        storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
+    storage = _rdb_storage(url, engine_kwargs, heartbeat)
     return optuna.create_study(
         study_name=f'{spec.name}-{spec.sweep_id}', storage=storage,
         directions=spec.directions, sampler=make_sampler(spec), pruner=make_pruner(spec),
         load_if_exists=True)
+
+
+# What a database says when another process created Optuna's schema between this one's
+# check and its CREATE (SQLite, PostgreSQL, MySQL): the schema is there, so open it again.
+_SCHEMA_RACE = ('already exists', 'unique constraint failed: alembic_version',
+                'duplicate key value', 'duplicate entry')
+SCHEMA_RACE_ATTEMPTS = 8
+
+
+def _rdb_storage(url: str, engine_kwargs: dict, heartbeat: dict):
+    """Optuna's RDBStorage on ``url``; when it is new and several processes open it at once
+    (a sweep's elements, ``--report`` beside a starting sweep) all of them get it."""
+    import optuna
+    import sqlalchemy.exc
+
+    for attempt in range(SCHEMA_RACE_ATTEMPTS):
+        try:
+            with warnings.catch_warnings():  # heartbeat_interval is experimental
+                warnings.simplefilter('ignore', optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs,
+                                                  **heartbeat)
+        except sqlalchemy.exc.DBAPIError as e:
+            text = str(e.orig if e.orig is not None else e).lower()
+            if attempt + 1 == SCHEMA_RACE_ATTEMPTS or not any(m in text for m in _SCHEMA_RACE):
+                raise
+            time.sleep(0.05 * (attempt + 1))
+    raise AssertionError('unreachable')
 
 
 @dataclasses.dataclass

@@ -289,3 +289,46 @@ def test_gp_is_refused_with_the_reason(tmp_path, capsys):
                  '--space', f'{LR}=' + '{"loguniform": [1e-4, 1e-2]}',
                  '--output_dir', str(tmp_path / 'out')]) == 2
     assert 'needs PyTorch' in capsys.readouterr().err
+
+
+_OPEN_AT_ONCE = '''
+import sys, time
+from trainer.experiments import sweep as S
+spec = S.parse_spec({'name': 'race', 'preset': 'tiny', 'data': 'unused', 'steps': 10,
+                     'algorithm': 'tpe', 'trials': 2, 'output_dir': sys.argv[1],
+                     'space': {'train.learning_rate': {'loguniform': [1e-5, 1e-1]}}})
+start = float(sys.argv[2])
+while time.time() < start:
+    pass
+print(S.open_study(spec).study_name)
+'''
+
+
+def test_processes_opening_a_new_study_at_once_all_get_it(tmp_path):
+    """A new sweep's elements (and ``--report`` beside it) open its SQLite storage at the same
+    moment: each of them races to create Optuna's tables, and every one must get the study.
+    (Without the retry, 4 processes x 5 fresh files failed 6 of 20 opens here.)"""
+    import subprocess
+    import sys
+    import time
+
+    env = dict(os.environ, PYTHONPATH=os.getcwd())
+    for attempt in range(3):
+        out = tmp_path / f'out{attempt}'
+        start = time.time() + 8  # after every interpreter has imported optuna
+        procs = [subprocess.Popen([sys.executable, '-c', _OPEN_AT_ONCE, str(out), str(start)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  env=env) for _ in range(4)]
+        results = [p.communicate(timeout=120) + (p.returncode,) for p in procs]
+        for stdout, stderr, rc in results:
+            assert rc == 0, stderr[-2000:]
+            assert stdout.strip().startswith('race-'), stdout
+        names = {stdout.strip() for stdout, _, _ in results}
+        assert len(names) == 1
+        study = optuna.load_study(study_name=names.pop(),
+                                  storage=S.parse_spec({
+                                      'name': 'race', 'preset': 'tiny', 'data': 'unused',
+                                      'steps': 10, 'algorithm': 'tpe', 'trials': 2,
+                                      'output_dir': str(out),
+                                      'space': {LR: {'loguniform': [1e-5, 1e-1]}}}).storage_url)
+        assert study.get_trials() == []
