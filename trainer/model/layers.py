@@ -27,9 +27,10 @@ def _normalise(a, bias, mean, rstd):
     return (tf.cast(a, tf.float32) + bias - mean) * rstd
 
 
-@tf.function(jit_compile=True)
-def _norm_act_forward(a, bias, gamma, beta, epsilon):
-    """LayerNorm over the last axis then leaky ReLU, one XLA fusion (float32).
+def _norm_act(a, bias, gamma, beta, epsilon):
+    """LayerNorm over the last axis of ``a + bias`` then leaky ReLU, in float32, in plain
+    TensorFlow ops: the training path compiles it into one XLA fusion
+    (:func:`_norm_act_forward`), the builtin-ops path (:meth:`MLP.plain`, TFLite) runs it as is.
 
     Args:
         a: [rows, units] pre-activations without bias (any float dtype).
@@ -46,7 +47,10 @@ def _norm_act_forward(a, bias, gamma, beta, epsilon):
     rstd = tf.math.rsqrt(tf.reduce_mean(tf.square(a_b - mean), axis=-1, keepdims=True)
                          + epsilon)
     u = _normalise(a, bias, mean, rstd) * gamma + beta
-    return tf.maximum(u, LEAKY_RELU_ALPHA * u), mean, rstd
+    return tf.nn.leaky_relu(u, alpha=LEAKY_RELU_ALPHA), mean, rstd
+
+
+_norm_act_forward = tf.function(_norm_act, jit_compile=True)
 
 
 @tf.function(jit_compile=True)
@@ -140,35 +144,51 @@ class MLP(keras.layers.Layer):
             norm.build(shape)
         self.built = True
 
-    def call(self, x):
-        """x: [..., channels] -> [..., units]."""
+    def _weights(self):
+        """Per layer: (compute dtype, kernel in it, float32 bias, gamma, beta, epsilon)."""
         for dense, norm in zip(self.dense_layers, self.norm_layers, strict=True):
             dtype = dense.compute_dtype
-            x = dense_norm_act(tf.cast(x, dtype), tf.cast(dense.kernel, dtype),
-                               tf.cast(dense.bias, tf.float32), tf.cast(norm.gamma, tf.float32),
-                               tf.cast(norm.beta, tf.float32), epsilon=norm.epsilon)
+            yield (dtype, tf.cast(dense.kernel, dtype), tf.cast(dense.bias, tf.float32),
+                   tf.cast(norm.gamma, tf.float32), tf.cast(norm.beta, tf.float32), norm.epsilon)
+
+    def call(self, x):
+        """x: [..., channels] -> [..., units]."""
+        for dtype, kernel, bias, gamma, beta, epsilon in self._weights():
+            x = dense_norm_act(tf.cast(x, dtype), kernel, bias, gamma, beta, epsilon=epsilon)
         return x
 
     def plain(self, x):
         """:meth:`call` in plain TensorFlow ops (no XLA fusion, no custom gradient; inference):
         what a runtime with builtin ops only (TFLite) can run. x: [..., channels]."""
-        for dense, norm in zip(self.dense_layers, self.norm_layers, strict=True):
-            dtype = dense.compute_dtype
+        for dtype, kernel, bias, gamma, beta, epsilon in self._weights():
             x = tf.cast(x, dtype)
-            kernel = tf.cast(dense.kernel, dtype)
             if x.shape.rank == 2:
                 a = tf.matmul(x, kernel)
             else:
                 a = tf.reshape(tf.matmul(tf.reshape(x, [-1, kernel.shape[0]]), kernel),
                                tf.concat([tf.shape(x)[:-1], [kernel.shape[1]]], axis=0))
-            a = tf.cast(a, tf.float32) + tf.cast(dense.bias, tf.float32)
-            mean = tf.reduce_mean(a, axis=-1, keepdims=True)
-            variance = tf.reduce_mean(tf.math.squared_difference(a, mean), axis=-1,
-                                      keepdims=True)
-            u = ((a - mean) * tf.math.rsqrt(variance + norm.epsilon)
-                 * tf.cast(norm.gamma, tf.float32) + tf.cast(norm.beta, tf.float32))
-            x = tf.cast(tf.nn.leaky_relu(u, alpha=LEAKY_RELU_ALPHA), dtype)
+            x = tf.cast(_norm_act(a, bias, gamma, beta, epsilon)[0], dtype)
         return x
+
+
+def _gru_cell(h, xw_t, recurrent_kernel, recurrent_bias):
+    """One step of the GRU (Keras' ``reset_after`` form) from the hidden state ``h``
+    [batch, units] and the step's projected inputs ``xw_t`` [batch, 3 * units] (gates z, r,
+    candidate). Rank-2 builtin ops only: the training scan, the chunked inference scan and the
+    single step (TFLite) all run it.
+
+    Returns:
+        (the new state [batch, units], the gates z, r [batch, 2 * units], the recurrent
+        candidate projection h U_h + b'_h [batch, units]).
+    """
+    units = recurrent_kernel.shape[0]
+    hu = tf.matmul(h, recurrent_kernel) + recurrent_bias
+    xw_zr, xw_h = tf.split(xw_t, [2 * units, units], axis=-1)
+    hu_zr, hh = tf.split(hu, [2 * units, units], axis=-1)
+    zr = tf.sigmoid(xw_zr + hu_zr)
+    z, r = tf.split(zr, 2, axis=-1)
+    n = tf.tanh(xw_h + r * hh)
+    return n + z * (h - n), zr, hh
 
 
 @tf.function(jit_compile=True)
@@ -190,12 +210,7 @@ def _gru_forward_scan(xw, recurrent_kernel, recurrent_bias):
     h0 = tf.zeros([batch, units], xw.dtype)
 
     def step(carry, xw_t):
-        h = carry[0]
-        hu = tf.matmul(h, recurrent_kernel) + recurrent_bias
-        zr = tf.sigmoid(xw_t[:, :2 * units] + hu[:, :2 * units])
-        hh = hu[:, 2 * units:]
-        n = tf.tanh(xw_t[:, 2 * units:] + zr[:, units:] * hh)
-        return n + zr[:, :units] * (h - n), zr, hh
+        return _gru_cell(carry[0], xw_t, recurrent_kernel, recurrent_bias)
 
     return tf.scan(step, xw, initializer=(h0, tf.zeros([batch, 2 * units], xw.dtype), h0))
 
@@ -204,13 +219,8 @@ def _gru_forward_scan(xw, recurrent_kernel, recurrent_bias):
 def _gru_forward_from(xw, recurrent_kernel, recurrent_bias, h0):
     """The GRU recurrence of :func:`_gru_forward_scan` from the state ``h0`` [batch, units],
     forward only (inference): hs [time, batch, units], the hidden state after each step."""
-    units = recurrent_kernel.shape[0]
-
     def step(h, xw_t):
-        hu = tf.matmul(h, recurrent_kernel) + recurrent_bias
-        zr = tf.sigmoid(xw_t[:, :2 * units] + hu[:, :2 * units])
-        n = tf.tanh(xw_t[:, 2 * units:] + zr[:, units:] * hu[:, 2 * units:])
-        return n + zr[:, :units] * (h - n)
+        return _gru_cell(h, xw_t, recurrent_kernel, recurrent_bias)[0]
 
     return tf.scan(step, xw, initializer=h0)
 
@@ -391,12 +401,7 @@ class FastGRU(keras.layers.Layer):
         bias = tf.cast(self.bias, tf.float32)
         xw = tf.cast(tf.matmul(tf.cast(x, dtype), tf.cast(self.kernel, dtype)), tf.float32)
         xw += bias[0]
-        hu = tf.matmul(state, tf.cast(self.recurrent_kernel, tf.float32)) + bias[1]
-        x_z, x_r, x_h = tf.split(xw, 3, axis=-1)
-        h_z, h_r, h_h = tf.split(hu, 3, axis=-1)
-        z = tf.sigmoid(x_z + h_z)
-        n = tf.tanh(x_h + tf.sigmoid(x_r + h_r) * h_h)
-        return n + z * (state - n)
+        return _gru_cell(state, xw, tf.cast(self.recurrent_kernel, tf.float32), bias[1])[0]
 
 
 def rnn_initial_state(layer, batch_size: int = 1) -> list:
