@@ -97,17 +97,30 @@ def fft_convolve(audio: tf.Tensor, impulse_response: tf.Tensor, padding: Text = 
         raise ValueError(f'fft_convolve: {audio_size} samples cannot be split into {n_ir_frames} '
                          f'equal frames to match the impulse responses.')
     frames = tf.signal.frame(audio, frame_size, frame_size, pad_end=True)  # [B, F, frame]
-    fft_size = get_fft_size(frame_size, ir_size, power_of_2=True)
-    audio_fft = tf.signal.rfft(frames, [fft_size])
-    ir_fft = tf.signal.rfft(impulse_response, [fft_size])
-    convolved = tf.signal.irfft(audio_fft * ir_fft, [fft_size])  # [B, F, fft_size]
-    if n_ir_frames == 1:
+    output = _convolve_frames(frames, impulse_response, frame_size)
+    return crop_and_compensate_delay(output, audio_size, ir_size, padding, delay_compensation)
+
+
+def _convolve_frames(frames: tf.Tensor, impulse_response: tf.Tensor, frame_size: int):
+    """Each frame convolved with its own response (FFT), the results overlap-added.
+
+    Args:
+      frames: [batch, n_frames, frame_size] (n_frames may be known only at run time).
+      impulse_response: [batch or 1, n_frames, ir_size].
+      frame_size: Samples per frame (the hop of the overlap-add).
+
+    Returns:
+      [batch, (n_frames - 1) * frame_size + fft_size], fft_size = get_fft_size(frame_size,
+      ir_size): the full convolution, zero-padded past its last sample.
+    """
+    fft_size = get_fft_size(frame_size, int(impulse_response.shape[-1]), power_of_2=True)
+    convolved = tf.signal.irfft(tf.signal.rfft(frames, [fft_size])
+                                * tf.signal.rfft(impulse_response, [fft_size]), [fft_size])
+    if frames.shape[1] == 1:
         # One frame (e.g. a reverb): nothing to overlap. overlap_and_add's generic reshapes and
         # their gradients cost ~20 ms per training step for a 3 s impulse response.
-        output = convolved[:, 0, :]
-    else:
-        output = tf.signal.overlap_and_add(convolved, frame_size)
-    return crop_and_compensate_delay(output, audio_size, ir_size, padding, delay_compensation)
+        return convolved[:, 0, :]
+    return tf.signal.overlap_and_add(convolved, frame_size)
 
 
 def _centred_window(window_size: int) -> tf.Tensor:
@@ -209,14 +222,11 @@ def frequency_filter_frames(audio: tf.Tensor, magnitudes: tf.Tensor, hop: int,
     """
     audio = tf_float32(audio)
     impulse_response = frequency_impulse_response(magnitudes, window_size=window_size)
-    fft_size = get_fft_size(hop, int(impulse_response.shape[-1]), power_of_2=True)
     batch = tf.shape(impulse_response)[0]
     n_frames = (int(impulse_response.shape[1]) if impulse_response.shape[1] is not None
                 else tf.shape(impulse_response)[1])
     frames = tf.reshape(audio, [batch, n_frames, hop])
-    convolved = tf.signal.irfft(tf.signal.rfft(frames, [fft_size])
-                                * tf.signal.rfft(impulse_response, [fft_size]), [fft_size])
-    full = tf.signal.overlap_and_add(convolved, hop)  # [batch, (n_frames - 1) * hop + fft_size]
+    full = _convolve_frames(frames, impulse_response, hop)  # [batch, (n_frames-1)*hop + fft]
     if tail is not None:
         full += tf.pad(tf_float32(tail), [[0, 0], [0, n_frames * hop]])
     return full[:, :n_frames * hop], full[:, n_frames * hop:]
