@@ -93,13 +93,15 @@ def _read_shard(path: str, layout):
 
 
 def _write_aggregate(rows, out_dir: str, step: int, split: Optional[str]):
+    from trainer.evaluation import evaluate as evaluation
     from trainer.evaluation import metrics
 
     rows = sorted(rows, key=lambda r: r['id'])
     aggregate = metrics.aggregate(rows)
+    summary = evaluation.EvaluationResult(rows, aggregate, None, None, step, split,
+                                          crepe_precision=evaluation.precision_of(rows))
     with FileSystems.create(FileSystems.join(out_dir, 'aggregate.json')) as f:
-        f.write((json.dumps({'step': step, 'split': split, **aggregate}, indent=2,
-                            sort_keys=True, default=float) + '\n').encode())
+        f.write(evaluation.summary_json(summary).encode())
     with FileSystems.create(FileSystems.join(out_dir, 'examples.jsonl')) as f:
         for row in rows:
             f.write((json.dumps(row, sort_keys=True, default=float) + '\n').encode())
@@ -222,7 +224,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     capacity = args.crepe_capacity or evaluation.default_crepe_capacity(
         source.manifest or model.manifest)
+    # On Beam each worker resolves 'auto' for its own hardware (the rows say what it chose).
     precision = resolve_crepe_precision(args.crepe_precision)
+    shown = (f'{args.crepe_precision} ({precision} here)'
+             if beam_run and args.crepe_precision == 'auto' else precision)
     out = args.out
     if out is None:  # beside the model: its own folder, or the bucket it was read from
         name = f'eval/{source.split or "data"}-step_{model.step}'
@@ -232,13 +237,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             base = model.model_dir if not str(args.model).startswith('runs:/') else Path('.')
             out = str(Path(base) / name)
     print(f'ddsp-eval: model at step {model.step} on {source.describe()}; CREPE {capacity} '
-          f'{precision}; '
+          f'{shown}; '
           f'{runtime.describe_devices()}' + (' (on Beam)' if beam_run else ''),
           file=sys.stderr, flush=True)
     try:
         if beam_run:
             rows = evaluate_on_beam(str(args.model), source, out, capacity, model.step,
-                                    beam_args, args.batch_size, args.tracking_uri, precision)
+                                    beam_args, args.batch_size, args.tracking_uri,
+                                    args.crepe_precision)
             result = _result_from_rows(model, source, rows, capacity, args.listen, precision)
         else:
             result = evaluation.evaluate(model, source, capacity, args.batch_size,
@@ -303,7 +309,8 @@ def _result_from_rows(model, source, rows: list[dict], capacity: str, listen: in
     best = found.get(ranked[0]['id'])
     worst = found.get(ranked[-1]['id'])
     return evaluation.EvaluationResult(rows, metrics.aggregate(rows), best, worst, model.step,
-                                       source.split, [found[k] for k in first if k in found])
+                                       source.split, [found[k] for k in first if k in found],
+                                       evaluation.precision_of(rows))
 
 
 if __name__ == '__main__':

@@ -105,19 +105,22 @@ def evaluate_batch(model, batch: dict[str, np.ndarray], ids: list[str],
         crepe_precision: CREPE's number format ('float32', 'bfloat16' or 'auto').
 
     Returns:
-        One dict per example: ``id`` and the metrics of
+        One dict per example: ``id``, ``crepe_precision`` (the format CREPE ran in here:
+        'auto' resolved by the process that measures, e.g. a Beam worker) and the metrics of
         :func:`trainer.evaluation.metrics.resynthesis_metrics`.
     """
+    from ddsp_core.f0 import resolve_crepe_precision
     from trainer.evaluation import metrics
 
+    precision = resolve_crepe_precision(crepe_precision)
     resynth = model.resynthesize(batch)
     rows = []
     for i, key in enumerate(ids):
-        row = {'id': key}
+        row = {'id': key, 'crepe_precision': precision}
         row.update(metrics.resynthesis_metrics(
             batch['audio'][i], resynth[i], model.sample_rate, model.frame_rate,
             crepe_capacity=crepe_capacity, f0_original=batch['f0_hz'][i],
-            confidence_original=batch['f0_confidence'][i], crepe_precision=crepe_precision))
+            confidence_original=batch['f0_confidence'][i], crepe_precision=precision))
         if keep_audio:
             row['original'] = np.asarray(batch['audio'][i], np.float32)
             row['resynthesis'] = np.asarray(resynth[i], np.float32)
@@ -138,6 +141,7 @@ class EvaluationResult:
         split: the split evaluated.
         listen: the first examples (in id order), with their audio: the same examples for every
             model evaluated on the split, for listening side by side (``ddsp-compare``).
+        crepe_precision: the format CREPE ran in for the rows (:func:`precision_of`).
     """
 
     rows: list[dict]
@@ -147,6 +151,22 @@ class EvaluationResult:
     step: int
     split: Optional[str]
     listen: list = dataclasses.field(default_factory=list)
+    crepe_precision: Optional[str] = None
+
+
+def precision_of(rows: list[dict]) -> Optional[str]:
+    """The CREPE format the rows were measured in: 'bfloat16' or 'float32', 'mixed' where the
+    processes that measured them (Beam workers on different hardware) resolved 'auto'
+    differently, None for no rows."""
+    found = {row.get('crepe_precision') for row in rows} - {None}
+    return None if not found else found.pop() if len(found) == 1 else 'mixed'
+
+
+def summary_json(result: EvaluationResult) -> str:
+    """``aggregate.json``'s text: the step, split and CREPE format with the aggregate."""
+    return json.dumps({'step': result.step, 'split': result.split,
+                       'crepe_precision': result.crepe_precision, **result.aggregate},
+                      indent=2, sort_keys=True, default=float) + '\n'
 
 
 def _rank(row: dict) -> float:
@@ -212,7 +232,7 @@ def evaluate(model, source, crepe_capacity: Optional[str] = None, batch_size: in
     if not rows:
         raise ValueError(f'{source.where}: no example to evaluate')
     return EvaluationResult(rows, metrics.aggregate(rows), best, worst, model.step,
-                            source.split, kept)
+                            source.split, kept, precision_of(rows))
 
 
 def safe_name(example_id: str) -> str:
@@ -226,6 +246,8 @@ def format_table(result: EvaluationResult) -> str:
     for key, value in result.aggregate.items():
         text = f'{value:12.4f}' if isinstance(value, float) else f'{value:>12}'
         lines.append(f'{key:<22} {text}')
+    if result.crepe_precision:
+        lines.append(f'{"crepe_precision":<22} {result.crepe_precision:>12}')
     for label, row in (('best', result.best), ('worst', result.worst)):
         if row is not None:
             lines.append(f'{label + " example":<22} {row["id"]} ({RANK_METRIC} '
@@ -265,9 +287,7 @@ def _write_local_outputs(result: EvaluationResult, out: Path, sample_rate: int) 
     with open(out / 'examples.jsonl', 'w') as f:
         for row in result.rows:
             f.write(json.dumps(row, sort_keys=True, default=float) + '\n')
-    (out / 'aggregate.json').write_text(json.dumps(
-        {'step': result.step, 'split': result.split, **result.aggregate}, indent=2,
-        sort_keys=True, default=float) + '\n')
+    (out / 'aggregate.json').write_text(summary_json(result))
     named = [('best', result.best), ('worst', result.worst)]
     named += [(f'listen/{safe_name(row["id"])}', row) for row in result.listen]
     for label, row in named:

@@ -185,3 +185,43 @@ def test_ddsp_eval_usage_errors(trained, tmp_path, capsys):
                           n_shards=1, split='eval')
     assert main(['--model', str(model_dir), '--data', str(other), '--no_mlflow']) == 2
     assert 'trained at 16000 Hz' in capsys.readouterr().err
+
+
+def test_auto_crepe_precision_is_resolved_where_the_rows_are_measured(trained, tmp_path,
+                                                                      monkeypatch, capsys):
+    """``--crepe_precision auto`` on Beam: the launcher passes 'auto' on (each worker resolves
+    it for its own hardware, as ddsp-prepare's workers do), and every row, the aggregate and
+    the table say which format measured them."""
+    import ddsp_core.f0
+    import pipelines.evaluate as pe
+    from trainer.evaluation import evaluate as evaluation
+    from trainer.training.data import open_source
+
+    data, model_dir = trained
+    seen = {}
+
+    def stop_before_beam(*args):
+        seen['precision'] = args[-1]
+        raise RuntimeError('stopped before the job')
+
+    monkeypatch.setattr(pe, 'evaluate_on_beam', stop_before_beam)
+    monkeypatch.setattr(ddsp_core.f0, 'bfloat16_hardware', lambda: (False, 'test launcher'))
+    assert pe.main(['--model', str(model_dir), '--data', str(data), '--crepe_capacity', 'tiny',
+                    '--no_mlflow', '--no_progress', '--out', str(tmp_path / 'x'),
+                    '--runner', 'DirectRunner']) == 1
+    assert seen['precision'] == 'auto'  # not the launcher's float32
+    assert 'CREPE tiny auto (float32 here)' in capsys.readouterr().err
+
+    # where the rows are measured (a worker), 'auto' is that process's answer
+    source = open_source(str(data), split='eval')
+    model = TrainedModel.load(str(model_dir), example_secs=source.layout.example_secs)
+    for native, expected in ((True, 'bfloat16'), (False, 'float32')):
+        monkeypatch.setattr(ddsp_core.f0, 'bfloat16_hardware', lambda n=native: (n, 'test'))
+        result = evaluation.evaluate(model, source, 'tiny', max_examples=1, progress=False,
+                                     listen=0, crepe_precision='auto')
+        assert [row['crepe_precision'] for row in result.rows] == [expected]
+        assert result.crepe_precision == expected
+        assert json.loads(evaluation.summary_json(result))['crepe_precision'] == expected
+        assert f'\ncrepe_precision {expected:>19}' in evaluation.format_table(result)
+    assert evaluation.precision_of([{'crepe_precision': 'bfloat16'},
+                                    {'crepe_precision': 'float32'}]) == 'mixed'
