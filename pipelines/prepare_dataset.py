@@ -26,6 +26,7 @@ import logging
 import os
 import sys
 import time
+import uuid
 from typing import Any, Iterable, Optional, Sequence
 
 import apache_beam as beam
@@ -84,7 +85,10 @@ def build_pipeline(pipeline: beam.Pipeline, entries: Sequence[InputEntry], outpu
     dead.append(failed.failed_inferences | 'CrepeDL' >> beam.FlatMapTuple(
         lambda batch, err: [steps.dead_letter(c, err, 'crepe') for c in batch]))
 
-    made = inferred | 'Examples' >> beam.ParDo(MakeExamples(opts, len(files))).with_outputs(
+    # The examples wait for their shard in spill files (a fresh folder for each job built),
+    # so that grouping them into shards holds references, not the bytes.
+    spill = FileSystems.join(output_dir, steps.SPILL_DIR, uuid.uuid4().hex)
+    made = inferred | 'Examples' >> beam.ParDo(MakeExamples(opts, len(files), spill)).with_outputs(
         'records', 'stats', 'counts', 'files', 'precisions',
         main='main').with_exception_handling()
     dead.append(made.bad | 'ExamplesDL' >> beam.MapTuple(
@@ -201,7 +205,11 @@ def prepare_dataset(input_patterns: Sequence[str] | str, output_dir: str,
     t0 = time.time()
     pipeline = beam.Pipeline(options=beam_options)
     build_pipeline(pipeline, entries, output_dir, opts, input_patterns)
-    result = runner.run_and_wait(pipeline, error=PrepareError)
+    try:
+        result = runner.run_and_wait(pipeline, error=PrepareError)
+    finally:  # the job's own last step removes it; this covers a job that failed
+        if not dry_run:
+            steps.remove_spill(output_dir)
     if result is None:
         return None  # the runner only built the job (DataflowRunner --dry_run)
     _log_metrics(result)

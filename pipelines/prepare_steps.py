@@ -93,16 +93,98 @@ class DecodeFile(beam.DoFn):
                    'audio': segs[0], 'audio_16k': segs[1] if len(segs) > 1 else None}
 
 
+SPILL_DIR = '.spill'  # under the output directory; removed when the job ends
+
+
+class Spill:
+    """Where a bundle's serialised examples wait for their shard: one file per bundle, the
+    records back to back, each referred to by ``(path, offset, length)``.
+
+    The shards are written after every example is made (a record's shard follows from its
+    split's size), so the job's grouping step holds every record at once; holding references
+    instead of the bytes keeps a local runner's memory flat however long the input (an hour of
+    audio is about 1 GB of examples). A retried bundle writes a new file; what a failed bundle
+    wrote is never referred to, and the whole spill folder goes when the job ends.
+    """
+
+    def __init__(self, folder: str):
+        self.folder = folder
+        self._file = None
+        self._path = None
+        self._offset = 0
+
+    def put(self, data: bytes) -> tuple[str, int, int]:
+        if self._file is None:
+            import uuid
+
+            self._path = FileSystems.join(self.folder, f'{uuid.uuid4().hex}.bin')
+            self._file = FileSystems.create(self._path, mime_type='application/octet-stream',
+                                            compression_type='uncompressed')
+            self._offset = 0
+        self._file.write(data)
+        ref = (self._path, self._offset, len(data))
+        self._offset += len(data)
+        return ref
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+class SpillReader:
+    """Reads :class:`Spill` references, one open file per spill file (records sorted by key
+    mostly come in the order they were written, so reads go forward)."""
+
+    def __init__(self):
+        self._files = {}
+
+    def get(self, ref: tuple[str, int, int]) -> bytes:
+        path, offset, length = ref
+        f = self._files.get(path)
+        if f is None:
+            f = self._files[path] = FileSystems.open(
+                path, mime_type='application/octet-stream', compression_type='uncompressed')
+        f.seek(offset)
+        data = f.read(length)
+        if len(data) != length:
+            raise OSError(f'{path}: {length} bytes at offset {offset} expected, '
+                          f'{len(data)} found (spill file damaged or removed while the job ran)')
+        return data
+
+    def close(self) -> None:
+        for f in self._files.values():
+            f.close()
+        self._files = {}
+
+
+def remove_spill(output_dir: str) -> None:
+    """Remove the spill folder of ``output_dir`` (this job's, or one a crashed run left)."""
+    folder = FileSystems.join(output_dir, SPILL_DIR)
+    if '://' not in folder:
+        import shutil
+
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    matched = FileSystems.match([FileSystems.join(folder, '**')])[0].metadata_list
+    if matched:
+        FileSystems.delete([m.path for m in matched])
+
+
 class MakeExamples(beam.DoFn):
     """PredictionResult(chunk, activations) -> tagged outputs of
-    :func:`pipelines.examples.chunk_examples`: 'records' ``(split, (sort_key, bytes))``,
-    'stats' (per record), 'counts' ``(path, (examples, dropped, eval examples))`` per chunk,
-    'files' (one per file, from its first chunk) and 'precisions' ``(CREPE's number format as
-    the worker resolved it, frames analysed)`` per chunk."""
+    :func:`pipelines.examples.chunk_examples`: 'records' ``(split, (sort_key, bytes))`` (with
+    ``spill_dir``: ``(split, (sort_key, (path, offset, length)))``, the bytes in a
+    :class:`Spill` file), 'stats' (per record), 'counts' ``(path, (examples, dropped, eval
+    examples))`` per chunk, 'files' (one per file, from its first chunk) and 'precisions'
+    ``(CREPE's number format as the worker resolved it, frames analysed)`` per chunk."""
 
-    def __init__(self, opts: PrepareOptions, total_files: int = 0):
+    def __init__(self, opts: PrepareOptions, total_files: int = 0,
+                 spill_dir: str | None = None):
         self.opts = opts
         self.total_files = total_files
+        self.spill_dir = spill_dir
+        self._spill = None
         self.examples = Metrics.counter(NAMESPACE, 'examples')
         self.frames = Metrics.counter(NAMESPACE, 'frames')
         self.dropped = Metrics.counter(NAMESPACE, 'windows_dropped_silent')
@@ -117,11 +199,20 @@ class MakeExamples(beam.DoFn):
         self._chunks = 0
         self._secs = 0.0
 
+    def start_bundle(self):
+        self._spill = Spill(self.spill_dir) if self.spill_dir else None
+
+    def finish_bundle(self):
+        if self._spill is not None:
+            self._spill.close()  # before the bundle's outputs (its references) are committed
+
     def process(self, result):
         chunk = result.example
         made = examples.chunk_examples(chunk, result.inference, self.opts)
-        for split, record in zip(made.record_splits, made.records, strict=True):
-            yield beam.pvalue.TaggedOutput('records', (split, record))
+        for split, (key, data) in zip(made.record_splits, made.records, strict=True):
+            if self._spill is not None:
+                data = self._spill.put(data)
+            yield beam.pvalue.TaggedOutput('records', (split, (key, data)))
         for record_stats in made.stats:
             yield beam.pvalue.TaggedOutput('stats', record_stats)
         yield beam.pvalue.TaggedOutput('counts', (chunk['path'], (
@@ -210,11 +301,17 @@ class WriteShard(beam.DoFn):
         name = records.shard_name(split, index, n_shards)
         final = FileSystems.join(self.output_dir, name)
         tmp = FileSystems.join(self.output_dir, f'.tmp-{name}')
-        with FileSystems.create(tmp, mime_type='application/octet-stream',
-                                compression_type='uncompressed') as f:
-            out = shards.DigestingWriter(f)
-            for _key, data in items:
-                _TFRecordUtil.write_record(out, data)
+        spilled = SpillReader()
+        try:
+            with FileSystems.create(tmp, mime_type='application/octet-stream',
+                                    compression_type='uncompressed') as f:
+                out = shards.DigestingWriter(f)
+                for _key, data in items:
+                    if not isinstance(data, bytes):  # a Spill reference
+                        data = spilled.get(data)
+                    _TFRecordUtil.write_record(out, data)
+        finally:
+            spilled.close()
         if FileSystems.exists(final):
             FileSystems.delete([final])
         FileSystems.rename([tmp], [final])
@@ -269,6 +366,7 @@ def finish(_, output_dir, opts, patterns, entries, file_records, split_stats, co
     stale = [p for p in existing_shards(output_dir) if p.rsplit('/', 1)[-1] not in keep]
     if stale:
         FileSystems.delete(stale)
+    remove_spill(output_dir)  # every shard is written: the examples' spill is no longer read
     _write_text(FileSystems.join(output_dir, records.LEDGER),
                 ''.join(json.dumps(line, sort_keys=True) + '\n' for line in ledger))
     _write_text(FileSystems.join(output_dir, DEAD_LETTERS),

@@ -223,6 +223,7 @@ def test_two_runs_write_byte_identical_datasets(runs):
     _, out1, m1, out2, m2 = runs
     names = sorted(os.listdir(out1))
     assert names == sorted(os.listdir(out2))
+    assert '.spill' not in names  # the examples' spill files go when the job ends
     shards = [n for n in names if n.endswith('.tfrecord')]
     assert len(shards) == 8
     # records are spread over several shards of each split

@@ -57,3 +57,39 @@ def test_write_shard_sorts_records_skips_placeholders_and_replaces_the_file(tmp_
     assert empty == ('train', 'train-00002-of-00003.tfrecord', 0,
                      {'bytes': 0, 'sha256': hashlib.sha256(b'').hexdigest()})
     assert os.path.getsize(os.path.join(out, records.shard_name('train', 2, 3))) == 0
+
+
+def test_spilled_records_write_the_bytes_of_records_held_in_memory(tmp_path):
+    """The examples wait for their shard as references into per-bundle spill files: a shard
+    written from references has the bytes of one written from the records themselves, and a
+    damaged spill file is an error naming it, not a short record."""
+    import pytest
+
+    keys = [('b.wav', '/b.wav', 0), ('a.wav', '/a.wav', 250), ('a.wav', '/a.wav', 0)]
+    blobs = [b'b0' * 1000, b'a250' * 10, b'a0']
+    spill_dir = str(tmp_path / 'out' / steps.SPILL_DIR / 'job')
+    bundles = [steps.Spill(spill_dir), steps.Spill(spill_dir)]  # two bundles, two files
+    refs = [bundles[0].put(blobs[0]), bundles[1].put(blobs[1]), bundles[0].put(blobs[2])]
+    for bundle in bundles:
+        bundle.close()
+    assert len(os.listdir(spill_dir)) == 2 and refs[2][1] == len(blobs[0])
+    held = tmp_path / 'held'
+    spilled = tmp_path / 'spilled'
+    held.mkdir()
+    spilled.mkdir()
+    (a,) = steps.WriteShard(str(held)).process((('train', 0, 1), list(zip(keys, blobs))))
+    (b,) = steps.WriteShard(str(spilled)).process((('train', 0, 1), list(zip(keys, refs))))
+    assert a == b  # the same name, count, size and SHA-256
+    assert _read(os.path.join(spilled, 'train-00000-of-00001.tfrecord')) == [
+        b'a0', b'a250' * 10, b'b0' * 1000]
+    # the job's last step removes the spill folder
+    steps.remove_spill(str(tmp_path / 'out'))
+    assert not os.path.exists(tmp_path / 'out' / steps.SPILL_DIR)
+    # a spill file cut short while the job ran
+    cut = steps.Spill(str(tmp_path / 'cut'))
+    ref = cut.put(b'x' * 100)
+    cut.close()
+    with open(ref[0], 'r+b') as f:
+        f.truncate(50)
+    with pytest.raises(OSError, match=r'\.bin: 100 bytes at offset 0 expected, 50 found'):
+        list(steps.WriteShard(str(spilled)).process((('train', 0, 1), [(keys[0], ref)])))
