@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import json
 import os
 import subprocess
 import sys
@@ -38,6 +37,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from benchmarks import common  # noqa: E402 - after the path insert
 
 
 def populate(store_uri: str, experiment: str, parent: str, runs: int, steps: int,
@@ -164,7 +164,7 @@ def main(argv=None) -> int:
             for _, run_id in finals:
                 client.get_metric_history(run_id, 'total_loss')
             per_run_secs = time.perf_counter() - t0
-    text = json.dumps({
+    common.emit({
         'runs': args.runs, 'steps': args.steps, 'listen': args.listen, 'backend': args.backend,
         **result, 'table_rows': len(table) - 2 if table else 0,
         'best': table[1].split()[0] if len(table) > 1 else None,
@@ -172,10 +172,7 @@ def main(argv=None) -> int:
         'per_run_history_secs': per_run_secs, 'bulk_endpoint_secs': endpoints,
         'setup_secs': setup_secs,
         'cpu_count': os.cpu_count(),
-    }, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + '\n')
+    }, args.out)
     return 0 if result['exit_code'] == 0 else 1
 
 

@@ -40,6 +40,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+from benchmarks import common  # noqa: E402 - after the path insert
 from tools.midi import smf_bytes  # noqa: E402 - after the path insert
 
 SOUND_FONT = '/usr/share/sounds/sf2/FluidR3_GM.sf2'
@@ -165,7 +166,7 @@ def main(argv=None) -> int:
         result = {'capacity': args.capacity, 'cpus': os.cpu_count(),
                   'hardware': crepe.bfloat16_hardware()[1], 'tf_threads': 1,
                   'per_frame': per_frame(args.capacity)}
-        return _emit(result, args.out)
+        return common.emit(result, args.out)
     from ddsp_core import f0 as crepe
     from ddsp_core.spectral_ops import get_framed_lengths
     from tests.signals import f0_at_frames
@@ -220,16 +221,7 @@ def main(argv=None) -> int:
               'gflop_per_frame': round(flops / 1e9, 3), 'summary': summary, 'rows': rows}
     if args.per_frame:
         result['per_frame'] = per_frame(args.capacity)
-    return _emit(result, args.out)
-
-
-def _emit(result: dict, out) -> int:
-    text = json.dumps(result, indent=2)
-    print(text)
-    if out:
-        with open(out, 'w') as f:
-            f.write(text + '\n')
-    return 0
+    return common.emit(result, args.out)
 
 
 if __name__ == '__main__':

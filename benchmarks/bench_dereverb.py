@@ -29,20 +29,15 @@ Run::
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import shutil
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-EXPERIMENT = 'ddsp-bench-dereverb'
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks import common  # noqa: E402 - after the path insert
 
 
 def _read(path: Path) -> np.ndarray:
@@ -69,26 +64,14 @@ def measures(audio: np.ndarray, dry: np.ndarray, notes: list[dict], tail_s: floa
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog='bench_dereverb.py', description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--data', required=True, help='render_quality_data.py --out')
-    p.add_argument('--out', required=True, help='working folder (datasets, model, outputs)')
-    p.add_argument('--preset', default='tiny')
-    p.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
-                   help='config overrides, as ddsp-train --set')
-    p.add_argument('--steps', type=int, default=300)
-    p.add_argument('--train_clips', type=int, default=2)
+    p = common.quality_data_parser('bench_dereverb.py', __doc__,
+                                   'working folder (datasets, model, outputs)', 'dereverb.json')
     p.add_argument('--eval_clips', type=int, default=1)
     p.add_argument('--tail_ms', type=float, default=300.0)
-    p.add_argument('--crepe_capacity', default='tiny')
-    p.add_argument('--json', default=str(ROOT / 'benchmarks' / 'results' / 'dereverb.json'))
     args = p.parse_args(argv)
     data, out = Path(args.data), Path(args.out).resolve()
-    try:
-        truth = json.loads((data / 'truth.json').read_text())
-    except (OSError, ValueError) as e:
-        print(f'bench_dereverb.py: error: --data {data}: no readable truth.json ({e})',
-              file=sys.stderr)
+    truth = common.read_truth('bench_dereverb.py', data)
+    if truth is None:
         return 2
     wet = {split: sorted(n for n, f in truth['files'].items()
                          if f['set'] == 'dereverb' and f['split'] == split)
@@ -101,32 +84,15 @@ def main(argv=None) -> int:
 
     runtime.import_tensorflow()
     from ddsp_core.analysis import rt60_from_ir, schroeder_decay_db
-    from pipelines.prepare_dataset import prepare_dataset
-    from trainer.model.config import load_preset
     from trainer.serving.inference import TrainedModel
     from trainer.serving.streaming import room_of
     from trainer.serving.transfer import transfer
     from trainer.tracking.store import make_client, quiet_mlflow_logging
-    from trainer.training.train import train
 
     quiet_mlflow_logging()
-    t0 = time.perf_counter()
-    clips = out / 'wet_train'
-    if clips.exists():
-        shutil.rmtree(clips)
-    clips.mkdir(parents=True)
-    for name in wet['train'][:args.train_clips]:
-        shutil.copy(data / name, clips / Path(name).name)
-    prepare_dataset([str(clips / '*.wav')], str(out / 'data'), crepe_capacity=args.crepe_capacity,
-                    eval_fraction=0.0, overwrite=True)
-    prepare_s = time.perf_counter() - t0
-    config = load_preset(args.preset).with_overrides(args.set)
-    tracking_uri = f"sqlite:///{out / 'mlflow.db'}"
-    t0 = time.perf_counter()
-    result = train(config, str(out / 'data'), str(out / 'model'), steps=args.steps,
-                   tracking_uri=tracking_uri, experiment=EXPERIMENT,
-                   run_name=f'dereverb {args.preset}', progress=False)
-    train_s = time.perf_counter() - t0
+    trained = common.train_on_clips(data, wet['train'][:args.train_clips], out, args,
+                                    'dereverb')
+    result, tracking_uri = trained['result'], trained['tracking_uri']
     model = TrainedModel.load(out / 'model')
     rows = []
     for name in wet['eval'][:args.eval_clips]:
@@ -149,15 +115,12 @@ def main(argv=None) -> int:
     except ValueError:
         learned_rt60 = None
     report = {
-        'benchmark': 'bench_dereverb', 'date': time.strftime('%Y-%m-%d %H:%M:%S %z'),
-        'command': ' '.join([Path(sys.executable).name, *sys.argv]),
-        'machine': {'cpu_count': os.cpu_count(), 'devices': runtime.describe_devices()},
-        'preset': args.preset, 'overrides': args.set, 'steps': result['step'],
+        **common.report_header('bench_dereverb', args, result['step']),
         'train_clips': wet['train'][:args.train_clips], 'tail_ms': args.tail_ms,
         'room': {'known_rt60_s': known, 'learned_rt60_s': learned_rt60,
                  'learned_ir_samples': len(ir)},
         'clips': rows,
-        'timings': {'prepare_s': prepare_s, 'train_s': train_s},
+        'timings': {k: trained[k] for k in ('prepare_s', 'train_s')},
     }
     for key in ('spectral_distance', 'tail_energy_db'):
         for label in ('dry_truth', 'wet_input', 'wet_resynthesis', 'dry_resynthesis'):
@@ -169,9 +132,7 @@ def main(argv=None) -> int:
                                       < mean['wet_input']['spectral_distance']),
         'tail_6db_below_wet_input': (mean['dry_resynthesis']['tail_energy_db']
                                      <= mean['wet_input']['tail_energy_db'] - 6.0)}
-    json_path = Path(args.json)
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(report, indent=2) + '\n')
+    json_path = common.write_json(args.json, report)
     _log(make_client(tracking_uri), result['run_id'], report, ir, schroeder_decay_db(ir), out,
          json_path, known, learned_rt60)
     print(json.dumps({k: report[k] for k in ('room', 'mean', 'targets', 'timings')}, indent=1))

@@ -25,41 +25,26 @@ Run::
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import shutil
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks import common  # noqa: E402 - after the path insert
 
-EXPERIMENT = 'ddsp-bench-extrapolation'
 SKIP_S = 0.05
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog='bench_extrapolation.py', description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--data', required=True, help='render_quality_data.py --out')
-    p.add_argument('--out', required=True, help='working folder')
-    p.add_argument('--preset', default='tiny')
-    p.add_argument('--set', action='append', default=[], metavar='KEY=VALUE')
-    p.add_argument('--steps', type=int, default=300)
-    p.add_argument('--train_clips', type=int, default=2)
-    p.add_argument('--crepe_capacity', default='tiny')
-    p.add_argument('--json', default=str(ROOT / 'benchmarks' / 'results' / 'extrapolation.json'))
+    p = common.quality_data_parser('bench_extrapolation.py', __doc__, 'working folder',
+                                   'extrapolation.json')
     args = p.parse_args(argv)
     data, out = Path(args.data), Path(args.out).resolve()
-    try:
-        truth = json.loads((data / 'truth.json').read_text())
-    except (OSError, ValueError) as e:
-        print(f'bench_extrapolation.py: error: --data {data}: no readable truth.json ({e})',
-              file=sys.stderr)
+    truth = common.read_truth('bench_extrapolation.py', data)
+    if truth is None:
         return 2
     train_clips = sorted(n for n, f in truth['files'].items()
                          if f['set'] == 'extrapolation' and f['split'] == 'train')
@@ -73,30 +58,16 @@ def main(argv=None) -> int:
     runtime.import_tensorflow()
     from ddsp_core import spectral_ops
     from ddsp_core.analysis import harmonic_centroid, note_pitch_accuracy
-    from pipelines.prepare_dataset import prepare_dataset
-    from trainer.model.config import load_preset
     from trainer.serving.inference import TrainedModel
     from trainer.serving.streaming import synth_processors
     from trainer.serving.transfer import transfer
     from trainer.tracking.store import make_client, quiet_mlflow_logging
-    from trainer.training.train import train
 
     quiet_mlflow_logging()
-    clips = out / 'train_clips'
-    if clips.exists():
-        shutil.rmtree(clips)
-    clips.mkdir(parents=True)
-    for name in train_clips[:args.train_clips]:
-        shutil.copy(data / name, clips / Path(name).name)
-    t0 = time.perf_counter()
-    prepare_dataset([str(clips / '*.wav')], str(out / 'data'), crepe_capacity=args.crepe_capacity,
-                    eval_fraction=0.0, overwrite=True)
-    config = load_preset(args.preset).with_overrides(args.set)
-    tracking_uri = f"sqlite:///{out / 'mlflow.db'}"
-    result = train(config, str(out / 'data'), str(out / 'model'), steps=args.steps,
-                   tracking_uri=tracking_uri, experiment=EXPERIMENT,
-                   run_name=f'extrapolation {args.preset}', progress=False)
-    train_s = time.perf_counter() - t0
+    trained = common.train_on_clips(data, train_clips[:args.train_clips], out, args,
+                                    'extrapolation')
+    result, tracking_uri = trained['result'], trained['tracking_uri']
+    train_s = trained['prepare_s'] + trained['train_s']  # preparation included, as before
     trained = TrainedModel.load(out / 'model')
     fr = trained.frame_rate
     rendered = transfer(trained, data / scale_name, out / 'scale_out.wav', auto_adjust=False,
@@ -141,10 +112,7 @@ def main(argv=None) -> int:
                 for k in ('pitch_accuracy', 'loudness_db', 'centroid_harmonics')}
 
     report = {
-        'benchmark': 'bench_extrapolation', 'date': time.strftime('%Y-%m-%d %H:%M:%S %z'),
-        'command': ' '.join([Path(sys.executable).name, *sys.argv]),
-        'machine': {'cpu_count': os.cpu_count(), 'devices': runtime.describe_devices()},
-        'preset': args.preset, 'overrides': args.set, 'steps': result['step'],
+        **common.report_header('bench_extrapolation', args, result['step']),
         'training_range': [low, high], 'train_s': train_s,
         'in_range_centroid_trend': {'slope_per_semitone': float(slope),
                                     'intercept': float(intercept)},
@@ -153,9 +121,7 @@ def main(argv=None) -> int:
                     'above': summary([r for r in rows if r['midi'] > high])},
         'notes': rows,
     }
-    json_path = Path(args.json)
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(report, indent=2) + '\n')
+    json_path = common.write_json(args.json, report)
     png = json_path.with_suffix('.png')
     _plot(rows, low, high, slope, intercept, png)
     client = make_client(tracking_uri)

@@ -62,6 +62,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from benchmarks import common  # noqa: E402 - after the path insert
 
 EXPERIMENT = 'ddsp-bench-parity'
 STAGES = ('prepare', 'train-reference', 'train-ours', 'resynth', 'judge', 'report')
@@ -351,9 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--batch_size', type=int, default=32)
     p.add_argument('--lr', type=float, default=3e-4, help='initial learning rate (both decay '
                                                           '0.98 per 10k steps, clip norm 3)')
-    p.add_argument('--crepe_capacity', default='tiny',
-                   choices=('tiny', 'small', 'medium', 'large', 'full'),
-                   help='CREPE of the preparation and of the f0 metrics')
+    common.add_crepe_capacity(p, 'CREPE of the preparation and of the f0 metrics')
     p.add_argument('--metric_examples', type=int, default=16,
                    help="ddsp-eval's metrics on the first this many held-out examples (CREPE "
                         'tracks the f0 of both the original and the resynthesis); 0: all')

@@ -53,6 +53,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks import common  # noqa: E402 - after the path insert
 from ddsp_core import runtime  # noqa: E402 - after the path insert
 
 SAMPLE_RATE = 16000
@@ -222,9 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--out_dir', default='runs/bench_quality',
                    help='audio, datasets, model, MLflow store (mlflow.db) and eval outputs; '
                         'emptied first if an earlier run of this script made it')
-    p.add_argument('--crepe_capacity', default='tiny',
-                   choices=('tiny', 'small', 'medium', 'large', 'full'),
-                   help='CREPE model of the preparation and of the evaluation\'s pitch tracking')
+    common.add_crepe_capacity(p, "CREPE model of the preparation and of the evaluation's "
+                                 'pitch tracking')
     p.add_argument('--program', type=int, default=40,
                    help='General MIDI program (0-127) of the instrument: 40 violin, 73 flute, '
                         '71 clarinet, 56 trumpet ...')

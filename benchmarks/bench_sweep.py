@@ -29,9 +29,7 @@ outcome, the parent's progress.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -40,6 +38,7 @@ from pathlib import Path
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks import common  # noqa: E402 - after the path insert
 
 
 def run_once(root: Path, data: Path, parallel: int, steps: int, tag: str) -> dict:
@@ -157,13 +156,8 @@ def main(argv=None) -> int:
     testing.write_dataset(data, layout, n_examples=16, n_shards=2, seed=0)
     testing.write_dataset(data, layout, n_examples=4, n_shards=1, seed=1, split='eval')
     if args.scale:
-        text = json.dumps({'scale': [run_scale(root, data, n, args.steps) for n in args.scale],
-                           'cpu_count': os.cpu_count(), 'machine': platform.machine()},
-                          indent=2)
-        print(text)
-        if args.out:
-            Path(args.out).write_text(text + '\n')
-        return 0
+        return common.emit({'scale': [run_scale(root, data, n, args.steps) for n in args.scale],
+                            **common.machine()}, args.out)
     runs, cli = [], []
     for i in range(args.repeats):
         order = (2, 1, 'cli') if i % 2 == 0 else ('cli', 1, 2)
@@ -176,7 +170,7 @@ def main(argv=None) -> int:
     par = statistics.median(r['wall_secs'] for r in runs if r['parallel'] == 2)
     seq = statistics.median(r['wall_secs'] for r in runs if r['parallel'] == 1)
     cli_wall = statistics.median(r['wall_secs'] for r in cli) if cli else None
-    text = json.dumps({
+    return common.emit({
         'trials': 4, 'steps': args.steps, 'repeats': args.repeats,
         'parallel_wall_secs': par, 'sequential_wall_secs': seq, 'ratio': par / seq,
         'ddsp_train_x4_wall_secs': cli_wall,
@@ -184,12 +178,8 @@ def main(argv=None) -> int:
         'target_ratio': 0.55,
         'overhead_per_trial_secs': statistics.median(
             r['overhead_per_trial_secs'] for r in runs),
-        'runs': runs, 'cli_runs': cli, 'cpu_count': os.cpu_count(), 'machine': platform.machine(),
-    }, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + '\n')
-    return 0
+        'runs': runs, 'cli_runs': cli, **common.machine(),
+    }, args.out)
 
 
 if __name__ == '__main__':

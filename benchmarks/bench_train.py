@@ -15,9 +15,7 @@ steps/s and examples/s as JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -25,6 +23,7 @@ from pathlib import Path
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks import common  # noqa: E402 - after the path insert
 
 
 def bench(config, batch_size: int, warmup: int, steps: int, dist=None) -> dict:
@@ -97,7 +96,7 @@ def main(argv=None) -> int:
                           records.Layout(16000, 250, 4.0), 'a default ddsp-prepare layout')
     dist = make_strategy(args.strategy)
     results = [bench(config, b, args.warmup, args.steps, dist) for b in args.batch_sizes]
-    text = json.dumps({
+    return common.emit({
         'preset': args.preset,
         'overrides': args.overrides,
         'strategy': args.strategy,
@@ -105,15 +104,10 @@ def main(argv=None) -> int:
         'gpus': [d.name for d in tf.config.list_logical_devices('GPU')],
         'example_secs': config.data.example_secs,
         'device': 'cpu' if not tf.config.list_physical_devices('GPU') else 'gpu',
-        'cpu_count': os.cpu_count(),
-        'machine': platform.machine(),
+        **common.machine(),
         'tensorflow': tf.__version__,
         'results': results,
-    }, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + '\n')
-    return 0
+    }, args.out)
 
 
 if __name__ == '__main__':

@@ -22,7 +22,6 @@ repeat: the part that CREPE dominates, without model building or synthesis.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -33,6 +32,7 @@ from pathlib import Path
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks import common  # noqa: E402 - after the path insert
 
 
 def build(preset: str, sample_rate: int = 16000, frame_rate: int = 250):
@@ -208,22 +208,14 @@ def main(argv=None) -> int:
         result['analysis'] = [bench_analysis(c, args.e2e_secs, args.repeats, args.crepe_precision,
                                              args.f0_hop_ms)
                               for c in args.capacities if c != 'none']
-        return _emit(result, args.out)
+        return common.emit(result, args.out)
     for preset in args.presets:
         result['synthesis'] += bench_synthesis(preset, args.secs, args.repeats, args.chunk_secs)
     for capacity in [c for c in args.capacities if c != 'none']:
         result['end_to_end'].append(bench_end_to_end(args.presets[0], capacity, args.e2e_secs,
                                                      max(1, args.repeats - 2),
                                                      args.crepe_precision, args.f0_hop_ms))
-    return _emit(result, args.out)
-
-
-def _emit(result: dict, out) -> int:
-    text = json.dumps(result, indent=2)
-    print(text)
-    if out:
-        Path(out).write_text(text + '\n')
-    return 0
+    return common.emit(result, args.out)
 
 
 if __name__ == '__main__':

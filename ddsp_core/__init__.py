@@ -10,7 +10,8 @@ for it. Submodules are imported on first access, so importing the package is che
   ``f0`` (CREPE pitch tracking);
 - ``records``: the prepared-dataset contract (layout, examples, manifest) shared by the pipelines
   and the trainer, and ``shards``: the shards checked against the manifest;
-- ``runtime``: process set-up shared by the command-line tools; ``audio_stream``: audio files
+- ``runtime``: process set-up shared by the command-line tools (their opening, exit codes and
+  error lines); ``audio_stream``: audio files
   decoded, mixed down, resampled and buffered block by block (prepare and transfer);
 - ``analysis``: measures of rendered audio for the quality studies (RT60, tails after notes,
   spectral centroid, pitch accuracy per note);

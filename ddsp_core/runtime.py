@@ -1,6 +1,7 @@
-"""Process set-up shared by the command-line tools: a quiet TensorFlow start, a one-line
-description of the devices in use, files written whole (:func:`atomic_output`) and the one line
-that a full disk gets (:func:`disk_full_message`).
+"""Process set-up shared by the command-line tools: their opening (:func:`command_parser`,
+:func:`open_cli`) and exit codes with one clear line (:func:`usage_error`, :func:`failure`), a
+quiet TensorFlow start, a one-line description of the devices in use, files written whole
+(:func:`atomic_output`) and the one line that a full disk gets (:func:`disk_full_message`).
 
 TensorFlow's native start-up lines ("oneDNN custom operations are on", "Could not find cuda
 drivers", "failed call to cuInit: INTERNAL: CUDA error" on every machine without a GPU...) are
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import logging
 import os
 import secrets
 import shutil
@@ -24,6 +26,8 @@ from pathlib import Path
 from typing import IO, Iterator
 
 VERBOSE_ENV = 'DDSP_VERBOSE'
+#: The console scripts' exit codes: done, failed, bad usage, interrupted (^C).
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 _started = False
 
 
@@ -48,8 +52,6 @@ def configure_cli(verbose: bool, quiet_loggers: tuple[str, ...] = ()) -> None:
     """What every console script does first: record ``--verbose`` for worker processes
     (:func:`set_verbose`), log warnings (info with ``verbose``) to stderr in one format, and,
     unless ``verbose``, keep the named libraries' loggers to errors (e.g. ``'apache_beam'``)."""
-    import logging
-
     set_verbose(verbose)
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format=LOG_FORMAT)
     if not verbose:
@@ -59,14 +61,15 @@ def configure_cli(verbose: bool, quiet_loggers: tuple[str, ...] = ()) -> None:
 
 def open_cli(parser: argparse.ArgumentParser, argv=None, *, quiet_loggers: tuple[str, ...] = (),
              configure: bool = True, unknown_note: str | None = None,
-             ) -> argparse.Namespace | int:
+             tensorflow: bool = False) -> argparse.Namespace | int:
     """The opening every console script shares: parse ``argv`` with ``parser`` and, unless
     ``configure`` is off, :func:`configure_cli` (``--verbose`` where the parser has it).
 
     Returns the parsed arguments, or the exit code to return at once: 0 after ``--help``, 2 for
     bad usage (argparse has printed the usage and one error line). With ``unknown_note``, the
     options the parser does not know are one error naming them, followed by the note (e.g.
-    ``'neither a ddsp-prepare flag nor a Beam pipeline option'``)."""
+    ``'neither a ddsp-prepare flag nor a Beam pipeline option'``). With ``tensorflow``,
+    TensorFlow is then started (:func:`import_tensorflow`, quiet unless ``--verbose``)."""
     try:
         if unknown_note is None:
             args = parser.parse_args(argv)
@@ -78,7 +81,45 @@ def open_cli(parser: argparse.ArgumentParser, argv=None, *, quiet_loggers: tuple
         return int(e.code or 0) if isinstance(e.code, (int, type(None))) else 2
     if configure:
         configure_cli(bool(getattr(args, 'verbose', False)), quiet_loggers)
+    if tensorflow:
+        import_tensorflow()
     return args
+
+
+def command_parser(prog: str, description: str, epilog: str | None = None, *,
+                   allow_abbrev: bool = False) -> argparse.ArgumentParser:
+    """A console script's parser: ``--help`` shows the defaults (:class:`HelpFormatter`);
+    options are not abbreviated unless ``allow_abbrev`` (ddsp-train's and ddsp-sync's are)."""
+    return argparse.ArgumentParser(prog=prog, allow_abbrev=allow_abbrev,
+                                   formatter_class=HelpFormatter, description=description,
+                                   epilog=epilog)
+
+
+def usage_error(prog: str, message: object) -> int:
+    """Bad usage: the line ``PROG: error: MESSAGE`` on stderr; returns :data:`EXIT_USAGE` (2)."""
+    print(f'{prog}: error: {message}', file=sys.stderr)
+    return EXIT_USAGE
+
+
+def failure(prog: str, error: BaseException | str, *,
+            hint: str = 'free some space and run again', log: logging.Logger | None = None,
+            what: str = 'run', level: int = logging.ERROR) -> int:
+    """A run that failed: one line ``PROG: failed: ...`` on stderr; returns :data:`EXIT_FAILED`.
+
+    ``error`` is the message, or the exception: a full disk says so and then ``hint``
+    (:func:`disk_full_message`); any other exception is ``TYPE: MESSAGE``, after its traceback
+    is logged to ``log`` as ``'WHAT failed'`` at ``level`` (shown at ERROR; DEBUG keeps it for
+    ``--verbose`` debugging)."""
+    if isinstance(error, BaseException):
+        full = disk_full_message(error)
+        if full:
+            error = f'{full}; {hint}'
+        else:
+            if log is not None:
+                log.log(level, '%s failed', what, exc_info=error)
+            error = f'{type(error).__name__}: {error}'
+    print(f'{prog}: failed: {error}', file=sys.stderr)
+    return EXIT_FAILED
 
 
 def set_threads(threads: int) -> bool:

@@ -56,7 +56,27 @@ class TensorToAudio(processors.Processor):
         return samples
 
 
-class Harmonic(processors.Processor):
+class _Pitched(processors.Processor):
+    """A synthesizer played at a fundamental frequency with an overall amplitude (the bases of
+    :class:`Harmonic` and :class:`Wavetable`): their length, rate, scaling and frames."""
+
+    def __init__(self, n_samples: int, sample_rate: int, scale_fn: Optional[Callable],
+                 name: Text):
+        super().__init__(name=name)
+        self.n_samples = int(n_samples)
+        self.sample_rate = int(sample_rate)
+        self.scale_fn = scale_fn
+
+    def _amplitudes_f0(self, amplitudes, f0_hz, scale: bool = False):
+        """``(amplitudes, f0_hz)`` as float32 [batch, n_frames, channels] frames, the
+        amplitudes passed through ``scale_fn`` when ``scale`` (raw network outputs)."""
+        amplitudes = _frames(amplitudes, 'amplitudes', self.name)
+        if scale:
+            amplitudes = _scale(self.scale_fn, amplitudes)
+        return amplitudes, _frames(f0_hz, 'f0_hz', self.name)
+
+
+class Harmonic(_Pitched):
     """Additive synthesizer of harmonics of a fundamental frequency."""
 
     def __init__(self, n_samples: int = 64000, sample_rate: int = 16000,
@@ -73,10 +93,7 @@ class Harmonic(processors.Processor):
             upsampled to audio rate.
           use_angular_cumsum: Accumulate phase in float32 chunks (see `core.angular_cumsum`).
         """
-        super().__init__(name=name)
-        self.n_samples = int(n_samples)
-        self.sample_rate = int(sample_rate)
-        self.scale_fn = scale_fn
+        super().__init__(n_samples, sample_rate, scale_fn, name)
         self.normalize_below_nyquist = normalize_below_nyquist
         self.amp_resample_method = amp_resample_method
         self.use_angular_cumsum = use_angular_cumsum
@@ -95,10 +112,9 @@ class Harmonic(processors.Processor):
           n_harmonics] summing to 1 (over harmonics below Nyquist), 'f0_hz': [batch, n_frames,
           1]}.
         """
-        amplitudes = _scale(self.scale_fn, _frames(amplitudes, 'amplitudes', self.name))
+        amplitudes, f0_hz = self._amplitudes_f0(amplitudes, f0_hz, scale=True)
         harmonic_distribution = _scale(
             self.scale_fn, _frames(harmonic_distribution, 'harmonic_distribution', self.name))
-        f0_hz = _frames(f0_hz, 'f0_hz', self.name)
         sample_rate = self.sample_rate if self.normalize_below_nyquist else None
         harmonic_distribution = core.normalize_harmonics(harmonic_distribution, f0_hz,
                                                          sample_rate)
@@ -117,9 +133,9 @@ class Harmonic(processors.Processor):
         Returns:
           [batch, n_samples] audio.
         """
+        amplitudes, f0_hz = self._amplitudes_f0(amplitudes, f0_hz)
         return core.harmonic_synthesis(
-            frequencies=_frames(f0_hz, 'f0_hz', self.name),
-            amplitudes=_frames(amplitudes, 'amplitudes', self.name),
+            frequencies=f0_hz, amplitudes=amplitudes,
             harmonic_distribution=_frames(harmonic_distribution, 'harmonic_distribution',
                                           self.name),
             n_samples=self.n_samples, sample_rate=self.sample_rate,
@@ -151,11 +167,11 @@ class Harmonic(processors.Processor):
         Returns:
           (audio [batch, n * hop], the state after the block).
         """
-        harmonic_amplitudes = (_frames(amplitudes, 'amplitudes', self.name)
-                               * _frames(harmonic_distribution, 'harmonic_distribution',
-                                         self.name))
+        amplitudes, f0_hz = self._amplitudes_f0(amplitudes, f0_hz)
+        harmonic_amplitudes = amplitudes * _frames(harmonic_distribution,
+                                                   'harmonic_distribution', self.name)
         audio, phase = oscillators.harmonic_frames(
-            _frames(f0_hz, 'f0_hz', self.name), harmonic_amplitudes, hop,
+            f0_hz, harmonic_amplitudes, hop,
             sample_rate=self.sample_rate, amp_resample_method=self.amp_resample_method,
             initial_phase=None if state is None else state['phase'])
         return audio, {'phase': phase}
@@ -286,7 +302,7 @@ class FilteredNoise(processors.Processor):
         return audio, {'tail': tail}
 
 
-class Wavetable(processors.Processor):
+class Wavetable(_Pitched):
     """Synthesizer that reads one (possibly time-varying) wavetable at the given pitch."""
 
     def __init__(self, n_samples: int = 64000, sample_rate: int = 16000,
@@ -296,10 +312,7 @@ class Wavetable(processors.Processor):
           sample_rate: Hz.
           scale_fn: Applied to the raw amplitudes (None: use as is).
         """
-        super().__init__(name=name)
-        self.n_samples = int(n_samples)
-        self.sample_rate = int(sample_rate)
-        self.scale_fn = scale_fn
+        super().__init__(n_samples, sample_rate, scale_fn, name)
 
     def get_controls(self, amplitudes: tf.Tensor, wavetables: tf.Tensor,
                      f0_hz: tf.Tensor) -> TensorDict:
@@ -311,9 +324,9 @@ class Wavetable(processors.Processor):
         Returns:
           {'amplitudes': scaled, 'wavetables': as given (float32), 'f0_hz': [batch, n_frames, 1]}.
         """
-        amplitudes = _scale(self.scale_fn, _frames(amplitudes, 'amplitudes', self.name))
+        amplitudes, f0_hz = self._amplitudes_f0(amplitudes, f0_hz, scale=True)
         return {'amplitudes': amplitudes, 'wavetables': core.tf_float32(wavetables),
-                'f0_hz': _frames(f0_hz, 'f0_hz', self.name)}
+                'f0_hz': f0_hz}
 
     def get_signal(self, amplitudes: tf.Tensor, wavetables: tf.Tensor,
                    f0_hz: tf.Tensor) -> tf.Tensor:
@@ -325,10 +338,10 @@ class Wavetable(processors.Processor):
         Returns:
           [batch, n_samples] audio.
         """
+        amplitudes, f0_hz = self._amplitudes_f0(amplitudes, f0_hz)
         return core.wavetable_synthesis(
-            frequencies=_frames(f0_hz, 'f0_hz', self.name),
-            amplitudes=_frames(amplitudes, 'amplitudes', self.name),
-            wavetables=wavetables, n_samples=self.n_samples, sample_rate=self.sample_rate)
+            frequencies=f0_hz, amplitudes=amplitudes, wavetables=wavetables,
+            n_samples=self.n_samples, sample_rate=self.sample_rate)
 
 
 class Sinusoidal(processors.Processor):

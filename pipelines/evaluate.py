@@ -146,9 +146,10 @@ def evaluate_on_beam(model: str, source, out_dir: str, crepe_capacity: str, step
 # ---- CLI ----------------------------------------------------------------------------------------
 def build_arg_parser() -> argparse.ArgumentParser:
     from ddsp_core import runtime
+    from trainer.serving.inference import add_model_argument
 
-    p = argparse.ArgumentParser(
-        prog='ddsp-eval', allow_abbrev=False, formatter_class=runtime.HelpFormatter,
+    p = runtime.command_parser(
+        'ddsp-eval',
         description="Measure a trained model's resynthesis of a dataset split: f0 L1 "
                     '(semitones), f0 outlier ratio, raw pitch and chroma accuracy, loudness L1 '
                     '(dB) and the multi-scale spectral distance, per example and aggregated.',
@@ -157,8 +158,7 @@ def build_arg_parser() -> argparse.ArgumentParser:
                '--project ... --region ... --temp_location gs://...) it runs on Beam. Any '
                'other option is passed to Beam. Exit codes: 0 done, 1 failed, 2 bad usage '
                '(a missing, truncated or damaged shard included).')
-    p.add_argument('--model', required=True,
-                   help='a ddsp-train --model_dir, or runs:/RUN_ID (its checkpoints/ artifacts)')
+    add_model_argument(p)
     p.add_argument('--data', required=True,
                    help='a prepared-dataset directory (its --split), or TFRecord glob(s)')
     p.add_argument('--split', default='eval', choices=('train', 'eval'),
@@ -190,26 +190,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from ddsp_core import runtime
     from pipelines import runner
 
-    opened = runner.open_beam_cli(build_arg_parser(), argv)
+    opened = runner.open_beam_cli(build_arg_parser(), argv, start_trainer=True)
     if isinstance(opened, int):
         return opened
     args, beam_args = opened
-    runtime.import_tensorflow()
     from trainer.evaluation import evaluate as evaluation
     from trainer.model.config import ConfigError
     from trainer.serving.inference import ModelDirError, TrainedModel
-    from trainer.tracking.store import quiet_mlflow_logging
     from trainer.training.data import DataError, open_source
 
-    quiet_mlflow_logging(args.verbose)
     beam_run = runner.runner_name(PipelineOptions(beam_args)) is not None
     if beam_args and not beam_run:
-        print(f'ddsp-eval: error: unknown option(s) {" ".join(beam_args)} (Beam options need '
-              'a --runner)', file=sys.stderr)
-        return 2
+        return runtime.usage_error('ddsp-eval', f'unknown option(s) {" ".join(beam_args)} '
+                                                '(Beam options need a --runner)')
     if args.batch_size < 1:
-        print('ddsp-eval: error: --batch_size must be >= 1', file=sys.stderr)
-        return 2
+        return runtime.usage_error('ddsp-eval', '--batch_size must be >= 1')
     try:
         source = open_source(args.data, split=args.split)
         model = TrainedModel.load(args.model, example_secs=source.layout.example_secs,
@@ -220,8 +215,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise DataError(f'{source.where} holds {source.layout.describe()}; the model was '
                             f'trained at {data.sample_rate} Hz, {data.frame_rate} frames/s')
     except (DataError, ModelDirError, ConfigError) as e:
-        print(f'ddsp-eval: error: {e}', file=sys.stderr)
-        return 2
+        return runtime.usage_error('ddsp-eval', e)
     capacity = args.crepe_capacity or evaluation.default_crepe_capacity(
         source.manifest or model.manifest)
     # On Beam each worker resolves 'auto' for its own hardware (the rows say what it chose).
@@ -252,16 +246,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                          listen=args.listen, crepe_precision=precision)
         evaluation.write_outputs(result, out, model.sample_rate)
     except DataError as e:  # a damaged or wrongly laid out record: names the shard
-        print(f'ddsp-eval: error: {e}', file=sys.stderr)
-        return 2
+        return runtime.usage_error('ddsp-eval', e)
     except Exception as e:  # noqa: BLE001 - report any failure with exit code 1
-        full = runtime.disk_full_message(e)
-        if full:
-            print(f'ddsp-eval: failed: {full}; free some space and run again', file=sys.stderr)
-            return 1
-        log.exception('evaluation failed')
-        print(f'ddsp-eval: failed: {type(e).__name__}: {e}', file=sys.stderr)
-        return 1
+        return runtime.failure('ddsp-eval', e, log=log, what='evaluation')
     print(evaluation.format_table(result))
     print(f'ddsp-eval: {len(result.rows)} examples; results in {out}', file=sys.stderr)
     run_id = model.run_info.get('run_id')

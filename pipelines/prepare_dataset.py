@@ -272,9 +272,8 @@ def build_arg_parser() -> argparse.ArgumentParser:
     from ddsp_core import runtime
 
     d = PrepareOptions()
-    p = argparse.ArgumentParser(
-        prog='ddsp-prepare', allow_abbrev=False,
-        formatter_class=runtime.HelpFormatter,
+    p = runtime.command_parser(
+        'ddsp-prepare',
         description='Turn recordings of one instrument into a training-ready dataset directory '
                     '(train-*.tfrecord, eval-*.tfrecord, manifest.json, files.jsonl, '
                     'dead_letters.jsonl).',
@@ -381,9 +380,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     missing = [flag for flag, value in (('--input', args.input),
                                         ('--output_dir', args.output_dir)) if not value]
     if missing:
-        print(f'ddsp-prepare: error: the following arguments are required: {", ".join(missing)} '
-              '(or --verify DATASET_DIR)', file=sys.stderr)
-        return 2
+        return runtime.usage_error('ddsp-prepare', 'the following arguments are required: '
+                                                   f'{", ".join(missing)} (or --verify '
+                                                   'DATASET_DIR)')
     runtime.set_verbose(args.verbose)
     root = logging.getLogger()
     for old in [h for h in root.handlers if isinstance(h, _StderrHandler)]:
@@ -407,17 +406,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         result = prepare_dataset(args.input, args.output_dir, opts, pipeline_args=beam_args,
                                  overwrite=args.overwrite)
     except OptionError as e:
-        print(f'ddsp-prepare: error: {e}', file=sys.stderr)
-        return 2
+        return runtime.usage_error('ddsp-prepare', e)
     except Exception as e:  # noqa: BLE001 - report any pipeline failure with exit code 1
-        full = runtime.disk_full_message(e)
-        if full:
-            print(f'ddsp-prepare: failed: {full}; free some space and run again with '
-                  '--overwrite', file=sys.stderr)
-            return 1
-        log.exception('pipeline failed')
-        print(f'ddsp-prepare: failed: {type(e).__name__}: {e}', file=sys.stderr)
-        return 1
+        return runtime.failure('ddsp-prepare', e, log=log, what='pipeline',
+                               hint='free some space and run again with --overwrite')
     if result is None:
         print('ddsp-prepare: job built (not run)', file=sys.stderr)
         return 0
@@ -436,8 +428,7 @@ def verify_main(directory: str) -> int:
     try:
         found = records.read_manifest(directory)
     except records.LayoutError as e:
-        print(f'ddsp-prepare: error: --verify {directory}: {e}', file=sys.stderr)
-        return 2
+        return runtime.usage_error('ddsp-prepare', f'--verify {directory}: {e}')
     checked, problems = shards.verify_shards(found)
     for line in problems:
         print(f'ddsp-prepare: {line}', file=sys.stderr)

@@ -116,15 +116,17 @@ def split_beam_args(argv: Sequence[str], parser: argparse.ArgumentParser
 
 
 def open_beam_cli(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] = None, *,
-                  configure: bool = True, quiet_loggers: tuple[str, ...] = ('apache_beam',)
-                  ) -> tuple[argparse.Namespace, list[str]] | int:
+                  configure: bool = True, quiet_loggers: tuple[str, ...] = ('apache_beam',),
+                  start_trainer: bool = False) -> tuple[argparse.Namespace, list[str]] | int:
     """The opening of a command that takes Beam options: :func:`split_beam_args`, then
     :func:`ddsp_core.runtime.open_cli` on the command's own part (an option neither the command
     nor Beam knows is a usage error naming it).
 
     The launcher's own TensorFlow (reading the dataset, the sweep's summary, an in-process
     evaluation) takes GPU memory as it needs it (``TF_FORCE_GPU_ALLOW_GROWTH``, unless set)
-    rather than all of every GPU its local workers are to share.
+    rather than all of every GPU its local workers are to share. With ``start_trainer`` (a
+    command that runs the trainer's code in this process too), TensorFlow is started quietly
+    and MLflow's start-up lines are kept out (unless ``--verbose``).
 
     Returns ``(args, beam_args)``, or the exit code to return at once (0 ``--help``, 2 usage).
     """
@@ -140,9 +142,13 @@ def open_beam_cli(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]]
             return 2
     args = runtime.open_cli(parser, own, quiet_loggers=quiet_loggers, configure=configure,
                             unknown_note=f'neither a {parser.prog} flag nor a Beam pipeline '
-                                         'option; see --help')
+                                         'option; see --help', tensorflow=start_trainer)
     if isinstance(args, int):
         return args
+    if start_trainer:
+        from trainer.tracking.store import quiet_mlflow_logging
+
+        quiet_mlflow_logging(args.verbose)
     return args, beam_args
 
 

@@ -193,8 +193,8 @@ def run_sweep(spec, pipeline_args: Sequence[str] = (), summarize_now: bool = Tru
 def build_arg_parser() -> argparse.ArgumentParser:
     from ddsp_core import runtime
 
-    p = argparse.ArgumentParser(
-        prog='ddsp-sweep', allow_abbrev=False, formatter_class=runtime.HelpFormatter,
+    p = runtime.command_parser(
+        'ddsp-sweep',
         description='Run a hyperparameter sweep of the DDSP trainer (grid, seeded random, '
                     'Optuna QMC or Optuna TPE; median or successive-halving pruning) as a '
                     'Beam pipeline, tracked as an MLflow parent run with a child run per '
@@ -285,31 +285,26 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from ddsp_core import runtime
     from pipelines import runner
 
-    opened = runner.open_beam_cli(build_arg_parser(), argv)
+    opened = runner.open_beam_cli(build_arg_parser(), argv, start_trainer=True)
     if isinstance(opened, int):
         return opened
     args, beam_args = opened
-    runtime.import_tensorflow()
     from trainer.experiments.sweep import SweepError
     from trainer.model.config import ConfigError
-    from trainer.tracking.store import quiet_mlflow_logging, resolve_tracking_uri
+    from trainer.tracking.store import resolve_tracking_uri
     from trainer.training.data import DataError
 
-    quiet_mlflow_logging(args.verbose)
     try:
         spec = spec_from_args(args)
         summary = run_sweep(spec, beam_args)
     except (SweepError, ConfigError, DataError) as e:
-        print(f'ddsp-sweep: error: {e}', file=sys.stderr)
-        return 2
+        return runtime.usage_error('ddsp-sweep', e)
     except KeyboardInterrupt:
         print('ddsp-sweep: interrupted; run the same command again to continue',
               file=sys.stderr)
-        return 130
+        return runtime.EXIT_INTERRUPTED
     except Exception as e:  # noqa: BLE001 - report any failure with exit code 1
-        log.exception('sweep failed')
-        print(f'ddsp-sweep: failed: {type(e).__name__}: {e}', file=sys.stderr)
-        return 1
+        return runtime.failure('ddsp-sweep', e, log=log, what='sweep')
     print(format_summary(summary, resolve_tracking_uri(spec.tracking_uri)))
     from trainer.tracking.store import run_link
 

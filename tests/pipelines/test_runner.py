@@ -180,6 +180,38 @@ def test_every_console_script_opens_through_open_cli(monkeypatch, capsys):
     assert sorted(set(opened)) == sorted(name for name, _ in scripts)
 
 
+def test_exit_codes_come_with_one_line(capsys, caplog):
+    """runtime.usage_error and runtime.failure: the commands' one line and exit code; a full
+    disk says so with the command's hint, any other error its type (traceback to the log)."""
+    import errno
+    import logging
+
+    from ddsp_core import runtime
+
+    assert runtime.usage_error('ddsp-x', ValueError('--steps must be > 0')) == 2
+    assert capsys.readouterr().err == 'ddsp-x: error: --steps must be > 0\n'
+    log = logging.getLogger('ddsp-x')
+    full = OSError(errno.ENOSPC, 'No space left on device', '/out/a.tfrecord')
+    with caplog.at_level(logging.DEBUG, logger='ddsp-x'):
+        assert runtime.failure('ddsp-x', full, log=log, hint='free some and resume') == 1
+        assert capsys.readouterr().err == ('ddsp-x: failed: no space left on device writing '
+                                           '/out/a.tfrecord; free some and resume\n')
+        assert not caplog.records  # nothing to debug about a full disk
+        assert runtime.failure('ddsp-x', KeyError('k'), log=log, what='export') == 1
+    assert capsys.readouterr().err == "ddsp-x: failed: KeyError: 'k'\n"
+    assert [(r.getMessage(), r.exc_info[0]) for r in caplog.records] == [('export failed',
+                                                                         KeyError)]
+    assert runtime.failure('ddsp-x', 'cannot reach the server') == 1
+    assert capsys.readouterr().err == 'ddsp-x: failed: cannot reach the server\n'
+    parser = runtime.command_parser('ddsp-x', 'what it does')
+    parser.add_argument('--verbose', action='store_true')
+    assert runtime.open_cli(parser, ['--verb']) == 2  # no abbreviations
+    assert "unrecognized arguments: --verb" in capsys.readouterr().err
+    parser = runtime.command_parser('ddsp-x', 'what it does', allow_abbrev=True)
+    parser.add_argument('--verbose', action='store_true')
+    assert runtime.open_cli(parser, ['--verb'], configure=False).verbose
+
+
 # ---- one GPU (or several) per local worker, on a fake device list -------------------------------
 def test_gpu_assignment_round_robin():
     assert runner.gpu_assignment(['0', '1', '2', '3'], 2) == [['0', '2'], ['1', '3']]

@@ -52,9 +52,14 @@ def one_batch_dataset(tmp_path_factory, tiny_config):
 
 
 class RecordingTracker:
-    """Stands in for trainer.tracking.tracker.Tracker: records calls; can raise at a given step."""
+    """Stands in for trainer.tracking.tracker.Tracker: records calls; can raise at a given step.
+    It has the Tracker's attributes (no server: no URI, no events) and its ``log_*`` methods
+    (each call recorded in ``calls``)."""
+
+    run_id = tracking_uri = None
 
     def __init__(self, interrupt_at_step: int | None = None):
+        self.fallback_events: list[str] = []
         self.metrics: list[tuple[int, dict]] = []
         self.calls: list[tuple] = []
         self.status = None
@@ -75,8 +80,17 @@ class RecordingTracker:
     def end(self, status='FINISHED'):
         self.status = status
 
-    def __getattr__(self, name):
-        return lambda *args, **kwargs: self.calls.append((name, args, kwargs))
+    def _record(name):
+        def record(self, *args, **kwargs):
+            self.calls.append((name, args, kwargs))
+        return record
+
+    log_audio = _record('log_audio')
+    log_spectrogram_comparison = _record('log_spectrogram_comparison')
+    log_file = _record('log_file')
+    log_dir = _record('log_dir')
+    log_dict = _record('log_dict')
+    log_dataset = _record('log_dataset')
 
     def losses(self):
         return [m['total_loss'] for _, m in self.metrics]

@@ -322,8 +322,8 @@ def compare(client, runs: Sequence, metric: str, out: str, title: str,
 def build_arg_parser() -> argparse.ArgumentParser:
     from ddsp_core import runtime
 
-    p = argparse.ArgumentParser(
-        prog='ddsp-compare', allow_abbrev=False, formatter_class=runtime.HelpFormatter,
+    p = runtime.command_parser(
+        'ddsp-compare',
         description='Compare DDSP training runs: a table of the params that differ and the '
                     'final and best metrics, overlaid metric curves, and an HTML listening '
                     'report with each run\'s resynthesis of the same examples.')
@@ -362,11 +362,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         result = compare(client, runs, args.metric, args.out, title, args.direction,
                          args.listen, None if args.no_log else parent, experiment_id)
     except CompareError as e:
-        print(f'ddsp-compare: error: {e}', file=sys.stderr)
-        return 2
+        return runtime.usage_error('ddsp-compare', e)
     except Exception as e:  # noqa: BLE001 - an unreachable store, a missing run...
-        print(f'ddsp-compare: failed: {type(e).__name__}: {e}', file=sys.stderr)
-        return 1
+        return runtime.failure('ddsp-compare', e)
     print(result['table'])
     print(f'ddsp-compare: best {result["best"].name} ({args.metric} '
           f'{result["best"].final:.5g}); files in {result["out"]}'

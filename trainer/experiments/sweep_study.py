@@ -408,12 +408,10 @@ def start_trial(study, spec: SweepSpec, element: dict, digest_of):
             study.enqueue_trial(params, user_attrs={'digest': digest}, skip_if_exists=False)
         # the oldest waiting trial: this point, or another element's point or retry (which
         # then runs this point's)
-        trial = _ask(study, spec)
-        params = dict(trial.params)
-        other = same_point(study, trial, params)
+        trial, params, other = _ask_new_point(study, spec, 'the point of trial',
+                                              'not run twice')
         if other is None:
             return trial, params, None
-        _reject_duplicate(study, trial, other, 'the point of trial', 'not run twice')
         return None, params, TrialOutcome(
             trial.number, digest_of(params), params, 'SKIPPED', error=f'not run: the point of '
             f'trial {other.number} ({_state(other)})')
@@ -425,12 +423,10 @@ def start_trial(study, spec: SweepSpec, element: dict, digest_of):
     for attempt in range(1 + MAX_REASKS):
         if attempt > MAX_REASKS // 2:  # the sampler insists (e.g. TPE on a few choices)
             study.enqueue_trial(_fallback_point(spec, visited, attempt), skip_if_exists=False)
-        trial = _ask(study, spec)
-        params = dict(trial.params)
-        other = same_point(study, trial, params)
+        trial, params, other = _ask_new_point(study, spec, 'proposed the point of trial',
+                                              'asked again')
         if other is None:
             return trial, params, None
-        _reject_duplicate(study, trial, other, 'proposed the point of trial', 'asked again')
     digest = digest_of(params)
     return None, params, TrialOutcome(
         trial.number, digest, params, 'SKIPPED',
@@ -438,6 +434,18 @@ def start_trial(study, spec: SweepSpec, element: dict, digest_of):
         run_id=other.user_attrs.get('run_id'),
         error=f'not run: {1 + MAX_REASKS} proposals were points of other trials (the last '
               f'trial {other.number}, {_state(other)})')
+
+
+def _ask_new_point(study, spec: SweepSpec, what: str, then: str):
+    """Ask the study for a trial; ``(trial, params, None)`` when no other trial has its
+    point, else ``(trial, params, other)`` with the trial rejected as ``other``'s duplicate
+    (:func:`_reject_duplicate`, ``what``/``then`` its reason)."""
+    trial = _ask(study, spec)
+    params = dict(trial.params)
+    other = same_point(study, trial, params)
+    if other is not None:
+        _reject_duplicate(study, trial, other, what, then)
+    return trial, params, other
 
 
 def _reject_duplicate(study, trial, other, what: str, then: str) -> None:

@@ -57,9 +57,10 @@ FORMATS = ('saved_model', 'vst')
 
 def build_arg_parser() -> argparse.ArgumentParser:
     from ddsp_core import runtime
+    from trainer.serving.inference import add_model_argument
 
-    p = argparse.ArgumentParser(
-        prog='ddsp-export', allow_abbrev=False, formatter_class=runtime.HelpFormatter,
+    p = runtime.command_parser(
+        'ddsp-export',
         description='Export a trained model: a TensorFlow SavedModel (features of any length '
                     '-> audio, with and without the reverb) logged to the model\'s MLflow run as '
                     'an MLflow Model, or the .tflite the DDSP-VST plugin loads (with its '
@@ -67,8 +68,7 @@ def build_arg_parser() -> argparse.ArgumentParser:
         epilog='Exit codes: 0 done, 1 failed, 2 bad usage (no checkpoint, a model that is not '
                'vst-shaped for --format vst, an existing --out, ...). See docs/training.md, '
                '"Export", and docs/vst.md.')
-    p.add_argument('--model', required=True,
-                   help='a ddsp-train --model_dir, or runs:/RUN_ID (its checkpoints/ artifacts)')
+    add_model_argument(p)
     p.add_argument('--format', default='saved_model', choices=FORMATS, help='what to write')
     p.add_argument('--out', required=True,
                    help='saved_model: the SavedModel directory to create; vst: the .tflite '
@@ -89,9 +89,10 @@ def build_arg_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _fail(message: str, code: int = 2) -> int:
-    print(f'ddsp-export: {"error" if code == 2 else "failed"}: {message}', file=sys.stderr)
-    return code
+def _fail(message: object) -> int:
+    from ddsp_core import runtime
+
+    return runtime.usage_error('ddsp-export', message)
 
 
 def _vst_out_path(out: str, trained) -> Path:
@@ -232,13 +233,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                   f'({model_info.model_uri}){registered}', file=sys.stderr)
             print_run_link('ddsp-export', tracking_uri, run_id, MLFLOW_MODEL_NAME)
     except ExportError as e:
-        return _fail(str(e))
+        return _fail(e)
     except Exception as e:  # noqa: BLE001 - report any failure with exit code 1
-        logger.debug('export failed', exc_info=True)
-        full = runtime.disk_full_message(e)
-        if full:
-            return _fail(f'{full}; free some space and run again', code=1)
-        return _fail(f'{type(e).__name__}: {e}', code=1)
+        return runtime.failure('ddsp-export', e, log=logger, what='export',
+                               level=logging.DEBUG)
     return 0
 
 

@@ -27,6 +27,13 @@ from trainer.model.model_dir import ModelDirError
 RUNS_PREFIX = 'runs:/'
 
 
+def add_model_argument(parser) -> None:
+    """The commands' ``--model``: a model directory or an MLflow run's checkpoints."""
+    parser.add_argument('--model', required=True,
+                        help='a ddsp-train --model_dir, or runs:/RUN_ID (its checkpoints/ '
+                             'artifacts)')
+
+
 def _local_model_dir(model: str, tracking_uri: Optional[str]) -> Path:
     """A local directory holding the model: ``model`` itself, a model directory copied to a
     bucket (``gs://...``, any TensorFlow filesystem URL) or the model directory an MLflow run

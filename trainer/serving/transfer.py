@@ -49,6 +49,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from ddsp_core import runtime
 from ddsp_core.f0 import CREPE_PRECISIONS, analysis_rate, resolve_crepe_precision
 from trainer.evaluation.evaluate import default_crepe_capacity
 from trainer.serving.transfer_adjust import DB_FLOOR, QUIET_DB, Adjustment, TrainingStats, adjust
@@ -62,8 +63,6 @@ from trainer.serving.transfer_audio import (
 )
 
 logger = logging.getLogger(__name__)
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 #: Default synthesis chunk (s).
 SYNTH_CHUNK_SECS = 4.0
@@ -279,18 +278,17 @@ def log_to_mlflow(result: TransferResult, run_id: str, tracking_uri: Optional[st
 
 # ---- CLI ----------------------------------------------------------------------------------------
 def build_arg_parser() -> argparse.ArgumentParser:
-    from ddsp_core import runtime
+    from trainer.serving.inference import add_model_argument
 
-    p = argparse.ArgumentParser(
-        prog='ddsp-transfer', allow_abbrev=False, formatter_class=runtime.HelpFormatter,
+    p = runtime.command_parser(
+        'ddsp-transfer',
         description='Timbre transfer: render a recording (any length, sample rate, channels, '
                     'format) with a trained model. Its pitch and loudness are extracted as '
                     'ddsp-prepare does, adjusted to the training data, and synthesised in '
                     'chunks with the state carried across them.',
         epilog='Exit codes: 0 done, 1 failed, 2 bad usage (bad option, unreadable or silent '
                'input, a model directory without a checkpoint).')
-    p.add_argument('--model', required=True,
-                   help='a ddsp-train --model_dir, or runs:/RUN_ID (its checkpoints/ artifacts)')
+    add_model_argument(p)
     p.add_argument('--input', required=True, help='audio file to transfer')
     p.add_argument('--output', required=True,
                    help='audio file to write (format from the extension: .wav, .flac, ...)')
@@ -342,14 +340,11 @@ def build_arg_parser() -> argparse.ArgumentParser:
 
 
 def _error(message: str) -> int:
-    print(f'ddsp-transfer: error: {message}', file=sys.stderr)
-    return EXIT_USAGE
+    return runtime.usage_error('ddsp-transfer', message)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Console entry point ``ddsp-transfer``."""
-    from ddsp_core import runtime
-
     args = runtime.open_cli(build_arg_parser(), argv)
     if isinstance(args, int):
         return args
@@ -387,10 +382,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return _error(str(e))
     except Exception as e:  # noqa: BLE001 - e.g. a checkpoint that does not restore
         logger.debug('loading the model failed', exc_info=True)
-        print(f'ddsp-transfer: failed: cannot load the model {args.model}: '
-              f'{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""}',
-              file=sys.stderr)
-        return EXIT_FAILED
+        return runtime.failure('ddsp-transfer', f'cannot load the model {args.model}: '
+                               f'{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""}')
     room_model = None
     if args.reverb_from is not None:
         try:
@@ -417,9 +410,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (TransferError, StreamingError) as e:
         return _error(str(e))
     except Exception as e:  # noqa: BLE001 - report any failure with exit code 1
-        logger.debug('transfer failed', exc_info=True)
-        print(f'ddsp-transfer: failed: {type(e).__name__}: {e}', file=sys.stderr)
-        return EXIT_FAILED
+        return runtime.failure('ddsp-transfer', e, log=logger, what='transfer',
+                               level=logging.DEBUG)
     synth_s = result.timings.get('synthesis_s') or float('nan')
     print(f'ddsp-transfer: wrote {result.output} ({result.seconds:.1f} s at {result.sample_rate} '
           f'Hz); {result.adjustment.describe()}; analysis {result.timings["analysis_s"]:.1f} s, '
@@ -432,7 +424,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if not run_id:
             print(f'ddsp-transfer: warning: {args.model} has no MLflow run '
                   '(no mlflow_run.json); nothing logged', file=sys.stderr)
-            return EXIT_OK
+            return runtime.EXIT_OK
         # a runs:/ model is logged to the store it was downloaded from (its mlflow_run.json
         # names the training machine's store); a model directory to its run's store
         tracking_uri = args.tracking_uri
@@ -451,8 +443,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         except Exception as e:  # noqa: BLE001 - the output is written; say why MLflow failed
             print(f'ddsp-transfer: warning: could not log to MLflow run {run_id}: {e}',
                   file=sys.stderr)
-            return EXIT_FAILED
-    return EXIT_OK
+            return runtime.EXIT_FAILED
+    return runtime.EXIT_OK
 
 
 if __name__ == '__main__':

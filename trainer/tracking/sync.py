@@ -235,12 +235,8 @@ def sync_model_dir(model_dir: str | os.PathLike, tracking_uri: Optional[str] = N
 def main(argv: Optional[list[str]] = None) -> int:
     """``ddsp-sync MODEL_DIR``: copy a model directory's fallback store to the tracking server.
     Exit codes: 0 done (or nothing to copy), 1 the server is unreachable, 2 bad usage."""
-    import argparse
-    import sys
-
-
-    parser = argparse.ArgumentParser(
-        prog='ddsp-sync', formatter_class=runtime.HelpFormatter,
+    parser = runtime.command_parser(
+        'ddsp-sync', allow_abbrev=True,
         description='Copy the MLflow records a training run kept in <model_dir>/mlruns while '
                     'its tracking server was unreachable to the server run (metrics, artifacts, '
                     'status; nothing is copied twice).')
@@ -254,12 +250,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         reports = sync_model_dir(args.model_dir, args.tracking_uri)
     except FileNotFoundError as e:
-        print(f'ddsp-sync: error: {e}', file=sys.stderr)
-        return 2
+        return runtime.usage_error('ddsp-sync', e)
     except Exception as e:  # noqa: BLE001 - an unreachable server has many error types
-        print(f'ddsp-sync: failed: cannot reach the tracking server ({type(e).__name__}: '
-              f'{str(e).splitlines()[0][:300] if str(e) else ""})', file=sys.stderr)
-        return 1
+        return runtime.failure('ddsp-sync', f'cannot reach the tracking server '
+                               f'({type(e).__name__}: '
+                               f'{str(e).splitlines()[0][:300] if str(e) else ""})')
     if not reports:
         print(f'ddsp-sync: {args.model_dir} has no fallback store; nothing to copy')
     for report in reports:

@@ -47,7 +47,6 @@ from trainer.training.loop import (
 
 logger = logging.getLogger(__name__)
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 #: Artifact folders of the summaries: one per summary step, and the latest at a path every run
 #: shares (so MLflow's compare view lines runs up).
 SUMMARY_HISTORY_DIR = 'summaries/step_{step:06d}'
@@ -75,6 +74,8 @@ class NullTracker:
     :class:`~trainer.tracking.tracker.Tracker` interface, every ``log_*`` and ``end`` a no-op."""
 
     fallback_events: list = []
+    run_id: str | None = None
+    tracking_uri: str | None = None
 
     def start(self, params, tags, run_id=None, run_name=None, description=None):
         return run_id or ''
@@ -140,9 +141,6 @@ def logged_metrics(values: dict[str, float]) -> dict[str, float]:
 
 def _log_dataset_input(tracker, source) -> None:
     """The training data as the run's MLflow dataset input (name, fingerprint, size)."""
-    log = getattr(tracker, 'log_dataset', None)
-    if not callable(log):
-        return
     if source.manifest is not None:
         uri, name = source.manifest.directory, Path(source.manifest.directory).name
         split = source.split or 'train'
@@ -152,8 +150,9 @@ def _log_dataset_input(tracker, source) -> None:
     else:
         uri, name = str(source.spec), Path(str(source.spec).split(',')[0]).name or 'data'
         profile = {'files': len(source.files), 'layout': source.layout.describe()}
-    log(name, uri, source.fingerprint, context='training',
-        schema={k: [n] for k, n in source.layout.feature_lengths().items()}, profile=profile)
+    schema = {k: [n] for k, n in source.layout.feature_lengths().items()}
+    tracker.log_dataset(name, uri, source.fingerprint, context='training', schema=schema,
+                        profile=profile)
 
 
 def held_out_data(source) -> str | None:
@@ -317,8 +316,9 @@ def _run(trainer: Trainer, steps: int, *, tracking_uri, experiment, run_name, tr
             logged_through = int(tracker.logged_through('total_loss') or 0)
         if run_id:
             model_dir_lib.write_run_info(model_dir, {
-                'run_id': run_id, 'tracking_uri': _tracker_attr(tracker, 'tracking_uri', str)
-                or tracking_uri or os.environ.get('MLFLOW_TRACKING_URI'),
+                'run_id': run_id,
+                'tracking_uri': (tracker.tracking_uri or tracking_uri
+                                 or os.environ.get('MLFLOW_TRACKING_URI')),
                 'experiment': experiment or 'ddsp'})
         config.save(model_dir)
         _log_dataset_input(tracker, source)
@@ -419,7 +419,7 @@ def _run(trainer: Trainer, steps: int, *, tracking_uri, experiment, run_name, tr
             shutil.rmtree(trainer.ckpt_dir, ignore_errors=True)
 
     total_elapsed = time.perf_counter() - loop_start
-    final_id = _tracker_attr(tracker, 'run_id', str) or run_id
+    final_id = tracker.run_id or run_id
     if trainer.chief and final_id and final_id != run_id:  # a fallback-only run got a server id
         info = model_dir_lib.read_run_info(model_dir)
         info['run_id'] = final_id
@@ -431,23 +431,17 @@ def _run(trainer: Trainer, steps: int, *, tracking_uri, experiment, run_name, tr
         'model_dir': str(model_dir),
         'steps_per_sec': loop_steps / total_elapsed if total_elapsed > 0 else float('nan'),
         'resumed_from': start_step,
-        'tracking_events': list(_tracker_attr(tracker, 'fallback_events', list) or []),
+        'tracking_events': list(tracker.fallback_events),
         'stopped_early': stopped_early,
     }
-
-
-def _tracker_attr(tracker, name: str, kind: type):
-    """An attribute of a tracker if it has one of that type (stand-in trackers may not)."""
-    value = getattr(tracker, name, None)
-    return value if isinstance(value, kind) else None
 
 
 # ---- CLI --------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     from ddsp_core import runtime
 
-    p = argparse.ArgumentParser(
-        prog='ddsp-train', formatter_class=runtime.HelpFormatter,
+    p = runtime.command_parser(
+        'ddsp-train', allow_abbrev=True,
         description='Train the DDSP autoencoder on a prepared dataset (resumes from '
                     "--model_dir). The data layout comes from the dataset's manifest.json.",
         epilog='Exit codes: 0 done, 1 failed (e.g. the loss became NaN, or the disk is full: '
@@ -505,17 +499,15 @@ def main(argv: list[str] | None = None) -> int:
     missing = [flag for flag, value in (('--data', args.data), ('--steps', args.steps))
                if value is None]
     if missing:
-        print(f'ddsp-train: error: the following arguments are required: {", ".join(missing)}',
-              file=sys.stderr)
-        return EXIT_USAGE
+        return runtime.usage_error('ddsp-train', 'the following arguments are required: '
+                                                 f'{", ".join(missing)}')
     try:
         model_dir_lib.check_local(args.model_dir)
         config = load_preset(args.preset).with_overrides(
             args.overrides + (['train.system_metrics_every_s=0'] if args.no_system_metrics
                               else []))
     except (ConfigError, ModelDirError) as e:
-        print(f'ddsp-train: error: {e}', file=sys.stderr)
-        return EXIT_USAGE
+        return runtime.usage_error('ddsp-train', e)
     runtime.import_tensorflow()
     from trainer.tracking.store import quiet_mlflow_logging, resolve_tracking_uri
     from trainer.training.data import DataError, open_source
@@ -547,21 +539,18 @@ def main(argv: list[str] | None = None) -> int:
                        progress=not args.no_progress, eval_data=eval_data,
                        eval_every=eval_every if eval_data else 0)
     except (ConfigError, DataError, ModelDirError, ModelDirLocked) as e:
-        print(f'ddsp-train: error: {e}', file=sys.stderr)
-        return EXIT_USAGE
+        return runtime.usage_error('ddsp-train', e)
     except (TrainingDivergedError, CheckpointError) as e:
         print(f'ddsp-train: error: {e}', file=sys.stderr)
-        return EXIT_FAILED
+        return runtime.EXIT_FAILED
     except Exception as e:
-        full = runtime.disk_full_message(e)
-        if full is None:
+        if runtime.disk_full_message(e) is None:
             raise
-        print(f'ddsp-train: failed: {full}; free some space and run again with the same '
-              '--model_dir to resume', file=sys.stderr)
-        return EXIT_FAILED
+        return runtime.failure('ddsp-train', e, hint='free some space and run again with the '
+                                                     'same --model_dir to resume')
     except KeyboardInterrupt as e:
         print(f'ddsp-train: {e or "interrupted"}', file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return runtime.EXIT_INTERRUPTED
     for event in result.get('tracking_events', []):
         print(f'ddsp-train: MLflow: {event}', file=sys.stderr)
     if result.get('run_id'):
@@ -574,7 +563,7 @@ def main(argv: list[str] | None = None) -> int:
             if link:
                 print(f'ddsp-train: MLflow {what}: {link}', file=sys.stderr)
     print(json.dumps(result, default=_json_default))
-    return EXIT_OK
+    return runtime.EXIT_OK
 
 
 def _json_default(o):
