@@ -77,8 +77,10 @@ def test_spilled_records_write_the_bytes_of_records_held_in_memory(tmp_path):
     spilled = tmp_path / 'spilled'
     held.mkdir()
     spilled.mkdir()
-    (a,) = steps.WriteShard(str(held)).process((('train', 0, 1), list(zip(keys, blobs))))
-    (b,) = steps.WriteShard(str(spilled)).process((('train', 0, 1), list(zip(keys, refs))))
+    (a,) = steps.WriteShard(str(held)).process(
+        (('train', 0, 1), list(zip(keys, blobs, strict=True))))
+    (b,) = steps.WriteShard(str(spilled)).process(
+        (('train', 0, 1), list(zip(keys, refs, strict=True))))
     assert a == b  # the same name, count, size and SHA-256
     assert _read(os.path.join(spilled, 'train-00000-of-00001.tfrecord')) == [
         b'a0', b'a250' * 10, b'b0' * 1000]
