@@ -199,9 +199,13 @@ def prepare_dataset(input_patterns: Sequence[str] | str, output_dir: str,
     if existing and FileSystems.exists(manifest_path):
         FileSystems.delete([manifest_path])  # the directory is not a valid dataset until done
     t0 = time.time()
-    pipeline = beam.Pipeline(options=beam_options)
-    build_pipeline(pipeline, entries, output_dir, opts, input_patterns)
-    result = runner.run_and_wait(pipeline, error=PrepareError)
+
+    def build():  # again for each attempt (a job whose worker died is run again, whole)
+        pipeline = beam.Pipeline(options=beam_options)
+        build_pipeline(pipeline, entries, output_dir, opts, input_patterns)
+        return pipeline
+
+    result = runner.run_and_wait(build, error=PrepareError)
     if result is None:
         return None  # the runner only built the job (DataflowRunner --dry_run)
     _log_metrics(result)
@@ -401,6 +405,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except OptionError as e:
         print(f'ddsp-prepare: error: {e}', file=sys.stderr)
         return 2
+    except PrepareError as e:  # the job failed (its own message says how)
+        print(f'ddsp-prepare: failed: {e}', file=sys.stderr)
+        return 1
     except Exception as e:  # noqa: BLE001 - report any pipeline failure with exit code 1
         full = runtime.disk_full_message(e)
         if full:
