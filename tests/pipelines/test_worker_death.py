@@ -214,3 +214,55 @@ def test_job_retries_is_a_flag_of_every_beam_command_handed_to_beam(module, requ
                                                configure=False)
         assert not hasattr(args, 'job_retries')
         assert PipelineOptions(beam_args).view_as(runner.JobOptions).job_retries == expected
+
+
+ORPHAN = '''
+import multiprocessing
+import os
+import sys
+import time
+
+
+def trial(path):
+    from trainer.experiments.sweep_process import exit_with_parent
+
+    exit_with_parent()
+    with open(path, 'w') as f:
+        f.write(str(os.getpid()))
+    time.sleep(120)
+
+
+if __name__ == '__main__':
+    multiprocessing.get_context('spawn').Process(target=trial, args=(sys.argv[1],)).start()
+    time.sleep(120)
+'''
+
+
+@pytest.mark.slow
+def test_a_trial_process_ends_with_its_killed_worker(tmp_path):
+    """A sweep's trial process (a multiprocessing child of the Beam worker) ends when the
+    worker is killed, instead of training on while the job that is run again resumes it."""
+    import time
+
+    import psutil
+
+    script = tmp_path / 'worker.py'
+    script.write_text(ORPHAN)
+    started = tmp_path / 'trial.pid'
+    worker = subprocess.Popen([sys.executable, str(script), str(started)])
+    try:
+        deadline = time.monotonic() + 60
+        while not started.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        trial = psutil.Process(int(started.read_text()))
+        worker.kill()
+        worker.wait()
+        try:
+            trial.wait(10)
+        except psutil.TimeoutExpired:
+            trial.kill()
+            pytest.fail('the trial process outlived its killed worker by 10 s')
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
