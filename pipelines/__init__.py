@@ -11,5 +11,6 @@ Dataflow (or any portable runner) by pipeline options.
 - ``ddsp-eval`` (``evaluate``): a trained model's resynthesis of a dataset split, at scale.
 - ``ddsp-sweep`` (``sweep``): hyperparameter sweeps whose trials are elements of a pipeline.
 - ``runner``: what the three share with their Beam runner (option spelling, local runners, the
-  run-and-wait, GPU slots).
+  run-and-wait, GPU slots); ``worker_death``: a local worker process that dies fails the job
+  at once instead of hanging it, and the run-and-wait runs it again.
 """

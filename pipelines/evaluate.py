@@ -135,10 +135,14 @@ def evaluate_on_beam(model: str, source, out_dir: str, crepe_capacity: str, step
 
     if '://' not in out_dir:
         os.makedirs(out_dir, exist_ok=True)
-    pipeline = beam.Pipeline(options=PipelineOptions(list(pipeline_args)))
-    build_pipeline(pipeline, model, source, out_dir, crepe_capacity, step, batch_size,
-                   tracking_uri, crepe_precision)
-    runner.run_and_wait(pipeline, 'evaluation pipeline')
+
+    def build():  # again for each attempt (a job whose worker died is run again, whole)
+        pipeline = beam.Pipeline(options=PipelineOptions(list(pipeline_args)))
+        build_pipeline(pipeline, model, source, out_dir, crepe_capacity, step, batch_size,
+                       tracking_uri, crepe_precision)
+        return pipeline
+
+    runner.run_and_wait(build, 'evaluation pipeline')
     with FileSystems.open(FileSystems.join(out_dir, 'examples.jsonl')) as f:
         return [json.loads(line) for line in f.read().decode().splitlines() if line.strip()]
 

@@ -203,10 +203,14 @@ def prepare_dataset(input_patterns: Sequence[str] | str, output_dir: str,
     if existing and FileSystems.exists(manifest_path):
         FileSystems.delete([manifest_path])  # the directory is not a valid dataset until done
     t0 = time.time()
-    pipeline = beam.Pipeline(options=beam_options)
-    build_pipeline(pipeline, entries, output_dir, opts, input_patterns)
+
+    def build():  # again for each attempt (a job whose worker died is run again, whole)
+        pipeline = beam.Pipeline(options=beam_options)
+        build_pipeline(pipeline, entries, output_dir, opts, input_patterns)
+        return pipeline
+
     try:
-        result = runner.run_and_wait(pipeline, error=PrepareError)
+        result = runner.run_and_wait(build, error=PrepareError)
     finally:  # the job's own last step removes it; this covers a job that failed
         if not dry_run:
             steps.remove_spill(output_dir)
@@ -407,6 +411,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                  overwrite=args.overwrite)
     except OptionError as e:
         return runtime.usage_error('ddsp-prepare', e)
+    except PrepareError as e:  # the job failed (its own message says how)
+        print(f'ddsp-prepare: failed: {e}', file=sys.stderr)
+        return runtime.EXIT_FAILED
     except Exception as e:  # noqa: BLE001 - report any pipeline failure with exit code 1
         return runtime.failure('ddsp-prepare', e, log=log, what='pipeline',
                                hint='free some space and run again with --overwrite')

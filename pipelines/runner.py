@@ -11,7 +11,9 @@
 - :func:`run_and_wait`: run a pipeline to the end, the local runner's gRPC servers on loopback
   only (:func:`loopback_only_servers`) and, on a machine with GPUs, each local worker process
   given its own of them (:func:`local_gpus` in the launcher, :func:`claim_worker_gpus` in the
-  worker before TensorFlow starts) instead of every process claiming all of them.
+  worker before TensorFlow starts) instead of every process claiming all of them; a worker
+  process that dies fails the job at once (:func:`watch_workers`) and the whole job is run
+  again, ``--job_retries`` times at most (:class:`JobOptions`).
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ import logging
 import os
 import sys
 import tempfile
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence, Union
 
+from apache_beam import Pipeline
 from apache_beam.options.pipeline_options import (
     DirectOptions,
     PipelineOptions,
@@ -32,6 +35,13 @@ from apache_beam.options.pipeline_options import (
 )
 
 from ddsp_core import runtime
+from pipelines import worker_death
+from pipelines.worker_death import (  # noqa: F401 - the runner's API, kept where it was
+    WorkerDeath,
+    register_worker_process,
+    watch_workers,
+    worker_deaths,
+)
 
 #: Runners that run the job on this machine (their workers are this machine's processes).
 LOCAL_RUNNERS = ('DirectRunner', 'BundleBasedDirectRunner', 'SwitchingDirectRunner',
@@ -51,6 +61,36 @@ log = logging.getLogger(__name__)
 
 class BeamArgsError(ValueError):
     """A Beam pipeline option written without the value it needs."""
+
+
+#: How many times a job whose worker process died is run again (``--job_retries``).
+DEFAULT_JOB_RETRIES = 1
+JOB_RETRIES_HELP = (
+    'run the whole job again, up to this many times, when one of its worker processes dies '
+    '(killed, out of memory) on a runner that runs the job in this process (the DirectRunner; '
+    'a Beam job service started here); the dead worker\'s pid and signal are logged. The '
+    'outputs are written whole or not at all, so a job run again writes the bytes of an '
+    'undisturbed run. 0: fail at once (exit 1)')
+
+
+def _retries(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f'{text!r} is not a count of retries (0, 1, 2, ...)')
+    return value
+
+
+class JobOptions(PipelineOptions):
+    """``--job_retries``: a Beam pipeline option of ours, so that it travels with the job's
+    options to :func:`run_and_wait` whichever command or function built the job."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument('--job_retries', type=_retries, default=DEFAULT_JOB_RETRIES,
+                            help=JOB_RETRIES_HELP)
 
 
 # ---- the command line -------------------------------------------------------------------------
@@ -122,6 +162,9 @@ def open_beam_cli(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]]
     :func:`ddsp_core.runtime.open_cli` on the command's own part (an option neither the command
     nor Beam knows is a usage error naming it).
 
+    ``--job_retries`` (:class:`JobOptions`) is added to the command's flags, so that its --help
+    shows it, and handed on to Beam's options (it is not in the returned ``args``).
+
     The launcher's own TensorFlow (reading the dataset, the sweep's summary, an in-process
     evaluation) takes GPU memory as it needs it (``TF_FORCE_GPU_ALLOW_GROWTH``, unless set)
     rather than all of every GPU its local workers are to share. With ``start_trainer`` (a
@@ -133,6 +176,9 @@ def open_beam_cli(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]]
 
     os.environ.setdefault('TF_FORCE_GPU_ALLOW_GROWTH', 'true')
     argv = sys.argv[1:] if argv is None else argv
+    if '--job_retries' not in parser._option_string_actions:  # in --help; handed on to Beam
+        parser.add_argument('--job_retries', type=_retries, default=DEFAULT_JOB_RETRIES,
+                            metavar='N', help=JOB_RETRIES_HELP)
     try:
         own, beam_args = split_beam_args(argv, parser)
     except BeamArgsError as e:
@@ -145,6 +191,9 @@ def open_beam_cli(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]]
                                          'option; see --help', tensorflow=start_trainer)
     if isinstance(args, int):
         return args
+    retries = vars(args).pop('job_retries')
+    if retries != DEFAULT_JOB_RETRIES:  # Beam's options have the default themselves
+        beam_args.append(f'--job_retries={retries}')
     if start_trainer:
         from trainer.tracking.store import quiet_mlflow_logging
 
@@ -358,22 +407,69 @@ def _tensorflow_started() -> bool:
     return bool(getattr(runtime, '_started', False))
 
 
-def run_and_wait(pipeline, what: str = 'pipeline', error: type[Exception] = RuntimeError):
-    """Run ``pipeline`` to the end (a local runner's servers on loopback only).
+def _done(state) -> bool:
+    return str(state) in ('DONE', 'PipelineState.DONE')
 
-    Returns:
-        The PipelineResult, or None when the runner only built the job (``--dry_run``).
 
-    Raises:
-        ``error``: the job ended in a state other than DONE ("<what> finished in state ...").
-    """
+def _run_once(pipeline):
+    """Run ``pipeline`` once -> (result, state), or (None, None) when the runner only built
+    it (``--dry_run``)."""
     options = pipeline.options
     local = is_local_runner(options)
     with loopback_only_servers() if local else contextlib.nullcontext(), local_gpus(options):
         result = pipeline.run()
         if result is None or options.view_as(TestOptions).dry_run:
-            return None
-        state = result.wait_until_finish()
-    if str(state) not in ('DONE', 'PipelineState.DONE'):
-        raise error(f'{what} finished in state {state}')
-    return result
+            return None, None
+        return result, result.wait_until_finish()
+
+
+def run_and_wait(pipeline: Union[Pipeline, Callable[[], Pipeline]],
+                 what: str = 'pipeline', error: type[Exception] = RuntimeError):
+    """Run a pipeline to the end (a local runner's servers on loopback only), run again when
+    one of its worker processes died.
+
+    Args:
+        pipeline: the pipeline, or a function that builds it (called again for each attempt,
+            e.g. to plan what is left to do).
+        what: how error messages name the job.
+        error: the exception raised when the job fails.
+
+    A worker that dies (:func:`watch_workers`) fails the attempt at once; the whole job is run
+    again, up to ``--job_retries`` times (:class:`JobOptions`), with a warning naming the dead
+    worker's pid and signal. Failures of other kinds are not retried.
+
+    Returns:
+        The PipelineResult, or None when the runner only built the job (``--dry_run``).
+
+    Raises:
+        ``error``: the job ended in a state other than DONE ("<what> finished in state ..."),
+        or a worker died in every attempt.
+    """
+    build = pipeline if callable(pipeline) else (lambda: pipeline)
+    attempt = 0
+    while True:
+        job = build()
+        retries = job.options.view_as(JobOptions).job_retries
+        attempt += 1
+        seen = len(worker_death.worker_deaths())
+        result = state = failure = None
+        with worker_death.watch_workers():
+            try:
+                result, state = _run_once(job)
+            except Exception as e:  # noqa: BLE001 - a dead worker's job fails as it can
+                failure = e
+        deaths = worker_death.worker_deaths()[seen:]
+        if not deaths or (failure is None and (result is None or _done(state))):
+            if failure is not None:
+                raise failure
+            if result is None:
+                return None
+            if not _done(state):
+                raise error(f'{what} finished in state {state}')
+            return result
+        dead = '; '.join(d.describe() for d in deaths)
+        if attempt > retries:
+            raise error(f'{what} failed: {dead} (attempt {attempt} of {retries + 1}, '
+                        f'--job_retries {retries})') from failure
+        log.warning('%s: %s; running the whole job again (attempt %d of %d, --job_retries %d)',
+                    what, dead, attempt + 1, retries + 1, retries)

@@ -177,12 +177,18 @@ def run_sweep(spec, pipeline_args: Sequence[str] = (), summarize_now: bool = Tru
     if todo:
         args, threads = local_parallelism(spec, pipeline_args)
         options = PipelineOptions(args)
-        pipeline = beam.Pipeline(options=options)
-        _ = (pipeline
-             | 'Plan' >> beam.Create(todo)
-             | 'Spread' >> beam.Reshuffle()
-             | 'Trial' >> beam.ParDo(RunTrial(spec, parent, threads)))
-        runner.run_and_wait(pipeline, 'sweep pipeline')
+        first = [todo]
+
+        def build():  # a job run again (one of its workers died) runs what is left to do
+            work = first.pop() if first else plan(spec, study, source.fingerprint)
+            pipeline = beam.Pipeline(options=options)
+            _ = (pipeline
+                 | 'Plan' >> beam.Create(work)
+                 | 'Spread' >> beam.Reshuffle()
+                 | 'Trial' >> beam.ParDo(RunTrial(spec, parent, threads)))
+            return pipeline
+
+        runner.run_and_wait(build, 'sweep pipeline')
     elapsed = time.time() - started
     summary = summarize(spec, client, parent, metric) if summarize_now else {}
     summary.update({'parent_run_id': parent, 'ran': len(todo), 'wall_secs': elapsed})

@@ -43,6 +43,25 @@ def _worker_boot(worker_python: str, home: str) -> str:
     return boot
 
 
+def _pool_class():
+    from apache_beam.runners.worker.worker_pool_main import BeamFnExternalWorkerPoolServicer
+
+    from pipelines.runner import register_worker_process
+
+    class Pool(BeamFnExternalWorkerPoolServicer):
+        """Beam's worker pool, telling ``pipelines.runner`` which process runs each worker
+        (so that a worker that dies is named by its pid and signal)."""
+
+        def StartWorker(self, request, context):  # noqa: N802 - gRPC's name
+            response = super().StartWorker(request, context)
+            process = self._worker_processes.get(request.worker_id)
+            if process is not None:
+                register_worker_process(request.worker_id, process)
+            return response
+
+    return Pool
+
+
 @contextlib.contextmanager
 def portable_runner(worker_python: Optional[str] = None, worker_home: Optional[str] = None
                     ) -> Iterator[list[str]]:
@@ -53,7 +72,6 @@ def portable_runner(worker_python: Optional[str] = None, worker_home: Optional[s
     import grpc
     from apache_beam.portability.api import beam_fn_api_pb2_grpc
     from apache_beam.runners.portability import local_job_service
-    from apache_beam.runners.worker.worker_pool_main import BeamFnExternalWorkerPoolServicer
 
     from pipelines.runner import loopback_only_servers
 
@@ -66,7 +84,7 @@ def portable_runner(worker_python: Optional[str] = None, worker_home: Optional[s
         job_port = jobs.start_grpc_server(0)  # binds localhost
         pool = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
         boot = _worker_boot(worker_python, worker_home) if worker_python else None
-        servicer = BeamFnExternalWorkerPoolServicer(use_process=True, container_executable=boot)
+        servicer = _pool_class()(use_process=True, container_executable=boot)
         beam_fn_api_pb2_grpc.add_BeamFnExternalWorkerPoolServicer_to_server(servicer, pool)
         pool_port = pool.add_insecure_port('127.0.0.1:0')
         pool.start()

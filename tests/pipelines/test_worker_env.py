@@ -156,3 +156,53 @@ def test_a_sweep_and_an_evaluation_with_separate_workers(worker, tmp_path):
         for metric, value in row.items():
             if isinstance(value, float) and np.isfinite(value):
                 assert b[key][metric] == pytest.approx(value, rel=1e-6, abs=1e-9), (key, metric)
+
+
+def test_a_job_whose_separate_worker_is_killed_runs_again(worker, tmp_path, caplog):
+    """A worker of the external pool killed (SIGKILL) mid-bundle: the job service's job fails
+    at once instead of waiting for ever, and run_and_wait runs the whole job again (the
+    warning names the worker's pid and signal); every element is written once."""
+    import concurrent.futures
+    import logging
+
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipelines import runner
+
+    marker = str(tmp_path / 'killed')
+
+    def die_once(x):  # pickled by value (a nested function): runs in the worker
+        import os
+        import signal
+
+        try:
+            fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return x
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    out = tmp_path / 'out'
+    python, home = worker
+    with portable_runner(python, home) as args:
+        def build():
+            pipeline = beam.Pipeline(options=PipelineOptions(args))
+            _ = (pipeline | beam.Create(list(range(6))) | beam.Map(die_once)
+                 | beam.Map(str) | beam.io.WriteToText(str(out), shard_name_template=''))
+            return pipeline
+
+        pool = concurrent.futures.ThreadPoolExecutor(1)
+        with caplog.at_level(logging.WARNING, logger='pipelines.runner'):
+            job = pool.submit(runner.run_and_wait, build, 'the job')
+            try:
+                job.result(timeout=120)  # with the watch broken it would wait for ever
+            except concurrent.futures.TimeoutError:
+                pytest.fail('the job still ran 120 s after its worker was killed')
+            finally:
+                pool.shutdown(wait=False)
+    pid = int(open(marker).read())
+    assert (f'the job: worker pid {pid} was killed by signal 9 (SIGKILL); running the whole '
+            'job again (attempt 2 of 2, --job_retries 1)') in caplog.messages
+    assert sorted(out.read_text().split()) == [str(i) for i in range(6)]

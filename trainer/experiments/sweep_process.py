@@ -7,6 +7,7 @@ the same sweep run.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Optional
 
 from trainer.experiments.sweep import run_trial
@@ -16,10 +17,33 @@ from trainer.experiments.sweep_study import MAX_RETRIES, TrialOutcome, fail_dead
 logger = logging.getLogger(__name__)
 
 
+def exit_with_parent() -> None:
+    """In a child started by :mod:`multiprocessing`: end this process at once when its parent
+    process ends, however it ends (a Beam worker killed with SIGKILL leaves no one to stop its
+    trial, which would otherwise train on, and heartbeat, while the job that is run again
+    resumes the same trial)."""
+    import multiprocessing
+    import threading
+    from multiprocessing.connection import wait
+
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch():
+        wait([parent.sentinel])
+        os._exit(1)
+
+    threading.Thread(target=watch, name='ddsp-exit-with-parent', daemon=True).start()
+
+
 def _trial_worker(connection, threads: Optional[int]) -> None:
     """The child process of a :class:`TrialProcess`: TensorFlow imported once, then trial
-    after trial as the parent sends them (``None``: stop)."""
+    after trial as the parent sends them (``None``: stop). It ends with its parent
+    (:func:`exit_with_parent`)."""
     from ddsp_core import runtime
+
+    exit_with_parent()
 
     runtime.import_tensorflow()
     if threads:
@@ -67,7 +91,8 @@ class TrialProcess:
 
     The supervisor is the Beam element's process (:class:`pipelines.sweep.RunTrial`), so it
     outlives the trial's process on any runner; when the supervisor dies too, the trial's
-    heartbeat stops and the study fails it as stale (:func:`open_study`)."""
+    process ends with it (:func:`exit_with_parent`), its heartbeat stops and the study fails
+    it as stale (:func:`open_study`)."""
 
     def __init__(self, threads: Optional[int] = None):
         self.threads = threads
