@@ -74,3 +74,19 @@ def cli_run(tmp_path_factory):
                 proc.wait()
     return CliRun(proc.returncode, (root / 'stdout').read_text(), (root / 'stderr').read_text(),
                   out, seen, samples, files)
+
+
+@pytest.fixture(autouse=True)
+def _logging_as_it_was():
+    """A command's main() run in this process configures logging (a stderr handler on the root
+    logger, levels): put it back after each test, so that one test's configuration does not
+    leak into the output another test reads."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
+    root.setLevel(level)
