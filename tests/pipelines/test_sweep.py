@@ -404,6 +404,99 @@ def test_a_trial_whose_process_is_killed_is_retried_in_the_same_sweep_run(
     assert runs[0].data.tags[S.TAG_TRIAL] == '1' and runs[0].data.tags[S.TAG_RETRY_OF] == '0'
 
 
+# The test's sitecustomize (on the PYTHONPATH the Beam workers inherit): the Beam worker that
+# runs a trial SIGKILLs itself, once, when the trial's first checkpoint is on disk, as the
+# kernel's out-of-memory killer would. Nothing of it is in the project's code.
+KILL_THE_WORKER_ONCE = """
+import os
+import signal
+import threading
+
+_marker = os.environ.get('DDSP_TEST_KILL_MARKER')
+if _marker:
+    import glob
+
+    from pipelines import sweep as _sweep
+
+    _process = _sweep.RunTrial.process
+
+    def _die_at_the_first_checkpoint(self, element):
+        def watch():
+            pattern = os.path.join(self.spec.output_dir, '**', 'ckpt-*.index')
+            while not glob.glob(pattern, recursive=True):
+                threading.Event().wait(0.05)
+            try:
+                fd = os.open(_marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:  # a worker died already: this run goes on
+                return
+            os.write(fd, str(os.getpid()).encode())
+            os.close(fd)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        threading.Thread(target=watch, daemon=True).start()
+        yield from _process(self, element)
+
+    _sweep.RunTrial.process = _die_at_the_first_checkpoint
+"""
+
+
+@pytest.mark.slow
+def test_a_sweep_whose_beam_worker_is_killed_resumes_the_trial_in_a_second_attempt(
+        tmp_path, server, dataset):
+    """kill -9 of the Beam worker (not the trial's process) while it supervises a trial: its
+    trial process exits with it, the job fails at once and runs again (--job_retries 1), and
+    the second attempt resumes the interrupted trial from its checkpoint, in the same MLflow
+    run; the sweep ends with exit 0 and one trial."""
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+    from pathlib import Path
+
+    hooks = tmp_path / 'hooks'
+    hooks.mkdir()
+    (hooks / 'sitecustomize.py').write_text(textwrap.dedent(KILL_THE_WORKER_ONCE))
+    marker = tmp_path / 'killed'
+    root = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(hooks), str(root)]),
+               TF_CPP_MIN_LOG_LEVEL='2', DDSP_TEST_KILL_MARKER=str(marker))
+    d = {'name': 'worker-killed', 'preset': 'tiny', 'data': str(dataset), 'steps': 60,
+         'algorithm': 'tpe', 'trials': 1, 'parallel': 1, 'report_every': 10,
+         'space': {'train.learning_rate': {'loguniform': [1e-4, 1e-2]}},
+         'set': ['train.summary_every=1000', 'train.checkpoint_every=10'],
+         'output_dir': str(tmp_path / 'out'), 'tracking_uri': server.uri}
+    spec = S.parse_spec(d)
+    # the command as its console script runs it (``-m`` would make RunTrial a class of
+    # __main__, pickled by value to the workers, where the hook could not reach it)
+    command = [sys.executable, '-c', 'import sys; from pipelines.sweep import main; '
+               'sys.exit(main(sys.argv[1:]))', '--name', d['name'], '--data',
+               str(dataset), '--steps', '60', '--algorithm', 'tpe', '--trials', '1',
+               '--parallel', '1', '--report_every', '10', '--space',
+               'train.learning_rate={"loguniform": [1e-4, 1e-2]}', '--set',
+               'train.summary_every=1000', '--set', 'train.checkpoint_every=10',
+               '--output_dir', d['output_dir'], '--tracking_uri', server.uri]
+    job = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           text=True, start_new_session=True)
+    try:
+        output, _ = job.communicate(timeout=400)
+    except subprocess.TimeoutExpired:
+        os.killpg(job.pid, signal.SIGKILL)  # the launcher and its workers
+        output, _ = job.communicate()
+        pytest.fail(f'the sweep still ran after 400 s:\n{output[-3000:]}')
+    assert marker.exists(), f'no worker was killed:\n{output[-3000:]}'
+    pid = int(marker.read_text())
+    assert job.returncode == 0, output[-3000:]
+    assert re.search(rf'worker pid {pid} was killed by signal 9 \(SIGKILL\); running the whole '
+                     r'job again \(attempt 2 of 2', output), output[-3000:]
+    (trial,) = S.open_study(spec).get_trials()
+    assert trial.state.name == 'COMPLETE', trial
+    assert trial.user_attrs['resumed_from'] >= 10  # from the checkpoint the first attempt left
+    runs = [r for r in _runs(MlflowClient(server.uri), spec)
+            if r.data.tags.get('mlflow.parentRunId')]
+    assert [r.info.run_id for r in runs] == [trial.user_attrs['run_id']]
+    assert runs[0].info.status == 'FINISHED'
+
+
 @pytest.mark.slow
 def test_a_multi_objective_sweep_has_a_pareto_front(tmp_path, server, dataset):
     """eval_loss (minimize) and training speed (maximize): each trial is told both values, the
