@@ -371,8 +371,11 @@ def test_a_trial_whose_process_is_killed_is_retried_in_the_same_sweep_run(
                 continue
             trials = S.open_study(spec).get_trials()
             model_dir = trials[0].user_attrs.get('model_dir') if trials else None
+            # a whole checkpoint: the manager writes its ``checkpoint`` file after the
+            # checkpoint's own files (an ``.index`` alone may still be being written, and a
+            # kill then leaves nothing to resume from)
             if model_dir and trials[0].user_attrs.get('run_id') and \
-                    list(Path(model_dir).glob('ckpt-*.index')):
+                    (Path(model_dir) / 'checkpoint').exists():
                 pid = int(trials[0].user_attrs['worker'].rsplit(':', 1)[1])
         assert pid is not None and pid != sweep.pid, (
             'the trial ended before it was killed',
@@ -422,7 +425,8 @@ if _marker:
 
     def _die_at_the_first_checkpoint(self, element):
         def watch():
-            pattern = os.path.join(self.spec.output_dir, '**', 'ckpt-*.index')
+            # the manager's ``checkpoint`` file: written once the checkpoint is whole
+            pattern = os.path.join(self.spec.output_dir, '**', 'checkpoint')
             while not glob.glob(pattern, recursive=True):
                 threading.Event().wait(0.05)
             try:
