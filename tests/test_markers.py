@@ -41,6 +41,7 @@ def _every_collected(request):
 
 
 def test_make_test_runs_every_collected_test_but_the_worker_env_ones(request):
+    assert '-m' not in request.config.getini('addopts')  # no selection hidden in pyproject.toml
     items = _every_collected(request)
     assert _selected(_selection('test'), items) == [
         item.nodeid for item in items if item.get_closest_marker('worker_env') is None]

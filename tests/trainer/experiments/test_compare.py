@@ -104,6 +104,7 @@ def test_an_experiment_of_plain_training_runs_compares_them_all(server, plain, t
 
 
 @pytest.mark.slow
+@pytest.mark.trains
 def test_a_mixed_experiment_selects_exactly_the_training_runs(server, data, tmp_path):
     from pipelines.sweep import run_sweep
     from trainer.experiments import sweep as S
