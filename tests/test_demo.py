@@ -23,6 +23,7 @@ def logging_levels():
 
 @pytest.mark.slow
 @pytest.mark.usefixtures('logging_levels')
+@pytest.mark.trains
 def test_demo_prepares_trains_evaluates_transfers_and_says_where_to_listen(tmp_path, capsys):
     out = tmp_path / 'demo'
     # one recording long enough to hold out a block of (about 19 s at the defaults)

@@ -263,6 +263,9 @@ def _write_inputs(workdir: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.server
+@pytest.mark.trains
+@pytest.mark.converts
 def test_every_command_of_the_docs_runs_as_written(tmp_path):
     workdir = tmp_path / 'work'
     workdir.mkdir()

@@ -43,6 +43,8 @@ def _tree(folder: Path) -> dict[str, bytes]:
 
 
 @pytest.mark.slow
+@pytest.mark.server
+@pytest.mark.trains
 def test_prepare_train_and_eval_on_gcs_give_the_local_runs_bytes(cli_run, tmp_path):
     assert cli_run.returncode == 0, cli_run.stderr[-3000:]
     local = Path(cli_run.output_dir)

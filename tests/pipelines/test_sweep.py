@@ -13,6 +13,7 @@ from mlflow.tracking import MlflowClient
 from ddsp_core import records
 from tests.browser import browser as _browser
 from tests.browser import wait as _wait
+from tests.markers import gives
 from tests.trainer.mlflow_server import MlflowServer
 from trainer import testing
 from trainer.experiments import sweep as S
@@ -21,6 +22,7 @@ LAYOUT = records.Layout(16000, 250, 1.0)
 
 
 @pytest.fixture(scope='module')
+@gives('server')
 def server(tmp_path_factory):
     with MlflowServer(tmp_path_factory.mktemp('sweep-server')) as s:
         yield s
@@ -50,6 +52,7 @@ def _runs(client, spec):
 
 
 @pytest.fixture(scope='module')
+@gives('trains')
 def grid_sweep(tmp_path_factory, server, dataset):
     from pipelines.sweep import run_sweep
 
@@ -125,6 +128,7 @@ def test_rerun_trains_nothing_and_creates_no_run(grid_sweep, server):
     assert {r.info.run_id for r in _runs(client, spec)} == before
 
 
+@pytest.mark.trains
 def test_an_error_inside_tell_after_the_study_recorded_the_trial_keeps_them_in_agreement(
         tmp_path, server, dataset, monkeypatch):
     """A failure inside Optuna's tell() after it stored the trial's state (as a "database is
@@ -181,6 +185,7 @@ def test_tpe_proposals_follow_the_results_of_earlier_trials(tmp_path, server, da
 
 
 @pytest.mark.slow
+@pytest.mark.trains
 def test_median_pruner_stops_a_losing_trial_before_its_last_step(tmp_path, server, dataset):
     from pipelines.sweep import run_sweep
 
@@ -308,6 +313,7 @@ def test_mlflow_ui_shows_the_sweep_compare_view_and_the_report(grid_sweep, serve
 
 
 @pytest.mark.slow
+@pytest.mark.trains
 def test_tpe_in_parallel_runs_six_distinct_points(tmp_path, server, dataset):
     """Six TPE trials, two at a time: six finished trials at six different points (the same
     point would be the same trial hash and model directory), none failed. (Parallel 1 and 3:
@@ -335,6 +341,7 @@ def test_tpe_in_parallel_runs_six_distinct_points(tmp_path, server, dataset):
 
 
 @pytest.mark.slow
+@pytest.mark.trains
 def test_a_trial_whose_process_is_killed_is_retried_in_the_same_sweep_run(
         tmp_path, server, dataset):
     """kill -9 of the process training a trial while ddsp-sweep runs: the element that
@@ -502,6 +509,7 @@ def test_a_sweep_whose_beam_worker_is_killed_resumes_the_trial_in_a_second_attem
 
 
 @pytest.mark.slow
+@pytest.mark.trains
 def test_a_multi_objective_sweep_has_a_pareto_front(tmp_path, server, dataset):
     """eval_loss (minimize) and training speed (maximize): each trial is told both values, the
     summary names the Pareto front and logs Optuna's plot of it."""
@@ -530,6 +538,7 @@ def test_a_multi_objective_sweep_has_a_pareto_front(tmp_path, server, dataset):
 
 
 @pytest.mark.slow
+@pytest.mark.trains
 def test_a_sweep_on_the_portable_runner_with_spaced_beam_options(tmp_path, server, dataset):
     """The reported command: ddsp-sweep's flags, then `--runner PortableRunner --job_endpoint
     ...` spelled with spaces (once "PortableRunner: no such sweep file"); the trial runs in the

@@ -8,6 +8,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from ddsp_core import records
+from tests.markers import gives
 from tests.postgres_server import PostgresServer
 from tests.trainer.mlflow_server import MlflowServer
 from trainer import testing
@@ -17,12 +18,14 @@ SPACE = 'train.learning_rate={"loguniform": [1e-4, 1e-2]}'
 
 
 @pytest.fixture(scope='module')
+@gives('server')
 def postgres():
     with PostgresServer() as server:
         yield server
 
 
 @pytest.mark.slow
+@pytest.mark.trains
 def test_tpe_sweep_with_three_workers_on_postgresql(tmp_path, postgres):
     from pipelines.sweep import main
 

@@ -112,6 +112,8 @@ def _rows(path):
     return {r['id']: r for r in map(json.loads, path.read_text().splitlines())}
 
 
+@pytest.mark.server
+@pytest.mark.trains
 def test_a_sweep_and_an_evaluation_with_separate_workers(worker, tmp_path):
     """ddsp-sweep: a trial trains in a separate worker (in a process spawned from it, with its
     python) and is recorded in MLflow; ddsp-eval of that trial's model through the separate

@@ -16,6 +16,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.browser import SCREENSHOTS, browser, wait
+from tests.markers import gives
 from tests.trainer.conftest import TINY_LAYOUT
 from tests.trainer.mlflow_server import MlflowServer
 from trainer import testing
@@ -26,6 +27,7 @@ STEPS = 4
 
 
 @pytest.fixture(scope='module')
+@gives('server')
 def server(tmp_path_factory):
     with MlflowServer(tmp_path_factory.mktemp('compare-server')) as s:
         yield s
@@ -53,6 +55,7 @@ def _train(server, data, model_dir, experiment, name, stderr=None):
 
 
 @pytest.fixture(scope='module')
+@gives('trains')
 def plain_with_output(server, data, tmp_path_factory):
     """Experiment 'plain': two ddsp-train runs and nothing else; (run ids by name, what
     ddsp-train printed)."""
@@ -101,6 +104,7 @@ def test_an_experiment_of_plain_training_runs_compares_them_all(server, plain, t
 
 
 @pytest.mark.slow
+@pytest.mark.trains
 def test_a_mixed_experiment_selects_exactly_the_training_runs(server, data, tmp_path):
     from pipelines.sweep import run_sweep
     from trainer.experiments import sweep as S

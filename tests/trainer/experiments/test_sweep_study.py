@@ -304,6 +304,7 @@ print(S.open_study(spec).study_name)
 '''
 
 
+@pytest.mark.slow
 def test_processes_opening_a_new_study_at_once_all_get_it(tmp_path):
     """A new sweep's elements (and ``--report`` beside it) open its SQLite storage at the same
     moment: each of them races to create Optuna's tables, and every one must get the study.

@@ -261,6 +261,7 @@ def test_bfloat16_compute_keeps_synth_controls_and_audio_in_float32(tiny_resolve
         Autoencoder(config.model, config.data, compute_dtype='float16')
 
 
+@pytest.mark.trains
 def test_whole_step_xla_computes_the_same_step(tiny_resolved):
     # train.jit_compile=true compiles forward and backward (with the hand-written GRU, MLP and
     # spectral-loss gradients nested inside) as one XLA computation: same loss and gradients.

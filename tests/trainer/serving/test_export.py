@@ -20,6 +20,7 @@ import pytest
 import tensorflow as tf
 
 from ddsp_core import records
+from tests.markers import gives
 from trainer import testing
 from trainer.model.config import load_preset, resolve_data
 from trainer.serving import export, saved_model, vst
@@ -44,6 +45,7 @@ def workspace(tmp_path_factory):
 
 
 @pytest.fixture(scope='module')
+@gives('trains')
 def ld_model(workspace):
     """The tiny preset (loudness + f0, GRU 32) trained 2 steps, tracked in the sqlite store."""
     root, data, uri = workspace
@@ -55,6 +57,7 @@ def ld_model(workspace):
 
 
 @pytest.fixture(scope='module')
+@gives('trains')
 def vst_model(workspace):
     """The vst preset (power + f0, GRU 512, 60 harmonics, 65 bands) with small MLPs, trained 2
     steps, tracked (its run records the dataset path the metadata is computed from)."""
@@ -109,6 +112,7 @@ PLAIN_TF_LOADER = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.converts
 def test_saved_model_runs_any_length_in_plain_tensorflow_like_the_trained_model(ld_model,
                                                                                  tmp_path):
     model_dir, _ = ld_model
@@ -166,6 +170,7 @@ def mlflow_uri(workspace):
         os.environ['MLFLOW_TRACKING_URI'] = previous_env
 
 
+@pytest.mark.converts
 def test_mlflow_model_in_the_run_and_registry_reproduces_the_model(ld_model, tmp_path,
                                                                     mlflow_uri):
     import mlflow
@@ -285,6 +290,7 @@ def _reference_statistics(data_dir):
 
 
 @pytest.mark.filterwarnings('ignore:.*tf.lite.Interpreter is deprecated')
+@pytest.mark.converts
 def test_vst_tflite_is_what_the_plugin_loads_and_runs_as_the_keras_model(vst_model, workspace,
                                                                         tmp_path, mlflow_uri):
     import mlflow

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.markers import gives
 from tests.trainer.conftest import TINY_LAYOUT
 from trainer import testing
 from trainer.serving.inference import ModelDirError, TrainedModel
@@ -20,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope='module')
+@gives('trains')
 def trained(tmp_path_factory, tiny_config):
     """A tiny model trained 6 steps on 1 s records, with a 2-shard eval split beside them."""
     root = tmp_path_factory.mktemp('trained')

@@ -16,6 +16,7 @@ import soundfile as sf
 import tensorflow as tf
 
 from ddsp_core import records
+from tests.markers import gives
 from tests.trainer.conftest import TINY_LAYOUT
 from trainer import testing
 from trainer.serving import transfer as tr
@@ -52,6 +53,7 @@ def _add_statistics(data_dir: Path) -> None:
 
 
 @pytest.fixture(scope='module')
+@gives('trains')
 def model_dir(tmp_path_factory, tiny_config):
     """A tiny model trained 200 steps on harmonic tones of 400-700 Hz."""
     from trainer.training.train import train

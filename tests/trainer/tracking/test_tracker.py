@@ -20,6 +20,7 @@ try:
     from tests.trainer.mlflow_server import MlflowServer, free_port, mlflow_server
 except ModuleNotFoundError:  # pytest put tests/trainer itself on sys.path (no __init__.py files)
     from mlflow_server import MlflowServer, free_port, mlflow_server
+from tests.markers import gives
 from tests.trainer.conftest import TINY_LAYOUT
 from trainer.model.config import resolve_data
 from trainer.tracking import artifacts
@@ -30,6 +31,7 @@ SR = 16000
 
 
 @pytest.fixture(scope='module')
+@gives('server')
 def tracking_uri(tmp_path_factory):
     yield from mlflow_server(tmp_path_factory)
 
@@ -183,6 +185,7 @@ def test_resume_unknown_run_is_a_clear_error(tracking_uri, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.server
 def test_server_killed_mid_run_switches_to_local_fallback(tmp_path, caplog):
     fallback_dir = tmp_path / 'model' / 'mlruns'
     with MlflowServer(tmp_path / 'server') as server:
@@ -393,6 +396,7 @@ def test_device_description_without_and_with_tensorflow(monkeypatch):
     assert artifacts.device_description() == 'GPU: H100'
 
 
+@pytest.mark.trains
 def test_ddsp_train_run_on_the_server_holds_params_metrics_audio_plots_and_model(
         tracking_uri, tmp_path, tiny_config, tiny_dataset):
     """The whole trainer against the real server: what the MLflow section of the docs lists."""

@@ -83,6 +83,7 @@ def test_truncated_or_missing_shard_stops_train_and_eval_before_the_first_step(t
     assert f'ddsp-train: error: {shards[0]}: missing (listed in ' in capsys.readouterr().err
 
 
+@pytest.mark.trains
 def test_an_older_manifest_without_shard_sizes_still_trains(tmp_path):
     _dataset(tmp_path / 'data', n_examples=4, n_shards=1)
     path = tmp_path / 'data' / records.MANIFEST
@@ -97,6 +98,7 @@ def test_an_older_manifest_without_shard_sizes_still_trains(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.trains
 def test_a_flipped_byte_met_mid_run_names_the_shard_and_offset(tmp_path, capsys):
     shards = _dataset(tmp_path / 'data', n_examples=4, n_shards=1)
     size = os.path.getsize(shards[0])
@@ -118,6 +120,7 @@ def test_a_flipped_byte_met_mid_run_names_the_shard_and_offset(tmp_path, capsys)
 
 
 @pytest.mark.slow
+@pytest.mark.trains
 def test_a_record_that_does_not_parse_as_the_layout_is_named_by_shard_and_offset(tmp_path,
                                                                                  capsys):
     import numpy as np
@@ -165,6 +168,7 @@ KILL_AT_INDEX_UPDATE = textwrap.dedent('''
 
 
 @pytest.mark.slow
+@pytest.mark.trains
 def test_checkpoints_survive_a_kill_before_the_index_update_and_a_damaged_newest_one(
         tmp_path, capsys, caplog):
     from trainer.training.loop import checkpoint_problem
@@ -209,6 +213,7 @@ def test_checkpoints_survive_a_kill_before_the_index_update_and_a_damaged_newest
 
 # ---- a full disk -------------------------------------------------------------------------------
 @pytest.mark.slow
+@pytest.mark.trains
 def test_full_disk_stops_with_one_line_naming_the_path_and_a_rerun_resumes(tmp_path, capsys,
                                                                           monkeypatch):
     data, model_dir = tmp_path / 'data', tmp_path / 'model'

@@ -30,6 +30,7 @@ def _checkpoint_values(model_dir) -> dict[str, np.ndarray]:
     return out
 
 
+@pytest.mark.trains
 @pytest.mark.parametrize('compute_dtype, mlp_layers', [('float32', 1), ('bfloat16', 1),
                                                        ('bfloat16', 2)])
 def test_tiny_overfits_one_batch(tmp_path, tiny_config, one_batch_dataset, compute_dtype,
@@ -56,6 +57,7 @@ def test_tiny_overfits_one_batch(tmp_path, tiny_config, one_batch_dataset, compu
     assert json.loads((tmp_path / 'm' / 'config.json').read_text())['preset'] == 'tiny'
 
 
+@pytest.mark.trains
 def test_logged_learning_rate_follows_the_decay_and_log_every_zero_logs_only_the_end(
         tmp_path, tiny_config, one_batch_dataset):
     config = tiny_config.with_overrides(['train.log_every=1', 'train.checkpoint_every=0',
@@ -72,6 +74,7 @@ def test_logged_learning_rate_follows_the_decay_and_log_every_zero_logs_only_the
     assert [s for s, _ in quiet.metrics] == [3]
 
 
+@pytest.mark.trains
 @pytest.mark.slow
 def test_resume_is_exact_and_appends_to_the_same_mlflow_run(tmp_path, tiny_config, tiny_dataset,
                                                             monkeypatch):
@@ -129,6 +132,7 @@ def test_resume_is_exact_and_appends_to_the_same_mlflow_run(tmp_path, tiny_confi
     assert 'dataset/manifest.json' in listing('dataset')
 
 
+@pytest.mark.trains
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, tiny_config, tiny_dataset,
                                                           capsys):
     model_dir = tmp_path / 'm'
@@ -158,6 +162,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, tiny_config
         assert np.all(np.isfinite(value))
 
 
+@pytest.mark.trains
 def test_interrupt_saves_a_checkpoint_and_marks_the_run_killed(tmp_path, tiny_config,
                                                               tiny_dataset):
     config = tiny_config.with_overrides(['train.log_every=1', 'train.checkpoint_every=100'])
@@ -168,6 +173,7 @@ def test_interrupt_saves_a_checkpoint_and_marks_the_run_killed(tmp_path, tiny_co
     assert tf.train.latest_checkpoint(str(tmp_path / 'm')).endswith('ckpt-3')
 
 
+@pytest.mark.trains
 def test_resume_with_a_different_model_is_refused(tmp_path, tiny_config, tiny_dataset):
     train(tiny_config, str(tiny_dataset), tmp_path / 'm', 1, track=False, progress=False)
     other = tiny_config.with_overrides(['model.n_harmonics=8'])
@@ -175,6 +181,7 @@ def test_resume_with_a_different_model_is_refused(tmp_path, tiny_config, tiny_da
         train(other, str(tiny_dataset), tmp_path / 'm', 2, track=False, progress=False)
 
 
+@pytest.mark.trains
 def test_resume_with_other_arithmetic_warns(tmp_path, tiny_config, tiny_dataset, caplog):
     train(tiny_config, str(tiny_dataset), tmp_path / 'm', 1, track=False, progress=False)
     other = tiny_config.with_overrides(['train.jit_compile=true'])
@@ -215,6 +222,7 @@ def test_python_dash_m_entry_points_and_help_defaults():
     assert result.returncode == 0 and 'ddsp-sync' in result.stdout
 
 
+@pytest.mark.trains
 @pytest.mark.slow
 def test_sigint_saves_and_exits_130(tmp_path, tiny_dataset):
     import os
@@ -256,6 +264,7 @@ def test_sigint_saves_and_exits_130(tmp_path, tiny_dataset):
     assert f'interrupted at step {step}' in err  # the interrupted step itself was saved
 
 
+@pytest.mark.trains
 def test_eval_loss_and_early_stop_from_a_callback(tmp_path, tiny_config, tiny_dataset):
     from trainer.training.train import EarlyStop
 

@@ -124,6 +124,7 @@ def _result(stdout: str) -> dict:
 
 
 @pytest.mark.slow
+@pytest.mark.trains
 def test_mirrored_over_two_cpus_matches_single_device(tmp_path, tiny_dataset):
     proc = subprocess.run([sys.executable, '-c', MIRRORED_SCRIPT, str(tiny_dataset),
                            str(tmp_path)], capture_output=True, text=True, cwd=ROOT,
@@ -170,6 +171,7 @@ def _free_ports(n: int) -> list[int]:
 
 
 @pytest.mark.slow
+@pytest.mark.trains
 def test_multi_worker_two_local_processes(tmp_path, tiny_dataset):
     ports = _free_ports(2)
     workers = [f'127.0.0.1:{p}' for p in ports]

@@ -88,6 +88,7 @@ def test_lock_names_the_holder_and_takes_over_stale_locks(tmp_path, caplog):
 
 
 @pytest.mark.slow
+@pytest.mark.trains
 def test_second_run_on_a_model_dir_exits_2_and_the_first_is_unharmed(tmp_path, tiny_dataset):
     model_dir = tmp_path / 'm'
     uri = f'sqlite:///{tmp_path / "mlflow.db"}'
@@ -118,6 +119,7 @@ def test_second_run_on_a_model_dir_exits_2_and_the_first_is_unharmed(tmp_path, t
 
 
 @pytest.mark.slow
+@pytest.mark.trains
 def test_concurrent_runs_share_a_fresh_sqlite_store(tmp_path, tiny_dataset):
     uri = f'sqlite:///{tmp_path / "shared.db"}'
     procs = [_popen(_train_cmd(tiny_dataset, tmp_path / f'm{i}', 6, '--tracking_uri', uri,
@@ -154,6 +156,7 @@ def test_bad_config_or_data_leaves_no_model_dir(tmp_path, tiny_dataset, capsys):
 
 # ---- exactly-once metric history ---------------------------------------------------------------
 @pytest.mark.slow
+@pytest.mark.trains
 def test_kill_9_and_sigterm_then_resume_log_every_step_once_with_exact_weights(
         tmp_path, tiny_dataset, tiny_config):
     uri = f'sqlite:///{tmp_path / "mlflow.db"}'
@@ -229,6 +232,8 @@ def test_kill_9_and_sigterm_then_resume_log_every_step_once_with_exact_weights(
 
 # ---- tracking-server outages -------------------------------------------------------------------
 @pytest.mark.slow
+@pytest.mark.server
+@pytest.mark.trains
 def test_server_killed_and_restarted_mid_run_ends_with_the_whole_history(tmp_path,
                                                                          tiny_dataset):
     model_dir = tmp_path / 'm'
@@ -294,6 +299,8 @@ def test_server_killed_and_restarted_mid_run_ends_with_the_whole_history(tmp_pat
 
 
 @pytest.mark.slow
+@pytest.mark.server
+@pytest.mark.trains
 def test_outage_until_the_end_then_ddsp_sync_completes_the_server_run(tmp_path, tiny_dataset):
     from trainer.tracking.sync import main as sync_main
 
