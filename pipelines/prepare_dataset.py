@@ -85,9 +85,11 @@ def build_pipeline(pipeline: beam.Pipeline, entries: Sequence[InputEntry], outpu
     dead.append(failed.failed_inferences | 'CrepeDL' >> beam.FlatMapTuple(
         lambda batch, err: [steps.dead_letter(c, err, 'crepe') for c in batch]))
 
-    # The examples wait for their shard in spill files (a fresh folder for each job built),
-    # so that grouping them into shards holds references, not the bytes.
-    spill = FileSystems.join(output_dir, steps.SPILL_DIR, uuid.uuid4().hex)
+    # On a local runner the examples wait for their shard in spill files (a fresh folder for
+    # each job built), so that grouping them into shards holds references, not the bytes (a
+    # local runner holds a grouping in memory; Dataflow's shuffle does not).
+    spill = (os.path.join(steps.spill_root(output_dir), uuid.uuid4().hex)
+             if runner.is_local_runner(pipeline.options) else None)
     made = inferred | 'Examples' >> beam.ParDo(MakeExamples(opts, len(files), spill)).with_outputs(
         'records', 'stats', 'counts', 'files', 'precisions',
         main='main').with_exception_handling()
@@ -204,15 +206,19 @@ def prepare_dataset(input_patterns: Sequence[str] | str, output_dir: str,
         FileSystems.delete([manifest_path])  # the directory is not a valid dataset until done
     t0 = time.time()
 
+    local = runner.is_local_runner(beam_options) and not dry_run
+
     def build():  # again for each attempt (a job whose worker died is run again, whole)
+        if local:
+            steps.remove_spill(output_dir)  # a failed attempt's (its job has ended)
         pipeline = beam.Pipeline(options=beam_options)
         build_pipeline(pipeline, entries, output_dir, opts, input_patterns)
         return pipeline
 
     try:
         result = runner.run_and_wait(build, error=PrepareError)
-    finally:  # the job's own last step removes it; this covers a job that failed
-        if not dry_run:
+    finally:  # the job's own last step removes it; this covers a local job that failed
+        if local:
             steps.remove_spill(output_dir)
     if result is None:
         return None  # the runner only built the job (DataflowRunner --dry_run)

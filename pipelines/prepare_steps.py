@@ -97,14 +97,16 @@ SPILL_DIR = '.spill'  # under the output directory; removed when the job ends
 
 
 class Spill:
-    """Where a bundle's serialised examples wait for their shard: one file per bundle, the
-    records back to back, each referred to by ``(path, offset, length)``.
+    """Where a bundle's serialised examples wait for their shard on a local runner: one file
+    per bundle, the records back to back, each referred to by ``(path, offset, length)``.
 
     The shards are written after every example is made (a record's shard follows from its
-    split's size), so the job's grouping step holds every record at once; holding references
-    instead of the bytes keeps a local runner's memory flat however long the input (an hour of
-    audio is about 1 GB of examples). A retried bundle writes a new file; what a failed bundle
-    wrote is never referred to, and the whole spill folder goes when the job ends.
+    split's size), so the job's grouping step holds every record at once: a local runner holds
+    it in memory (Dataflow's shuffle does not), and references instead of the bytes keep its
+    memory flat however long the input (an hour of audio is about 1 GB of examples). A retried
+    bundle writes a new file; what a failed bundle wrote is never referred to, and the whole
+    spill folder goes when the job ends. A failed write fails the bundle (:meth:`check`), never
+    just the example: the file's offsets would no longer be known.
     """
 
     def __init__(self, folder: str):
@@ -112,24 +114,37 @@ class Spill:
         self._file = None
         self._path = None
         self._offset = 0
+        self._broken: Exception | None = None
 
     def put(self, data: bytes) -> tuple[str, int, int]:
-        if self._file is None:
-            import uuid
+        self.check()
+        try:
+            if self._file is None:
+                import uuid
 
-            self._path = FileSystems.join(self.folder, f'{uuid.uuid4().hex}.bin')
-            self._file = FileSystems.create(self._path, mime_type='application/octet-stream',
-                                            compression_type='uncompressed')
-            self._offset = 0
-        self._file.write(data)
+                self._path = FileSystems.join(self.folder, f'{uuid.uuid4().hex}.bin')
+                self._file = FileSystems.create(self._path,
+                                                mime_type='application/octet-stream',
+                                                compression_type='uncompressed')
+                self._offset = 0
+            self._file.write(data)
+        except Exception as e:
+            self._broken = e
+            raise
         ref = (self._path, self._offset, len(data))
         self._offset += len(data)
         return ref
 
+    def check(self) -> None:
+        """Raise the error a write met (the bundle fails, and is retried or fails the job)."""
+        if self._broken is not None:
+            raise OSError(f'writing the examples\' spill file {self._path} failed: '
+                          f'{self._broken}') from self._broken
+
     def close(self) -> None:
         if self._file is not None:
-            self._file.close()
-            self._file = None
+            file, self._file = self._file, None
+            file.close()
 
 
 class SpillReader:
@@ -158,17 +173,24 @@ class SpillReader:
         self._files = {}
 
 
-def remove_spill(output_dir: str) -> None:
-    """Remove the spill folder of ``output_dir`` (this job's, or one a crashed run left)."""
-    folder = FileSystems.join(output_dir, SPILL_DIR)
-    if '://' not in folder:
-        import shutil
+def spill_root(output_dir: str) -> str:
+    """The local folder where a local runner's job spills the examples of ``output_dir``:
+    ``OUTPUT_DIR/.spill``, or for a remote ``OUTPUT_DIR`` (``gs://...``) a folder of this
+    machine's temporary directory named by it (the job's workers are this machine's
+    processes; remote reads of the spill would cost a request per record)."""
+    if '://' not in output_dir:
+        return os.path.join(output_dir, SPILL_DIR)
+    import tempfile
 
-        shutil.rmtree(folder, ignore_errors=True)
-        return
-    matched = FileSystems.match([FileSystems.join(folder, '**')])[0].metadata_list
-    if matched:
-        FileSystems.delete([m.path for m in matched])
+    name = hashlib.sha256(output_dir.rstrip('/').encode()).hexdigest()[:16]
+    return os.path.join(tempfile.gettempdir(), 'ddsp-prepare-spill', name)
+
+
+def remove_spill(output_dir: str) -> None:
+    """Remove the spill folder of ``output_dir`` (this job's, or one a failed run left)."""
+    import shutil
+
+    shutil.rmtree(spill_root(output_dir), ignore_errors=True)
 
 
 class MakeExamples(beam.DoFn):
@@ -200,11 +222,24 @@ class MakeExamples(beam.DoFn):
         self._secs = 0.0
 
     def start_bundle(self):
+        self._close_spill()  # a bundle that failed before finish_bundle
         self._spill = Spill(self.spill_dir) if self.spill_dir else None
 
     def finish_bundle(self):
         if self._spill is not None:
+            self._spill.check()  # a failed write fails the bundle, not one example
             self._spill.close()  # before the bundle's outputs (its references) are committed
+
+    def teardown(self):
+        self._close_spill()
+
+    def _close_spill(self):
+        if self._spill is not None:
+            try:
+                self._spill.close()
+            except Exception:  # noqa: BLE001 - a failed bundle's file: never referred to
+                pass
+            self._spill = None
 
     def process(self, result):
         chunk = result.example

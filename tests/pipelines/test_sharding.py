@@ -95,3 +95,24 @@ def test_spilled_records_write_the_bytes_of_records_held_in_memory(tmp_path):
         f.truncate(50)
     with pytest.raises(OSError, match=r'\.bin: 100 bytes at offset 0 expected, 50 found'):
         list(steps.WriteShard(str(spilled)).process((('train', 0, 1), [(keys[0], ref)])))
+
+
+def test_a_failed_spill_write_fails_the_bundle_and_remote_outputs_spill_locally(tmp_path):
+    """A write that fails makes every later use of the bundle's spill raise (the bundle fails,
+    is retried or fails the job; an example is never dead-lettered for it, and no later record
+    gets an offset past unknown bytes); a gs:// output spills to this machine's temporary
+    folder, one per output directory."""
+    import pytest
+
+    blocker = tmp_path / 'not-a-folder'
+    blocker.write_text('x')
+    spill = steps.Spill(str(blocker / 'job'))  # its files cannot be created under a file
+    with pytest.raises(OSError):
+        spill.put(b'record')
+    with pytest.raises(OSError, match='spill file'):
+        spill.check()
+    with pytest.raises(OSError, match='spill file'):
+        spill.put(b'next record')
+    a, b = steps.spill_root('gs://bucket/data/violin'), steps.spill_root('gs://bucket/data/x')
+    assert '://' not in a and a != b and a == steps.spill_root('gs://bucket/data/violin/')
+    assert steps.spill_root(str(tmp_path)) == os.path.join(str(tmp_path), steps.SPILL_DIR)
