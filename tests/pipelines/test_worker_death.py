@@ -31,7 +31,7 @@ FLAGS = ['--crepe_capacity', 'tiny', '--chunk_secs', '1.0', '--eval_fraction', '
 TWO_PROCESSES = ['--runner', 'DirectRunner', '--direct_running_mode', 'multi_processing',
                  '--direct_num_workers', '2']
 # with the watch broken the job waits for ever: the test gives up long before that
-TIMEOUT_S = 90
+TIMEOUT_S = 240  # a job and its retry take 30-40 s alone, several times that beside other work
 
 KILL_ONCE = '''
 import os
