@@ -64,6 +64,10 @@ class EvaluationModelHandler(ModelHandler[tuple, PredictionResult, Any]):
 
         claim_worker_gpus()  # a local worker's own GPU(s), before TensorFlow starts
         runtime.import_tensorflow()
+        from ddsp_core.f0 import resolve_crepe_precision
+
+        # 'auto' for this worker's hardware, once (not for every batch)
+        self.crepe_precision = resolve_crepe_precision(self.crepe_precision)
         return TrainedModel.load(self.model_spec, self.example_secs, self.tracking_uri)
 
     def run_inference(self, batch: Sequence[tuple], model: Any,

@@ -97,8 +97,9 @@ SPILL_DIR = '.spill'  # under the output directory; removed when the job ends
 
 
 class Spill:
-    """Where a bundle's serialised examples wait for their shard on a local runner: one file
-    per bundle, the records back to back, each referred to by ``(path, offset, length)``.
+    """Where a bundle's serialised examples wait for their shard on a local runner: one local
+    file per bundle (under :func:`spill_root`), the records back to back, each referred to by
+    ``(path, offset, length)``.
 
     The shards are written after every example is made (a record's shard follows from its
     split's size), so the job's grouping step holds every record at once: a local runner holds
@@ -112,8 +113,6 @@ class Spill:
     def __init__(self, folder: str):
         self.folder = folder
         self._file = None
-        self._path = None
-        self._offset = 0
         self._broken: Exception | None = None
 
     def put(self, data: bytes) -> tuple[str, int, int]:
@@ -122,23 +121,20 @@ class Spill:
             if self._file is None:
                 import uuid
 
-                self._path = FileSystems.join(self.folder, f'{uuid.uuid4().hex}.bin')
-                self._file = FileSystems.create(self._path,
-                                                mime_type='application/octet-stream',
-                                                compression_type='uncompressed')
-                self._offset = 0
+                os.makedirs(self.folder, exist_ok=True)
+                self._file = open(os.path.join(self.folder, f'{uuid.uuid4().hex}.bin'), 'wb')
+            offset = self._file.tell()
             self._file.write(data)
         except Exception as e:
             self._broken = e
             raise
-        ref = (self._path, self._offset, len(data))
-        self._offset += len(data)
-        return ref
+        return self._file.name, offset, len(data)
 
     def check(self) -> None:
         """Raise the error a write met (the bundle fails, and is retried or fails the job)."""
         if self._broken is not None:
-            raise OSError(f'writing the examples\' spill file {self._path} failed: '
+            name = self._file.name if self._file is not None else self.folder
+            raise OSError(f'writing the examples\' spill file {name} failed: '
                           f'{self._broken}') from self._broken
 
     def close(self) -> None:
@@ -158,8 +154,7 @@ class SpillReader:
         path, offset, length = ref
         f = self._files.get(path)
         if f is None:
-            f = self._files[path] = FileSystems.open(
-                path, mime_type='application/octet-stream', compression_type='uncompressed')
+            f = self._files[path] = open(path, 'rb')  # a local file (spill_root)
         f.seek(offset)
         data = f.read(length)
         if len(data) != length:

@@ -205,6 +205,9 @@ def evaluate(model, source, crepe_capacity: Optional[str] = None, batch_size: in
                          f'{data.example_secs:g} s at {data.sample_rate} Hz, {data.frame_rate} '
                          'frames/s')
     capacity = crepe_capacity or default_crepe_capacity(source.manifest or model.manifest)
+    from ddsp_core.f0 import resolve_crepe_precision
+
+    crepe_precision = resolve_crepe_precision(crepe_precision)  # once, not per batch
     total = source.manifest.split_examples(source.split) if (source.manifest and
                                                               source.split) else None
     if max_examples is not None:
