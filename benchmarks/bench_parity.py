@@ -25,8 +25,11 @@ Stages (each its own sub-command; ``all`` runs them in order; every stage reads 
    the wall-clock of each checkpoint (the checkpoint files' times from the start of the
    training process, the first step's tracing included for both),
    written to --json (default ``benchmarks/results/parity.json``), a plot (held-out loss
-   against steps and against wall-clock; ``parity.png`` beside the JSON) and an MLflow run
-   (SQLite store in --out; metrics per step, the plot and the JSON).
+   against steps and against wall-clock; ``parity.png`` beside the JSON), a listening report
+   (``listening_report.html`` and ``listen/`` in --out: --listen held-out examples, the
+   original and both models' resynthesis at the last checkpoint, with spectrograms) and an
+   MLflow run (SQLite store in --out; metrics per step, the plot, the JSON, the report and its
+   audio).
 
 The two trainings run one after the other, never side by side (``nice -n 15`` on a shared
 machine). The scratch environment, outside the project::
@@ -65,6 +68,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks import common  # noqa: E402 - after the path insert
 
 EXPERIMENT = 'ddsp-bench-parity'
+MODELS = ('reference', 'ours')
 STAGES = ('prepare', 'train-reference', 'train-ours', 'resynth', 'judge', 'report')
 
 
@@ -284,10 +288,56 @@ def stage_report(args) -> None:
     json_path.write_text(json.dumps(report, indent=2) + '\n')
     png = json_path.with_suffix('.png')
     _plot(curves, png)
-    _log_mlflow(args, report, json_path, png)
+    html = listening_report(args, judged, both[-1]) if both else None
+    _log_mlflow(args, report, json_path, png, html)
     print(json.dumps({k: report[k] for k in ('ours_over_reference_loss', 'training_wall_s',
                                              'seconds_per_step')}, indent=1))
     print(f'wrote {json_path} and {png}')
+
+
+def listening_report(args, judged: dict, step: int) -> Path | None:
+    """Both models' resynthesis of ``--listen`` held-out examples (spread over the set) at
+    checkpoint ``step``, side by side with the original: ``listen/<example>/{original,
+    reference,ours}.wav`` and spectrogram PNGs, and ``listening_report.html`` (ddsp-compare's
+    page, everything embedded) in ``--out``. None when ``--listen`` is 0."""
+    from trainer.experiments.compare import data_uri, render_listening_page
+    from trainer.tracking.artifacts import spectrogram_comparison_png, write_wav
+
+    if args.listen <= 0:
+        return None
+    data = {name: np.load(args.out / name / f'step_{step}.npz') for name in MODELS}
+    original = data['ours']['audio']
+    if not np.allclose(original, data['reference']['audio'], atol=1e-6):
+        sys.exit('bench_parity: error: the two models\' held-out examples differ '
+                 f"(ours/step_{step}.npz, reference/step_{step}.npz)")
+    picks = sorted(set(np.linspace(0, len(original) - 1, args.listen).round().astype(int)))
+    folder = args.out / 'listen'
+    rows = []
+    for i in picks:
+        name = f'example_{i:03d}'
+        write_wav(folder / name / 'original.wav', original[i], 16000)
+        cells = []
+        for model in MODELS:
+            audio = data[model]['resynthesis'][i]
+            wav = write_wav(folder / name / f'{model}.wav', audio, 16000)
+            png = spectrogram_comparison_png(folder / name / f'{model}.png', original[i], audio,
+                                             16000, labels=('original', f'{model}, step {step}'))
+            cells.append({'run': f'{model}, step {step}',
+                          'value': judged[model][str(step)]['per_example'][i],
+                          'audio': data_uri(str(wav), 'audio/wav'),
+                          'png': data_uri(str(png), 'image/png')})
+        rows.append({'name': f'held-out example {i} of {len(original)}',
+                     'original': data_uri(str(folder / name / 'original.wav'), 'audio/wav'),
+                     'cells': cells})
+    html = args.out / 'listening_report.html'
+    html.write_text(render_listening_page(
+        f'Training parity: the reference and ours at step {step}', "reference's SpectralLoss",
+        rows, f'The same held-out examples resynthesised by the reference\'s solo_instrument '
+              f'model and by ours, both after {step} steps of the same data, batch '
+              f'{args.batch_size} and learning rate {args.lr}; each cell shows that '
+              "example's loss (lower is better) and the original's and the resynthesis' "
+              'spectrograms.'))
+    return html
 
 
 def _plot(curves: dict, png: Path) -> None:
@@ -317,7 +367,7 @@ def _plot(curves: dict, png: Path) -> None:
     plt.close(fig)
 
 
-def _log_mlflow(args, report: dict, json_path: Path, png: Path) -> None:
+def _log_mlflow(args, report: dict, json_path: Path, png: Path, html: Path | None) -> None:
     from trainer.tracking.store import ensure_experiment, make_client, quiet_mlflow_logging
 
     quiet_mlflow_logging()
@@ -336,6 +386,9 @@ def _log_mlflow(args, report: dict, json_path: Path, png: Path) -> None:
         client.log_param(run_id, key, value)
     client.log_artifact(run_id, str(json_path))
     client.log_artifact(run_id, str(png))
+    if html is not None:  # MLflow's artifact viewer plays the .wav files and the page's audio
+        client.log_artifact(run_id, str(html))
+        client.log_artifacts(run_id, str(args.out / 'listen'), 'listen')
     client.set_terminated(run_id)
     print(f"MLflow: run {run_id} in {args.out / 'mlflow.db'}", flush=True)
 
@@ -356,6 +409,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--metric_examples', type=int, default=16,
                    help="ddsp-eval's metrics on the first this many held-out examples (CREPE "
                         'tracks the f0 of both the original and the resynthesis); 0: all')
+    p.add_argument('--listen', type=int, default=4,
+                   help='held-out examples in the listening report (both models at the last '
+                        'checkpoint, side by side with the original); 0: none')
     p.add_argument('--ref_python', default='/tmp/refparity/bin/python',
                    help="the scratch environment's python")
     p.add_argument('--ref_src', type=Path, default=Path('/tmp/refddsp'),

@@ -70,13 +70,21 @@ def build_pipeline(pipeline: beam.Pipeline, entries: Sequence[InputEntry], outpu
     files = [(e.path, e.key) for e in entries if e.kind == FILE]
     split_method = splitting.choose_method([key for _path, key in files], opts)
     dead = []
+    # On a local runner the chunks' audio and then the examples wait in spill files (a fresh
+    # folder for each job built), so that the runner's groupings (the reshuffle that spreads a
+    # file's chunks, the shards) hold references, not the bytes (a local runner holds a grouping
+    # in memory; Dataflow's shuffle does not).
+    spill = (os.path.join(steps.spill_root(output_dir), uuid.uuid4().hex)
+             if runner.is_local_runner(pipeline.options) else None)
     decoded = (pipeline
                | 'Files' >> beam.Create(files)
-               | 'Decode' >> beam.ParDo(DecodeFile(opts, split_method)).with_exception_handling(
-                   partial=True, exc_class=DECODE_BAD_INPUT))
+               | 'Decode' >> beam.ParDo(DecodeFile(opts, split_method, spill))
+               .with_exception_handling(partial=True, exc_class=DECODE_BAD_INPUT))
     dead.append(decoded.bad | 'DecodeDL' >> beam.MapTuple(
         lambda el, err: steps.dead_letter(el, err, 'decode')))
     chunks = decoded.good | 'Spread' >> beam.Reshuffle()
+    if spill:
+        chunks = chunks | 'Unspill' >> beam.ParDo(steps.LoadChunkAudio())
 
     handler = CrepeModelHandler(opts.crepe_capacity, opts.frame_rate, opts.inference_batch_size,
                                 precision=opts.crepe_precision, crepe_rate=opts.crepe_rate)
@@ -85,11 +93,6 @@ def build_pipeline(pipeline: beam.Pipeline, entries: Sequence[InputEntry], outpu
     dead.append(failed.failed_inferences | 'CrepeDL' >> beam.FlatMapTuple(
         lambda batch, err: [steps.dead_letter(c, err, 'crepe') for c in batch]))
 
-    # On a local runner the examples wait for their shard in spill files (a fresh folder for
-    # each job built), so that grouping them into shards holds references, not the bytes (a
-    # local runner holds a grouping in memory; Dataflow's shuffle does not).
-    spill = (os.path.join(steps.spill_root(output_dir), uuid.uuid4().hex)
-             if runner.is_local_runner(pipeline.options) else None)
     made = inferred | 'Examples' >> beam.ParDo(MakeExamples(opts, len(files), spill)).with_outputs(
         'records', 'stats', 'counts', 'files', 'precisions',
         main='main').with_exception_handling()

@@ -13,9 +13,10 @@ import json
 import os
 import sys
 import time
-from typing import Any, Iterable
+from typing import Any, Iterable, NamedTuple
 
 import apache_beam as beam
+import numpy as np
 import soundfile as sf
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
@@ -57,54 +58,21 @@ def dead_letter(element: Any, error: Any, stage: str) -> dict:
 
 
 # ---- DoFns -------------------------------------------------------------------------------------
-class DecodeFile(beam.DoFn):
-    """(path, split_key) -> chunk dicts. Validates the whole file before emitting anything.
-    Each chunk carries the file's split plan (:func:`pipelines.splitting.plan_file` by
-    ``split_method``)."""
-
-    def __init__(self, opts: PrepareOptions, split_method: str = splitting.FILE):
-        self.opts = opts
-        self.split_method = split_method
-        self.files = Metrics.counter(NAMESPACE, 'files_decoded')
-        self.chunks = Metrics.counter(NAMESPACE, 'chunks')
-        self.seconds = Metrics.distribution(NAMESPACE, 'file_ms')
-
-    def process(self, element):
-        path, key = element
-        opts = self.opts
-        info = audio_io.scan_audio(path, opts.min_secs)
-        n = audio_io.resampled_length(info.n_samples, info.sample_rate, opts.sample_rate)
-        plan = splitting.plan_file(key, n, opts, self.split_method)
-        specs = chunking.plan_chunks(n, opts)
-        rates, lengths, hops = [opts.sample_rate], [n], [opts.hop_samples]
-        if opts.needs_16k:
-            rates.append(CREPE_SAMPLE_RATE)
-            lengths.append(audio_io.resampled_length(info.n_samples, info.sample_rate,
-                                                     CREPE_SAMPLE_RATE))
-            hops.append(opts.hop_16k)
-        self.files.inc()
-        self.seconds.update(int(info.seconds * 1000))
-        blocks = audio_io.stream_resampled(path, tuple(rates))
-        for spec, segs in chunking.iter_chunk_audio(blocks, tuple(lengths), tuple(hops), specs):
-            self.chunks.inc()
-            yield {'path': path, 'key': key, 'split': plan.split, 'plan': plan,
-                   'n_samples': n, 'seconds': info.seconds,
-                   'sha256': info.sha256, 'source_rate': info.sample_rate, 'spec': spec,
-                   'audio': segs[0], 'audio_16k': segs[1] if len(segs) > 1 else None}
-
-
 SPILL_DIR = '.spill'  # under the output directory; removed when the job ends
 
 
 class Spill:
-    """Where a bundle's serialised examples wait for their shard on a local runner: one local
-    file per bundle (under :func:`spill_root`), the records back to back, each referred to by
-    ``(path, offset, length)``.
+    """Where a bundle's data waits on a local runner while the job groups it: one local file per
+    bundle (under :func:`spill_root`), the items back to back, each referred to by ``(path,
+    offset, length)``. Two steps spill: ``DecodeFile`` (the chunks' decoded audio, across the
+    reshuffle that spreads a file's chunks over the workers) and ``MakeExamples`` (the
+    serialised examples, until their shard is written).
 
-    The shards are written after every example is made (a record's shard follows from its
-    split's size), so the job's grouping step holds every record at once: a local runner holds
-    it in memory (Dataflow's shuffle does not), and references instead of the bytes keep its
-    memory flat however long the input (an hour of audio is about 1 GB of examples). A retried
+    A local runner holds a grouping in memory (Dataflow's shuffle does not): the shards are
+    written after every example is made (a record's shard follows from its split's size), and
+    the reshuffle holds a file's chunks until the file is decoded, so without the spill both
+    would hold the whole input (an hour of audio is about 1 GB of examples and 0.3 GB of
+    decoded chunks); with it they hold references and memory stays flat. A retried
     bundle writes a new file; what a failed bundle wrote is never referred to, and the whole
     spill folder goes when the job ends. A failed write fails the bundle (:meth:`check`), never
     just the example: the file's offsets would no longer be known.
@@ -134,7 +102,7 @@ class Spill:
         """Raise the error a write met (the bundle fails, and is retried or fails the job)."""
         if self._broken is not None:
             name = self._file.name if self._file is not None else self.folder
-            raise OSError(f'writing the examples\' spill file {name} failed: '
+            raise OSError(f'writing the spill file {name} failed: '
                           f'{self._broken}') from self._broken
 
     def close(self) -> None:
@@ -188,7 +156,116 @@ def remove_spill(output_dir: str) -> None:
     shutil.rmtree(spill_root(output_dir), ignore_errors=True)
 
 
-class MakeExamples(beam.DoFn):
+class _SpillingDoFn(beam.DoFn):
+    """A DoFn whose bundles write one :class:`Spill` file each when ``spill_dir`` is set (local
+    runners): opened lazily by the bundle's first write, closed, and its write errors raised,
+    before the bundle's outputs (the references into it) are committed."""
+
+    def __init__(self, spill_dir: str | None = None):
+        self.spill_dir = spill_dir
+        self._spill = None
+
+    def start_bundle(self):
+        self._close_spill()  # a bundle that failed before finish_bundle
+        self._spill = Spill(self.spill_dir) if self.spill_dir else None
+
+    def finish_bundle(self):
+        if self._spill is not None:
+            self._spill.check()  # a failed write fails the bundle, not one element
+            self._spill.close()  # before the bundle's outputs (its references) are committed
+
+    def teardown(self):
+        self._close_spill()
+
+    def _close_spill(self):
+        if self._spill is not None:
+            try:
+                self._spill.close()
+            except Exception:  # noqa: BLE001 - a failed bundle's file: never referred to
+                pass
+            self._spill = None
+
+
+class SpilledAudio(NamedTuple):
+    """A float32 audio segment in a :class:`Spill` file (``DecodeFile`` on a local runner)."""
+
+    path: str
+    offset: int
+    length: int
+
+
+class LoadChunkAudio(beam.DoFn):
+    """Chunk dicts whose audio is :class:`SpilledAudio` -> the same chunks with the arrays read
+    back (after the reshuffle, so that the runner's grouping held references, not an hour of
+    decoded audio). A spill file that cannot be read fails the bundle."""
+
+    def start_bundle(self):
+        self._reader = SpillReader()
+
+    def finish_bundle(self):
+        self._reader.close()
+
+    def teardown(self):
+        if getattr(self, '_reader', None) is not None:
+            self._reader.close()
+
+    def process(self, chunk):
+        loaded = dict(chunk)
+        for name in ('audio', 'audio_16k'):
+            if isinstance(chunk.get(name), SpilledAudio):
+                loaded[name] = np.frombuffer(self._reader.get(chunk[name]), np.float32).copy()
+        yield loaded
+
+
+class DecodeFile(_SpillingDoFn):
+    """(path, split_key) -> chunk dicts. Validates the whole file before emitting anything.
+    Each chunk carries the file's split plan (:func:`pipelines.splitting.plan_file` by
+    ``split_method``). With ``spill_dir`` (local runners) a chunk's audio waits in a
+    :class:`Spill` file and the chunk carries :class:`SpilledAudio` references instead
+    (:class:`LoadChunkAudio` reads them back after the job's reshuffle)."""
+
+    def __init__(self, opts: PrepareOptions, split_method: str = splitting.FILE,
+                 spill_dir: str | None = None):
+        super().__init__(spill_dir)
+        self.opts = opts
+        self.split_method = split_method
+        self.files = Metrics.counter(NAMESPACE, 'files_decoded')
+        self.chunks = Metrics.counter(NAMESPACE, 'chunks')
+        self.seconds = Metrics.distribution(NAMESPACE, 'file_ms')
+
+    def process(self, element):
+        path, key = element
+        opts = self.opts
+        info = audio_io.scan_audio(path, opts.min_secs)
+        n = audio_io.resampled_length(info.n_samples, info.sample_rate, opts.sample_rate)
+        plan = splitting.plan_file(key, n, opts, self.split_method)
+        specs = chunking.plan_chunks(n, opts)
+        rates, lengths, hops = [opts.sample_rate], [n], [opts.hop_samples]
+        if opts.needs_16k:
+            rates.append(CREPE_SAMPLE_RATE)
+            lengths.append(audio_io.resampled_length(info.n_samples, info.sample_rate,
+                                                     CREPE_SAMPLE_RATE))
+            hops.append(opts.hop_16k)
+        self.files.inc()
+        self.seconds.update(int(info.seconds * 1000))
+        blocks = audio_io.stream_resampled(path, tuple(rates))
+        for spec, segs in chunking.iter_chunk_audio(blocks, tuple(lengths), tuple(hops), specs):
+            self.chunks.inc()
+            yield {'path': path, 'key': key, 'split': plan.split, 'plan': plan,
+                   'n_samples': n, 'seconds': info.seconds,
+                   'sha256': info.sha256, 'source_rate': info.sample_rate, 'spec': spec,
+                   'audio': self._keep(segs[0]),
+                   'audio_16k': self._keep(segs[1]) if len(segs) > 1 else None}
+
+    def _keep(self, audio: np.ndarray):
+        """The segment itself, or on a local runner a reference to it in this bundle's spill."""
+        if self._spill is None:
+            return audio
+        audio = np.ascontiguousarray(audio, dtype=np.float32)
+        return SpilledAudio(*self._spill.put(audio.tobytes()))
+
+
+class MakeExamples(_SpillingDoFn):
     """PredictionResult(chunk, activations) -> tagged outputs of
     :func:`pipelines.examples.chunk_examples`: 'records' ``(split, (sort_key, bytes))`` (with
     ``spill_dir``: ``(split, (sort_key, (path, offset, length)))``, the bytes in a
@@ -198,10 +275,9 @@ class MakeExamples(beam.DoFn):
 
     def __init__(self, opts: PrepareOptions, total_files: int = 0,
                  spill_dir: str | None = None):
+        super().__init__(spill_dir)
         self.opts = opts
         self.total_files = total_files
-        self.spill_dir = spill_dir
-        self._spill = None
         self.examples = Metrics.counter(NAMESPACE, 'examples')
         self.frames = Metrics.counter(NAMESPACE, 'frames')
         self.dropped = Metrics.counter(NAMESPACE, 'windows_dropped_silent')
@@ -215,26 +291,6 @@ class MakeExamples(beam.DoFn):
         self._last = 0.0
         self._chunks = 0
         self._secs = 0.0
-
-    def start_bundle(self):
-        self._close_spill()  # a bundle that failed before finish_bundle
-        self._spill = Spill(self.spill_dir) if self.spill_dir else None
-
-    def finish_bundle(self):
-        if self._spill is not None:
-            self._spill.check()  # a failed write fails the bundle, not one example
-            self._spill.close()  # before the bundle's outputs (its references) are committed
-
-    def teardown(self):
-        self._close_spill()
-
-    def _close_spill(self):
-        if self._spill is not None:
-            try:
-                self._spill.close()
-            except Exception:  # noqa: BLE001 - a failed bundle's file: never referred to
-                pass
-            self._spill = None
 
     def process(self, result):
         chunk = result.example

@@ -116,3 +116,49 @@ def test_a_failed_spill_write_fails_the_bundle_and_remote_outputs_spill_locally(
     a, b = steps.spill_root('gs://bucket/data/violin'), steps.spill_root('gs://bucket/data/x')
     assert '://' not in a and a != b and a == steps.spill_root('gs://bucket/data/violin/')
     assert steps.spill_root(str(tmp_path)) == os.path.join(str(tmp_path), steps.SPILL_DIR)
+
+
+def test_decoded_chunks_cross_the_reshuffle_as_spill_references(tmp_path):
+    """On a local runner ``DecodeFile`` puts each chunk's audio (both rates) in its bundle's
+    spill file and emits references, so the reshuffle holds a few bytes per chunk, not the
+    decoded file; ``LoadChunkAudio`` gives back exactly the arrays of an unspilled decode, and
+    a spill file cut short is an error naming it."""
+    import pickle
+
+    import numpy as np
+    import pytest
+    import soundfile as sf
+
+    from pipelines.options import PrepareOptions
+
+    sr = 44100
+    t = np.arange(int(7.3 * sr)) / sr
+    path = str(tmp_path / 'tone.wav')
+    sf.write(path, (0.3 * np.sin(2 * np.pi * 330 * t)).astype(np.float32), sr, subtype='FLOAT')
+    opts = PrepareOptions(sample_rate=48000, frame_rate=250, chunk_secs=2.0)  # two streams
+    held = list(steps.DecodeFile(opts).process((path, 'tone.wav')))
+    decode = steps.DecodeFile(opts, spill_dir=str(tmp_path / 'spill' / 'job'))
+    decode.start_bundle()
+    spilled = list(decode.process((path, 'tone.wav')))
+    decode.finish_bundle()  # closes the bundle's file before its references are committed
+    assert len(spilled) == len(held) >= 3
+    assert all(isinstance(c[k], steps.SpilledAudio)
+               for c in spilled for k in ('audio', 'audio_16k'))
+    assert len(os.listdir(tmp_path / 'spill' / 'job')) == 1  # one file for the bundle
+    assert max(len(pickle.dumps(c)) for c in spilled) < 2000 < min(
+        len(pickle.dumps(c)) for c in held)
+    load = steps.LoadChunkAudio()
+    load.start_bundle()
+    loaded = [out for c in spilled for out in load.process(c)]
+    load.finish_bundle()
+    for a, b in zip(held, loaded, strict=True):
+        assert a['spec'] == b['spec'] and a['path'] == b['path']
+        for k in ('audio', 'audio_16k'):
+            assert b[k].dtype == np.float32 and b[k].flags.writeable
+            np.testing.assert_array_equal(a[k], b[k])
+    ref = spilled[-1]['audio_16k']
+    with open(ref.path, 'r+b') as f:
+        f.truncate(ref.offset + 10)
+    load.start_bundle()
+    with pytest.raises(OSError, match=r'\.bin: \d+ bytes at offset \d+ expected, \d+ found'):
+        list(load.process(spilled[-1]))

@@ -196,7 +196,8 @@ def _listen_files(client, run_id: str) -> tuple[Optional[str], list[str]]:
     return None, []
 
 
-def _data_uri(path: str, mime: str) -> str:
+def data_uri(path: str, mime: str) -> str:
+    """A file as a ``data:`` URI (so a page plays or shows it from MLflow's artifact viewer)."""
     return f'data:{mime};base64,' + base64.b64encode(Path(path).read_bytes()).decode()
 
 
@@ -224,18 +225,29 @@ def listening_report(client, rows: Sequence[RunRow], metric: str, title: str,
                     files = {p.name: str(p) for p in Path(local).iterdir()}
                 name = 'latest training summary' if example == '.' else example
                 if 'original.wav' in files and name not in originals:
-                    originals[name] = _data_uri(files['original.wav'], 'audio/wav')
+                    originals[name] = data_uri(files['original.wav'], 'audio/wav')
                 entry = {}
                 if 'resynthesis.wav' in files:
-                    entry['audio'] = _data_uri(files['resynthesis.wav'], 'audio/wav')
+                    entry['audio'] = data_uri(files['resynthesis.wav'], 'audio/wav')
                 if 'spectrogram.png' in files:
-                    entry['png'] = _data_uri(files['spectrogram.png'], 'image/png')
+                    entry['png'] = data_uri(files['spectrogram.png'], 'image/png')
                 cells.setdefault(name, []).append((r, entry))
     examples = [{'name': name,
                  'original': originals.get(name),
                  'cells': [{'run': r.name, 'value': r.final, **entry} for r, entry in entries]}
                 for name, entries in sorted(cells.items())]
-    return _report_template().render(title=title, metric=metric, n_runs=len(chosen),
+    return render_listening_page(
+        title, metric, examples,
+        f'{len(chosen)} runs, best {metric} first; each row plays the original, then every '
+        "run's resynthesis of the same example.")
+
+
+def render_listening_page(title: str, metric: str, examples: Sequence[dict], intro: str) -> str:
+    """The self-contained listening page (``templates/listening_report.html``).
+
+    ``examples``: ``{'name', 'original': data URI or None, 'cells': [{'run', 'value' (the
+    example's ``metric``), 'audio'?, 'png'?: data URIs}]}``, one row per example."""
+    return _report_template().render(title=title, metric=metric, intro=intro,
                                       examples=examples)
 
 

@@ -313,6 +313,7 @@ def test_listening_report_escapes_what_users_named(tmp_path):
     assert 'strings &amp; &#34;quotes&#34;' in report
     assert '<title>title &lt;i&gt;x&lt;/i&gt;</title>' in report
     assert 'eval/&lt;loss&gt; 0.25' in report and 'eval/&lt;loss&gt; 0.5' in report
+    assert '<p>2 runs, best eval/&lt;loss&gt; first;' in report
     # the original once, then each run's resynthesis, each with its spectrogram
     assert len(re.findall(r'<audio controls', report)) == 1 + 2
     assert len(re.findall(r'<img alt="spectrogram"', report)) == 2

@@ -1,0 +1,60 @@
+"""bench_parity's listening report: both models' resynthesis of the same held-out examples at
+one checkpoint, side by side with the original (no training here: the harness' npz files are
+made up)."""
+
+import argparse
+import re
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from benchmarks import bench_parity
+
+
+def _harness(tmp_path, n=9, step=40):
+    t = np.arange(16000) / 16000
+    original = np.stack([0.5 * np.sin(2 * np.pi * (220 + 20 * i) * t) for i in range(n)])
+    rng = np.random.default_rng(0)
+    for name, scale in (('reference', 0.1), ('ours', 0.3)):
+        (tmp_path / name).mkdir()
+        np.savez(tmp_path / name / f'step_{step}.npz', audio=original,
+                 resynthesis=(scale * original + 0.01 * rng.standard_normal(original.shape))
+                 .astype(np.float32))
+    judged = {name: {str(step): {'spectral_loss': 0.0,
+                                 'per_example': [offset + i for i in range(n)]}}
+              for name, offset in (('reference', 100.0), ('ours', 200.0))}
+    args = argparse.Namespace(out=tmp_path, listen=3, batch_size=8, lr=3e-4)
+    return args, judged, original
+
+
+def test_listening_report_puts_both_models_beside_the_original(tmp_path):
+    args, judged, original = _harness(tmp_path)
+    html = bench_parity.listening_report(args, judged, 40).read_text()
+    picks = [0, 4, 8]  # spread over the 9 held-out examples
+    for i in picks:
+        folder = tmp_path / 'listen' / f'example_{i:03d}'
+        got, rate = sf.read(folder / 'original.wav', dtype='float32')
+        assert rate == 16000 and np.abs(got - original[i]).max() < 1e-4
+        ours, _ = sf.read(folder / 'ours.wav', dtype='float32')
+        reference, _ = sf.read(folder / 'reference.wav', dtype='float32')
+        # each model's own output (0.3 and 0.1 of the original), not swapped
+        assert 0.12 < np.abs(ours).max() < 0.2 and 0.03 < np.abs(reference).max() < 0.09
+        assert (folder / 'ours.png').stat().st_size > 10_000
+        assert f'held-out example {i} of 9' in html
+        # each cell shows that example's loss as the reference's SpectralLoss judged it
+        assert f'SpectralLoss {100 + i:.4g}' in html and f'SpectralLoss {200 + i:.4g}' in html
+    assert len(re.findall(r'<audio controls', html)) == 3 * len(picks)
+    assert len(re.findall(r'<img alt="spectrogram"', html)) == 2 * len(picks)
+    assert html.index('reference, step 40') < html.index('ours, step 40')
+
+
+def test_listening_report_refuses_different_held_out_examples(tmp_path):
+    args, judged, original = _harness(tmp_path)
+    data = dict(np.load(tmp_path / 'ours' / 'step_40.npz'))
+    data['audio'] = data['audio'][::-1]
+    np.savez(tmp_path / 'ours' / 'step_40.npz', **data)
+    with pytest.raises(SystemExit, match='held-out examples differ'):
+        bench_parity.listening_report(args, judged, 40)
+    args.listen = 0
+    assert bench_parity.listening_report(args, judged, 40) is None
