@@ -305,7 +305,7 @@ def listening_report(args, judged: dict, step: int) -> Path | None:
 
     if args.listen <= 0:
         return None
-    data = {name: np.load(args.out / name / f'step_{step}.npz') for name in MODELS}
+    data = {name: dict(np.load(args.out / name / f'step_{step}.npz')) for name in MODELS}
     original = data['ours']['audio']
     if not np.allclose(original, data['reference']['audio'], atol=1e-6):
         sys.exit('bench_parity: error: the two models\' held-out examples differ '

@@ -48,6 +48,7 @@ def test_dataflow_job_contains_every_step_and_stages_the_package(tmp_path):
     for step in ('Decode', 'Spread', 'CREPE', 'Examples', 'AssignShard', 'GroupShards',
                  'WriteShards', 'EmptySplits', 'SilentDL', 'Stats', 'Manifest'):
         assert step in top, step
+    assert 'Unspill' not in top  # Dataflow's shuffle holds the chunks: nothing spills there
     staged = str(job.proto_pipeline.components.environments)
     assert 'workflow.tar.gz' in staged  # --setup_file ships this package to the workers
     # --requirements_file ships the lock: workers install exactly the launcher's versions.

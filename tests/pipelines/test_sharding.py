@@ -162,3 +162,42 @@ def test_decoded_chunks_cross_the_reshuffle_as_spill_references(tmp_path):
     load.start_bundle()
     with pytest.raises(OSError, match=r'\.bin: \d+ bytes at offset \d+ expected, \d+ found'):
         list(load.process(spilled[-1]))
+
+
+def _spill_dirs(options_args, tmp_path):
+    """The job's DoFns that spill (by their label) and their spill folders, for a job built (not
+    run) with ``options_args``."""
+    import apache_beam as beam
+    import numpy as np
+    import soundfile as sf
+
+    from pipelines import prepare_dataset as prep
+    from pipelines.options import PrepareOptions
+
+    sf.write(str(tmp_path / 'a.wav'), np.full(16000, 0.1, np.float32), 16000)
+    pipeline = beam.Pipeline(options=prep._pipeline_options(options_args))
+    prep.build_pipeline(pipeline, prep.expand_inputs([str(tmp_path / '*.wav')]),
+                        str(tmp_path / 'out'), PrepareOptions(), ['x'])
+    found = {}
+
+    class Visitor(beam.pipeline.PipelineVisitor):
+        def visit_transform(self, node):
+            if isinstance(node.transform, beam.ParDo):
+                fn = getattr(node.transform.fn, '_fn', node.transform.fn)  # exception handling
+                found[node.full_label.split('/')[0]] = fn
+
+    pipeline.visit(Visitor())
+    return found
+
+
+def test_a_local_job_spills_the_chunks_and_the_examples_into_one_job_folder(tmp_path):
+    """The job as ``ddsp-prepare`` builds it on the DirectRunner: Decode and Examples spill into
+    the same fresh folder under ``OUTPUT_DIR/.spill``, and the chunks' audio is read back right
+    after the reshuffle ('Unspill'), before CREPE."""
+    fns = _spill_dirs(['--runner=DirectRunner'], tmp_path)
+    decode, examples = fns['Decode'], fns['Examples']
+    assert isinstance(decode, steps.DecodeFile) and isinstance(examples, steps.MakeExamples)
+    assert decode.spill_dir is not None and decode.spill_dir == examples.spill_dir
+    assert os.path.dirname(decode.spill_dir) == os.path.join(str(tmp_path / 'out'),
+                                                              steps.SPILL_DIR)
+    assert isinstance(fns['Unspill'], steps.LoadChunkAudio)
