@@ -17,7 +17,9 @@ files under ``midi/``):
   --scale_note_secs, an equal rest after each);
 - ``truth.json``: for every clip its set, split, instrument, tempo, MIDI file and notes (MIDI
   number, f0 in Hz, onset and offset in seconds, velocity); the IR's RT60 (and its estimate by
-  ``ddsp_core.analysis.rt60_from_ir``); the settings and the FluidSynth version.
+  ``ddsp_core.analysis.rt60_from_ir``); the settings and the FluidSynth version. Each note has
+  its ``level_db`` in the render (mean power over the note); ``silent_notes`` lists those below
+  -70 dBFS, notes the sound font did not play (a warning names them).
 
 Melodies: a random diatonic walk (a random major key per clip) with durations of 1/2 to 3 beats,
 velocities 60-115, rests now and then (the note offsets the tail measures need), 84-132 bpm.
@@ -57,6 +59,10 @@ PROGRAMS = {name: program for program, name in bq.GM_NAMES.items() if ' ' not in
 MAJOR = (0, 2, 4, 5, 7, 9, 11)
 DURATIONS = (0.5, 0.5, 1.0, 1.0, 1.0, 1.5, 2.0, 3.0)  # beats, drawn uniformly
 REST_PROBABILITY = 0.15
+#: A note whose mean power over its span (``ddsp_core.analysis.note_levels_db``) is below this
+#: was not played (the sound font has no sample for that key: violin MIDI 94 in
+#: fluid-soundfont-gm 3.1); it is listed in truth.json's ``silent_notes``.
+SILENT_DB = -70.0
 SEED_STRIDE = {'train': 0, 'eval': 100_000, 'range': 200_000}  # disjoint seeds per use
 MARKER = '.render_quality_data'
 
@@ -183,6 +189,7 @@ def main(argv=None) -> int:
                               'run\n')
     t_start = time.perf_counter()
     files: dict[str, dict] = {}
+    silent: list[dict] = []
 
     def render_clip(folder: str, name: str, set_name: str, split: str, instrument: str,
                     bpm: float, notes, seed) -> np.ndarray:
@@ -191,12 +198,22 @@ def main(argv=None) -> int:
         wav = out / folder / f'{name}.wav'
         wav.parent.mkdir(parents=True, exist_ok=True)
         info = bq.render(exe, font, midi, wav, args.gain)
+        audio = sf.read(str(wav), dtype='float32')[0]
+        truth = truth_notes(notes, bpm)
+        levels = analysis.note_levels_db(audio, SAMPLE_RATE, [n['onset_s'] for n in truth],
+                                         [n['offset_s'] for n in truth])
+        for note, level in zip(truth, levels, strict=True):
+            note['level_db'] = None if np.isnan(level) else round(float(level), 2)
+            if note['level_db'] is None or note['level_db'] < SILENT_DB:
+                silent.append({'file': str(wav.relative_to(out)), 'instrument': instrument,
+                               'midi': note['midi'], 'onset_s': note['onset_s'],
+                               'level_db': note['level_db']})
         files[str(wav.relative_to(out))] = {
             'set': set_name, 'split': split, 'instrument': instrument,
             'program': PROGRAMS[instrument], 'seed': seed, 'bpm': bpm,
             'midi_file': str(midi.relative_to(out)), 'seconds': info['seconds'],
-            'peak': info['peak'], 'notes': truth_notes(notes, bpm)}
-        return sf.read(str(wav), dtype='float32')[0]
+            'peak': info['peak'], 'notes': truth}
+        return audio
 
     def clips(minutes: float) -> int:
         return max(1, int(np.ceil(minutes * 60.0 / args.clip_secs)))
@@ -245,6 +262,7 @@ def main(argv=None) -> int:
                'rt60_estimate_s': analysis.rt60_from_ir(ir, SAMPLE_RATE)},
         'range': {'low': low, 'high': high, 'scale_low': low - 12, 'scale_high': high + 12},
         'clipping': clipping,
+        'silent_notes': silent,
         'files': files,
     }
     (out / 'truth.json').write_text(json.dumps(truth, indent=1) + '\n')
@@ -254,6 +272,12 @@ def main(argv=None) -> int:
     if clipping:
         print(f'warning: {len(clipping)} files clip (peak >= 0.999); lower --gain or raise '
               '--drr_db', file=sys.stderr)
+    if silent:
+        keys = sorted({(n['instrument'], n['midi']) for n in silent})
+        print(f'warning: {len(silent)} notes have no sound in their render (below '
+              f'{SILENT_DB:g} dBFS; the sound font has no sample there): '
+              + ', '.join(f'{i} MIDI {m}' for i, m in keys)
+              + "; truth.json lists them under 'silent_notes'", file=sys.stderr)
     return 0
 
 

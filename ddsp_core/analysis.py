@@ -18,7 +18,11 @@ seconds; levels in dB are ``10 log10`` of energies (or of mean powers).
 - Spectral centroid: the amplitude-weighted mean frequency of a spectrum; of a harmonic
   distribution ``[..., n_harmonics]`` at ``f0`` it is ``f0 * sum(k a_k) / sum(a_k)``.
 - Pitch accuracy per note: the f0 track's deviation (cents) from each note's true f0, over
-  the note's frames after its attack.
+  the note's frames after its attack. Where no tracker reaches (CREPE's top bin is 2,005.5 Hz),
+  :func:`note_spectral_pitch` measures each note's pitch from its spectrum instead: the lowest
+  strong peak of the note's windowed, zero-padded spectrum.
+- Level per note: :func:`note_levels_db`, the mean power over each note in dB (full scale: a
+  full-scale sine is -3 dB); a note whose level is at the floor was not played at all.
 """
 
 from __future__ import annotations
@@ -29,9 +33,8 @@ import numpy as np
 
 __all__ = [
     'audio_spectral_centroid', 'estimate_ir', 'exponential_decay_ir', 'harmonic_centroid',
-    'level_db',
-    'note_pitch_accuracy', 'rt60_from_ir', 'rt60_from_offsets', 'schroeder_decay_db',
-    'spectral_centroid', 'tail_energy_db',
+    'level_db', 'note_levels_db', 'note_pitch_accuracy', 'note_spectral_pitch', 'rt60_from_ir',
+    'rt60_from_offsets', 'schroeder_decay_db', 'spectral_centroid', 'tail_energy_db',
 ]
 
 #: 60 dB of amplitude decay is a factor of 1000: exp(-LN_1000 * t / rt60).
@@ -295,3 +298,69 @@ def note_pitch_accuracy(f0_hz, frame_rate: float, notes_f0_hz: Sequence[float],
             median[n] = float(np.median(cents[voiced]))
         accuracy[n] = float(np.mean(np.abs(cents) <= tolerance_cents))
     return {'median_cents': median, 'accuracy': accuracy, 'frames': frames}
+
+
+def _note_span(onset_s: float, offset_s: float, sample_rate: int, n_samples: int,
+               skip_s: float = 0.0) -> tuple[int, int]:
+    start = max(0, int(np.ceil((onset_s + skip_s) * sample_rate)))
+    return start, max(start, min(int(np.floor(offset_s * sample_rate)), n_samples))
+
+
+def note_levels_db(audio, sample_rate: int, onsets_s: Sequence[float],
+                   offsets_s: Sequence[float]) -> np.ndarray:
+    """Mean power of the audio from each note's onset to its offset, in dB (:data:`EPSILON`
+    floors a silent note at -200 dB; a note outside the audio is NaN). float64 [n_notes]."""
+    audio = _mono(audio)
+    if len(onsets_s) != len(offsets_s):
+        raise ValueError('onsets_s and offsets_s must have one value per note')
+    out = np.full(len(onsets_s), np.nan)
+    for n, (onset, offset) in enumerate(zip(onsets_s, offsets_s, strict=True)):
+        i, j = _note_span(onset, offset, sample_rate, len(audio))
+        if j > i:
+            out[n] = 10.0 * np.log10(max(float(np.mean(audio[i:j] ** 2)), EPSILON))
+    return out
+
+
+def note_spectral_pitch(audio, sample_rate: int, onsets_s: Sequence[float],
+                        offsets_s: Sequence[float], skip_s: float = 0.05,
+                        threshold_db: float = -30.0, min_hz: float = 30.0) -> np.ndarray:
+    """Each note's pitch (Hz) from its spectrum, for pitches no f0 tracker covers.
+
+    The note's samples from ``skip_s`` after its onset (past the attack) to its offset are
+    Hann-windowed and zero-padded to 8x their length (at least 2**15 points); the pitch is the
+    lowest local maximum of the magnitude spectrum above ``min_hz`` that lies within
+    ``threshold_db`` of the strongest one, refined by a parabola through the three log
+    magnitudes around it. For a harmonic tone whose fundamental is no more than
+    ``-threshold_db`` below its strongest partial this is the fundamental; where the fundamental
+    is weaker it reads a harmonic above (an octave or more high), which shows as a large error.
+
+    Returns:
+        float64 [n_notes]; NaN for a note shorter than 32 samples after ``skip_s`` or silent.
+    """
+    audio = _mono(audio)
+    if len(onsets_s) != len(offsets_s):
+        raise ValueError('onsets_s and offsets_s must have one value per note')
+    if threshold_db >= 0:
+        raise ValueError(f'threshold_db must be negative, got {threshold_db}')
+    out = np.full(len(onsets_s), np.nan)
+    for n, (onset, offset) in enumerate(zip(onsets_s, offsets_s, strict=True)):
+        i, j = _note_span(onset, offset, sample_rate, len(audio), skip_s)
+        if j - i < 32:
+            continue
+        segment = audio[i:j] * np.hanning(j - i)
+        size = 1 << int(np.ceil(np.log2(max(8 * (j - i), 1 << 15))))
+        mags = np.abs(np.fft.rfft(segment, size))
+        first = int(np.ceil(min_hz * size / sample_rate))
+        if first + 2 >= len(mags) or mags[first:].max() <= 0:
+            continue
+        db = 20.0 * np.log10(np.maximum(mags, 1e-12))
+        floor = db[first:].max() + threshold_db
+        centre = db[first:-1]
+        peaks = np.flatnonzero((centre >= db[first - 1:-2]) & (centre > db[first + 1:])
+                               & (centre >= floor)) + first
+        k = int(peaks[0])
+        a, b, c = db[k - 1], db[k], db[k + 1]
+        curvature = a - 2.0 * b + c
+        shift = 0.5 * (a - c) / curvature if curvature < 0 else 0.0
+        out[n] = (k + shift) * sample_rate / size
+    return out

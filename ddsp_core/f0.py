@@ -1,10 +1,10 @@
 """CREPE pitch (f0) tracking: model loading, framing, batched inference and decoding.
 
 CREPE (Kim et al. 2018) classifies each 1024-sample frame of 16 kHz audio into 360 pitch bins
-(20 cents apart, from about 32.7 Hz to 1975.5 Hz). This module wraps the `crepe` package
-(0.0.16): its Keras model and its decoders (`to_local_average_cents`, `to_viterbi_cents`), so the
-numbers are the ones `crepe.predict` gives, while the framing is ours, so that frames line up
-with the other frame-rate features (loudness) of the same audio:
+(20 cents apart, from 31.7 Hz to 2005.5 Hz: `CREPE_MIN_HZ`, `CREPE_MAX_HZ`). This module wraps
+the `crepe` package (0.0.16): its Keras model and its decoders (`to_local_average_cents`,
+`to_viterbi_cents`), so the numbers are the ones `crepe.predict` gives, while the framing is
+ours, so that frames line up with the other frame-rate features (loudness) of the same audio:
 
 - `crepe_frames(audio, frame_rate, padding)` -> normalised frames [n_frames, 1024], with
   `n_frames == get_framed_lengths(len(audio), 1024, 16000 // frame_rate, padding)[0]`
@@ -38,6 +38,10 @@ CREPE_SAMPLE_RATE = 16000
 CREPE_FRAME_SIZE = 1024
 CREPE_CAPACITIES = ('tiny', 'small', 'medium', 'large', 'full')
 CREPE_N_BINS = 360
+#: The pitch of CREPE's lowest and highest bins (its decoders' cents mapping: 20-cent steps from
+#: 1997.38 cents above 10 Hz); no decoded f0 lies outside them, so a higher pitch reads low.
+CREPE_MIN_HZ = float(10.0 * 2.0 ** (1997.3794084376191 / 1200.0))
+CREPE_MAX_HZ = float(10.0 * 2.0 ** ((1997.3794084376191 + 20.0 * (CREPE_N_BINS - 1)) / 1200.0))
 #: `precision` values: 'auto' picks bfloat16 where the hardware has it (`resolve_crepe_precision`).
 CREPE_PRECISIONS = ('auto', 'bfloat16', 'float32')
 

@@ -103,3 +103,27 @@ def test_same_seed_same_notes_and_bad_usage(data, tmp_path, capsys):
     assert rqd.main(['--out', str(tmp_path / 'mine'), *ARGS]) == 2
     assert 'not made by this script' in capsys.readouterr().err
     assert (tmp_path / 'mine' / 'keep.txt').exists()
+
+
+def test_a_note_the_sound_font_does_not_play_is_flagged(tmp_path, capsys):
+    # fluid-soundfont-gm's violin has no sample for MIDI 94: a scale up to it has one mute note
+    out = tmp_path / 'data'
+    args = ['--instruments', 'violin', '--train_minutes', '0.05', '--eval_minutes', '0.05',
+            '--range_minutes', '0.05', '--clip_secs', '3', '--range', '70', '82',
+            '--scale_note_secs', '0.25', '--seed', '3']
+    assert rqd.main(['--out', str(out), *args]) == 0
+    assert 'violin MIDI 94' in capsys.readouterr().err
+    truth = json.loads((out / 'truth.json').read_text())
+    name = 'extrapolation/scale/chromatic_scale.wav'
+    assert [(s['file'], s['midi']) for s in truth['silent_notes']] == [(name, 94)]
+    scale = truth['files'][name]['notes']
+    assert [n['midi'] for n in scale] == list(range(58, 95))
+    assert scale[-1]['level_db'] < rqd.SILENT_DB  # at most the release of the note before
+    played = [n['level_db'] for f in truth['files'].values() for n in f['notes']
+              if not (f['set'] == 'extrapolation' and n['midi'] == 94)]
+    assert min(played) > rqd.SILENT_DB and max(played) < 0
+    # the level is the audio's: the scale's first note measured again
+    audio = _read(out, name)
+    a, b = int(np.ceil(scale[0]['onset_s'] * 16000)), int(scale[0]['offset_s'] * 16000)
+    assert scale[0]['level_db'] == pytest.approx(10 * np.log10(np.mean(audio[a:b] ** 2)),
+                                                 abs=0.01)

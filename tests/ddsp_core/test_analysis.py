@@ -145,3 +145,41 @@ def test_note_pitch_accuracy_per_note():
     partly[150:200] = 0.0  # the second note unvoiced in its second half
     half = analysis.note_pitch_accuracy(partly, rate, true, [0.0, 1.0, 2.0], [0.99, 1.99, 2.99])
     assert half['accuracy'][1] == pytest.approx(45 / 95)  # frames 105-149 of 105-199
+
+
+def _partials(f0, amps, seconds, rate=16000, phase=0.0):
+    t = np.arange(int(seconds * rate)) / rate
+    return sum(a * np.sin(2 * np.pi * f0 * k * t + phase * k)
+               for k, a in enumerate(amps, 1) if f0 * k < rate / 2)
+
+
+def test_note_spectral_pitch_reads_pitches_above_crepes_top_bin():
+    rate = 16000
+    # MIDI 97 (2,217.5 Hz, above CREPE's 1,975.5 Hz), a G3 whose 2nd partial is the strongest,
+    # a rest, then a note whose fundamental is 40 dB under its 2nd harmonic (read an octave up)
+    audio = np.concatenate([_partials(2217.46, [0.3, 0.5, 0.2], 1.0),
+                            _partials(196.0, [0.1, 0.3, 0.2, 0.1], 1.0, phase=0.3),
+                            np.zeros(rate),
+                            _partials(1000.0, [0.005, 0.5], 1.0)])
+    pitch = analysis.note_spectral_pitch(audio, rate, [0.0, 1.0, 2.0, 3.0], [1.0, 2.0, 3.0, 4.0])
+    cents = 1200 * np.log2(pitch[[0, 1, 3]] / np.array([2217.46, 196.0, 1000.0]))
+    assert abs(cents[0]) < 2 and abs(cents[1]) < 2
+    assert np.isnan(pitch[2])  # the rest: nothing to read
+    assert cents[2] == pytest.approx(1200, abs=2)  # the octave error it documents
+    # a lower threshold reaches the weak fundamental
+    assert analysis.note_spectral_pitch(audio, rate, [3.0], [4.0], threshold_db=-50)[0] \
+        == pytest.approx(1000.0, rel=1e-3)
+    assert np.isnan(analysis.note_spectral_pitch(audio, rate, [0.0], [0.051])[0])  # too short
+    with pytest.raises(ValueError, match='one value per note'):
+        analysis.note_spectral_pitch(audio, rate, [0.0], [])
+    with pytest.raises(ValueError, match='threshold_db'):
+        analysis.note_spectral_pitch(audio, rate, [0.0], [1.0], threshold_db=3)
+
+
+def test_note_levels_of_a_full_scale_sine_a_quiet_note_and_a_silent_one():
+    rate = 16000
+    audio = np.concatenate([_partials(440.0, [1.0], 1.0), 0.01 * _partials(440.0, [1.0], 1.0),
+                            np.zeros(rate)])
+    levels = analysis.note_levels_db(audio, rate, [0.0, 1.0, 2.0, 5.0], [1.0, 2.0, 3.0, 6.0])
+    assert levels[:2] == pytest.approx([-3.01, -43.01], abs=0.01)
+    assert levels[2] == -200.0 and np.isnan(levels[3])  # silent; past the end
