@@ -15,14 +15,18 @@ Stages (each its own sub-command; ``all`` runs them in order; every stage reads 
 3. ``train-ours``: our ``solo_instrument`` preset with the same batch, learning rate, steps and
    checkpoints (4 s examples, as the reference's); the wall time of every logged step kept;
 4. ``resynth``: our model at each checkpoint resynthesises the held-out examples
-   (``ours/step_N.npz``);
+   (``ours/step_N.npz``, with the RMS of the harmonic and of the noise synthesiser's own output
+   per example);
 5. ``judge``: in the scratch environment (``parity_reference.py``), the reference's model at each
-   checkpoint resynthesises the same examples (``reference/step_N.npz``) and the reference's own
+   checkpoint resynthesises the same examples (``reference/step_N.npz``, the same RMS) and the
+   reference's own
    ``SpectralLoss`` judges both models' resynthesis at every checkpoint (``judged.json``);
 6. ``report``: ``ddsp-eval``'s metrics (``trainer.evaluation.metrics.resynthesis_metrics``:
    loudness L1, f0 L1 and accuracy with CREPE --crepe_capacity, spectral distance) of both
    models' resynthesis of the first --metric_examples held-out examples at each checkpoint,
-   the wall-clock of each checkpoint (the checkpoint files' times from the start of the
+   each synthesiser's level against the originals (``harmonic_db``, ``noise_db``; a harmonic
+   part 30 dB or more under the originals is ``harmonic_collapsed``, warned about), the
+   wall-clock of each checkpoint (the checkpoint files' times from the start of the
    training process, the first step's tracing included for both),
    written to --json (default ``benchmarks/results/parity.json``), a plot (held-out loss
    against steps and against wall-clock; ``parity.png`` beside the JSON), a listening report
@@ -207,9 +211,17 @@ def stage_resynth(args) -> None:
         net(net.dummy_features(1))
         restore_weights(net, index[:-len('.index')], config, str(model_dir))
         model = TrainedModel(net, config, step, model_dir, None, {})
-        synth = np.concatenate([model.resynthesize({k: v[i:i + 8] for k, v in examples.items()})
-                                for i in range(0, len(examples['audio']), 8)])
-        np.savez(target, audio=examples['audio'], resynthesis=synth)
+        synth, parts = [], {'harmonic': [], 'filtered_noise': []}
+        for i in range(0, len(examples['audio']), 8):
+            outputs = model({k: v[i:i + 8] for k, v in examples.items()})
+            synth.append(np.asarray(outputs['audio_synth']))
+            nodes = net.processor_group(outputs, return_outputs_dict=True)['controls']
+            for name, values in parts.items():  # each synthesiser's own output, dry
+                values.append(np.sqrt(np.mean(np.asarray(nodes[name]['signal']) ** 2, -1)))
+        synth = np.concatenate(synth)
+        np.savez(target, audio=examples['audio'], resynthesis=synth,
+                 harmonic_rms=np.concatenate(parts['harmonic']),
+                 noise_rms=np.concatenate(parts['filtered_noise']))
         print(f'ours step {step}: resynthesised {len(synth)} examples', flush=True)
 
 
@@ -234,6 +246,29 @@ def _our_metrics(npz: Path, args) -> dict:
             if isinstance(v, (int, float))}
 
 
+#: A model whose harmonic synthesiser puts out this far below the originals' level (RMS over
+#: the held-out examples) has collapsed to noise (the reference's failure mode, docs/quality.md).
+COLLAPSED_DB = -30.0
+
+
+def synth_balance(npz: Path) -> dict:
+    """The level of each synthesiser's own (dry) output, RMS over all held-out examples in
+    dB relative to the originals' RMS (``harmonic_db``, ``noise_db``), and ``harmonic_collapsed``
+    (``harmonic_db`` below :data:`COLLAPSED_DB`); empty for an npz written without them."""
+    data = np.load(npz)
+    if 'harmonic_rms' not in data:
+        return {}
+    original = float(np.sqrt(np.mean(np.asarray(data['audio'], np.float64) ** 2)))
+
+    def level(rms):
+        power = float(np.mean(np.asarray(rms, np.float64) ** 2))
+        return float(10.0 * np.log10(max(power, 1e-20) / max(original ** 2, 1e-20)))
+
+    harmonic = level(data['harmonic_rms'])
+    return {'harmonic_db': harmonic, 'noise_db': level(data['noise_rms']),
+            'harmonic_collapsed': harmonic < COLLAPSED_DB}
+
+
 def stage_report(args) -> None:
     from ddsp_core import runtime
 
@@ -249,6 +284,7 @@ def stage_report(args) -> None:
             wall = timing.get(name, {}).get('checkpoints', {}).get(step_s)
             rows.append({'step': step, 'wall_s': wall,
                          'reference_spectral_loss': judged_row['spectral_loss'],
+                         **synth_balance(args.out / name / f'step_{step}.npz'),
                          **{f'eval_{k}': v for k, v in _our_metrics(
                              args.out / name / f'step_{step}.npz', args).items()}})
         curves[name] = rows
@@ -292,6 +328,12 @@ def stage_report(args) -> None:
     _log_mlflow(args, report, json_path, png, html)
     print(json.dumps({k: report[k] for k in ('ours_over_reference_loss', 'training_wall_s',
                                              'seconds_per_step')}, indent=1))
+    for name, rows in curves.items():
+        if rows and rows[-1].get('harmonic_collapsed'):
+            print(f"warning: {name}'s harmonic synthesiser has collapsed (step {rows[-1]['step']}: "
+                  f"{rows[-1]['harmonic_db']:.0f} dB against the originals; its noise "
+                  f"{rows[-1]['noise_db']:.0f} dB): the losses compare a noise model",
+                  file=sys.stderr)
     print(f'wrote {json_path} and {png}')
 
 

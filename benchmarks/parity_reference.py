@@ -3,7 +3,9 @@ reference (magenta/ddsp, on ``--ref_src``) and its dependencies, never in the pr
 
 For each checkpoint of the reference's model directory it restores the reference's model (its
 operative gin config), resynthesises the held-out examples and writes them as
-``<out>/reference/step_N.npz`` (``audio``, ``resynthesis``); then it judges every
+``<out>/reference/step_N.npz`` (``audio``, ``resynthesis``, and per example the RMS of the
+harmonic and of the filtered-noise synthesiser's output, ``harmonic_rms``, ``noise_rms``: a
+collapsed harmonic part shows there); then it judges every
 ``<out>/*/step_N.npz`` (ours included, written by ``bench_parity.py resynth``) with the
 reference's own ``ddsp.losses.SpectralLoss`` set as the solo_instrument gin trains with it (L1,
 FFT sizes 2048-64, magnitude and log-magnitude weights 1) and writes ``<out>/judged.json``:
@@ -58,12 +60,16 @@ def main(argv=None) -> int:
             if os.path.exists(target):
                 continue
             model.restore(index[:-len('.index')], verbose=False)
-            audio, synth = [], []
+            audio, synth, parts = [], [], {'harmonic': [], 'filtered_noise': []}
             for batch in examples:
                 outputs = model(batch, training=False)
                 synth.append(model.get_audio_from_outputs(outputs).numpy())
                 audio.append(batch['audio'].numpy())
-            np.savez(target, audio=np.concatenate(audio), resynthesis=np.concatenate(synth))
+                for name, values in parts.items():  # each synthesiser's own output, dry
+                    values.append(np.sqrt(np.mean(outputs[name]['signal'].numpy() ** 2, -1)))
+            np.savez(target, audio=np.concatenate(audio), resynthesis=np.concatenate(synth),
+                     harmonic_rms=np.concatenate(parts['harmonic']),
+                     noise_rms=np.concatenate(parts['filtered_noise']))
             print(f'reference step {step}: resynthesised {sum(len(a) for a in audio)} examples',
                   flush=True)
     # The solo_instrument gin's training loss (models/ae.gin): gin.register classes take their

@@ -58,3 +58,20 @@ def test_listening_report_refuses_different_held_out_examples(tmp_path):
         bench_parity.listening_report(args, judged, 40)
     args.listen = 0
     assert bench_parity.listening_report(args, judged, 40) is None
+
+
+def test_synth_balance_tells_a_collapsed_harmonic_part(tmp_path):
+    original = 0.1 * np.ones((4, 100))  # RMS 0.1
+    np.savez(tmp_path / 'alive.npz', audio=original, resynthesis=original,
+             harmonic_rms=np.full(4, 0.05), noise_rms=np.full(4, 0.001))
+    np.savez(tmp_path / 'dead.npz', audio=original, resynthesis=original,
+             harmonic_rms=np.array([1e-5, 2e-5, 0.0, 1e-5]), noise_rms=np.full(4, 0.01))
+    np.savez(tmp_path / 'old.npz', audio=original, resynthesis=original)
+    alive = bench_parity.synth_balance(tmp_path / 'alive.npz')
+    assert alive['harmonic_db'] == pytest.approx(-6.02, abs=0.01)
+    assert alive['noise_db'] == pytest.approx(-40.0, abs=0.01)
+    assert alive['harmonic_collapsed'] is False
+    dead = bench_parity.synth_balance(tmp_path / 'dead.npz')
+    assert dead['harmonic_db'] < -70 and dead['harmonic_collapsed'] is True
+    assert dead['noise_db'] == pytest.approx(-20.0, abs=0.01)
+    assert bench_parity.synth_balance(tmp_path / 'old.npz') == {}  # a run from before
