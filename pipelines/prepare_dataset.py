@@ -20,6 +20,7 @@ This module assembles the job and is the command; its steps are in :mod:`pipelin
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
@@ -64,6 +65,25 @@ class PrepareError(RuntimeError):
 
 
 # ---- pipeline ----------------------------------------------------------------------------------
+class _BeamTagWarningFilter(logging.Filter):
+    """Drops Beam's "Tags ... requested in with_outputs() but not declared in type hints"
+    warning, which ``ParDo.with_outputs(...).with_exception_handling()`` raises against itself
+    (Beam 2.78: its exception-handling wrapper declares only its own 'bad' tag)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return 'requested in with_outputs() but not declared' not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _without_beam_tag_warning():
+    root, flt = logging.getLogger(), _BeamTagWarningFilter()
+    root.addFilter(flt)
+    try:
+        yield
+    finally:
+        root.removeFilter(flt)
+
+
 def build_pipeline(pipeline: beam.Pipeline, entries: Sequence[InputEntry], output_dir: str,
                    opts: PrepareOptions, inputs: Sequence[str]) -> None:
     """Add the prepare job to ``pipeline`` (``entries`` from :func:`expand_inputs`)."""
@@ -93,9 +113,11 @@ def build_pipeline(pipeline: beam.Pipeline, entries: Sequence[InputEntry], outpu
     dead.append(failed.failed_inferences | 'CrepeDL' >> beam.FlatMapTuple(
         lambda batch, err: [steps.dead_letter(c, err, 'crepe') for c in batch]))
 
-    made = inferred | 'Examples' >> beam.ParDo(MakeExamples(opts, len(files), spill)).with_outputs(
-        'records', 'stats', 'counts', 'files', 'precisions',
-        main='main').with_exception_handling()
+    with _without_beam_tag_warning():
+        made = inferred | 'Examples' >> beam.ParDo(
+            MakeExamples(opts, len(files), spill)).with_outputs(
+                'records', 'stats', 'counts', 'files', 'precisions',
+                main='main').with_exception_handling()
     dead.append(made.bad | 'ExamplesDL' >> beam.MapTuple(
         lambda el, err: steps.dead_letter(el, err, 'examples')))
 
