@@ -66,8 +66,10 @@ def measures(audio: np.ndarray, dry: np.ndarray, notes: list[dict], tail_s: floa
 def main(argv=None) -> int:
     p = common.quality_data_parser('bench_dereverb.py', __doc__,
                                    'working folder (datasets, model, outputs)', 'dereverb.json')
-    p.add_argument('--eval_clips', type=int, default=1)
-    p.add_argument('--tail_ms', type=float, default=300.0)
+    p.add_argument('--eval_clips', type=int, default=1,
+                   help='how many wet evaluation clips are resynthesised and measured')
+    p.add_argument('--tail_ms', type=float, default=300.0,
+                   help='the window after each note offset whose energy is measured (ms)')
     args = p.parse_args(argv)
     data, out = Path(args.data), Path(args.out).resolve()
     truth = common.read_truth('bench_dereverb.py', data)
@@ -85,7 +87,7 @@ def main(argv=None) -> int:
     runtime.import_tensorflow()
     from ddsp_core.analysis import rt60_from_ir, schroeder_decay_db
     from trainer.serving.inference import TrainedModel
-    from trainer.serving.streaming import room_of
+    from trainer.serving.streaming import learned_ir, room_of
     from trainer.serving.transfer import transfer
     from trainer.tracking.store import make_client, quiet_mlflow_logging
 
@@ -107,8 +109,7 @@ def main(argv=None) -> int:
             transfer(model, data / name, target, dry=dry, subtype='FLOAT')
             row[label] = measures(_read(target), dry_truth, info['notes'], args.tail_ms / 1000)
         rows.append(row)
-    ir = np.asarray(room_of(model.model).weights[0].numpy(), np.float64)
-    ir[0] = 0.0  # the model zeroes it (the dry path is added separately)
+    ir = learned_ir(room_of(model.model))
     known = truth['ir']['rt60_s']
     try:
         learned_rt60 = rt60_from_ir(ir, 16000)

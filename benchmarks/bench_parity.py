@@ -437,14 +437,14 @@ def _log_mlflow(args, report: dict, json_path: Path, png: Path, html: Path | Non
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='bench_parity.py', description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('stage', choices=STAGES + ('all',))
+                                formatter_class=common.HelpFormatter)
+    p.add_argument('stage', choices=STAGES + ('all',), help='what to run (all: every stage)')
     p.add_argument('--out', type=Path, default=Path('runs/parity'), help='working folder')
     p.add_argument('--train', default=None, help='training audio (glob), for prepare')
     p.add_argument('--eval', default=None, help='held-out audio (glob), for prepare')
-    p.add_argument('--steps', type=int, default=1000)
+    p.add_argument('--steps', type=int, default=1000, help='training steps of both models')
     p.add_argument('--every', type=int, default=250, help='checkpoint every this many steps')
-    p.add_argument('--batch_size', type=int, default=32)
+    p.add_argument('--batch_size', type=int, default=32, help='batch size of both trainings')
     p.add_argument('--lr', type=float, default=3e-4, help='initial learning rate (both decay '
                                                           '0.98 per 10k steps, clip norm 3)')
     common.add_crepe_capacity(p, 'CREPE of the preparation and of the f0 metrics')
@@ -458,7 +458,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the scratch environment's python")
     p.add_argument('--ref_src', type=Path, default=Path('/tmp/refddsp'),
                    help="the reference's source tree (a magenta/ddsp checkout)")
-    p.add_argument('--json', default=str(ROOT / 'benchmarks' / 'results' / 'parity.json'))
+    p.add_argument('--json', default=str(ROOT / 'benchmarks' / 'results' / 'parity.json'),
+                   help='where the JSON report goes')
     return p
 
 

@@ -19,9 +19,13 @@ import sys
 import time
 from pathlib import Path
 
+from ddsp_core.f0 import CREPE_CAPACITIES
+
 ROOT = Path(__file__).resolve().parents[1]
-#: CREPE's model sizes, for a benchmark's --crepe_capacity.
-CREPE_CAPACITIES = ('tiny', 'small', 'medium', 'large', 'full')
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """--help with the docstring as written and every flag's default."""
 
 
 def machine() -> dict:
@@ -56,17 +60,21 @@ def quality_data_parser(prog: str, description: str, out_help: str,
                         json_name: str) -> argparse.ArgumentParser:
     """The flags of a benchmark that trains on a few clips of ``render_quality_data.py``'s
     data: --data, --out, --preset, --set, --steps, --train_clips, --crepe_capacity, --json."""
-    p = argparse.ArgumentParser(prog=prog, description=description,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog=prog, description=description, formatter_class=HelpFormatter)
     p.add_argument('--data', required=True, help='render_quality_data.py --out')
     p.add_argument('--out', required=True, help=out_help)
-    p.add_argument('--preset', default='tiny')
+    p.add_argument('--preset', default='tiny',
+                   help='ddsp-train preset of the model trained')
     p.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
-                   help='config overrides, as ddsp-train --set')
-    p.add_argument('--steps', type=int, default=300)
-    p.add_argument('--train_clips', type=int, default=2)
-    p.add_argument('--crepe_capacity', default='tiny')
-    p.add_argument('--json', default=str(ROOT / 'benchmarks' / 'results' / json_name))
+                   help='config overrides, as ddsp-train --set (repeatable)')
+    p.add_argument('--steps', type=int, default=300,
+                   help='training steps')
+    p.add_argument('--train_clips', type=int, default=2,
+                   help='how many of the training clips, in name order')
+    add_crepe_capacity(p, "CREPE model of the preparation and the analysis ('full' for real "
+                          'measurements)')
+    p.add_argument('--json', default=str(ROOT / 'benchmarks' / 'results' / json_name),
+                   help='where the JSON report goes')
     return p
 
 

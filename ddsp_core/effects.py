@@ -227,8 +227,12 @@ class ExpDecayReverb(Reverb):
         gain = self._scale_fn(gain) if self._scale_fn is not None else gain
         decay_exponent = 2.0 + tf.exp(decay)
         time = tf.linspace(0.0, 1.0, self._reverb_length)[tf.newaxis, :]
-        noise = tf.random.uniform([tf.shape(gain)[0], self._reverb_length], -1.0, 1.0)
-        return gain * tf.exp(-decay_exponent * time) * noise
+        return gain * tf.exp(-decay_exponent * time) * self._ir_noise(tf.shape(gain)[0])
+
+    def _ir_noise(self, batch_size: tf.Tensor) -> tf.Tensor:
+        """[batch_size or 1, reverb_length] noise in [-1, 1] under the envelope: drawn anew on
+        each call (a subclass may hold it fixed)."""
+        return tf.random.uniform([batch_size, self._reverb_length], -1.0, 1.0)
 
     def get_controls(self, audio: tf.Tensor, gain: Optional[tf.Tensor] = None,
                      decay: Optional[tf.Tensor] = None) -> TensorDict:

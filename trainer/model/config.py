@@ -30,6 +30,8 @@ PRESETS_DIR = Path(__file__).resolve().parent / 'presets'
 
 #: The decoder's possible frame-rate inputs (``model.decoder_inputs``), see ModelConfig.
 DECODER_INPUTS = ('ld_scaled', 'pw_scaled', 'f0_scaled')
+#: model.reverb_type: the reference's free impulse response, or a parametric exponential decay.
+REVERB_TYPES = ('ir', 'exp_decay')
 
 
 class ConfigError(ValueError):
@@ -144,6 +146,10 @@ class ModelConfig:
     amp_resample_method: str = 'window'
     use_reverb: bool = True
     reverb_length: int = 48000
+    # The learned room: 'ir' (the reference's trainable Reverb, every one of the reverb_length
+    # impulse-response samples learned) or 'exp_decay' (an ExpDecayReverb: two learned numbers,
+    # gain and decay, over fixed noise; a room of one RT60 that cannot absorb the instrument).
+    reverb_type: str = 'ir'
     # Multi-scale spectral loss.
     fft_sizes: tuple[int, ...] = (2048, 1024, 512, 256, 128, 64)
     mag_weight: float = 1.0
@@ -165,6 +171,8 @@ class ModelConfig:
                  f'must be distinct names among {", ".join(DECODER_INPUTS)}')
         _require(self.noise_window_size >= 0, 'model.noise_window_size', self.noise_window_size,
                  'must be >= 0 (0: the whole window)')
+        _require(self.reverb_type in REVERB_TYPES, 'model.reverb_type', self.reverb_type,
+                 f"must be {' or '.join(repr(t) for t in REVERB_TYPES)}")
         _require(self.amp_resample_method in ('window', 'linear'), 'model.amp_resample_method',
                  self.amp_resample_method, "must be 'window' or 'linear'")
         _require(len(self.fft_sizes) > 0 and all(n >= 8 for n in self.fft_sizes),

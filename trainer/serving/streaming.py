@@ -92,12 +92,27 @@ def room_of(model):
 
 
 def _check_streamable(reverb):
+    """The reverb, if its impulse response is the same on every call (the learned one of the
+    trainable ``Reverb`` or of ``model.reverb_type='exp_decay'``) and it adds the dry path."""
     from ddsp_core import effects
+    from trainer.model.autoencoder import LearnedExpDecayReverb
 
-    if not reverb.trainable or not reverb.add_dry or type(reverb) is not effects.Reverb:
-        raise StreamingError('streaming synthesis supports the trainable Reverb with its dry '
-                             'path only')
+    if (not reverb.trainable or not reverb.add_dry
+            or type(reverb) not in (effects.Reverb, LearnedExpDecayReverb)):
+        raise StreamingError('streaming synthesis supports the trainable Reverb (a learned '
+                             'impulse response or exponential decay) with its dry path only')
     return reverb
+
+
+def learned_ir(reverb):
+    """A learned room's impulse response as float64 [reverb_length], its first sample zeroed
+    as the reverb applies it (the dry path is added separately)."""
+    import tensorflow as tf
+
+    ir = reverb.get_controls(tf.zeros([1, 1]))['ir']
+    ir = np.asarray(reverb._match_dimensions(tf.zeros([1, 1]), ir)[0].numpy(), np.float64)
+    ir[0] = 0.0
+    return ir
 
 
 class StreamingSynth:

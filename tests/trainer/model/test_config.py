@@ -130,6 +130,7 @@ def test_unknown_preset_names_the_choices():
     ('train.batch_size=0', 'train.batch_size'),
     ('train.decay_rate=1.5', 'train.decay_rate'),
     ('model.rnn_type=transformer', 'model.rnn_type'),
+    ('model.reverb_type=filtered_noise', 'model.reverb_type'),
     ('train.compute_dtype=float16', 'train.compute_dtype'),
     ('data.sample_rate=-1', 'data.sample_rate'),
 ])

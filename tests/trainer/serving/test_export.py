@@ -58,6 +58,19 @@ def ld_model(workspace):
 
 @pytest.fixture(scope='module')
 @gives('trains')
+def exp_room_model(workspace):
+    """The tiny preset with the two-number room (model.reverb_type=exp_decay), 2 steps."""
+    root, data, uri = workspace
+    config = load_preset('tiny').with_overrides(['train.summary_every=0', 'train.batch_size=2',
+                                                 'train.checkpoint_every=0',
+                                                 'model.reverb_type=exp_decay'])
+    result = train(config, str(data), root / 'exp_room', 2, tracking_uri=uri,
+                   experiment='export', progress=False)
+    return root / 'exp_room', result['run_id']
+
+
+@pytest.fixture(scope='module')
+@gives('trains')
 def vst_model(workspace):
     """The vst preset (power + f0, GRU 512, 60 harmonics, 65 bands) with small MLPs, trained 2
     steps, tracked (its run records the dataset path the metadata is computed from)."""
@@ -113,9 +126,11 @@ PLAIN_TF_LOADER = textwrap.dedent('''
 
 
 @pytest.mark.converts
-def test_saved_model_runs_any_length_in_plain_tensorflow_like_the_trained_model(ld_model,
+@pytest.mark.trains  # through the fixture it asks for by name
+@pytest.mark.parametrize('room', ['ir', 'exp_decay'])
+def test_saved_model_runs_any_length_in_plain_tensorflow_like_the_trained_model(room, request,
                                                                                  tmp_path):
-    model_dir, _ = ld_model
+    model_dir, _ = request.getfixturevalue('ld_model' if room == 'ir' else 'exp_room_model')
     trained = TrainedModel.load(model_dir)
     info = saved_model.export_saved_model(trained, tmp_path / 'sm', check=False)  # checked here
     assert info['features'] == ['f0_hz', 'loudness_db'] and info['hop'] == 320

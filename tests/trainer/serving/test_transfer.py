@@ -387,8 +387,10 @@ VST_LIKE = ['model.decoder_inputs=[pw_scaled, f0_scaled]', 'model.amp_resample_m
 @pytest.mark.parametrize('overrides,frame_rate', [
     (['model.rnn_type=gru'], 250), (['model.rnn_type=keras_gru'], 250),
     (['model.rnn_type=lstm'], 250), (VST_LIKE, 50),
-    (['model.n_noise_bands=129', 'model.noise_window_size=0'], 250)],
-    ids=['gru', 'keras_gru', 'lstm', 'power+linear@50fps', 'noise filters longer than a hop'])
+    (['model.n_noise_bands=129', 'model.noise_window_size=0'], 250),
+    (['model.reverb_type=exp_decay', 'model.reverb_length=6000'], 250)],
+    ids=['gru', 'keras_gru', 'lstm', 'power+linear@50fps', 'noise filters longer than a hop',
+         'exp_decay room'])
 def test_streamed_equals_one_shot_for_every_decoder_and_synth_setting(overrides, frame_rate):
     model = _untrained(overrides, 1.2, frame_rate)
     n = int(1.2 * frame_rate)
@@ -590,6 +592,28 @@ def test_reverb_from_refuses_a_model_without_a_room_or_at_another_rate(trained, 
 
 
 # ---- the CLI -------------------------------------------------------------------------------------
+def test_only_rooms_with_a_fixed_impulse_response_are_streamed():
+    """The learned IR or the exponential decay over fixed noise streams; a room that draws new
+    noise on each call, has no dry path or is not learned is refused, saying why."""
+    from types import SimpleNamespace
+
+    from ddsp_core import effects
+    from trainer.model.autoencoder import LearnedExpDecayReverb
+    from trainer.serving.streaming import StreamingError, room_of
+
+    def model_with(reverb):
+        return SimpleNamespace(processor_group=SimpleNamespace(processors=[reverb]))
+
+    for good in (effects.Reverb(trainable=True, reverb_length=100), LearnedExpDecayReverb(100)):
+        assert room_of(model_with(good)) is good
+    for bad in (effects.ExpDecayReverb(trainable=True, reverb_length=100),
+                effects.FilteredNoiseReverb(trainable=True, reverb_length=100, n_frames=10),
+                effects.Reverb(trainable=True, reverb_length=100, add_dry=False),
+                effects.Reverb(trainable=False)):
+        with pytest.raises(StreamingError, match='supports the trainable Reverb'):
+            room_of(model_with(bad))
+
+
 def test_help_shows_the_defaults_without_starting_tensorflow():
     code = textwrap.dedent("""
         import sys
