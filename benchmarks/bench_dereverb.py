@@ -7,7 +7,9 @@ with a synthetic room of known RT60) and their dry truth (``violin/{train,eval}`
 
 1. ``ddsp-prepare`` of the first --train_clips wet training clips (CREPE --crepe_capacity);
 2. training of --preset (with --set overrides; the reverb must be long enough for the room:
-   ``model.reverb_length`` samples) for --steps, tracked in MLflow (SQLite in --out);
+   ``model.reverb_length`` samples; ``model.reverb_type=exp_decay`` learns a room of a gain and
+   a decay instead of a free impulse response) for --steps, tracked in MLflow (SQLite in
+   --out);
 3. for the first --eval_clips wet evaluation clips: ``ddsp-transfer`` with the learned reverb
    (the wet resynthesis) and ``--dry``; against the dry truth, for the wet input, the wet
    resynthesis and the dry resynthesis: the multi-scale spectral distance
@@ -24,7 +26,8 @@ least 6 dB less tail energy than the wet input.
 Run::
 
     python benchmarks/bench_dereverb.py --data runs/quality_data --out runs/dereverb \\
-        --preset tiny --set model.reverb_length=32000 --steps 300
+        --preset tiny --set data.example_secs=4 --set model.reverb_length=24000 \\
+        --set model.reverb_type=exp_decay --steps 3000 --train_clips 10 --eval_clips 2
 """
 
 from __future__ import annotations
