@@ -163,7 +163,8 @@ def stage_train_ours(args) -> None:
 
     config = load_preset('solo_instrument').with_overrides([
         f'train.batch_size={args.batch_size}', f'train.learning_rate={args.lr}',
-        f'train.checkpoint_every={args.every}', 'train.keep_checkpoints=1000'])
+        f'train.checkpoint_every={args.every}', 'train.keep_checkpoints=1000',
+        *([] if args.seed is None else [f'train.seed={args.seed}'])])
     model_dir = args.out / 'our_model'
     started = time.time()
     logged = []
@@ -177,6 +178,14 @@ def stage_train_ours(args) -> None:
     (args.out / 'ours_timing.json').write_text(json.dumps({
         'started': started, 'finished': time.time(), 'logged': logged,
         'checkpoints': checkpoint_times(model_dir, started)}, indent=1))
+
+
+def _our_seed(out: Path) -> int | None:
+    """The train.seed our model was trained with (from its config.json), None before."""
+    try:
+        return int(json.loads((out / 'our_model' / 'config.json').read_text())['train']['seed'])
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def _eval_examples(args) -> dict[str, np.ndarray]:
@@ -306,7 +315,8 @@ def stage_report(args) -> None:
         'settings': {'batch_size': args.batch_size, 'learning_rate': args.lr,
                      'steps': args.steps, 'every': args.every, 'example_secs': 4,
                      'crepe_capacity': args.crepe_capacity,
-                     'metric_examples': args.metric_examples},
+                     'metric_examples': args.metric_examples,
+                     'our_seed': _our_seed(args.out)},
         'data': (json.loads((args.out / 'prepared.json').read_text())
                  if (args.out / 'prepared.json').exists() else str(args.out)),
         'curves': curves,
@@ -447,6 +457,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--batch_size', type=int, default=32, help='batch size of both trainings')
     p.add_argument('--lr', type=float, default=3e-4, help='initial learning rate (both decay '
                                                           '0.98 per 10k steps, clip norm 3)')
+    p.add_argument('--seed', type=int, default=None,
+                   help="our model's train.seed (default: the solo_instrument preset's; the "
+                        "reference's trainer has no seed flag, each of its runs differs)")
     common.add_crepe_capacity(p, 'CREPE of the preparation and of the f0 metrics')
     p.add_argument('--metric_examples', type=int, default=16,
                    help="ddsp-eval's metrics on the first this many held-out examples (CREPE "
