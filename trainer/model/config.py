@@ -148,7 +148,7 @@ class ModelConfig:
     reverb_length: int = 48000
     # The learned room: 'ir' (the reference's trainable Reverb, every one of the reverb_length
     # impulse-response samples learned) or 'exp_decay' (an ExpDecayReverb: two learned numbers,
-    # gain and decay, over fixed noise; a room of one RT60 that cannot absorb the instrument).
+    # gain and decay, over fixed noise; one exponential decay, no free early part).
     reverb_type: str = 'ir'
     # Multi-scale spectral loss.
     fft_sizes: tuple[int, ...] = (2048, 1024, 512, 256, 128, 64)
