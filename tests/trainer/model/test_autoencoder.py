@@ -370,7 +370,7 @@ def test_exp_decay_room_finds_a_known_rooms_decay_from_the_wet_signal():
         with tf.GradientTape() as tape:
             loss = loss_fn(wet_t, room(dry_t))
         grads = tape.gradient(loss, room.trainable_variables)
-        optimizer.apply_gradients(zip(grads, room.trainable_variables))
+        optimizer.apply_gradients(zip(grads, room.trainable_variables, strict=True))
         return loss
 
     first = float(step())
