@@ -329,9 +329,7 @@ def stage_report(args) -> None:
             'ours': seconds_per_step([(step, t) for step, t, _ in
                                       timing.get('ours', {}).get('logged', [])])},
     }
-    json_path = Path(args.json)
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(report, indent=2) + '\n')
+    json_path = common.write_json(args.json, report)
     png = json_path.with_suffix('.png')
     _plot(curves, png)
     html = listening_report(args, judged, both[-1]) if both else None

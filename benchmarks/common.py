@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import shutil
@@ -42,11 +43,24 @@ def emit(result: dict, out: str | os.PathLike | None) -> int:
     return 0
 
 
+def finite(value):
+    """``value`` with every NaN or infinite float (nested in dicts, lists, tuples) as None, so
+    that it is strict JSON (Python's json writes NaN, which other readers refuse)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
+
+
 def write_json(path: str | os.PathLike, report: dict) -> Path:
-    """``report`` as JSON at ``path`` (its folder created); returns the path."""
+    """``report`` as strict JSON at ``path`` (its folder created; NaN and infinities as null);
+    returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2) + '\n')
+    path.write_text(json.dumps(finite(report), indent=2, allow_nan=False) + '\n')
     return path
 
 

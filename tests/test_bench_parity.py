@@ -75,3 +75,22 @@ def test_synth_balance_tells_a_collapsed_harmonic_part(tmp_path):
     assert dead['harmonic_db'] < -70 and dead['harmonic_collapsed'] is True
     assert dead['noise_db'] == pytest.approx(-20.0, abs=0.01)
     assert bench_parity.synth_balance(tmp_path / 'old.npz') == {}  # a run from before
+
+
+def test_reports_are_strict_json_with_null_for_a_metric_that_has_no_value(tmp_path):
+    """A collapsed model has no f0 L1 (NaN): the report says null, which every JSON reader
+    takes, instead of Python's NaN."""
+    import json
+
+    from benchmarks import common
+
+    report = {'curves': {'ours': [{'step': 250, 'eval_f0_l1_semitones': float('nan'),
+                                   'loss': 11.7, 'gain': float('-inf')}]},
+              'pair': (1.0, float('inf'))}
+    path = common.write_json(tmp_path / 'r' / 'report.json', report)
+    text = path.read_text()
+    assert 'NaN' not in text and 'Infinity' not in text
+    back = json.loads(text, parse_constant=lambda name: pytest.fail(f'{name} in the JSON'))
+    assert back == {'curves': {'ours': [{'step': 250, 'eval_f0_l1_semitones': None,
+                                         'loss': 11.7, 'gain': None}]},
+                    'pair': [1.0, None]}
