@@ -109,8 +109,7 @@ def learned_ir(reverb):
     as the reverb applies it (the dry path is added separately)."""
     import tensorflow as tf
 
-    ir = reverb.get_controls(tf.zeros([1, 1]))['ir']
-    ir = np.asarray(reverb._match_dimensions(tf.zeros([1, 1]), ir)[0].numpy(), np.float64)
+    ir = np.array(reverb.get_controls(tf.zeros([1, 1]))['ir'][0], np.float64)  # [1, length]
     ir[0] = 0.0
     return ir
 
