@@ -50,6 +50,16 @@ Run::
     python benchmarks/bench_parity.py all --train 'DATA/violin/train/*.wav' \\
         --eval 'DATA/violin/eval/*.wav' --out runs/parity --steps 1000 --every 250 \\
         --ref_python /tmp/refparity/bin/python --ref_src /tmp/refddsp
+
+Several seeds of ours against one run of the reference (its trainer has no seed, and it is ~3x
+slower): for each seed, a fresh --out holding the same ``data_train``/``data_eval``, the stages
+``train-ours resynth judge`` with ``--seed N``, then ``report --reference_from REPORT.json``,
+where REPORT.json is the report of a run that trained the reference on the same data with the
+same settings (checked: the settings, and the held-out originals' fingerprint, or for reports
+made before it was recorded, their number and CREPE's count of voiced frames in them).
+
+Every stage appends its command line to ``--out``/stages.jsonl; the report lists them
+(``stages``), so the JSON says how it was made.
 """
 
 from __future__ import annotations
@@ -109,6 +119,21 @@ def seconds_per_step(points: list[tuple[int, float]]) -> float | None:
     return (points[-1][1] - points[0][1]) / (points[-1][0] - points[0][0])
 
 
+def _record_stage(out: Path, stage: str) -> None:
+    """Append the command that ran ``stage`` to ``out/stages.jsonl`` (the report lists them:
+    one report comes of several commands)."""
+    with open(out / 'stages.jsonl', 'a') as f:
+        f.write(json.dumps({'stage': stage, 'date': time.strftime('%Y-%m-%d %H:%M:%S %z'),
+                            'command': ' '.join([Path(sys.executable).name, *sys.argv])})
+                + '\n')
+
+
+def _stage_commands(out: Path) -> list[dict]:
+    path = out / 'stages.jsonl'
+    return ([json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            if path.exists() else [])
+
+
 def stage_prepare(args) -> None:
     from pipelines.prepare_dataset import prepare_dataset
 
@@ -164,7 +189,8 @@ def stage_train_ours(args) -> None:
     config = load_preset('solo_instrument').with_overrides([
         f'train.batch_size={args.batch_size}', f'train.learning_rate={args.lr}',
         f'train.checkpoint_every={args.every}', 'train.keep_checkpoints=1000',
-        *([] if args.seed is None else [f'train.seed={args.seed}'])])
+        *([] if args.seed is None else [f'train.seed={args.seed}']),
+        *([] if args.warmup_steps is None else [f'train.warmup_steps={args.warmup_steps}'])])
     model_dir = args.out / 'our_model'
     started = time.time()
     logged = []
@@ -180,12 +206,75 @@ def stage_train_ours(args) -> None:
         'checkpoints': checkpoint_times(model_dir, started)}, indent=1))
 
 
-def _our_seed(out: Path) -> int | None:
-    """The train.seed our model was trained with (from its config.json), None before."""
+def _our_train_setting(out: Path, key: str) -> int | None:
+    """A ``train`` setting our model was trained with (from its config.json), None before it
+    was trained (or for a model from before the setting existed)."""
     try:
-        return int(json.loads((out / 'our_model' / 'config.json').read_text())['train']['seed'])
+        return int(json.loads((out / 'our_model' / 'config.json').read_text())['train'][key])
     except (OSError, ValueError, KeyError):
         return None
+
+
+def _eval_fingerprint(out: Path) -> str | None:
+    """SHA-256 of the held-out originals (float32) as our resynthesis files hold them: two
+    reports with the same fingerprint judged the same examples."""
+    import hashlib
+
+    npz = sorted(glob.glob(str(out / 'ours' / 'step_*.npz')), key=_step_of)
+    if not npz:
+        return None
+    return hashlib.sha256(np.ascontiguousarray(np.load(npz[0])['audio'], np.float32)
+                          .tobytes()).hexdigest()
+
+
+#: Settings two reports must share for one to lend the other its reference curve.
+SHARED_SETTINGS = ('batch_size', 'learning_rate', 'every', 'example_secs', 'crepe_capacity',
+                   'metric_examples')
+
+
+def borrowed_reference(path: Path, settings: dict, data: dict, ours: list[dict]) -> list[dict]:
+    """The reference's curve from an earlier report (``--reference_from``), for a run that
+    trains only ours (the reference has no seed and is 3x slower: one of its runs can stand
+    against several of ours). Refused, naming the difference, unless it was made with the same
+    settings on the same held-out examples: the same fingerprint where both reports have one,
+    else the same number of examples and the same count of voiced frames CREPE finds in the
+    originals (a property of the audio, not of either model)."""
+    try:
+        earlier = json.loads(Path(path).read_text())
+        rows = earlier['curves']['reference']
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        sys.exit(f'bench_parity: error: --reference_from {path}: not a bench_parity report '
+                 f'with a reference curve ({e})')
+    if not rows:
+        sys.exit(f'bench_parity: error: --reference_from {path}: its reference curve is empty')
+    if not ours:
+        sys.exit('bench_parity: error: --reference_from: no checkpoint of ours is judged yet '
+                 '(run train-ours, resynth and judge first)')
+    differ = [f'{k}: {earlier.get("settings", {}).get(k)!r} there, {settings.get(k)!r} here'
+              for k in SHARED_SETTINGS if earlier.get('settings', {}).get(k) != settings.get(k)]
+    if differ:
+        sys.exit(f'bench_parity: error: --reference_from {path} was made with other settings '
+                 f'({"; ".join(differ)})')
+
+    def held_out(report_data):
+        return report_data.get('eval', {}) if isinstance(report_data, dict) else {}
+
+    mine, theirs = held_out(data), held_out(earlier.get('data'))
+    if mine.get('sha256') and theirs.get('sha256'):
+        if mine['sha256'] != theirs['sha256']:
+            sys.exit(f'bench_parity: error: --reference_from {path} judged other held-out '
+                     f'examples (fingerprint {theirs["sha256"][:12]} there, '
+                     f'{mine["sha256"][:12]} here)')
+        return rows
+    if mine.get('examples') != theirs.get('examples'):
+        sys.exit(f'bench_parity: error: --reference_from {path} judged '
+                 f'{theirs.get("examples")} held-out examples, this run {mine.get("examples")}')
+    voiced = {r.get('eval_voiced_frames') for r in rows} | {
+        r.get('eval_voiced_frames') for r in ours}
+    if len(voiced) != 1 or None in voiced:
+        sys.exit(f'bench_parity: error: --reference_from {path}: the held-out originals differ '
+                 f'(voiced frames CREPE finds in them: {sorted(map(str, voiced))})')
+    return rows
 
 
 def _eval_examples(args) -> dict[str, np.ndarray]:
@@ -297,6 +386,23 @@ def stage_report(args) -> None:
                          **{f'eval_{k}': v for k, v in _our_metrics(
                              args.out / name / f'step_{step}.npz', args).items()}})
         curves[name] = rows
+    data = (json.loads((args.out / 'prepared.json').read_text())
+            if (args.out / 'prepared.json').exists() else {})
+    fingerprint = _eval_fingerprint(args.out)
+    if fingerprint and isinstance(data.get('eval'), dict):
+        data['eval']['sha256'] = fingerprint
+    settings = {'batch_size': args.batch_size, 'learning_rate': args.lr,
+                'steps': args.steps, 'every': args.every, 'example_secs': 4,
+                'crepe_capacity': args.crepe_capacity,
+                'metric_examples': args.metric_examples,
+                'our_seed': _our_train_setting(args.out, 'seed'),
+                'our_warmup_steps': _our_train_setting(args.out, 'warmup_steps')}
+    if args.reference_from:
+        if curves.get('reference'):
+            sys.exit(f'bench_parity: error: --reference_from {args.reference_from}: this run '
+                     f'has its own reference curve ({args.out / "judged.json"})')
+        curves['reference'] = borrowed_reference(args.reference_from, settings, data,
+                                                 curves.get('ours', []))
     both = sorted(set(r['step'] for r in curves.get('reference', []))
                   & set(r['step'] for r in curves.get('ours', [])))
     ratio = {}
@@ -312,13 +418,10 @@ def stage_report(args) -> None:
         'command': ' '.join([Path(sys.executable).name, *sys.argv]),
         'machine': {'cpu': model_name, 'cpu_count': os.cpu_count(),
                     'platform': platform.platform(), 'devices': runtime.describe_devices()},
-        'settings': {'batch_size': args.batch_size, 'learning_rate': args.lr,
-                     'steps': args.steps, 'every': args.every, 'example_secs': 4,
-                     'crepe_capacity': args.crepe_capacity,
-                     'metric_examples': args.metric_examples,
-                     'our_seed': _our_seed(args.out)},
-        'data': (json.loads((args.out / 'prepared.json').read_text())
-                 if (args.out / 'prepared.json').exists() else str(args.out)),
+        'stages': _stage_commands(args.out),
+        'settings': settings,
+        'reference_from': str(args.reference_from) if args.reference_from else None,
+        'data': data or str(args.out),
         'curves': curves,
         'ours_over_reference_loss': {str(k): v for k, v in ratio.items()},
         'within_3_percent_or_better': {str(k): v <= 1.03 for k, v in ratio.items()},
@@ -332,7 +435,8 @@ def stage_report(args) -> None:
     json_path = common.write_json(args.json, report)
     png = json_path.with_suffix('.png')
     _plot(curves, png)
-    html = listening_report(args, judged, both[-1]) if both else None
+    html = (listening_report(args, judged, both[-1])
+            if both and not args.reference_from else None)
     _log_mlflow(args, report, json_path, png, html)
     print(json.dumps({k: report[k] for k in ('ours_over_reference_loss', 'training_wall_s',
                                              'seconds_per_step')}, indent=1))
@@ -456,8 +560,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--lr', type=float, default=3e-4, help='initial learning rate (both decay '
                                                           '0.98 per 10k steps, clip norm 3)')
     p.add_argument('--seed', type=int, default=None,
-                   help="our model's train.seed (default: the solo_instrument preset's; the "
+                   help="our model's train.seed (None: the solo_instrument preset's; the "
                         "reference's trainer has no seed flag, each of its runs differs)")
+    p.add_argument('--warmup_steps', type=int, default=None,
+                   help="our model's train.warmup_steps (None: the solo_instrument preset's, 100; "
+                        "the reference's schedule has none)")
+    p.add_argument('--reference_from', type=Path, default=None,
+                   help="report: take the reference's curve from this earlier report (same "
+                        'settings, same held-out examples: checked) instead of training it '
+                        'again; for several seeds of ours against one reference run')
     common.add_crepe_capacity(p, 'CREPE of the preparation and of the f0 metrics')
     p.add_argument('--metric_examples', type=int, default=16,
                    help="ddsp-eval's metrics on the first this many held-out examples (CREPE "
@@ -494,6 +605,7 @@ def main(argv=None) -> int:
     stages = STAGES if args.stage == 'all' else (args.stage,)
     for stage in stages:
         print(f'[{stage}]', flush=True)
+        _record_stage(args.out, stage)
         globals()[f"stage_{stage.replace('-', '_')}"](args)
     return 0
 

@@ -94,3 +94,60 @@ def test_reports_are_strict_json_with_null_for_a_metric_that_has_no_value(tmp_pa
     assert back == {'curves': {'ours': [{'step': 250, 'eval_f0_l1_semitones': None,
                                          'loss': 11.7, 'gain': None}]},
                     'pair': [1.0, None]}
+
+
+def _report(tmp_path, name, settings=None, examples=56, sha=None, voiced=10374.0):
+    import json
+
+    eval_data = {'examples': examples, **({'sha256': sha} if sha else {})}
+    report = {'settings': {'batch_size': 8, 'learning_rate': 3e-4, 'steps': 1000, 'every': 250,
+                           'example_secs': 4, 'crepe_capacity': 'tiny', 'metric_examples': 16,
+                           **(settings or {})},
+              'data': {'eval': eval_data},
+              'curves': {'reference': [{'step': s, 'reference_spectral_loss': 9.0 - s / 1000,
+                                        'eval_voiced_frames': voiced} for s in (250, 500)]}}
+    path = tmp_path / name
+    path.write_text(json.dumps(report))
+    return path, report
+
+
+def test_a_run_of_ours_borrows_the_reference_curve_of_an_earlier_report_on_the_same_data(
+        tmp_path):
+    path, earlier = _report(tmp_path, 'earlier.json')
+    settings = dict(earlier['settings'], steps=500, our_seed=2, our_warmup_steps=100)
+    ours = [{'step': 250, 'eval_voiced_frames': 10374.0}]
+    rows = bench_parity.borrowed_reference(path, settings, {'eval': {'examples': 56}}, ours)
+    assert [r['reference_spectral_loss'] for r in rows] == [8.75, 8.5]
+    # With fingerprints on both sides, they decide.
+    path, _ = _report(tmp_path, 'hashed.json', sha='ab' * 32)
+    assert bench_parity.borrowed_reference(
+        path, settings, {'eval': {'examples': 56, 'sha256': 'ab' * 32}}, ours) == rows
+
+
+@pytest.mark.parametrize('change, message', [
+    ({'settings': {'learning_rate': 1e-3}}, 'learning_rate: 0.001 there, 0.0003 here'),
+    ({'examples': 55}, 'judged 55 held-out examples, this run 56'),
+    ({'voiced': 9000.0}, 'the held-out originals differ'),
+    ({'sha': 'cd' * 32}, 'other held-out examples'),
+])
+def test_borrowing_a_reference_curve_is_refused_for_other_settings_or_other_data(
+        tmp_path, change, message):
+    path, _ = _report(tmp_path, 'earlier.json', **change)
+    settings = {'batch_size': 8, 'learning_rate': 3e-4, 'steps': 1000, 'every': 250,
+                'example_secs': 4, 'crepe_capacity': 'tiny', 'metric_examples': 16}
+    mine = {'examples': 56, **({'sha256': 'ab' * 32} if 'sha' in change else {})}
+    with pytest.raises(SystemExit, match=re.escape(message)):
+        bench_parity.borrowed_reference(path, settings, {'eval': mine},
+                                        [{'step': 250, 'eval_voiced_frames': 10374.0}])
+
+
+def test_every_stage_records_its_command_for_the_report(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(bench_parity, 'stage_resynth', lambda args: calls.append('resynth'))
+    monkeypatch.setattr(bench_parity.sys, 'argv', ['bench_parity.py', 'resynth', '--seed', '3'])
+    for _ in range(2):
+        assert bench_parity.main(['resynth', '--out', str(tmp_path)]) == 0
+    stages = bench_parity._stage_commands(tmp_path)
+    assert calls == ['resynth', 'resynth']
+    assert [s['stage'] for s in stages] == ['resynth', 'resynth']
+    assert stages[0]['command'].endswith('bench_parity.py resynth --seed 3')

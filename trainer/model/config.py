@@ -187,6 +187,10 @@ class TrainConfig:
     learning_rate: float = 3e-4
     decay_steps: int = 10000
     decay_rate: float = 0.98
+    # Linear learning-rate warm-up over the first this many steps (0: none, the reference's
+    # schedule). Adam's first steps are full-sized whatever the gradient; a warm-up keeps them
+    # from throwing the harmonic amplitudes into exp_sigmoid's floor (docs/quality.md).
+    warmup_steps: int = 0
     grad_clip_norm: float = 3.0
     seed: int = 0
     # 'bfloat16': the decoder/encoder matmuls run in bfloat16 (variables, GRU recurrence, synths
@@ -213,6 +217,8 @@ class TrainConfig:
         _require(self.decay_steps >= 1, 'train.decay_steps', self.decay_steps, 'must be >= 1')
         _require(0 < self.decay_rate <= 1, 'train.decay_rate', self.decay_rate,
                  'must be in (0, 1]')
+        _require(self.warmup_steps >= 0, 'train.warmup_steps', self.warmup_steps,
+                 'must be >= 0 (0 = no warm-up)')
         _require(self.grad_clip_norm > 0, 'train.grad_clip_norm', self.grad_clip_norm,
                  'must be > 0')
         _require(self.keep_checkpoints >= 1, 'train.keep_checkpoints', self.keep_checkpoints,

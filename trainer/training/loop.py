@@ -137,19 +137,17 @@ def build_model(config: Config, dist=None):
     Returns:
         (model, optimizer, learning-rate schedule).
     """
-    import keras
     import tensorflow as tf
 
     from trainer.model.autoencoder import Autoencoder
+    from trainer.training import schedule as schedule_lib
 
     dist = dist or tf.distribute.get_strategy()
     tc = config.train
     with dist.scope():
         model = Autoencoder(config.model, config.data, compute_dtype=tc.compute_dtype)
         model(model.dummy_features(1))
-        schedule = keras.optimizers.schedules.ExponentialDecay(
-            tc.learning_rate, decay_steps=tc.decay_steps, decay_rate=tc.decay_rate,
-            staircase=True)
+        schedule = schedule_lib.from_config(tc)
         optimizer = _adam_for_reduced_gradients(learning_rate=schedule)
         optimizer.build(model.trainable_variables)
     return model, optimizer, schedule

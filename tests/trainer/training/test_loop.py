@@ -75,6 +75,41 @@ def test_logged_learning_rate_follows_the_decay_and_log_every_zero_logs_only_the
 
 
 @pytest.mark.trains
+def test_warmup_ramps_the_rate_the_optimizer_applies_then_hands_over_to_the_decay(
+        tmp_path, tiny_config, one_batch_dataset):
+    config = tiny_config.with_overrides(['train.log_every=1', 'train.checkpoint_every=0',
+                                         'train.warmup_steps=4', 'train.decay_steps=5',
+                                         'train.decay_rate=0.5'])
+    tracker = RecordingTracker()
+    train(config, str(one_batch_dataset), tmp_path / 'w', 6, tracker=tracker, progress=False)
+    lr = config.train.learning_rate
+    # Step s (1-based) ramps by s / 4 up to step 4 and decays by 0.5 ** ((s - 1) / 5).
+    assert [(s, m['learning_rate']) for s, m in tracker.metrics] == [
+        (s, pytest.approx(lr * min(1, s / 4) * 0.5 ** ((s - 1) / 5))) for s in range(1, 7)]
+
+    # The optimizer steps with it: Adam's first update is about the rate in every weight that
+    # has a gradient, so the largest first move is a quarter of the un-warmed one's.
+    from trainer.model.config import resolve_data
+    from trainer.training import data as data_lib
+    from trainer.training.loop import Trainer
+
+    def first_move(cfg, name):
+        source = data_lib.open_source(str(one_batch_dataset))
+        trainer = Trainer(resolve_data(cfg, source.layout, 'test'), source, tmp_path / name)
+        trainer.build()
+        trainer.open_data()
+        before = [v.numpy() for v in trainer.model.trainable_variables]
+        trainer.train_step()
+        return max(float(np.max(np.abs(v.numpy() - b)))
+                   for v, b in zip(trainer.model.trainable_variables, before, strict=True))
+
+    plain = first_move(tiny_config, 'plain')
+    warmed = first_move(tiny_config.with_overrides(['train.warmup_steps=4']), 'warm')
+    assert plain == pytest.approx(lr, rel=0.05)
+    assert warmed == pytest.approx(lr / 4, rel=0.05)
+
+
+@pytest.mark.trains
 @pytest.mark.slow
 def test_resume_is_exact_and_appends_to_the_same_mlflow_run(tmp_path, tiny_config, tiny_dataset,
                                                             monkeypatch):
