@@ -27,7 +27,6 @@ Run (the parity harness' data; each run takes about a second per step on 2 cores
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
