@@ -323,16 +323,20 @@ def note_levels_db(audio, sample_rate: int, onsets_s: Sequence[float],
 
 def note_spectral_pitch(audio, sample_rate: int, onsets_s: Sequence[float],
                         offsets_s: Sequence[float], skip_s: float = 0.05,
-                        threshold_db: float = -30.0, min_hz: float = 30.0) -> np.ndarray:
+                        threshold_db: float = -30.0, min_hz: float = 30.0,
+                        harmonic_cents: float = 25.0) -> np.ndarray:
     """Each note's pitch (Hz) from its spectrum, for pitches no f0 tracker covers.
 
     The note's samples from ``skip_s`` after its onset (past the attack) to its offset are
-    Hann-windowed and zero-padded to 8x their length (at least 2**15 points); the pitch is the
-    lowest local maximum of the magnitude spectrum above ``min_hz`` that lies within
-    ``threshold_db`` of the strongest one, refined by a parabola through the three log
-    magnitudes around it. For a harmonic tone whose fundamental is no more than
-    ``-threshold_db`` below its strongest partial this is the fundamental; where the fundamental
-    is weaker it reads a harmonic above (an octave or more high), which shows as a large error.
+    Hann-windowed and zero-padded to 8x their length (at least 2**15 points); every local
+    maximum of the magnitude spectrum above ``min_hz`` is refined by a parabola through the
+    three log magnitudes around it. The pitch is the lowest of those maxima that lies within
+    ``threshold_db`` of the strongest one and of whose frequency the strongest is a whole
+    multiple (within ``harmonic_cents``): the bottom of the harmonic series the strongest
+    partial belongs to. A peak of noise below the fundamental is not read as the pitch. For a
+    harmonic tone whose fundamental is no more than ``-threshold_db`` below its strongest
+    partial this is the fundamental; where the fundamental is weaker it reads a harmonic above
+    (an octave or more high), which shows as a large error.
 
     Returns:
         float64 [n_notes]; NaN for a note shorter than 32 samples after ``skip_s`` or silent.
@@ -342,6 +346,8 @@ def note_spectral_pitch(audio, sample_rate: int, onsets_s: Sequence[float],
         raise ValueError('onsets_s and offsets_s must have one value per note')
     if threshold_db >= 0:
         raise ValueError(f'threshold_db must be negative, got {threshold_db}')
+    if harmonic_cents <= 0:
+        raise ValueError(f'harmonic_cents must be positive, got {harmonic_cents}')
     out = np.full(len(onsets_s), np.nan)
     for n, (onset, offset) in enumerate(zip(onsets_s, offsets_s, strict=True)):
         i, j = _note_span(onset, offset, sample_rate, len(audio), skip_s)
@@ -358,9 +364,13 @@ def note_spectral_pitch(audio, sample_rate: int, onsets_s: Sequence[float],
         centre = db[first:-1]
         peaks = np.flatnonzero((centre >= db[first - 1:-2]) & (centre > db[first + 1:])
                                & (centre >= floor)) + first
-        k = int(peaks[0])
-        a, b, c = db[k - 1], db[k], db[k + 1]
+        a, b, c = db[peaks - 1], db[peaks], db[peaks + 1]
         curvature = a - 2.0 * b + c
-        shift = 0.5 * (a - c) / curvature if curvature < 0 else 0.0
-        out[n] = (k + shift) * sample_rate / size
+        shift = np.where(curvature < 0, 0.5 * (a - c) / np.where(curvature < 0, curvature, -1.0),
+                         0.0)
+        hz = (peaks + shift) * sample_rate / size
+        strongest = hz[int(np.argmax(b))]
+        multiple = np.maximum(np.round(strongest / hz), 1.0)
+        in_series = np.abs(1200.0 * np.log2(strongest / (multiple * hz))) <= harmonic_cents
+        out[n] = hz[int(np.flatnonzero(in_series)[0])]  # the strongest itself is in it
     return out

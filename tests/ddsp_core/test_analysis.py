@@ -176,6 +176,28 @@ def test_note_spectral_pitch_reads_pitches_above_crepes_top_bin():
         analysis.note_spectral_pitch(audio, rate, [0.0], [1.0], threshold_db=3)
 
 
+def test_note_spectral_pitch_passes_over_peaks_below_the_fundamental_that_are_not_in_its_series():
+    """A model's filtered noise (or any spur) below a high note, within 30 dB of its strongest
+    partial, is not its pitch: the pitch is the bottom of the strongest partial's series."""
+    rate, f0 = 16000, 2217.46
+    rng = np.random.default_rng(0)
+    tone = _partials(f0, [0.3, 0.5, 0.2], 1.0)
+    spur = tone + 0.03 * _partials(2092.0, [1.0], 1.0)  # 24 dB under the strongest partial
+    spectrum = np.fft.rfft(rng.standard_normal(rate))
+    freqs = np.fft.rfftfreq(rate, 1 / rate)
+    band = np.fft.irfft(spectrum * ((freqs > 1900) & (freqs < 2150)), rate)
+    noisy = tone + 0.1 * band / np.sqrt(np.mean(band ** 2))  # noise 1.9-2.15 kHz, under f0
+    pitch = analysis.note_spectral_pitch(np.concatenate([spur, noisy]), rate, [0.0, 1.0],
+                                         [1.0, 2.0])
+    assert np.abs(1200 * np.log2(pitch / f0)).max() < 2, pitch
+    # Read without the series check (any peak in the threshold), both would be a semitone low.
+    loose = analysis.note_spectral_pitch(np.concatenate([spur, noisy]), rate, [0.0, 1.0],
+                                         [1.0, 2.0], harmonic_cents=1200)
+    assert (loose < f0 * 2 ** (-50 / 1200)).all(), loose
+    with pytest.raises(ValueError, match='harmonic_cents'):
+        analysis.note_spectral_pitch(tone, rate, [0.0], [1.0], harmonic_cents=0)
+
+
 def test_note_levels_of_a_full_scale_sine_a_quiet_note_and_a_silent_one():
     rate = 16000
     audio = np.concatenate([_partials(440.0, [1.0], 1.0), 0.01 * _partials(440.0, [1.0], 1.0),
