@@ -7,7 +7,8 @@ small the gradient, and the first gradients of the harmonic synthesiser all say 
 3e-4 the first steps (for seed 1 the very first: raw amplitude 0.12 to -6.86) threw the
 decoder's raw harmonic amplitudes into ``exp_sigmoid``'s floor in four seeds of six
 (docs/quality.md), where the gradient vanishes and the harmonic part can stay silent for good.
-Keras has a warm-up only in ``CosineDecay``; the reference's decay is exponential, hence this. Step ``s`` (0-based optimizer iteration) uses
+Keras has a warm-up only in ``CosineDecay``; the reference's decay is exponential, hence this.
+Step ``s`` (0-based optimizer iteration) uses
 ``decay(s) * min(1, (s + 1) / warmup_steps)``.
 """
 
