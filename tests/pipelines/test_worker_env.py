@@ -15,6 +15,7 @@ by ``make test-workers`` (CI runs it), not by ``make test``.
 import hashlib
 import json
 import os
+import subprocess
 import sys
 
 import pytest
@@ -117,7 +118,7 @@ def _rows(path):
 def test_a_sweep_and_an_evaluation_with_separate_workers(worker, tmp_path):
     """ddsp-sweep: a trial trains in a separate worker (in a process spawned from it, with its
     python) and is recorded in MLflow; ddsp-eval of that trial's model through the separate
-    workers gives the rows of an evaluation in this process."""
+    workers writes the rows of a local ddsp-eval (its own process), byte for byte."""
     import numpy as np
     from mlflow.tracking import MlflowClient
 
@@ -148,20 +149,24 @@ def test_a_sweep_and_an_evaluation_with_separate_workers(worker, tmp_path):
     (model_dir,) = (out / 'trials').iterdir()
     common = ['--model', str(model_dir), '--data', str(data), '--crepe_capacity', 'tiny',
               '--batch_size', '1', '--no_mlflow', '--no_progress']
-    assert evaluate([*common, '--out', str(tmp_path / 'local')]) == 0
+    # The local evaluation as users run it: ddsp-eval in a process of its own. In this process
+    # an earlier test's in-process prepare set TensorFlow's thread count for CREPE, and with
+    # other threads CREPE's activations differ in the last bits (f0 L1 by 4e-6 relative).
+    local = subprocess.run([sys.executable, '-m', 'pipelines.evaluate', *common,
+                            '--out', str(tmp_path / 'local')], cwd=ROOT, capture_output=True,
+                           text=True, timeout=600)
+    assert local.returncode == 0, local.stderr[-3000:]
     with portable_runner(python, home) as args:
         assert evaluate([*common, '--out', str(tmp_path / 'separate'), *args]) == 0
     a = _rows(tmp_path / 'local' / 'examples.jsonl')
     b = _rows(tmp_path / 'separate' / 'examples.jsonl')
     assert len(a) == 4 and set(a) == set(b)
-    for key, row in a.items():
-        for metric, value in row.items():
-            if isinstance(value, float) and np.isfinite(value):
-                # 1e-5: with the model a 2026-12-07 sweep trains (smooth lr decay), the separate
-                # workers' f0 L1 differed from the local one by 4e-6 relative (0.0355928 vs
-                # 0.0355927), every run; the cause (CREPE's float arithmetic in the workers'
-                # environment) is not isolated yet.
-                assert b[key][metric] == pytest.approx(value, rel=1e-5, abs=1e-9), (key, metric)
+    assert all(np.isfinite(row['f0_l1_semitones']) for row in a.values())
+    # The same inputs give the same bytes on the separate workers as locally.
+    assert ((tmp_path / 'local' / 'examples.jsonl').read_bytes()
+            == (tmp_path / 'separate' / 'examples.jsonl').read_bytes()), [
+        (key, metric, value, b[key][metric]) for key, row in a.items()
+        for metric, value in row.items() if b[key][metric] != value]
 
 
 def test_a_job_whose_separate_worker_is_killed_runs_again(worker, tmp_path, caplog):
