@@ -41,7 +41,8 @@ machine). The scratch environment, outside the project::
     python3.11 -m venv /tmp/refparity   # or: uv venv --python 3.11 /tmp/refparity
     /tmp/refparity/bin/pip install "tensorflow==2.21.*" "tf-keras==2.21.*" gin-config \\
         "tensorflow-probability[tf]" tensorflow-datasets librosa mir_eval note_seq \\
-        cloudml-hypertune google-cloud-storage matplotlib "setuptools<81" soundfile
+        cloudml-hypertune google-cloud-storage matplotlib "setuptools<81" soundfile \\
+        tensorboard   # the reference's trainer writes tf.summary.text: TF 2.21 does not pull it in
     bash tools/install_crepe.sh /tmp/refparity/bin/python
     git --git-dir=MIRROR/magenta+ddsp/repo archive HEAD | tar -x -C /tmp/refddsp
 
@@ -232,13 +233,43 @@ SHARED_SETTINGS = ('batch_size', 'learning_rate', 'every', 'example_secs', 'crep
                    'metric_examples')
 
 
+def incomparable(earlier: dict, settings: dict, data: dict, rows: list[dict]) -> str | None:
+    """Why the report ``earlier`` was not made like this one (``settings``, ``data``, and this
+    run's judged ``rows``), or None: the same :data:`SHARED_SETTINGS`, and the same held-out
+    examples: the same fingerprint where both reports have one, else the same number of
+    examples and the same count of voiced frames CREPE finds in the originals (a property of the
+    audio, not of either model)."""
+    theirs_settings = earlier.get('settings') or {}
+    differ = [f'{k}: {theirs_settings.get(k)!r} there, {settings.get(k)!r} here'
+              for k in SHARED_SETTINGS if theirs_settings.get(k) != settings.get(k)]
+    if differ:
+        return f'it was made with other settings ({"; ".join(differ)})'
+
+    def held_out(report_data):
+        return report_data.get('eval', {}) if isinstance(report_data, dict) else {}
+
+    mine, theirs = held_out(data), held_out(earlier.get('data'))
+    if mine.get('sha256') and theirs.get('sha256'):
+        if mine['sha256'] != theirs['sha256']:
+            return (f'it judged other held-out examples (fingerprint {theirs["sha256"][:12]} '
+                    f'there, {mine["sha256"][:12]} here)')
+        return None
+    if mine.get('examples') != theirs.get('examples'):
+        return (f'it judged {theirs.get("examples")} held-out examples, this run '
+                f'{mine.get("examples")}')
+    their_rows = [r for curve in (earlier.get('curves') or {}).values() for r in curve or []]
+    voiced = {r.get('eval_voiced_frames') for r in their_rows + rows}
+    if len(voiced) != 1 or None in voiced:
+        return ('the held-out originals differ (voiced frames CREPE finds in them: '
+                f'{sorted(map(str, voiced))})')
+    return None
+
+
 def borrowed_reference(path: Path, settings: dict, data: dict, ours: list[dict]) -> list[dict]:
     """The reference's curve from an earlier report (``--reference_from``), for a run that
     trains only ours (the reference has no seed and is 3x slower: one of its runs can stand
     against several of ours). Refused, naming the difference, unless it was made with the same
-    settings on the same held-out examples: the same fingerprint where both reports have one,
-    else the same number of examples and the same count of voiced frames CREPE finds in the
-    originals (a property of the audio, not of either model)."""
+    settings on the same held-out examples (:func:`incomparable`)."""
     try:
         earlier = json.loads(Path(path).read_text())
         rows = earlier['curves']['reference']
@@ -250,30 +281,9 @@ def borrowed_reference(path: Path, settings: dict, data: dict, ours: list[dict])
     if not ours:
         sys.exit('bench_parity: error: --reference_from: no checkpoint of ours is judged yet '
                  '(run train-ours, resynth and judge first)')
-    differ = [f'{k}: {earlier.get("settings", {}).get(k)!r} there, {settings.get(k)!r} here'
-              for k in SHARED_SETTINGS if earlier.get('settings', {}).get(k) != settings.get(k)]
-    if differ:
-        sys.exit(f'bench_parity: error: --reference_from {path} was made with other settings '
-                 f'({"; ".join(differ)})')
-
-    def held_out(report_data):
-        return report_data.get('eval', {}) if isinstance(report_data, dict) else {}
-
-    mine, theirs = held_out(data), held_out(earlier.get('data'))
-    if mine.get('sha256') and theirs.get('sha256'):
-        if mine['sha256'] != theirs['sha256']:
-            sys.exit(f'bench_parity: error: --reference_from {path} judged other held-out '
-                     f'examples (fingerprint {theirs["sha256"][:12]} there, '
-                     f'{mine["sha256"][:12]} here)')
-        return rows
-    if mine.get('examples') != theirs.get('examples'):
-        sys.exit(f'bench_parity: error: --reference_from {path} judged '
-                 f'{theirs.get("examples")} held-out examples, this run {mine.get("examples")}')
-    voiced = {r.get('eval_voiced_frames') for r in rows} | {
-        r.get('eval_voiced_frames') for r in ours}
-    if len(voiced) != 1 or None in voiced:
-        sys.exit(f'bench_parity: error: --reference_from {path}: the held-out originals differ '
-                 f'(voiced frames CREPE finds in them: {sorted(map(str, voiced))})')
+    problem = incomparable(earlier, settings, data, ours)
+    if problem:
+        sys.exit(f'bench_parity: error: --reference_from {path}: {problem}')
     return rows
 
 
