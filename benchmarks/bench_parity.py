@@ -52,12 +52,15 @@ Run::
         --eval 'DATA/violin/eval/*.wav' --out runs/parity --steps 1000 --every 250 \\
         --ref_python /tmp/refparity/bin/python --ref_src /tmp/refddsp
 
-Several seeds of ours against one run of the reference (its trainer has no seed, and it is ~3x
-slower): for each seed, a fresh --out holding the same ``data_train``/``data_eval``, the stages
-``train-ours resynth judge`` with ``--seed N``, then ``report --reference_from REPORT.json``,
-where REPORT.json is the report of a run that trained the reference on the same data with the
-same settings (checked: the settings, and the held-out originals' fingerprint, or for reports
-made before it was recorded, their number and CREPE's count of voiced frames in them).
+The reference's trainer has no seed flag: ``train-reference --ref_seed N`` seeds its process
+(:data:`SEEDED_REFERENCE`); unseeded, each of its runs differs. Several seeds of ours against
+one run of the reference (it is ~3x slower): for each seed, a fresh --out holding the same
+``data_train``/``data_eval``, the stages ``train-ours resynth judge`` with ``--seed N``, then
+``report --reference_from REPORT.json``, where REPORT.json is the report of a run that trained
+the reference on the same data with the same settings (checked: the settings, and the held-out
+originals' fingerprint, or for reports made before it was recorded, their number and CREPE's
+count of voiced frames in them).
+``bench_parity_summary.py`` pools the reports of several runs per checkpoint.
 
 Every stage appends its command line to ``--out``/stages.jsonl; the report lists them
 (``stages``), so the JSON says how it was made.
@@ -71,6 +74,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -151,6 +155,25 @@ def stage_prepare(args) -> None:
     (args.out / 'prepared.json').write_text(json.dumps(inputs, indent=1))
 
 
+#: ``python -c`` program that seeds the reference's process, then runs its ``ddsp_run`` with the
+#: rest of the command line: its trainer has no seed flag, and Keras' global seed (Python's,
+#: NumPy's and TensorFlow's, whose op seeds follow from it: the initialisers, the data
+#: shuffle) is set before any of its code runs.
+SEEDED_REFERENCE = ('import sys\n'
+                    'import tensorflow as tf\n'
+                    'tf.keras.utils.set_random_seed(int(sys.argv.pop(1)))\n'
+                    'from ddsp.training import ddsp_run\n'
+                    'ddsp_run.console_entry_point()\n')
+
+
+def reference_launcher(seed: int | None) -> list[str]:
+    """The arguments after the scratch python that start the reference's ``ddsp_run``: as its
+    module, unseeded (``seed`` None), or seeded by :data:`SEEDED_REFERENCE`."""
+    if seed is None:
+        return ['-m', 'ddsp.training.ddsp_run']
+    return ['-c', SEEDED_REFERENCE, str(seed)]
+
+
 def stage_train_reference(args) -> None:
     model_dir = args.out / 'reference_model'
     model_dir.mkdir(parents=True, exist_ok=True)
@@ -159,13 +182,13 @@ def stage_train_reference(args) -> None:
               f'train.batch_size={args.batch_size}', f'train.num_steps={args.steps}',
               f'train.steps_per_save={args.every}', f'train.steps_per_summary={args.every}',
               f'Trainer.learning_rate={args.lr}', 'Trainer.checkpoints_to_keep=1000']
-    cmd = [args.ref_python, '-m', 'ddsp.training.ddsp_run', '--mode=train',
+    cmd = [args.ref_python, *reference_launcher(args.ref_seed), '--mode=train',
            f'--save_dir={model_dir}', '--gin_file=models/solo_instrument.gin',
            '--gin_file=datasets/tfrecord.gin'] + [f'--gin_param={p}' for p in params]
     env = {**os.environ, 'TF_USE_LEGACY_KERAS': '1', 'PYTHONPATH': str(args.ref_src),
            'TF_CPP_MIN_LOG_LEVEL': '2'}
     started = time.time()
-    print('reference:', ' '.join(cmd), flush=True)
+    print('reference:', shlex.join(cmd), flush=True)
     with open(args.out / 'reference_train.log', 'w') as log:
         done = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
     if done.returncode != 0:
@@ -176,7 +199,7 @@ def stage_train_reference(args) -> None:
         print(f'warning: the reference trainer exited with {done.returncode} after writing its '
               f'last checkpoint (step {args.steps}); continuing', flush=True)
     (args.out / 'reference_timing.json').write_text(json.dumps({
-        'started': started, 'finished': time.time(),
+        'started': started, 'finished': time.time(), 'seed': args.ref_seed,
         'checkpoints': checkpoint_times(model_dir, started)}, indent=1))
 
 
@@ -406,13 +429,16 @@ def stage_report(args) -> None:
                 'crepe_capacity': args.crepe_capacity,
                 'metric_examples': args.metric_examples,
                 'our_seed': _our_train_setting(args.out, 'seed'),
-                'our_warmup_steps': _our_train_setting(args.out, 'warmup_steps')}
+                'our_warmup_steps': _our_train_setting(args.out, 'warmup_steps'),
+                'reference_seed': timing.get('reference', {}).get('seed')}
     if args.reference_from:
         if curves.get('reference'):
             sys.exit(f'bench_parity: error: --reference_from {args.reference_from}: this run '
                      f'has its own reference curve ({args.out / "judged.json"})')
         curves['reference'] = borrowed_reference(args.reference_from, settings, data,
                                                  curves.get('ours', []))
+        settings['reference_seed'] = json.loads(Path(args.reference_from).read_text()).get(
+            'settings', {}).get('reference_seed')
     both = sorted(set(r['step'] for r in curves.get('reference', []))
                   & set(r['step'] for r in curves.get('ours', [])))
     ratio = {}
@@ -571,10 +597,13 @@ def build_parser() -> argparse.ArgumentParser:
                                                           '0.98 per 10k steps, clip norm 3)')
     p.add_argument('--seed', type=int, default=None,
                    help="our model's train.seed (None: the solo_instrument preset's; the "
-                        "reference's trainer has no seed flag, each of its runs differs)")
+                        "reference's: --ref_seed)")
     p.add_argument('--warmup_steps', type=int, default=None,
                    help="our model's train.warmup_steps (None: the solo_instrument preset's, 100; "
                         "the reference's schedule has none)")
+    p.add_argument('--ref_seed', type=int, default=None,
+                   help="train-reference: seed the reference's process (Keras' global seed, set "
+                        'before its code runs; None: unseeded, each run differs)')
     p.add_argument('--reference_from', type=Path, default=None,
                    help="report: take the reference's curve from this earlier report (same "
                         'settings, same held-out examples: checked) instead of training it '

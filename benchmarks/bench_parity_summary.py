@@ -85,8 +85,8 @@ def pool(ours: dict[str, dict], references: dict[str, dict]) -> dict:
                 continue
             seen[side].add(_key(rows))
             runs[side].append({'source': str(path), 'rows': rows,
-                               'seed': report['settings'].get('our_seed')
-                               if side == 'ours' else None})
+                               'seed': report['settings'].get(
+                                   'our_seed' if side == 'ours' else 'reference_seed')})
     if not runs['reference']:
         _fail('none of the reports has a reference curve')
     return runs

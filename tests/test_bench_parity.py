@@ -151,3 +151,37 @@ def test_every_stage_records_its_command_for_the_report(tmp_path, monkeypatch):
     assert calls == ['resynth', 'resynth']
     assert [s['stage'] for s in stages] == ['resynth', 'resynth']
     assert stages[0]['command'].endswith('bench_parity.py resynth --seed 3')
+
+
+@pytest.mark.slow
+def test_a_seeded_reference_process_draws_the_same_numbers_and_gets_the_rest_of_its_command(
+        tmp_path):
+    """``--ref_seed``'s launcher, with a stand-in for the reference's ddsp_run that prints its
+    command line and the first numbers of TensorFlow's and NumPy's generators."""
+    import json
+    import subprocess
+    import sys
+
+    run = tmp_path / 'ddsp' / 'training'
+    run.mkdir(parents=True)
+    for init in (tmp_path / 'ddsp' / '__init__.py', run / '__init__.py'):
+        init.write_text('')
+    (run / 'ddsp_run.py').write_text(
+        'import json, sys\nimport numpy as np\nimport tensorflow as tf\n'
+        'def console_entry_point():\n'
+        '    print(json.dumps({"argv": sys.argv[1:], "tf": float(tf.random.uniform(())),\n'
+        '                      "np": float(np.random.rand())}))\n')
+
+    def launch(seed):
+        cmd = [sys.executable, *bench_parity.reference_launcher(seed), '--mode=train', '--x=1']
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                              env={'PYTHONPATH': str(tmp_path), 'TF_CPP_MIN_LOG_LEVEL': '2',
+                                   'PATH': '/usr/bin:/bin'})
+        assert done.returncode == 0, done.stderr[-2000:]
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    first, again, other = launch(7), launch(7), launch(8)
+    assert first['argv'] == ['--mode=train', '--x=1']
+    assert first == again
+    assert first['tf'] != other['tf'] and first['np'] != other['np']
+    assert bench_parity.reference_launcher(None) == ['-m', 'ddsp.training.ddsp_run']
