@@ -145,10 +145,6 @@ def main(argv=None) -> int:
 
 def _log(client, run_id, report, ir, edc, out: Path, json_path: Path, known, learned) -> None:
     """The measures as metrics, the learned IR as audio and its decay plot, on the run."""
-    import matplotlib
-
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
     import soundfile as sf
 
     for label, values in report['mean'].items():
@@ -158,7 +154,7 @@ def _log(client, run_id, report, ir, edc, out: Path, json_path: Path, known, lea
         client.log_metric(run_id, 'dereverb/learned_rt60_s', learned)
     sf.write(str(out / 'learned_ir.wav'), ir / (np.max(np.abs(ir)) + 1e-12), 16000,
              subtype='FLOAT')
-    fig, ax = plt.subplots(figsize=(7, 3.5))
+    fig, ax = common.figure((7, 3.5))
     t = np.arange(len(edc)) / 16000
     ax.plot(t, edc, label='learned IR (Schroeder decay)')
     ax.plot(t, -60.0 * t / known, '--', label=f'known room: RT60 {known:g} s')
@@ -169,10 +165,8 @@ def _log(client, run_id, report, ir, edc, out: Path, json_path: Path, known, lea
                                      'does not decay 25 dB'))
     ax.legend()
     ax.grid(alpha=0.3)
-    fig.tight_layout()
     png = json_path.with_suffix('.png')
-    fig.savefig(png, dpi=100)
-    plt.close(fig)
+    fig.savefig(png)
     for path in (out / 'learned_ir.wav', png, json_path):
         client.log_artifact(run_id, str(path), 'dereverb')
 

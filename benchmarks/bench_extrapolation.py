@@ -216,15 +216,10 @@ def measure_notes(notes: list[dict], audio: np.ndarray, sample_rate: int, f0_out
 
 
 def _plot(rows, low, high, slope, intercept, png: Path, f0_input: str = 'crepe') -> None:
-    import matplotlib
-
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-
     midi = np.array([r['midi'] for r in rows])
     mute = np.array([r['input_silent'] for r in rows])
     by_spectrum = np.array([r['pitch_method'] == 'spectrum' for r in rows])
-    fig, axes = plt.subplots(3, 1, figsize=(8, 8), sharex=True)
+    fig, axes = common.figure((8, 8), 3, 1, sharex=True)
     panels = (('median_cents', 'pitch error (cents, median)'),
               ('loudness_db', 'output loudness (dB)'),
               ('centroid_harmonics', 'harmonic centroid (harmonic no.)'))
@@ -248,9 +243,7 @@ def _plot(rows, low, high, slope, intercept, png: Path, f0_input: str = 'crepe')
     source = 'true pitches' if f0_input == 'truth' else "CREPE's f0"
     fig.suptitle(f'pitch extrapolation ({source} in): an octave beyond the training range on '
                  'both sides', fontsize=10)
-    fig.tight_layout()
-    fig.savefig(png, dpi=100)
-    plt.close(fig)
+    fig.savefig(png)
 
 
 if __name__ == '__main__':

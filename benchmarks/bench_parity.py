@@ -288,11 +288,12 @@ def incomparable(earlier: dict, settings: dict, data: dict, rows: list[dict]) ->
     return None
 
 
-def borrowed_reference(path: Path, settings: dict, data: dict, ours: list[dict]) -> list[dict]:
-    """The reference's curve from an earlier report (``--reference_from``), for a run that
-    trains only ours (the reference has no seed and is 3x slower: one of its runs can stand
-    against several of ours). Refused, naming the difference, unless it was made with the same
-    settings on the same held-out examples (:func:`incomparable`)."""
+def borrowed_reference(path: Path, settings: dict, data: dict,
+                       ours: list[dict]) -> tuple[list[dict], int | None]:
+    """The reference's curve from an earlier report (``--reference_from``) and the seed it was
+    trained with (None: unseeded), for a run that trains only ours (the reference is 3x slower:
+    one of its runs can stand against several of ours). Refused, naming the difference, unless
+    it was made with the same settings on the same held-out examples (:func:`incomparable`)."""
     try:
         earlier = json.loads(Path(path).read_text())
         rows = earlier['curves']['reference']
@@ -307,7 +308,7 @@ def borrowed_reference(path: Path, settings: dict, data: dict, ours: list[dict])
     problem = incomparable(earlier, settings, data, ours)
     if problem:
         sys.exit(f'bench_parity: error: --reference_from {path}: {problem}')
-    return rows
+    return rows, (earlier.get('settings') or {}).get('reference_seed')
 
 
 def _eval_examples(args) -> dict[str, np.ndarray]:
@@ -435,10 +436,8 @@ def stage_report(args) -> None:
         if curves.get('reference'):
             sys.exit(f'bench_parity: error: --reference_from {args.reference_from}: this run '
                      f'has its own reference curve ({args.out / "judged.json"})')
-        curves['reference'] = borrowed_reference(args.reference_from, settings, data,
-                                                 curves.get('ours', []))
-        settings['reference_seed'] = json.loads(Path(args.reference_from).read_text()).get(
-            'settings', {}).get('reference_seed')
+        curves['reference'], settings['reference_seed'] = borrowed_reference(
+            args.reference_from, settings, data, curves.get('ours', []))
     both = sorted(set(r['step'] for r in curves.get('reference', []))
                   & set(r['step'] for r in curves.get('ours', [])))
     ratio = {}
@@ -531,12 +530,7 @@ def listening_report(args, judged: dict, step: int) -> Path | None:
 
 
 def _plot(curves: dict, png: Path) -> None:
-    import matplotlib
-
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig, axes = common.figure((10, 4), 1, 2)
     for name, rows in curves.items():
         steps = [r['step'] for r in rows]
         loss = [r['reference_spectral_loss'] for r in rows]
@@ -552,9 +546,7 @@ def _plot(curves: dict, png: Path) -> None:
         ax.legend()
         ax.grid(alpha=0.3)
     fig.suptitle('solo_instrument: ours vs the reference, same data, batch, lr, steps')
-    fig.tight_layout()
-    fig.savefig(png, dpi=100)
-    plt.close(fig)
+    fig.savefig(png)
 
 
 def _log_mlflow(args, report: dict, json_path: Path, png: Path, html: Path | None) -> None:

@@ -43,10 +43,11 @@ def load(path: Path) -> dict:
     """A bench_parity report, or exit naming the file and what is wrong with it."""
     try:
         report = json.loads(Path(path).read_text())
-        curves = report['curves']
-        assert isinstance(curves, dict) and isinstance(report['settings'], dict)
-    except (OSError, ValueError, KeyError, TypeError, AssertionError) as e:
+        curves, settings = report['curves'], report['settings']
+    except (OSError, ValueError, KeyError, TypeError) as e:
         _fail(f'{path}: not a bench_parity report ({type(e).__name__}: {e})')
+    if not (isinstance(curves, dict) and isinstance(settings, dict)):
+        _fail(f'{path}: not a bench_parity report (its curves or settings are not objects)')
     for name, rows in curves.items():
         for row in rows or []:
             if not isinstance(row.get('step'), int) or not isinstance(row.get(LOSS), (int, float)):
@@ -137,12 +138,7 @@ def markdown(table: list[dict]) -> str:
 
 
 def plot(runs: dict, table: list[dict], png: Path) -> None:
-    import matplotlib
-
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = common.figure((7, 4.5))
     steps = [r['step'] for r in table]
     for side, colour in (('reference', 'tab:blue'), ('ours', 'tab:orange')):
         for run in runs[side]:
@@ -157,9 +153,7 @@ def plot(runs: dict, table: list[dict], png: Path) -> None:
     ax.set_title('solo_instrument, ours vs the reference: every run, the means, the ranges')
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(png, dpi=100)
-    plt.close(fig)
+    fig.savefig(png)
 
 
 def build_parser() -> argparse.ArgumentParser:

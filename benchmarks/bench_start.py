@@ -106,12 +106,7 @@ def summarise(rows: list[dict]) -> dict:
 
 
 def _plot(runs: list[dict], png: Path) -> None:
-    import matplotlib
-
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig, ax = common.figure((8, 4.5))
     warmups = sorted({r['warmup_steps'] for r in runs})
     styles = {w: s for w, s in zip(warmups, ('--', '-', ':', '-.') * 4, strict=False)}
     for run in runs:
@@ -126,9 +121,7 @@ def _plot(runs: list[dict], png: Path) -> None:
     ax.set_title('The first steps: the harmonic synthesiser\'s level, per seed and warm-up')
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(png, dpi=100)
-    plt.close(fig)
+    fig.savefig(png)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,8 +1,8 @@
 """What the benchmarks share: their results as JSON (:func:`emit`, :func:`write_json`), the
-machine they ran on (:func:`machine`), the CREPE flag of those that track pitch, and the
-orchestration of the ones that train on ``render_quality_data.py``'s data
-(:func:`quality_data_parser`, :func:`read_truth`, :func:`train_on_clips`,
-:func:`report_header`).
+machine they ran on (:func:`machine`), the figure of their plots (:func:`figure`), the CREPE
+flag of those that track pitch, and the orchestration of the ones that train on
+``render_quality_data.py``'s data (:func:`quality_data_parser`, :func:`read_truth`,
+:func:`train_on_clips`, :func:`report_header`).
 
 A benchmark puts the repository root on ``sys.path`` and then imports this module as
 ``benchmarks.common``.
@@ -62,6 +62,16 @@ def write_json(path: str | os.PathLike, report: dict) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(finite(report), indent=2, allow_nan=False) + '\n')
     return path
+
+
+def figure(figsize: tuple[float, float], nrows: int = 1, ncols: int = 1, **subplots):
+    """``(figure, axes)`` for a benchmark's plot: a bare matplotlib ``Figure`` (rendered by the
+    Agg canvas on ``savefig``, no pyplot state to select or close), laid out tight at 100 dpi;
+    ``subplots`` go to ``Figure.subplots`` (e.g. ``sharex=True``)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize, dpi=100, layout='tight')
+    return fig, fig.subplots(nrows, ncols, **subplots)
 
 
 def add_crepe_capacity(parser: argparse.ArgumentParser, help: str) -> None:

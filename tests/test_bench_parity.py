@@ -116,12 +116,13 @@ def test_a_run_of_ours_borrows_the_reference_curve_of_an_earlier_report_on_the_s
     path, earlier = _report(tmp_path, 'earlier.json')
     settings = dict(earlier['settings'], steps=500, our_seed=2, our_warmup_steps=100)
     ours = [{'step': 250, 'eval_voiced_frames': 10374.0}]
-    rows = bench_parity.borrowed_reference(path, settings, {'eval': {'examples': 56}}, ours)
+    rows, seed = bench_parity.borrowed_reference(path, settings, {'eval': {'examples': 56}}, ours)
     assert [r['reference_spectral_loss'] for r in rows] == [8.75, 8.5]
-    # With fingerprints on both sides, they decide.
-    path, _ = _report(tmp_path, 'hashed.json', sha='ab' * 32)
+    assert seed is None  # a report from before --ref_seed, or an unseeded reference
+    # With fingerprints on both sides, they decide; the seed of a seeded reference comes along.
+    path, _ = _report(tmp_path, 'hashed.json', sha='ab' * 32, settings={'reference_seed': 4})
     assert bench_parity.borrowed_reference(
-        path, settings, {'eval': {'examples': 56, 'sha256': 'ab' * 32}}, ours) == rows
+        path, settings, {'eval': {'examples': 56, 'sha256': 'ab' * 32}}, ours) == (rows, 4)
 
 
 @pytest.mark.parametrize('change, message', [
